@@ -1,0 +1,161 @@
+// Package config holds kubekeep's settings and loads them strictly from YAML:
+// an unknown key, a wrong type or an invalid value is an error that names the
+// file, the line and the key, because a typo in a backup tool's config must
+// never silently turn a setting off.
+package config
+
+import (
+	"time"
+)
+
+// DefaultPath is where the systemd unit and the CLI look for the config when
+// neither --config nor $KUBEKEEP_CONFIG names one.
+const DefaultPath = "/etc/kubekeep/kubekeep.yaml"
+
+// Config is the whole configuration. Field names are the YAML keys.
+type Config struct {
+	// Root prefixes every host path kubekeep reads or writes; "/" on a real
+	// host, a sandbox directory in tests and in `make demo`.
+	Root      string    `yaml:"root"`
+	Store     Store     `yaml:"store"`
+	Schedules Schedules `yaml:"schedules"`
+	Retention Retention `yaml:"retention"`
+	Etcd      Etcd      `yaml:"etcd"`
+	Cloud     Cloud     `yaml:"cloud"`
+	Metrics   Metrics   `yaml:"metrics"`
+	Paths     Paths     `yaml:"paths"`
+	Log       Log       `yaml:"log"`
+}
+
+// Store is the versioned store on the second disk.
+type Store struct {
+	// Path of the store directory. It lives on the second disk and is NOT
+	// prefixed by Root: it is where backups go, not something backed up.
+	Path string `yaml:"path"`
+	// Mountpoint the store must sit on; when set, kubekeep refuses to write
+	// if nothing is mounted there (a bare mountpoint is on the root disk).
+	Mountpoint string `yaml:"mountpoint"`
+	// AllowSameFilesystem lets the store share a filesystem with backed-up
+	// paths. Only for tests and demos: such a store dies with the disk.
+	AllowSameFilesystem bool `yaml:"allowSameFilesystem"`
+	// BlockSize is the fixed block size of the deduplicating chunker.
+	BlockSize ByteSize `yaml:"blockSize"`
+	// MinFree is the free space kept on the second disk on top of what a
+	// version needs.
+	MinFree ByteSize `yaml:"minFree"`
+}
+
+// Schedules are intervals; only the agent turns them into wall-clock runs.
+type Schedules struct {
+	Backup        time.Duration `yaml:"backup"`
+	CloudSnapshot time.Duration `yaml:"cloudSnapshot"`
+	Prune         time.Duration `yaml:"prune"`
+	Verify        time.Duration `yaml:"verify"`
+	Drill         time.Duration `yaml:"drill"`
+	// Jitter is the largest random delay added to each scheduled run.
+	Jitter time.Duration `yaml:"jitter"`
+	// Debounce is how long a burst of file changes must settle before the
+	// change-triggered backup runs.
+	Debounce time.Duration `yaml:"debounce"`
+}
+
+// Retention says which versions prune keeps; buckets are in UTC.
+type Retention struct {
+	KeepLast   int `yaml:"keepLast"`
+	KeepHourly int `yaml:"keepHourly"`
+	KeepDaily  int `yaml:"keepDaily"`
+	KeepWeekly int `yaml:"keepWeekly"`
+}
+
+// Etcd overrides what discovery finds in the etcd / apiserver manifests.
+// Empty fields mean "use what was discovered". File paths are host paths and
+// are read through Root.
+type Etcd struct {
+	Endpoints   []string      `yaml:"endpoints"`
+	CAFile      string        `yaml:"caFile"`
+	CertFile    string        `yaml:"certFile"`
+	KeyFile     string        `yaml:"keyFile"`
+	DialTimeout time.Duration `yaml:"dialTimeout"`
+	// SnapshotTimeout bounds one Maintenance.Snapshot stream.
+	SnapshotTimeout time.Duration `yaml:"snapshotTimeout"`
+	// Deltas turns the watch-delta stream between snapshots on or off.
+	Deltas bool `yaml:"deltas"`
+	// DeltaFlush is the longest time an observed change waits before it is
+	// durable on the second disk (the RPO between snapshots).
+	DeltaFlush time.Duration `yaml:"deltaFlush"`
+}
+
+// Cloud configures Alibaba Cloud ECS disk snapshots. Credentials never come
+// from here: they come from the standard ALIBABA_CLOUD_* variables or the
+// instance's RAM role.
+type Cloud struct {
+	Enabled bool `yaml:"enabled"`
+	// Mode is "agent" (kubekeep schedules snapshots) or "policy" (ECS's
+	// native automatic snapshot policy does; the agent then takes none).
+	Mode        string   `yaml:"mode"`
+	Endpoint    string   `yaml:"endpoint"`
+	Region      string   `yaml:"region"`
+	InstanceID  string   `yaml:"instanceId"`
+	MetadataURL string   `yaml:"metadataURL"`
+	Disks       []string `yaml:"disks"`
+	// Cluster is written into the snapshot tags to tell clusters apart.
+	Cluster       string        `yaml:"cluster"`
+	RetentionDays int           `yaml:"retentionDays"`
+	WaitTimeout   time.Duration `yaml:"waitTimeout"`
+	// PolicyTimePoints are hours of the day in UTC+8, as ECS takes them.
+	PolicyTimePoints []int `yaml:"policyTimePoints"`
+}
+
+// Metrics is the Prometheus endpoint of the agent.
+type Metrics struct {
+	Listen string `yaml:"listen"`
+}
+
+// Paths adjusts the discovered backup set; applied after discovery.
+type Paths struct {
+	Extra   []string `yaml:"extra"`
+	Exclude []string `yaml:"exclude"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration an operator gets with no config file.
+func Default() Config {
+	return Config{
+		Root: "/",
+		Store: Store{
+			Path:      "/data/backup/kubekeep",
+			BlockSize: 64 << 10,
+			MinFree:   256 << 20,
+		},
+		Schedules: Schedules{
+			Backup:        5 * time.Minute,
+			CloudSnapshot: 8 * time.Hour,
+			Prune:         time.Hour,
+			Verify:        24 * time.Hour,
+			Drill:         24 * time.Hour,
+			Jitter:        30 * time.Second,
+			Debounce:      10 * time.Second,
+		},
+		Retention: Retention{KeepLast: 12, KeepHourly: 24, KeepDaily: 7, KeepWeekly: 4},
+		Etcd: Etcd{
+			DialTimeout:     5 * time.Second,
+			SnapshotTimeout: 10 * time.Minute,
+			Deltas:          true,
+			DeltaFlush:      2 * time.Second,
+		},
+		Cloud: Cloud{
+			Mode:             "agent",
+			MetadataURL:      "http://100.100.100.200",
+			RetentionDays:    7,
+			WaitTimeout:      30 * time.Minute,
+			PolicyTimePoints: []int{0, 8, 16},
+		},
+		Metrics: Metrics{Listen: "127.0.0.1:9477"},
+		Log:     Log{Level: "info", Format: "auto"},
+	}
+}
