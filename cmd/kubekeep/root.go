@@ -62,6 +62,11 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 	for _, add := range extraCommands {
 		cmd.AddCommand(add(g))
 	}
+	for _, parent := range cmd.Commands() {
+		for _, add := range extraSubcommands[parent.Name()] {
+			parent.AddCommand(add(g))
+		}
+	}
 	return cmd
 }
 
@@ -70,6 +75,15 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 var extraCommands []func(*globalOptions) *cobra.Command
 
 func registerCommand(f func(*globalOptions) *cobra.Command) { extraCommands = append(extraCommands, f) }
+
+// extraSubcommands are attached under the top-level command of that name
+// (`restore files`, `restore etcd`, `cloud snapshot`), so each subcommand
+// also lives in its own file.
+var extraSubcommands = map[string][]func(*globalOptions) *cobra.Command{}
+
+func registerSubcommand(parent string, f func(*globalOptions) *cobra.Command) {
+	extraSubcommands[parent] = append(extraSubcommands[parent], f)
+}
 
 // resolve loads the config file and applies the global flags over it.
 func (g *globalOptions) resolve(cmd *cobra.Command) error {
