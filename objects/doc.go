@@ -1,0 +1,23 @@
+// Package objects reads Kubernetes objects straight out of an etcd
+// snapshot or data file, with no apiserver and no running etcd.
+//
+// etcd v3 keeps every revision in bbolt bucket "key", keyed by revision;
+// each value is an mvccpb.KeyValue holding the Kubernetes key
+// (/registry/<resource>/[<namespace>/]<name>) and the object. Open walks the
+// bucket once, reading only the head of each KeyValue, and keeps the latest
+// revision of every key; Get then reads and decodes just that one value.
+// ApplyEvents moves a snapshot forward by watch events for a point in time.
+//
+// Values are protobuf ("k8s\x00", built-in types, decoded with client-go's
+// scheme), JSON or CBOR (custom resources, CRDs), optionally encrypted at
+// rest ("k8s:enc:<provider>:v1:<key>:"); a Keyring built from the
+// apiserver's EncryptionConfiguration decrypts aescbc, aesgcm and secretbox.
+//
+// Object.Manifest is what `kubectl apply` takes back: server-set metadata
+// (resourceVersion, uid, managedFields, creationTimestamp, generation,
+// selfLink, deletionTimestamp) and, by default, status are removed. Status
+// is dropped because the controllers that own it rebuild it and apply
+// ignores it where a status subresource exists; ManifestOptions.KeepStatus
+// keeps it for inspection. Object.Content is the object as an apiserver
+// would serve it.
+package objects

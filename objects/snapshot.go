@@ -1,0 +1,445 @@
+package objects
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// Snapshot is a read-only view of the Kubernetes objects in one etcd
+// snapshot file (or a raw member/snap/db), optionally moved forward in time
+// by watch events. It is not safe for concurrent use while ApplyEvents or
+// UseEncryption run; reads may run concurrently otherwise.
+type Snapshot struct {
+	path       string
+	db         *bolt.DB
+	keys       map[string]int32 // etcd key -> index in entries
+	entries    []entry
+	rev        int64
+	compactRev int64
+	keyring    *Keyring
+}
+
+// entry is where the live value of one key is: a revision in the bbolt
+// file, or a value carried in by ApplyEvents.
+type entry struct {
+	rev            revision
+	createRevision int64
+	version        int64
+	overlay        bool
+	value          []byte // only for overlays
+	lease          int64  // only for overlays
+}
+
+// ErrCompacted means the revision asked for is older than the snapshot's
+// compaction: etcd has already dropped the history needed to answer.
+var ErrCompacted = errors.New("revision compacted")
+
+// NotFoundError says an object is absent, and when it was deleted if the
+// snapshot still records the deletion.
+type NotFoundError struct {
+	Key       string
+	DeletedAt int64 // revision of the delete; 0 when the key never existed here
+	Revision  int64 // the snapshot revision looked at
+}
+
+func (e *NotFoundError) Error() string {
+	if e.DeletedAt > 0 {
+		return fmt.Sprintf("%s: deleted at revision %d (snapshot at revision %d)", e.Key, e.DeletedAt, e.Revision)
+	}
+	return fmt.Sprintf("%s: not found at revision %d", e.Key, e.Revision)
+}
+
+// Open opens an etcd bbolt file read-only and indexes the latest revision
+// of every key in one pass. A snapshot written by etcdctl/Maintenance.Snapshot
+// opens as is: bbolt ignores the 32-byte sha256 trailer after its pages.
+func Open(dbPath string) (*Snapshot, error) { return OpenAt(dbPath, 0) }
+
+// OpenAt is Open as of an older revision still present in the file (the
+// history kept since the last compaction); rev 0 means the latest.
+func OpenAt(dbPath string, rev int64) (*Snapshot, error) {
+	st, err := os.Stat(dbPath)
+	if err != nil {
+		return nil, fmt.Errorf("open etcd snapshot: %w", err)
+	}
+	// bbolt would try to initialise an empty file (and fail read-only with a
+	// confusing error); a snapshot is never smaller than its two meta pages.
+	if st.Size() < 1024 {
+		return nil, fmt.Errorf("open etcd snapshot %s: %d bytes is too small for a bbolt database", dbPath, st.Size())
+	}
+	db, err := bolt.Open(dbPath, 0o400, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open etcd snapshot %s: %w", dbPath, err)
+	}
+	s := &Snapshot{path: dbPath, db: db, keys: map[string]int32{}}
+	if err := s.index(rev); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("index etcd snapshot %s: %w", dbPath, err)
+	}
+	return s, nil
+}
+
+func (s *Snapshot) index(at int64) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			for _, name := range [][]byte{metaFinishedCompact, metaScheduledCompact} {
+				if v := meta.Get(name); v != nil {
+					r, err := parseRevKey(v)
+					if err != nil {
+						return fmt.Errorf("meta %s: %w", name, err)
+					}
+					// A scheduled but unfinished compaction may already have
+					// removed revisions, so both bound the history.
+					s.compactRev = max(s.compactRev, r.main)
+				}
+			}
+		}
+		b := tx.Bucket(bucketKey)
+		if b == nil {
+			return errors.New(`no bucket "key": not an etcd v3 data file`)
+		}
+		if at > 0 && at < s.compactRev {
+			return fmt.Errorf("revision %d: %w (compacted at %d)", at, ErrCompacted, s.compactRev)
+		}
+		c := b.Cursor()
+		var top int64
+		stopped := false
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			r, err := parseRevKey(k)
+			if err != nil {
+				return err
+			}
+			if at > 0 && r.main > at {
+				stopped = true
+				break // keys are ordered by revision
+			}
+			h, err := peekKeyValue(v)
+			if err != nil {
+				return fmt.Errorf("revision %d_%d: %w", r.main, r.sub, err)
+			}
+			top = r.main
+			e := entry{rev: r, createRevision: h.createRevision, version: h.version}
+			// Indexing with string(h.key) does not allocate; only a new key
+			// costs a copy.
+			if i, ok := s.keys[string(h.key)]; ok {
+				s.entries[i] = e
+				continue
+			}
+			s.keys[string(h.key)] = int32(len(s.entries))
+			s.entries = append(s.entries, e)
+		}
+		if at > 0 {
+			if !stopped && top < at {
+				return fmt.Errorf("revision %d is after the file's last revision %d", at, top)
+			}
+			top = at
+		}
+		// As etcd does on start: compaction may have removed the newest
+		// revisions (deletes), yet the store's revision never goes back.
+		s.rev = max(top, s.compactRev)
+		return nil
+	})
+}
+
+// Close releases the file.
+func (s *Snapshot) Close() error { return s.db.Close() }
+
+// Path is the file the snapshot was opened from.
+func (s *Snapshot) Path() string { return s.path }
+
+// Revision is the etcd revision the snapshot (plus applied events) shows.
+func (s *Snapshot) Revision() int64 { return s.rev }
+
+// CompactRevision is the revision etcd had compacted the file to.
+func (s *Snapshot) CompactRevision() int64 { return s.compactRev }
+
+// UseEncryption sets the keys used to decrypt values encrypted at rest.
+func (s *Snapshot) UseEncryption(k *Keyring) { s.keyring = k }
+
+// Get returns one object, decoded and decrypted.
+func (s *Snapshot) Get(ref Ref) (*Object, error) { return s.GetKey(ref.Key()) }
+
+// GetKey is Get by raw etcd key.
+func (s *Snapshot) GetKey(key string) (*Object, error) {
+	i, ok := s.keys[key]
+	if !ok {
+		return nil, &NotFoundError{Key: key, Revision: s.rev}
+	}
+	e := s.entries[i]
+	if e.rev.deleted {
+		return nil, &NotFoundError{Key: key, DeletedAt: e.rev.main, Revision: s.rev}
+	}
+	raw, lease, err := s.value(key, e)
+	if err != nil {
+		return nil, err
+	}
+	obj := &Object{
+		Key:            key,
+		ModRevision:    e.rev.main,
+		CreateRevision: e.createRevision,
+		Version:        e.version,
+		Lease:          lease,
+	}
+	obj.Ref, _ = RefFromKey(key)
+	if err := obj.decode(raw, s.keyring); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// RawValue is the stored bytes of a live key, as etcdctl get would print
+// them: still encrypted if encrypted at rest.
+func (s *Snapshot) RawValue(key string) ([]byte, error) {
+	i, ok := s.keys[key]
+	if !ok || s.entries[i].rev.deleted {
+		return nil, &NotFoundError{Key: key, Revision: s.rev}
+	}
+	v, _, err := s.value(key, s.entries[i])
+	return v, err
+}
+
+func (s *Snapshot) value(key string, e entry) ([]byte, int64, error) {
+	if e.overlay {
+		return e.value, e.lease, nil
+	}
+	var kv mvccpb.KeyValue
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketKey).Get(revKey(e.rev))
+		if v == nil {
+			return fmt.Errorf("revision %d_%d vanished from the file", e.rev.main, e.rev.sub)
+		}
+		// Unmarshal copies the value out of the mmap, which is gone once the
+		// transaction ends.
+		return kv.Unmarshal(v)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s at revision %d: %w", key, e.rev.main, err)
+	}
+	if string(kv.Key) != key {
+		return nil, 0, fmt.Errorf("read %s at revision %d: file holds key %q there", key, e.rev.main, kv.Key)
+	}
+	return kv.Value, kv.Lease, nil
+}
+
+// Item is one live object in a listing: where it is, not what it holds.
+type Item struct {
+	Ref            Ref
+	Key            string
+	ModRevision    int64
+	CreateRevision int64
+	Version        int64
+}
+
+// Filter selects objects for List. Empty fields match everything;
+// Resource and Group are matched together when Resource is set.
+type Filter struct {
+	Group     string
+	Resource  string
+	Namespace string
+}
+
+// List returns the live objects under /registry that match f, sorted by
+// key. It reads no values.
+func (s *Snapshot) List(f Filter) []Item {
+	var out []Item
+	for key, i := range s.keys {
+		e := s.entries[i]
+		if e.rev.deleted {
+			continue
+		}
+		ref, ok := RefFromKey(key)
+		if !ok {
+			continue
+		}
+		if f.Resource != "" && (ref.Resource != f.Resource || ref.Group != f.Group) {
+			continue
+		}
+		if f.Namespace != "" && ref.Namespace != f.Namespace {
+			continue
+		}
+		out = append(out, Item{Ref: ref, Key: key, ModRevision: e.rev.main, CreateRevision: e.createRevision, Version: e.version})
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Key < out[b].Key })
+	return out
+}
+
+// Len is the number of live keys (all of etcd, not only /registry).
+func (s *Snapshot) Len() int {
+	n := 0
+	for _, e := range s.entries {
+		if !e.rev.deleted {
+			n++
+		}
+	}
+	return n
+}
+
+// EventType is what a watch event did to its key.
+type EventType uint8
+
+const (
+	EventPut EventType = iota + 1
+	EventDelete
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventPut:
+		return "put"
+	case EventDelete:
+		return "delete"
+	}
+	return fmt.Sprintf("EventType(%d)", uint8(t))
+}
+
+// Event is one etcd change as a watch (or a delta log) reports it.
+type Event struct {
+	Type           EventType
+	Key            string
+	Value          []byte // unused for deletes
+	ModRevision    int64
+	CreateRevision int64 // 0 is read as ModRevision for a put that creates the key
+	Version        int64
+	Lease          int64
+}
+
+// ApplyEvents moves the snapshot forward by watch events, which must come
+// in revision order. Events at or below the snapshot's revision are already
+// in it and are skipped, so overlapping delta logs apply cleanly. For a
+// point in time, pass only the events up to it.
+func (s *Snapshot) ApplyEvents(events []Event) error {
+	last := s.rev
+	for n, ev := range events {
+		if ev.ModRevision < last {
+			return fmt.Errorf("event %d (%s %s at revision %d): out of order after revision %d", n, ev.Type, ev.Key, ev.ModRevision, last)
+		}
+		last = ev.ModRevision
+		if ev.ModRevision <= s.rev {
+			continue
+		}
+		if ev.Key == "" {
+			return fmt.Errorf("event %d at revision %d: empty key", n, ev.ModRevision)
+		}
+		e := entry{overlay: true, rev: revision{main: ev.ModRevision}}
+		switch ev.Type {
+		case EventPut:
+			e.value, e.lease, e.version = ev.Value, ev.Lease, ev.Version
+			e.createRevision = ev.CreateRevision
+			if e.createRevision == 0 {
+				e.createRevision = ev.ModRevision
+			}
+		case EventDelete:
+			e.rev.deleted = true
+		default:
+			return fmt.Errorf("event %d (%s at revision %d): unknown type %d", n, ev.Key, ev.ModRevision, ev.Type)
+		}
+		if i, ok := s.keys[ev.Key]; ok {
+			// Two changes of one key in one transaction keep the later.
+			s.entries[i] = e
+		} else {
+			s.keys[ev.Key] = int32(len(s.entries))
+			s.entries = append(s.entries, e)
+		}
+	}
+	s.rev = max(s.rev, last)
+	return nil
+}
+
+// ChangeType says how an object differs between two snapshots.
+type ChangeType string
+
+const (
+	Added   ChangeType = "added"
+	Removed ChangeType = "removed"
+	Changed ChangeType = "changed"
+)
+
+// Change is one object that differs between two snapshots.
+type Change struct {
+	Type        ChangeType
+	Ref         Ref
+	Key         string
+	OldRevision int64 // mod revision in a; 0 when added
+	NewRevision int64 // mod revision in b; 0 when removed
+}
+
+// Diff lists the objects under /registry added, removed and changed from a
+// to b, sorted by key. Within one etcd history a key's mod revision names
+// exactly one value, so equal revisions are taken as equal without reading
+// values; otherwise the stored bytes are compared, after decryption when
+// the snapshots have keys (encryption uses a fresh nonce every write, so
+// identical objects differ as ciphertext).
+func Diff(a, b *Snapshot) ([]Change, error) {
+	var out []Change
+	for key, i := range a.keys {
+		ref, ok := RefFromKey(key)
+		if !ok {
+			continue
+		}
+		ea := a.entries[i]
+		j, inB := b.keys[key]
+		var eb entry
+		if inB {
+			eb = b.entries[j]
+		}
+		switch {
+		case ea.rev.deleted && (!inB || eb.rev.deleted):
+		case ea.rev.deleted:
+			out = append(out, Change{Type: Added, Ref: ref, Key: key, NewRevision: eb.rev.main})
+		case !inB || eb.rev.deleted:
+			out = append(out, Change{Type: Removed, Ref: ref, Key: key, OldRevision: ea.rev.main})
+		default:
+			same, err := sameValue(a, b, key, ea, eb)
+			if err != nil {
+				return nil, err
+			}
+			if !same {
+				out = append(out, Change{Type: Changed, Ref: ref, Key: key, OldRevision: ea.rev.main, NewRevision: eb.rev.main})
+			}
+		}
+	}
+	for key, j := range b.keys {
+		if _, inA := a.keys[key]; inA || b.entries[j].rev.deleted {
+			continue
+		}
+		if ref, ok := RefFromKey(key); ok {
+			out = append(out, Change{Type: Added, Ref: ref, Key: key, NewRevision: b.entries[j].rev.main})
+		}
+	}
+	sort.Slice(out, func(x, y int) bool { return out[x].Key < out[y].Key })
+	return out, nil
+}
+
+func sameValue(a, b *Snapshot, key string, ea, eb entry) (bool, error) {
+	if ea.rev.main == eb.rev.main && ea.rev.sub == eb.rev.sub && !ea.overlay && !eb.overlay {
+		return true, nil
+	}
+	va, _, err := a.value(key, ea)
+	if err != nil {
+		return false, err
+	}
+	vb, _, err := b.value(key, eb)
+	if err != nil {
+		return false, err
+	}
+	if string(va) == string(vb) {
+		return true, nil
+	}
+	if !strings.HasPrefix(string(va), encPrefix) && !strings.HasPrefix(string(vb), encPrefix) {
+		return false, nil
+	}
+	pa, errA := plaintext(key, va, a.keyring)
+	pb, errB := plaintext(key, vb, b.keyring)
+	if errA != nil || errB != nil {
+		// Without keys, two ciphertexts cannot be shown equal: report them
+		// as changed, which is the safe side for a restore decision.
+		return false, nil
+	}
+	return string(pa) == string(pb), nil
+}
