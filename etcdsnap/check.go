@@ -1,0 +1,105 @@
+package etcdsnap
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// checkEnv makes a process that imports this package run one in-process
+// check and exit; CheckDB starts such a child of its own executable.
+const checkEnv = "KUBEKEEP_ETCDSNAP_CHECK_DB"
+
+func init() {
+	if p, ok := os.LookupEnv(checkEnv); ok {
+		runCheckChild(p)
+	}
+}
+
+type checkResult struct {
+	Stats DBStats `json:"stats"`
+	Err   string  `json:"err,omitempty"`
+	Kind  string  `json:"kind,omitempty"`
+}
+
+func runCheckChild(path string) {
+	st, err := checkDB(path)
+	res := checkResult{Stats: st}
+	if err != nil {
+		res.Err = err.Error()
+		var e *Error
+		if errors.As(err, &e) && e.Err != nil {
+			res.Err = e.Err.Error()
+		}
+		if errors.Is(err, ErrDataDirLocked) {
+			res.Kind = "locked"
+		}
+	}
+	out := os.NewFile(3, "result")
+	if out == nil || json.NewEncoder(out).Encode(res) != nil {
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
+
+// CheckDB opens the snapshot image at path read-only with bbolt, runs its
+// consistency check (Tx.Check), counts live keys and reads the revision.
+//
+// The check runs in a child process (this executable, re-run with an
+// environment variable): on a damaged image bbolt v1.5.0 can panic in a
+// goroutine of its own while rebuilding the freelist, which no recover can
+// catch, and a backup agent must survive the very corruption it exists to
+// detect.
+func CheckDB(path string) (DBStats, error) {
+	var st DBStats
+	r, w, err := os.Pipe()
+	if err != nil {
+		return st, fmt.Errorf("check db %s: %w", path, err)
+	}
+	defer r.Close()
+	// /proc/self/exe still works when the binary was replaced on disk by
+	// an upgrade while the agent runs.
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = append(os.Environ(), checkEnv+"="+path)
+	cmd.ExtraFiles = []*os.File{w}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return st, fmt.Errorf("check db %s: start checker: %w", path, err)
+	}
+	w.Close()
+	var res checkResult
+	decErr := json.NewDecoder(r).Decode(&res)
+	waitErr := cmd.Wait()
+	if waitErr != nil || decErr != nil {
+		why := firstLines(stderr.String(), 1)
+		if why == "" {
+			why = fmt.Sprint(waitErr, decErr)
+		}
+		return st, &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: fmt.Errorf("bbolt crashed on the image: %s", why)}
+	}
+	if res.Err != "" {
+		kind := ErrCorruptDB
+		if res.Kind == "locked" {
+			kind = ErrDataDirLocked
+		}
+		return res.Stats, &Error{Op: "check db", File: path, Kind: kind, Err: errors.New(res.Err)}
+	}
+	return res.Stats, nil
+}
+
+// firstLines keeps the panic message and drops the goroutine dump.
+func firstLines(s string, n int) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" && len(keep) < n {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, " | ")
+}

@@ -1,0 +1,341 @@
+package etcdsnap
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+// Bucket and key names of etcd's backend (server/storage/schema); stable
+// across 3.4, 3.5 and 3.6.
+var (
+	bucketKey  = []byte("key")
+	bucketMeta = []byte("meta")
+
+	metaConsistentIndex = []byte("consistent_index")
+	metaTerm            = []byte("term")
+	metaFinishedCompact = []byte("finishedCompactRev")
+	metaStorageVersion  = []byte("storageVersion")
+)
+
+// Revision keys are 8 bytes main revision, '_', 8 bytes sub revision, and
+// a trailing 't' for a tombstone (deletion).
+const (
+	revBytesLen       = 8 + 1 + 8
+	markedRevBytesLen = revBytesLen + 1
+	tombstoneMark     = 't'
+)
+
+// DBStats is what a snapshot image says about itself.
+type DBStats struct {
+	// Revision is the newest main revision in the key bucket: the store's
+	// revision at the moment of the snapshot.
+	Revision        int64  `json:"revision"`
+	CompactRevision int64  `json:"compactRevision"`
+	ConsistentIndex uint64 `json:"consistentIndex"`
+	Term            uint64 `json:"term"`
+	// Keys are live keys at Revision; Entries are all stored revisions
+	// (history since the last compaction included).
+	Keys           int64  `json:"keys"`
+	Entries        int64  `json:"entries"`
+	Size           int64  `json:"size"`
+	PageSize       int    `json:"pageSize"`
+	StorageVersion string `json:"storageVersion,omitempty"`
+}
+
+// KeyValue is one key at a revision, as etcd stores it.
+type KeyValue struct {
+	Key            string
+	Value          []byte
+	CreateRevision int64
+	ModRevision    int64
+	Version        int64
+	Lease          int64
+}
+
+// openDB opens an image read-only. The timeout keeps us from waiting on the
+// exclusive flock a running etcd holds on its live db.
+func openDB(path string) (*bolt.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, &Error{Op: "open db", File: path, Kind: ErrCorruptDB, Err: err}
+	}
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		kind := ErrCorruptDB
+		if errors.Is(err, bolt.ErrTimeout) {
+			kind = ErrDataDirLocked
+		}
+		return nil, &Error{Op: "open db", File: path, Kind: kind, Err: err}
+	}
+	return db, nil
+}
+
+func parseRev(k []byte) (main int64, tomb bool, err error) {
+	switch {
+	case len(k) == revBytesLen:
+	case len(k) == markedRevBytesLen && k[revBytesLen] == tombstoneMark:
+		tomb = true
+	default:
+		return 0, false, fmt.Errorf("revision key %x has length %d", k, len(k))
+	}
+	if k[8] != '_' {
+		return 0, false, fmt.Errorf("revision key %x lacks the '_' separator", k)
+	}
+	return int64(binary.BigEndian.Uint64(k[:8])), tomb, nil
+}
+
+// checkDB runs bbolt's page-level consistency check over the image at path
+// and then walks etcd's key bucket, so a snapshot that bbolt accepts but
+// etcd could not read (wrong buckets, undecodable entries) fails too.
+// It can crash the process on a damaged image: see CheckDB.
+func checkDB(path string) (st DBStats, err error) {
+	db, err := openDB(path)
+	if err != nil {
+		return st, err
+	}
+	defer db.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			err = &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: fmt.Errorf("bbolt: %v", r)}
+		}
+	}()
+	fail := func(err error) (DBStats, error) {
+		return st, &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: err}
+	}
+	st.PageSize = db.Info().PageSize
+	err = db.View(func(tx *bolt.Tx) error {
+		st.Size = tx.Size()
+		var errs []error
+		for e := range tx.Check() {
+			// Keep draining: Check's goroutine blocks until the channel is read.
+			if len(errs) < 10 {
+				errs = append(errs, e)
+			}
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("bbolt consistency check: %w", errors.Join(errs...))
+		}
+		meta := tx.Bucket(bucketMeta)
+		kb := tx.Bucket(bucketKey)
+		if meta == nil || kb == nil {
+			return errors.New("not an etcd database: no \"key\" or \"meta\" bucket")
+		}
+		if v := meta.Get(metaConsistentIndex); len(v) == 8 {
+			st.ConsistentIndex = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(metaTerm); len(v) == 8 {
+			st.Term = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(metaFinishedCompact); len(v) >= revBytesLen {
+			st.CompactRevision = int64(binary.BigEndian.Uint64(v[:8]))
+		}
+		st.StorageVersion = string(meta.Get(metaStorageVersion))
+		live := make(map[string]struct{})
+		var kv mvccpb.KeyValue
+		err := kb.ForEach(func(k, v []byte) error {
+			rev, tomb, err := parseRev(k)
+			if err != nil {
+				return err
+			}
+			st.Entries++
+			st.Revision = max(st.Revision, rev)
+			kv.Reset()
+			if err := kv.Unmarshal(v); err != nil {
+				return fmt.Errorf("entry at revision %d: %w", rev, err)
+			}
+			// A restore's revision bump writes an empty marker entry.
+			if len(kv.Key) == 0 {
+				return nil
+			}
+			if tomb {
+				delete(live, string(kv.Key))
+			} else {
+				live[string(kv.Key)] = struct{}{}
+			}
+			return nil
+		})
+		st.Keys = int64(len(live))
+		return err
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return st, nil
+}
+
+// ReadKeys returns every live key of the image at its newest revision,
+// sorted by key.
+func ReadKeys(dbPath string) ([]KeyValue, error) { return ReadKeysAt(dbPath, 0) }
+
+// ReadKeysAt returns the live keys as of revision rev (0 = newest). Only
+// revisions the image still holds are visible: before the compact revision
+// history is gone, and asking for one is an error.
+func ReadKeysAt(dbPath string, rev int64) ([]KeyValue, error) {
+	m := make(map[string]KeyValue)
+	err := scan(dbPath, rev, func(kv *mvccpb.KeyValue, tomb bool) bool {
+		if tomb {
+			delete(m, string(kv.Key))
+		} else {
+			m[string(kv.Key)] = fromPB(kv)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]KeyValue, 0, len(m))
+	for _, kv := range m {
+		out = append(out, kv)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// Get returns key's newest value in the image; found is false when the key
+// does not exist or was deleted.
+func Get(dbPath, key string) (kv KeyValue, found bool, err error) {
+	err = scan(dbPath, 0, func(p *mvccpb.KeyValue, tomb bool) bool {
+		if string(p.Key) == key {
+			found = !tomb
+			if found {
+				kv = fromPB(p)
+			}
+		}
+		return true
+	})
+	if !found {
+		kv = KeyValue{}
+	}
+	return kv, found, err
+}
+
+func fromPB(p *mvccpb.KeyValue) KeyValue {
+	return KeyValue{Key: string(p.Key), Value: bytes.Clone(p.Value), CreateRevision: p.CreateRevision,
+		ModRevision: p.ModRevision, Version: p.Version, Lease: p.Lease}
+}
+
+// scan visits the key bucket in revision order up to rev (0 = all). bbolt
+// panics on a page that is not what its parent says; a cursor runs in this
+// goroutine, so that becomes an error here.
+func scan(dbPath string, rev int64, fn func(kv *mvccpb.KeyValue, tomb bool) bool) (err error) {
+	db, err := openDB(dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			err = &Error{Op: "read db", File: dbPath, Kind: ErrCorruptDB, Err: fmt.Errorf("bbolt: %v", r)}
+		}
+	}()
+	err = db.View(func(tx *bolt.Tx) error {
+		kb := tx.Bucket(bucketKey)
+		if kb == nil {
+			return errors.New("not an etcd database: no \"key\" bucket")
+		}
+		if rev > 0 {
+			if meta := tx.Bucket(bucketMeta); meta != nil {
+				if v := meta.Get(metaFinishedCompact); len(v) >= revBytesLen {
+					if c := int64(binary.BigEndian.Uint64(v[:8])); rev < c {
+						return fmt.Errorf("revision %d is compacted (history starts at %d)", rev, c)
+					}
+				}
+			}
+		}
+		c := kb.Cursor()
+		var kv mvccpb.KeyValue
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			r, tomb, err := parseRev(k)
+			if err != nil {
+				return err
+			}
+			if rev > 0 && r > rev {
+				break
+			}
+			kv.Reset()
+			if err := kv.Unmarshal(v); err != nil {
+				return fmt.Errorf("entry at revision %d: %w", r, err)
+			}
+			if len(kv.Key) == 0 {
+				continue
+			}
+			if !fn(&kv, tomb) {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return err
+		}
+		return &Error{Op: "read db", File: dbPath, Kind: ErrCorruptDB, Err: err}
+	}
+	return nil
+}
+
+// KubeadmConfigKey is where kubeadm keeps its ClusterConfiguration.
+const KubeadmConfigKey = "/registry/configmaps/kube-system/kubeadm-config"
+
+// ErrNotFound: the key or data item is not in the image.
+var ErrNotFound = errors.New("not found")
+
+// ExportClusterConfiguration returns the ClusterConfiguration document of
+// ConfigMap kube-system/kubeadm-config as stored in the image: what
+// `kubeadm init --config` needs before etcd runs again.
+func ExportClusterConfiguration(dbPath string) ([]byte, error) {
+	kv, found, err := Get(dbPath, KubeadmConfigKey)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("%s in %s: %w", KubeadmConfigKey, dbPath, ErrNotFound)
+	}
+	obj, err := DecodeObject(kv.Value)
+	if err != nil {
+		return nil, fmt.Errorf("%s in %s: %w", KubeadmConfigKey, dbPath, err)
+	}
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return nil, fmt.Errorf("%s in %s: holds a %T, not a ConfigMap", KubeadmConfigKey, dbPath, obj)
+	}
+	doc, ok := cm.Data["ClusterConfiguration"]
+	if !ok {
+		return nil, fmt.Errorf("%s in %s: no ClusterConfiguration data key: %w", KubeadmConfigKey, dbPath, ErrNotFound)
+	}
+	return []byte(doc), nil
+}
+
+// ErrEncrypted: the value is encrypted at rest by the apiserver and cannot
+// be decoded without its EncryptionConfiguration keys.
+var ErrEncrypted = errors.New("value is encrypted at rest (k8s:enc:)")
+
+// UniversalDeserializer recognises protobuf by its magic as well as JSON
+// and YAML, so values written under any storage media type decode.
+var decoder runtime.Decoder = scheme.Codecs.UniversalDeserializer()
+
+// DecodeObject decodes a value the apiserver stored: protobuf with the
+// "k8s\x00" magic (the default), or JSON/YAML (--storage-media-type).
+func DecodeObject(value []byte) (runtime.Object, error) {
+	if bytes.HasPrefix(value, []byte("k8s:enc:")) {
+		provider, _, _ := strings.Cut(strings.TrimPrefix(string(value[:min(len(value), 64)]), "k8s:enc:"), ":")
+		return nil, fmt.Errorf("%w by provider %q", ErrEncrypted, provider)
+	}
+	obj, _, err := decoder.Decode(value, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("decode stored object: %w", err)
+	}
+	return obj, nil
+}
