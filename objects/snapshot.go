@@ -314,13 +314,13 @@ type Event struct {
 // in it and are skipped, so overlapping delta logs apply cleanly. For a
 // point in time, pass only the events up to it.
 func (s *Snapshot) ApplyEvents(events []Event) error {
-	last := s.rev
+	base, last := s.rev, int64(0)
 	for n, ev := range events {
 		if ev.ModRevision < last {
 			return fmt.Errorf("event %d (%s %s at revision %d): out of order after revision %d", n, ev.Type, ev.Key, ev.ModRevision, last)
 		}
 		last = ev.ModRevision
-		if ev.ModRevision <= s.rev {
+		if ev.ModRevision <= base {
 			continue
 		}
 		if ev.Key == "" {
