@@ -104,7 +104,7 @@ type Options struct {
 	// RequestTimeout bounds one HTTP exchange with ECS (default 30s).
 	RequestTimeout time.Duration
 	// Retry governs retries of throttled and unavailable calls.
-	Retry RetryPolicy
+	Retry  RetryPolicy
 	Clock  Clock
 	Logger *slog.Logger
 }
