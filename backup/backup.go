@@ -1,0 +1,342 @@
+// Package backup takes one kubekeep version: it discovers the backup set
+// from the static-pod manifests, stores the files, streams a consistent
+// etcd snapshot into the same version, checks that snapshot before the
+// version commits, and exports the kubeadm ClusterConfiguration beside it.
+//
+// It is the one place that knows how layout, etcdsnap and rsyncish fit
+// together; the CLI, the agent and the cloud snapshot all call Run.
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"slices"
+	"time"
+
+	"github.com/kubekeep/kubekeep/config"
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/layout"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// Stream names inside a version. Restore and `kubekeep get` read them back.
+const (
+	EtcdSnapshotStream         = "etcd/snapshot.db"
+	ClusterConfigurationStream = "kubeadm/ClusterConfiguration.yaml"
+)
+
+// Meta keys of a version's manifest.
+const (
+	MetaEtcd   = "etcd"   // etcdsnap.Info
+	MetaLayout = "layout" // layout.Set, as discovered for this version
+	MetaStatus = "status" // Status
+)
+
+// Status says what a committed version holds. A version whose etcd part
+// failed is still committed, because its files (PKI, kubeconfigs) are worth
+// keeping; it never counts as a good etcd backup and is never verified.
+type Status string
+
+const (
+	StatusOK         Status = "ok"          // files and a verified etcd snapshot
+	StatusEtcdFailed Status = "etcd-failed" // files only; the etcd snapshot failed
+	StatusFilesOnly  Status = "files-only"  // no etcd to back up (--no-discover without endpoints)
+)
+
+// Options for one version.
+type Options struct {
+	// Root prefixes every host path.
+	Root  string
+	Store *rsyncish.Store
+	// Paths are host paths added by hand (--path) or configured (paths.extra).
+	Paths []string
+	// Exclude removes host paths, with everything below them.
+	Exclude []string
+	// NoDiscover skips reading the manifests: only Paths are stored, and
+	// etcd only when Etcd names endpoints.
+	NoDiscover bool
+	// Etcd overrides what discovery finds (endpoints, certificates).
+	Etcd   config.Etcd
+	Logger *slog.Logger
+}
+
+// Result is what one backup did. Its JSON form is the `kubekeep backup -o
+// json` contract: id, time, files, bytesRead, bytesWritten, bytesNew and
+// duration must not be renamed.
+type Result struct {
+	ID           string         `json:"id"`
+	Time         time.Time      `json:"time"`
+	Files        int            `json:"files"`
+	BytesRead    int64          `json:"bytesRead"`
+	BytesWritten int64          `json:"bytesWritten"`
+	BytesNew     int64          `json:"bytesNew"`
+	Duration     string         `json:"duration"`
+	Status       Status         `json:"status"`
+	Etcd         *etcdsnap.Info `json:"etcd,omitempty"`
+	Warnings     []string       `json:"warnings,omitempty"`
+	// EtcdError is the reason for StatusEtcdFailed, nil otherwise.
+	EtcdError error `json:"-"`
+	// Set is the discovered backup set (nil with NoDiscover).
+	Set *layout.Set `json:"-"`
+}
+
+// Run takes one version. It holds the store's writer lock for its whole
+// duration. An etcd failure does not fail the backup (the files are still
+// committed, Status says etcd-failed); any store failure does, and leaves
+// every committed version as it was.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	started := time.Now()
+	res := &Result{}
+
+	var set *layout.Set
+	if !opts.NoDiscover {
+		var err error
+		set, err = layout.Discover(opts.Root, layout.Options{Extra: opts.Paths, Exclude: opts.Exclude})
+		if err != nil {
+			return nil, fmt.Errorf("discover what to back up: %w", err)
+		}
+		res.Set = set
+		res.Warnings = append(res.Warnings, set.Warnings...)
+	}
+	hostPaths, treeExclude := filePaths(set, opts)
+	if len(hostPaths) == 0 {
+		return nil, errors.New("nothing to back up: discovery found no paths and no --path was given")
+	}
+	cc, haveEtcd := clientConfig(opts.Root, set, opts.Etcd)
+
+	unlock, err := opts.Store.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := unlock(); err != nil {
+			log.Warn("releasing the store lock", "err", err)
+		}
+	}()
+	w, err := opts.Store.NewVersion(ctx, rsyncish.WriteOptions{})
+	if err != nil {
+		return nil, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			w.Abort()
+		}
+	}()
+	if err := w.AddTree(opts.Root, hostPaths, treeExclude); err != nil {
+		return nil, fmt.Errorf("store files: %w", err)
+	}
+
+	res.Status = StatusFilesOnly
+	if haveEtcd {
+		info, err := addEtcd(ctx, w, opts, set, cc, log)
+		res.Etcd = info
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			var se *StoreError
+			if errors.As(err, &se) {
+				return nil, se
+			}
+			res.Status, res.EtcdError = StatusEtcdFailed, err
+			res.Warnings = append(res.Warnings, "etcd not backed up: "+err.Error())
+			log.Error("etcd snapshot failed; committing the files without it", "err", err)
+		} else {
+			res.Status = StatusOK
+		}
+		if err := w.SetMeta(MetaEtcd, info); err != nil {
+			return nil, err
+		}
+	}
+	if set != nil {
+		if err := w.SetMeta(MetaLayout, set); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.SetMeta(MetaStatus, res.Status); err != nil {
+		return nil, err
+	}
+	vi, err := w.Commit()
+	if err != nil {
+		return nil, fmt.Errorf("commit version: %w", err)
+	}
+	committed = true
+	res.ID, res.Time, res.Files = vi.ID, vi.Time, vi.Files
+	res.BytesRead, res.BytesWritten, res.BytesNew = vi.Stats.BytesRead, vi.Stats.BytesWritten, vi.Stats.BytesNew
+	res.Duration = time.Since(started).Round(time.Millisecond).String()
+	if err := writeRescueKit(opts.Store); err != nil {
+		// The version is committed; a missing rescue copy is worth a
+		// warning, not a failed backup.
+		log.Warn("could not refresh the kubekeep binary / RESTORE.md on the second disk", "err", err)
+		res.Warnings = append(res.Warnings, "rescue kit: "+err.Error())
+	}
+	return res, nil
+}
+
+// filePaths returns the host paths stored as files, and the excludes. The
+// etcd data dir is never copied as files: a live bbolt file copied while
+// etcd writes is not a backup (etcd-io/etcd#13109). etcd goes in as a
+// snapshot stream instead.
+func filePaths(set *layout.Set, opts Options) (paths, exclude []string) {
+	exclude = slices.Clone(opts.Exclude)
+	if set != nil {
+		for _, p := range set.Paths {
+			if p.Role == layout.RoleEtcdData {
+				continue
+			}
+			paths = append(paths, p.Path)
+		}
+		if set.Etcd.DataDir != "" {
+			exclude = append(exclude, set.Etcd.DataDir)
+		}
+	}
+	for _, p := range opts.Paths {
+		if !slices.Contains(paths, p) {
+			paths = append(paths, p)
+		}
+	}
+	return paths, exclude
+}
+
+// clientConfig merges discovery with the configured overrides. Host paths
+// of certificates get the root prefix here, the one place that does it.
+func clientConfig(root string, set *layout.Set, o config.Etcd) (etcdsnap.ClientConfig, bool) {
+	var cc etcdsnap.ClientConfig
+	if set != nil {
+		cc.Endpoints = set.Etcd.Endpoints
+		cc.CAFile, cc.CertFile, cc.KeyFile = set.Etcd.CAFile, set.Etcd.CertFile, set.Etcd.KeyFile
+	}
+	if len(o.Endpoints) > 0 {
+		cc.Endpoints = o.Endpoints
+	}
+	if o.CAFile != "" {
+		cc.CAFile = o.CAFile
+	}
+	if o.CertFile != "" {
+		cc.CertFile, cc.KeyFile = o.CertFile, o.KeyFile
+	}
+	for _, f := range []*string{&cc.CAFile, &cc.CertFile, &cc.KeyFile} {
+		if *f != "" {
+			*f = path.Join(root, *f)
+		}
+	}
+	cc.DialTimeout = o.DialTimeout
+	return cc, len(cc.Endpoints) > 0
+}
+
+// addEtcd streams a snapshot into the version and, at the same time, into
+// a temp file on the store's own filesystem (never the root disk), which is
+// bbolt-checked before the version may count it. If etcd cannot be reached
+// and nothing holds its data dir, the db file is copied raw instead.
+func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *layout.Set, cc etcdsnap.ClientConfig, log *slog.Logger) (*etcdsnap.Info, error) {
+	sctx := ctx
+	if opts.Etcd.SnapshotTimeout > 0 {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, opts.Etcd.SnapshotTimeout)
+		defer cancel()
+	}
+	info, tmpPath, err := streamInto(w, opts.Store, func(dst io.Writer) (etcdsnap.Info, error) {
+		return etcdsnap.Snapshot(sctx, cc, dst)
+	})
+	defer removeTemp(tmpPath)
+	var storeErr *StoreError
+	if err != nil && !errors.As(err, &storeErr) && set != nil && set.Etcd.DataDir != "" && ctx.Err() == nil {
+		dataDir := path.Join(opts.Root, set.Etcd.DataDir)
+		locked, lerr := etcdsnap.DataDirLocked(dataDir)
+		switch {
+		case lerr != nil:
+			log.Warn("cannot tell whether etcd holds its data dir; no raw copy", "dataDir", dataDir, "err", lerr)
+		case locked:
+			log.Warn("etcd holds its data dir but does not answer; no raw copy", "dataDir", dataDir)
+		default:
+			log.Warn("etcd API unavailable and the data dir is free: taking a raw copy", "apiError", err, "dataDir", dataDir)
+			rawInfo, rawTmp, rawErr := streamInto(w, opts.Store, func(dst io.Writer) (etcdsnap.Info, error) {
+				return etcdsnap.RawCopy(ctx, dataDir, dst)
+			})
+			defer removeTemp(rawTmp)
+			if rawErr == nil {
+				info, tmpPath, err = rawInfo, rawTmp, nil
+			} else {
+				err = fmt.Errorf("%w; raw copy also failed: %v", err, rawErr)
+			}
+		}
+	}
+	if err != nil {
+		return &info, err
+	}
+	if _, err := info.Check(tmpPath); err != nil {
+		return &info, fmt.Errorf("snapshot of %s failed its consistency check: %w", info.Endpoint, err)
+	}
+	if cfg, err := etcdsnap.ExportClusterConfiguration(tmpPath); err != nil {
+		// Not fatal: an external or non-kubeadm etcd has no kubeadm-config.
+		log.Warn("no kubeadm ClusterConfiguration in etcd; a rebuild will need one by hand", "err", err)
+	} else if _, err := w.AddStream(ClusterConfigurationStream, bytes.NewReader(cfg)); err != nil {
+		return &info, fmt.Errorf("store ClusterConfiguration: %w", err)
+	}
+	log.Info("etcd snapshot stored", "endpoint", info.Endpoint, "source", info.Source, "revision", info.Revision,
+		"keys", info.Keys, "dbSize", info.DBSize)
+	return &info, nil
+}
+
+// streamInto runs produce with a writer that feeds both the version's
+// snapshot stream and a temp file on the store's filesystem, so the bytes
+// are read from etcd once.
+func streamInto(w *rsyncish.VersionWriter, store *rsyncish.Store, produce func(io.Writer) (etcdsnap.Info, error)) (etcdsnap.Info, string, error) {
+	tmp, err := store.CreateTemp("etcd-snapshot-*.db")
+	if err != nil {
+		return etcdsnap.Info{}, "", fmt.Errorf("temp file for the snapshot check: %w", err)
+	}
+	pr, pw := io.Pipe()
+	type produced struct {
+		info etcdsnap.Info
+		err  error
+	}
+	done := make(chan produced, 1)
+	go func() {
+		info, err := produce(io.MultiWriter(pw, tmp))
+		if err == nil {
+			err = tmp.Sync()
+		}
+		pw.CloseWithError(err)
+		done <- produced{info, err}
+	}()
+	_, addErr := w.AddStream(EtcdSnapshotStream, pr)
+	// Unblock the producer if the store side failed first.
+	pr.CloseWithError(errStoreSide)
+	p := <-done
+	if cerr := tmp.Close(); p.err == nil && cerr != nil {
+		p.err = &StoreError{fmt.Errorf("temp copy for the snapshot check: %w", cerr)}
+	}
+	if addErr != nil && !errors.Is(addErr, p.err) {
+		// The store failed on its own (disk full, I/O error): that fails
+		// the backup, unlike an etcd failure.
+		return p.info, tmp.Name(), &StoreError{fmt.Errorf("store etcd snapshot: %w", addErr)}
+	}
+	return p.info, tmp.Name(), p.err
+}
+
+var errStoreSide = errors.New("the store stopped reading the snapshot")
+
+// StoreError marks a failure of the second disk while etcd was fine; it
+// fails the whole backup instead of committing a files-only version.
+type StoreError struct{ Err error }
+
+func (e *StoreError) Error() string { return e.Err.Error() }
+func (e *StoreError) Unwrap() error { return e.Err }
+
+func removeTemp(p string) {
+	if p != "" {
+		_ = os.Remove(p)
+	}
+}
