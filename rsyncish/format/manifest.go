@@ -1,0 +1,223 @@
+package format
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// A manifest is line-oriented so that listing versions reads two short lines
+// per version instead of every block list:
+//
+//	kubekeep-manifest 1
+//	{header JSON}
+//	{entry JSON}        one per file, dir, symlink or stream
+//	...
+//	blake3 <hex of everything above>
+const ManifestMagic = "kubekeep-manifest 1"
+
+// Entry types.
+const (
+	TypeFile    = "f"
+	TypeDir     = "d"
+	TypeSymlink = "l"
+	TypeStream  = "s"
+)
+
+// Header is the summary of a version.
+type Header struct {
+	ID        string    `json:"id"`
+	Time      time.Time `json:"time"`
+	BlockSize int       `json:"blockSize"`
+	// Parent is the version whose file metadata let unchanged files skip
+	// reading; informational only, versions never depend on each other.
+	Parent   string         `json:"parent,omitempty"`
+	Paths    []string       `json:"paths,omitempty"`
+	Files    int            `json:"files"`
+	Dirs     int            `json:"dirs"`
+	Symlinks int            `json:"symlinks"`
+	Size     int64          `json:"size"`
+	Streams  []StreamHeader `json:"streams,omitempty"`
+	Skipped  []Skipped      `json:"skipped,omitempty"`
+	Stats    Stats          `json:"stats"`
+	// Meta is the caller's JSON (the etcd snapshot info under "etcd").
+	Meta map[string]json.RawMessage `json:"meta,omitempty"`
+}
+
+// StreamHeader names a stored stream and its size.
+type StreamHeader struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// Skipped is a path the backup saw and did not store, with the reason.
+type Skipped struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+// Stats says what writing the version cost.
+type Stats struct {
+	BytesRead    int64         `json:"bytesRead"`
+	BytesNew     int64         `json:"bytesNew"`
+	BytesWritten int64         `json:"bytesWritten"`
+	FilesRead    int           `json:"filesRead"`
+	FilesReused  int           `json:"filesReused"`
+	Duration     time.Duration `json:"duration"`
+}
+
+// Entry is one stored file, directory, symlink or stream. Path is the host
+// path for files and the stream name for streams. MTime/CTime are Unix
+// nanoseconds; CTime and Ino only serve to recognise an unchanged file.
+type Entry struct {
+	Path    string  `json:"p"`
+	Type    string  `json:"t"`
+	Mode    uint32  `json:"m,omitempty"`
+	UID     uint32  `json:"u,omitempty"`
+	GID     uint32  `json:"g,omitempty"`
+	MTime   int64   `json:"mt,omitempty"`
+	CTime   int64   `json:"ct,omitempty"`
+	Ino     uint64  `json:"i,omitempty"`
+	Size    int64   `json:"s,omitempty"`
+	Target  string  `json:"l,omitempty"`
+	Extents Extents `json:"x,omitempty"`
+}
+
+// Manifest is a whole decoded version.
+type Manifest struct {
+	Header  Header
+	Entries []Entry
+}
+
+// EncodeManifest writes the sealed manifest to w, one entry at a time so a
+// version of a huge file never holds a second copy of its block list.
+func EncodeManifest(w io.Writer, m *Manifest) error {
+	h := newSealWriter(w)
+	bw := bufio.NewWriterSize(h, 256<<10)
+	if _, err := bw.WriteString(ManifestMagic + "\n"); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&m.Header); err != nil {
+		return fmt.Errorf("manifest header: %w", err)
+	}
+	for i := range m.Entries {
+		if err := enc.Encode(&m.Entries[i]); err != nil {
+			return fmt.Errorf("manifest entry %q: %w", m.Entries[i].Path, err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return h.Close()
+}
+
+// DecodeManifest checks the trailer and decodes a whole manifest.
+func DecodeManifest(data []byte) (*Manifest, error) {
+	body, err := Unseal(data)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	line, rest, ok := bytes.Cut(body, []byte("\n"))
+	if !ok || string(line) != ManifestMagic {
+		return nil, errors.New("manifest: bad magic line")
+	}
+	line, rest, ok = bytes.Cut(rest, []byte("\n"))
+	if !ok {
+		return nil, errors.New("manifest: no header")
+	}
+	m := &Manifest{}
+	if err := decodeHeader(line, &m.Header); err != nil {
+		return nil, err
+	}
+	for n := 1; len(rest) > 0; n++ {
+		line, rest, ok = bytes.Cut(rest, []byte("\n"))
+		if !ok {
+			return nil, fmt.Errorf("manifest: entry %d: unterminated line", n)
+		}
+		var e Entry
+		if err := json.Unmarshal(line, &e); err != nil {
+			return nil, fmt.Errorf("manifest: entry %d: %w", n, err)
+		}
+		if err := e.check(m.Header.BlockSize); err != nil {
+			return nil, fmt.Errorf("manifest: entry %d: %w", n, err)
+		}
+		m.Entries = append(m.Entries, e)
+	}
+	return m, nil
+}
+
+// ReadManifestHeader reads only the header: what listing versions needs.
+// The checksum is not checked here (it covers the whole file); Verify does.
+func ReadManifestHeader(r io.Reader) (*Header, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	magic, err := br.ReadString('\n')
+	if err != nil || magic != ManifestMagic+"\n" {
+		return nil, errors.New("manifest: bad magic line")
+	}
+	var line []byte
+	for {
+		chunk, isPrefix, err := br.ReadLine()
+		if err != nil {
+			return nil, fmt.Errorf("manifest header: %w", err)
+		}
+		line = append(line, chunk...)
+		if len(line) > 64<<20 {
+			return nil, errors.New("manifest header: longer than 64 MiB")
+		}
+		if !isPrefix {
+			break
+		}
+	}
+	h := &Header{}
+	if err := decodeHeader(line, h); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func decodeHeader(line []byte, h *Header) error {
+	if err := json.Unmarshal(line, h); err != nil {
+		return fmt.Errorf("manifest header: %w", err)
+	}
+	if h.ID == "" {
+		return errors.New("manifest header: no id")
+	}
+	if h.BlockSize < 512 || h.BlockSize > 1<<30 || h.BlockSize&(h.BlockSize-1) != 0 {
+		return fmt.Errorf("manifest header: bad block size %d", h.BlockSize)
+	}
+	return nil
+}
+
+func (e *Entry) check(blockSize int) error {
+	if e.Path == "" {
+		return errors.New("empty path")
+	}
+	switch e.Type {
+	case TypeFile, TypeStream:
+		if e.Size < 0 || e.Extents.Total() != e.Size {
+			return fmt.Errorf("%q: extents cover %d bytes, size is %d", e.Path, e.Extents.Total(), e.Size)
+		}
+		// Extents must not cross block boundaries: the writer relies on it
+		// to reuse one block's extents in the next version.
+		var off int64
+		for _, x := range e.Extents {
+			if off/int64(blockSize) != (off+int64(x.Len)-1)/int64(blockSize) {
+				return fmt.Errorf("%q: extent at %d crosses a block boundary", e.Path, off)
+			}
+			off += int64(x.Len)
+		}
+	case TypeDir, TypeSymlink:
+		if len(e.Extents) != 0 {
+			return fmt.Errorf("%q: %s with data", e.Path, e.Type)
+		}
+	default:
+		return fmt.Errorf("%q: unknown type %q", e.Path, e.Type)
+	}
+	return nil
+}

@@ -1,0 +1,291 @@
+package rsyncish
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kubekeep/kubekeep/rsyncish/format"
+)
+
+// RetentionPolicy says which versions to keep; buckets are UTC hours, days
+// and ISO weeks, and each bucket keeps its newest version (restic's rules).
+type RetentionPolicy struct {
+	KeepLast   int
+	KeepHourly int
+	KeepDaily  int
+	KeepWeekly int
+}
+
+// PruneResult says what Prune did (or, dry, would do).
+type PruneResult struct {
+	DryRun bool          `json:"dryRun"`
+	Keep   []KeepReason  `json:"keep"`
+	Remove []VersionInfo `json:"remove"`
+	// Packs deleted outright, packs rewritten to drop unused blobs, and
+	// the bytes that frees (estimated on a dry run).
+	PacksDeleted   int   `json:"packsDeleted"`
+	PacksRewritten int   `json:"packsRewritten"`
+	BytesFreed     int64 `json:"bytesFreed"`
+}
+
+// KeepReason is a kept version and why.
+type KeepReason struct {
+	ID      string    `json:"id"`
+	Time    time.Time `json:"time"`
+	Reasons []string  `json:"reasons"`
+}
+
+// Policy decides which versions to keep, newest verified always included.
+// vs is sorted oldest first, as Versions returns it.
+func (p RetentionPolicy) apply(vs []VersionInfo) (keep map[string][]string) {
+	keep = map[string][]string{}
+	newest := make([]VersionInfo, len(vs))
+	for i := range vs {
+		newest[i] = vs[len(vs)-1-i]
+	}
+	for i := 0; i < len(newest) && i < p.KeepLast; i++ {
+		keep[newest[i].ID] = append(keep[newest[i].ID], "last")
+	}
+	bucket := func(n int, name string, key func(time.Time) string) {
+		seen := map[string]bool{}
+		for _, v := range newest {
+			if len(seen) >= n {
+				return
+			}
+			k := key(v.Time.UTC())
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			keep[v.ID] = append(keep[v.ID], name)
+		}
+	}
+	bucket(p.KeepHourly, "hourly", func(t time.Time) string { return t.Format("2006-01-02T15") })
+	bucket(p.KeepDaily, "daily", func(t time.Time) string { return t.Format("2006-01-02") })
+	bucket(p.KeepWeekly, "weekly", func(t time.Time) string {
+		y, w := t.ISOWeek()
+		return fmt.Sprintf("%d-W%02d", y, w)
+	})
+	for _, v := range newest {
+		if v.Verified {
+			keep[v.ID] = append(keep[v.ID], "newest verified")
+			break
+		}
+	}
+	return keep
+}
+
+// repackThreshold: a pack is rewritten when at least this share of its
+// bytes is unreferenced; below it the space is not worth the I/O.
+const repackThreshold = 0.3
+
+// Prune removes the versions the policy does not keep, then reclaims blobs
+// no remaining version references (mark and sweep). The caller must hold
+// the lock, which also keeps backups out while it runs. Crash-safe by
+// order: manifests go first (each removal atomic); a pack's index goes
+// before the pack; a rewritten pack is durable with its index before the
+// old index goes. A crash leaves only orphans that the next Lock removes,
+// or duplicate blobs that the next prune removes. If any manifest cannot be
+// read, nothing is swept: its references are unknown.
+func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) (*PruneResult, error) {
+	if err := s.holdsLock(); err != nil {
+		return nil, err
+	}
+	if policy.KeepLast <= 0 && policy.KeepHourly <= 0 && policy.KeepDaily <= 0 && policy.KeepWeekly <= 0 {
+		return nil, errors.New("prune: the retention policy keeps nothing")
+	}
+	vs, err := s.Versions()
+	if err != nil {
+		return nil, err
+	}
+	keep := policy.apply(vs)
+	res := &PruneResult{DryRun: dryRun, Keep: []KeepReason{}, Remove: []VersionInfo{}}
+	for _, v := range vs {
+		if r, ok := keep[v.ID]; ok {
+			res.Keep = append(res.Keep, KeepReason{ID: v.ID, Time: v.Time, Reasons: r})
+		} else {
+			res.Remove = append(res.Remove, v)
+		}
+	}
+	if !dryRun {
+		for _, v := range res.Remove {
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+			if err := os.Remove(s.path(versionsDir, v.ID+manifestExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return res, fmt.Errorf("prune: removing version %s: %w", v.ID, err)
+			}
+		}
+		if err := syncDir(s.path(versionsDir)); err != nil {
+			return res, err
+		}
+		for _, v := range res.Remove {
+			if err := os.Remove(s.path(verifiedDir, v.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return res, fmt.Errorf("prune: %w", err)
+			}
+			s.log.Info("pruned version", "store", s.dir, "version", v.ID, "time", v.Time)
+		}
+	}
+
+	// Mark: every blob a kept version references.
+	used := map[format.ID]bool{}
+	ents, err := os.ReadDir(s.path(versionsDir))
+	if err != nil {
+		return res, err
+	}
+	removed := map[string]bool{}
+	for _, v := range res.Remove {
+		removed[v.ID] = true
+	}
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), manifestExt)
+		if !ok || (dryRun && removed[id]) {
+			continue
+		}
+		m, err := s.manifest(id)
+		if err != nil {
+			return res, fmt.Errorf("prune: not reclaiming space, version %s cannot be read (run verify): %w", id, err)
+		}
+		for _, en := range m.Entries {
+			for _, x := range en.Extents {
+				used[x.ID] = true
+			}
+		}
+	}
+
+	// Sweep, pack by pack.
+	idxEnts, err := os.ReadDir(s.path(indexDir))
+	if err != nil {
+		return res, err
+	}
+	type plan struct {
+		id      string
+		entries []format.IndexEntry
+		live    int64
+		size    int64
+	}
+	var rewrite []plan
+	kept := map[format.ID]bool{} // blobs that already have a live home
+	for _, e := range idxEnts {
+		pid, ok := strings.CutSuffix(e.Name(), indexExt)
+		if !ok {
+			continue
+		}
+		data, err := os.ReadFile(s.path(indexDir, e.Name()))
+		if err != nil {
+			return res, err
+		}
+		entries, size, err := format.DecodeIndex(data)
+		if err != nil {
+			s.log.Warn("prune: leaving a damaged index and its pack alone", "pack", pid, "err", err)
+			continue
+		}
+		var live int64
+		for _, b := range entries {
+			if used[b.ID] && !kept[b.ID] {
+				live += int64(b.Len)
+			}
+		}
+		switch {
+		case live == 0:
+			res.PacksDeleted++
+			res.BytesFreed += size
+			if !dryRun {
+				if err := s.deletePack(pid); err != nil {
+					return res, err
+				}
+			}
+		case float64(size-live) >= repackThreshold*float64(size):
+			rewrite = append(rewrite, plan{pid, entries, live, size})
+			for _, b := range entries {
+				if used[b.ID] {
+					kept[b.ID] = true
+				}
+			}
+		default:
+			for _, b := range entries {
+				if used[b.ID] {
+					kept[b.ID] = true
+				}
+			}
+		}
+	}
+	for _, p := range rewrite {
+		res.PacksRewritten++
+		res.BytesFreed += p.size - p.live
+		if dryRun {
+			continue
+		}
+		if err := s.repack(ctx, p.id, p.entries, used); err != nil {
+			return res, err
+		}
+	}
+	s.mu.Lock()
+	s.idx = nil
+	s.mu.Unlock()
+	return res, nil
+}
+
+func (s *Store) deletePack(id string) error {
+	if err := os.Remove(s.path(indexDir, id+indexExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("prune: %w", err)
+	}
+	if err := syncDir(s.path(indexDir)); err != nil {
+		return err
+	}
+	if err := os.Remove(s.path(packsDir, id+packExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("prune: %w", err)
+	}
+	return syncDir(s.path(packsDir))
+}
+
+// repack copies the used blobs of a pack into a new pack, checking each
+// against its ID on the way (rot is not copied: a damaged blob is left out
+// and stays reported by verify as missing), then deletes the old pack.
+func (s *Store) repack(ctx context.Context, id string, entries []format.IndexEntry, used map[format.ID]bool) error {
+	f, err := os.Open(s.path(packsDir, id+packExt))
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	defer f.Close()
+	x, err := s.index()
+	if err != nil {
+		return err
+	}
+	w := &VersionWriter{s: s, ctx: ctx, x: x, bs: DefaultBlockSize, spaceLeft: 1 << 62}
+	br := bufio.NewReaderSize(f, 1<<20)
+	var buf []byte
+	for _, b := range entries {
+		if cap(buf) < int(b.Len) {
+			buf = make([]byte, b.Len)
+		}
+		buf = buf[:b.Len]
+		if _, err := io.ReadFull(br, buf); err != nil {
+			w.abortPack()
+			return fmt.Errorf("prune: reading pack %s: %w", id, err)
+		}
+		if !used[b.ID] {
+			continue
+		}
+		if format.Sum(buf) != b.ID {
+			s.log.Error("prune: blob damaged, not copied (verify reports what it breaks)", "pack", id, "blob", b.ID.Short())
+			continue
+		}
+		if err := w.putBlob(b.ID, buf); err != nil {
+			w.abortPack()
+			return fmt.Errorf("prune: rewriting pack %s: %w", id, err)
+		}
+	}
+	if err := w.finishPack(); err != nil {
+		w.abortPack()
+		return fmt.Errorf("prune: rewriting pack %s: %w", id, err)
+	}
+	return s.deletePack(id)
+}
