@@ -1,0 +1,245 @@
+package etcdsnap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// SegmentSink makes segments durable (the store: write, fsync) before it
+// returns. Segments arrive in order and chain: firstRev is the previous
+// lastRev + 1. A heartbeat segment holds no change and has firstRev =
+// lastRev + 1; it records that nothing changed up to time t.
+type SegmentSink interface {
+	AppendSegment(data []byte, firstRev, lastRev int64, t time.Time) error
+}
+
+// DeltaConfig tunes a DeltaStreamer; zero values take the defaults.
+type DeltaConfig struct {
+	// Flush is the longest a received change waits before it is handed
+	// to the sink: the RPO between snapshots. Default 2 s.
+	Flush time.Duration
+	// Heartbeat is how often an idle streamer asks etcd for watch progress
+	// and writes an empty segment proving that nothing changed; a watch
+	// that stays silent for 3 heartbeats counts as broken. Default 30 s.
+	Heartbeat time.Duration
+	// MaxSegmentBytes flushes early when this many key+value bytes are
+	// pending, bounding memory under a write burst. Default 4 MiB.
+	MaxSegmentBytes int
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+}
+
+func (c DeltaConfig) withDefaults() DeltaConfig {
+	if c.Flush <= 0 {
+		c.Flush = 2 * time.Second
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 30 * time.Second
+	}
+	if c.MaxSegmentBytes <= 0 {
+		c.MaxSegmentBytes = 4 << 20
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// ErrNeedSnapshot: the delta chain cannot continue without a gap; take a
+// new snapshot and start a new streamer from its revision.
+var ErrNeedSnapshot = errors.New("a new etcd snapshot is needed")
+
+// NeedSnapshotError says why the chain ended and how far it is durable.
+type NeedSnapshotError struct {
+	Reason string
+	// Covered is what was durably written before the chain ended.
+	Covered Coverage
+	// CompactRevision is set when etcd compacted past where we watched.
+	CompactRevision int64
+	Err             error
+}
+
+func (e *NeedSnapshotError) Error() string {
+	msg := fmt.Sprintf("etcd deltas stopped after revision %d: %s", e.Covered.ToRev, e.Reason)
+	if e.CompactRevision > 0 {
+		msg += fmt.Sprintf(" (compacted at %d)", e.CompactRevision)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg + "; " + ErrNeedSnapshot.Error()
+}
+
+func (e *NeedSnapshotError) Is(target error) bool { return target == ErrNeedSnapshot }
+func (e *NeedSnapshotError) Unwrap() error        { return e.Err }
+
+// Coverage is the durable range of a delta chain: every change in
+// revisions (FromRev, ToRev] is in the sink, received between FromTime
+// and ToTime.
+type Coverage struct {
+	FromRev  int64     `json:"fromRevision"`
+	ToRev    int64     `json:"toRevision"`
+	FromTime time.Time `json:"fromTime"`
+	ToTime   time.Time `json:"toTime"`
+	Segments int64     `json:"segments"`
+	Events   int64     `json:"events"`
+}
+
+// DeltaStreamer watches the whole keyspace after a snapshot revision and
+// writes every change, in order, to a SegmentSink.
+type DeltaStreamer struct {
+	cli  *clientv3.Client
+	sink SegmentSink
+	cfg  DeltaConfig
+
+	mu  sync.Mutex
+	cov Coverage
+}
+
+// NewDeltaStreamer starts after afterRev (the snapshot's exact revision,
+// DBStats.Revision) at time since (when the snapshot was taken).
+func NewDeltaStreamer(cli *clientv3.Client, afterRev int64, since time.Time, sink SegmentSink, cfg DeltaConfig) *DeltaStreamer {
+	return &DeltaStreamer{cli: cli, sink: sink, cfg: cfg.withDefaults(),
+		cov: Coverage{FromRev: afterRev, ToRev: afterRev, FromTime: since, ToTime: since}}
+}
+
+// Covered returns the durable range so far.
+func (d *DeltaStreamer) Covered() Coverage {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cov
+}
+
+// Run streams until ctx ends (then it flushes what it holds and returns
+// nil) or the chain breaks: compaction past the start, a watch error, a
+// silent etcd or a failing sink all return a *NeedSnapshotError, after
+// flushing every change received so the chain is durable up to the break.
+func (d *DeltaStreamer) Run(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	start := d.Covered().ToRev
+	wch := d.cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(start+1), clientv3.WithProgressNotify())
+
+	cur := d.newPending()
+	pendingBytes := 0
+	var flushC <-chan time.Time
+	var flushT *time.Timer
+	hb := time.NewTicker(d.cfg.Heartbeat)
+	defer hb.Stop()
+	lastHeard := d.cfg.Now()
+
+	flush := func() error {
+		if flushT != nil {
+			flushT.Stop()
+			flushT, flushC = nil, nil
+		}
+		if len(cur.Events) == 0 && cur.ToRev == cur.FromRev && !cur.ToTime.After(cur.FromTime) {
+			return nil
+		}
+		if err := d.sink.AppendSegment(cur.Encode(), cur.FromRev+1, cur.ToRev, cur.ToTime); err != nil {
+			return &NeedSnapshotError{Reason: "delta sink failed", Covered: d.Covered(), Err: err}
+		}
+		d.mu.Lock()
+		d.cov.ToRev, d.cov.ToTime = cur.ToRev, cur.ToTime
+		d.cov.Segments++
+		d.cov.Events += int64(len(cur.Events))
+		d.mu.Unlock()
+		cur, pendingBytes = d.newPending(), 0
+		return nil
+	}
+	broken := func(reason string, compactRev int64, err error) error {
+		if ferr := flush(); ferr != nil {
+			return ferr
+		}
+		return &NeedSnapshotError{Reason: reason, Covered: d.Covered(), CompactRevision: compactRev, Err: err}
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return flush()
+		case <-flushC:
+			if err := flush(); err != nil {
+				return err
+			}
+		case <-hb.C:
+			now := d.cfg.Now()
+			if silent := now.Sub(lastHeard); silent > 3*d.cfg.Heartbeat {
+				return broken(fmt.Sprintf("watch silent for %s", silent.Round(time.Second)), 0, nil)
+			}
+			// The answer arrives on the watch channel as a progress
+			// notification; an error here means the stream is gone.
+			rctx, rcancel := context.WithTimeout(ctx, d.cfg.Heartbeat)
+			err := d.cli.RequestProgress(rctx)
+			rcancel()
+			if err != nil && ctx.Err() == nil {
+				return broken("watch progress request failed", 0, err)
+			}
+		case resp, ok := <-wch:
+			if !ok {
+				if ctx.Err() != nil {
+					return flush()
+				}
+				return broken("watch channel closed", 0, nil)
+			}
+			now := d.cfg.Now()
+			lastHeard = now
+			if resp.CompactRevision != 0 {
+				return broken("etcd compacted revisions the watch still needed", resp.CompactRevision, resp.Err())
+			}
+			if err := resp.Err(); err != nil {
+				if ctx.Err() != nil {
+					return flush()
+				}
+				return broken("watch failed", 0, err)
+			}
+			if resp.IsProgressNotify() {
+				// Every change up to the header revision has been sent.
+				if resp.Header.Revision > cur.ToRev {
+					cur.ToRev = resp.Header.Revision
+				}
+				cur.ToTime = now
+				if len(cur.Events) == 0 {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			for _, ev := range resp.Events {
+				e := Event{Type: EventPut, Key: string(ev.Kv.Key), Value: ev.Kv.Value, ModRevision: ev.Kv.ModRevision,
+					CreateRevision: ev.Kv.CreateRevision, Version: ev.Kv.Version, Lease: ev.Kv.Lease, Time: now}
+				if ev.Type == mvccpb.DELETE {
+					e.Type, e.Value = EventDelete, nil
+				}
+				if e.ModRevision <= cur.ToRev && len(cur.Events) > 0 && e.ModRevision < cur.Events[len(cur.Events)-1].ModRevision {
+					return broken("watch delivered revisions out of order", 0,
+						fmt.Errorf("revision %d after %d", e.ModRevision, cur.Events[len(cur.Events)-1].ModRevision))
+				}
+				cur.Events = append(cur.Events, e)
+				cur.ToRev = max(cur.ToRev, e.ModRevision)
+				pendingBytes += len(e.Key) + len(e.Value)
+			}
+			cur.ToTime = now
+			if pendingBytes >= d.cfg.MaxSegmentBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			} else if flushT == nil && len(cur.Events) > 0 {
+				flushT = time.NewTimer(d.cfg.Flush)
+				flushC = flushT.C
+			}
+		}
+	}
+}
+
+func (d *DeltaStreamer) newPending() Segment {
+	c := d.Covered()
+	return Segment{FromRev: c.ToRev, ToRev: c.ToRev, FromTime: c.ToTime, ToTime: c.ToTime}
+}

@@ -1,0 +1,330 @@
+package etcdsnap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	etcdutl "go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// RevisionBump is added to the restored revision, with the new revision
+// marked compacted, so Kubernetes informers relist instead of waiting for
+// revisions they believe they have seen (etcd-io/etcd#16028).
+const RevisionBump = 1_000_000_000
+
+// RestoreConfig describes one restore into a new data dir.
+type RestoreConfig struct {
+	// SnapshotPath is a snapshot image: an API stream with its sha256
+	// trailer, or a raw member/snap/db copy with SkipHashCheck.
+	SnapshotPath  string
+	SkipHashCheck bool
+	// Segments are delta segments of the chain that starts at the
+	// snapshot, in any order; replay needs them to cover the snapshot
+	// revision without gaps up to the target.
+	Segments []io.Reader
+	// UntilRevision and UntilTime pick the point in time (both zero: all
+	// the deltas). Revisions are the original cluster's, before the bump.
+	UntilRevision int64
+	UntilTime     time.Time
+
+	// DataDir must not exist or be empty.
+	DataDir string
+	// Name, InitialCluster and InitialAdvertisePeerURLs come from the
+	// etcd manifest (--name, --initial-cluster,
+	// --initial-advertise-peer-urls) so the member the restored data
+	// dir describes is the one the static pod will run.
+	Name                     string
+	InitialCluster           string
+	InitialAdvertisePeerURLs string
+	// InitialClusterToken defaults to etcd's default, "etcd-cluster",
+	// which kubeadm does not override.
+	InitialClusterToken string
+	// Logger receives etcdutl's and the replay etcd's logs; default none.
+	Logger *zap.Logger
+}
+
+// RestoreResult describes the data dir a restore produced.
+type RestoreResult struct {
+	DataDir          string `json:"dataDir"`
+	SnapshotRevision int64  `json:"snapshotRevision"`
+	// ReplayedToRevision is the original revision the data dir now
+	// reflects (the snapshot's when no deltas were replayed).
+	ReplayedToRevision int64     `json:"replayedToRevision"`
+	ReplayedToTime     time.Time `json:"replayedToTime,omitzero"`
+	ReplayedEvents     int       `json:"replayedEvents"`
+	ReplayedRevisions  int       `json:"replayedRevisions"`
+	// Revision is the restored etcd's own revision (bumped).
+	Revision int64 `json:"revision"`
+	Keys     int64 `json:"keys"`
+}
+
+// RestoreDataDir writes a new etcd data dir from a snapshot (in-process
+// etcdutl restore with revision bump and mark-compacted), then replays
+// delta segments up to the target with an embedded etcd on loopback
+// ephemeral ports, and stops it cleanly. Everything that can be checked is
+// checked before DataDir is touched.
+func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
+	res := RestoreResult{DataDir: cfg.DataDir}
+	if cfg.DataDir == "" || cfg.Name == "" || cfg.InitialCluster == "" || cfg.InitialAdvertisePeerURLs == "" {
+		return res, errors.New("restore etcd: DataDir, Name, InitialCluster and InitialAdvertisePeerURLs are required")
+	}
+	if entries, err := os.ReadDir(cfg.DataDir); err == nil && len(entries) > 0 {
+		return res, fmt.Errorf("restore etcd: data dir %s is not empty; refusing to overwrite it", cfg.DataDir)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return res, fmt.Errorf("restore etcd: data dir %s: %w", cfg.DataDir, err)
+	}
+	if cfg.SkipHashCheck {
+		// etcdutl only skips the hash check; make sure a raw image is not
+		// an API stream whose trailer would then be read as db pages.
+		if fi, err := os.Stat(cfg.SnapshotPath); err == nil && fi.Size()%512 == TrailerSize {
+			return res, fmt.Errorf("restore etcd: %s has a sha256 trailer; it is an API snapshot, do not skip the hash check", cfg.SnapshotPath)
+		}
+	}
+	st, err := CheckDB(cfg.SnapshotPath)
+	if err != nil {
+		return res, fmt.Errorf("restore etcd: %w", err)
+	}
+	res.SnapshotRevision, res.ReplayedToRevision = st.Revision, st.Revision
+
+	plan, err := planReplay(cfg, st.Revision)
+	if err != nil {
+		return res, fmt.Errorf("restore etcd: %w", err)
+	}
+
+	lg := cfg.Logger
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	token := cfg.InitialClusterToken
+	if token == "" {
+		token = "etcd-cluster"
+	}
+	if err := etcdutl.NewV3(lg).Restore(etcdutl.RestoreConfig{
+		SnapshotPath:        cfg.SnapshotPath,
+		Name:                cfg.Name,
+		OutputDataDir:       cfg.DataDir,
+		PeerURLs:            strings.Split(cfg.InitialAdvertisePeerURLs, ","),
+		InitialCluster:      cfg.InitialCluster,
+		InitialClusterToken: token,
+		SkipHashCheck:       cfg.SkipHashCheck,
+		RevisionBump:        RevisionBump,
+		MarkCompacted:       true,
+	}); err != nil {
+		return res, fmt.Errorf("restore etcd: etcdutl snapshot restore of %s into %s: %w", cfg.SnapshotPath, cfg.DataDir, err)
+	}
+
+	if len(plan.events) > 0 {
+		revs, err := replay(ctx, cfg, lg, plan.events)
+		if err != nil {
+			return res, fmt.Errorf("restore etcd: replay deltas into %s: %w (the data dir is incomplete; delete it before retrying)", cfg.DataDir, err)
+		}
+		res.ReplayedEvents, res.ReplayedRevisions = len(plan.events), revs
+		last := plan.events[len(plan.events)-1]
+		res.ReplayedToRevision, res.ReplayedToTime = last.ModRevision, last.Time
+	}
+	final, err := CheckDB(DBPath(cfg.DataDir))
+	if err != nil {
+		return res, fmt.Errorf("restore etcd: check restored db: %w", err)
+	}
+	res.Revision, res.Keys = final.Revision, final.Keys
+	return res, nil
+}
+
+type replayPlan struct{ events []Event }
+
+// planReplay decodes every segment, checks the chain from the snapshot
+// revision to the target has no hole, and returns the events to apply.
+func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
+	var plan replayPlan
+	if len(cfg.Segments) == 0 {
+		if cfg.UntilRevision > 0 && cfg.UntilRevision != snapRev {
+			return plan, fmt.Errorf("revision %d asked for but no deltas given (snapshot is at %d)", cfg.UntilRevision, snapRev)
+		}
+		return plan, nil
+	}
+	if cfg.UntilRevision > 0 && cfg.UntilRevision < snapRev {
+		return plan, fmt.Errorf("revision %d is before the snapshot's revision %d: restore an older snapshot", cfg.UntilRevision, snapRev)
+	}
+	segs := make([]*Segment, 0, len(cfg.Segments))
+	for i, r := range cfg.Segments {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return plan, fmt.Errorf("read delta segment %d: %w", i, err)
+		}
+		s, err := DecodeSegment(b)
+		if err != nil {
+			return plan, fmt.Errorf("delta segment %d: %w", i, err)
+		}
+		if s.ToRev >= snapRev {
+			segs = append(segs, s)
+		}
+	}
+	sort.SliceStable(segs, func(i, j int) bool { return segs[i].FromRev < segs[j].FromRev })
+	covered := snapRev
+	var coveredTime, startTime time.Time
+	for _, s := range segs {
+		if s.FromRev > covered {
+			return plan, fmt.Errorf("deltas have a gap: revisions %d to %d are missing", covered+1, s.FromRev)
+		}
+		if startTime.IsZero() {
+			startTime = s.FromTime
+		}
+		for _, e := range s.Events {
+			if e.ModRevision <= covered {
+				continue // already in the snapshot or an overlapping segment
+			}
+			if cfg.UntilRevision > 0 && e.ModRevision > cfg.UntilRevision {
+				continue
+			}
+			if !cfg.UntilTime.IsZero() && e.Time.After(cfg.UntilTime) {
+				continue
+			}
+			plan.events = append(plan.events, e)
+		}
+		covered = max(covered, s.ToRev)
+		if s.ToTime.After(coveredTime) {
+			coveredTime = s.ToTime
+		}
+	}
+	if cfg.UntilRevision > covered {
+		return plan, fmt.Errorf("deltas end at revision %d; revision %d is not covered", covered, cfg.UntilRevision)
+	}
+	if !cfg.UntilTime.IsZero() {
+		if cfg.UntilTime.After(coveredTime) {
+			return plan, fmt.Errorf("deltas end at %s; %s is not covered", coveredTime.Format(time.RFC3339Nano), cfg.UntilTime.Format(time.RFC3339Nano))
+		}
+		if !startTime.IsZero() && cfg.UntilTime.Before(startTime) {
+			return plan, fmt.Errorf("%s is before the snapshot (%s): restore an older snapshot", cfg.UntilTime.Format(time.RFC3339Nano), startTime.Format(time.RFC3339Nano))
+		}
+	}
+	return plan, nil
+}
+
+func freeLoopbackURL(scheme string) (url.URL, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return url.URL{}, err
+	}
+	defer l.Close()
+	return url.URL{Scheme: scheme, Host: "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)}, nil
+}
+
+// replay applies events with an embedded etcd on the restored dir; events
+// of one original revision go in one transaction, as they were written.
+// Leases are dropped: a lease granted after the snapshot does not exist in
+// the restored cluster, and keys under an expired lease are short-lived
+// (events, leader leases) that their owners recreate.
+func replay(ctx context.Context, cfg RestoreConfig, lg *zap.Logger, events []Event) (int, error) {
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = cfg.DataDir
+	cu, err := freeLoopbackURL("http")
+	if err != nil {
+		return 0, err
+	}
+	pu, err := freeLoopbackURL("http")
+	if err != nil {
+		return 0, err
+	}
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	ec.ListenPeerUrls = []url.URL{pu}
+	// The member in the restored WAL advertises the manifest's peer URLs;
+	// keep them so etcd sees the same member, only listen elsewhere.
+	var adv []url.URL
+	for _, s := range strings.Split(cfg.InitialAdvertisePeerURLs, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil {
+			return 0, fmt.Errorf("peer URL %q: %w", s, err)
+		}
+		adv = append(adv, *u)
+	}
+	ec.AdvertisePeerUrls = adv
+	ec.InitialCluster = cfg.InitialCluster
+	ec.ListenMetricsUrls = nil
+	ec.LogLevel = "error"
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return 0, fmt.Errorf("start replay etcd: %w", err)
+	}
+	defer func() {
+		e.Close()
+		<-e.Server.StopNotify()
+	}()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		return 0, fmt.Errorf("replay etcd failed: %w", err)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(time.Minute):
+		return 0, errors.New("replay etcd not ready after a minute")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cu.String()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	revs := 0
+	for i := 0; i < len(events); {
+		j := i
+		for j < len(events) && events[j].ModRevision == events[i].ModRevision {
+			j++
+		}
+		if err := applyRevision(ctx, cli, events[i:j]); err != nil {
+			return revs, fmt.Errorf("revision %d (%d changes): %w", events[i].ModRevision, j-i, err)
+		}
+		revs++
+		i = j
+	}
+	return revs, nil
+}
+
+// Limits of one etcd request (--max-txn-ops default 128, request size
+// 1.5 MiB): a revision that deleted a whole prefix can exceed them, and is
+// then applied in parts. Nobody reads the replay etcd meanwhile, so the
+// end state is the same.
+const (
+	maxReplayOps   = 128
+	maxReplayBytes = 1 << 20
+)
+
+func applyRevision(ctx context.Context, cli *clientv3.Client, evs []Event) error {
+	var ops []clientv3.Op
+	size := 0
+	commit := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		_, err := cli.Txn(ctx).Then(ops...).Commit()
+		ops, size = ops[:0], 0
+		return err
+	}
+	for _, e := range evs {
+		n := len(e.Key) + len(e.Value)
+		if len(ops) == maxReplayOps || (len(ops) > 0 && size+n > maxReplayBytes) {
+			if err := commit(); err != nil {
+				return err
+			}
+		}
+		if e.Type == EventPut {
+			ops = append(ops, clientv3.OpPut(e.Key, string(e.Value)))
+		} else {
+			ops = append(ops, clientv3.OpDelete(e.Key))
+		}
+		size += n
+	}
+	return commit()
+}
