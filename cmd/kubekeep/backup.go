@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kubekeep/kubekeep/backup"
+)
+
+func init() {
+	registerCommand(newBackupCommand)
+	backupBeforeCloudSnapshot = func(ctx context.Context, g *globalOptions) (string, int64, error) {
+		res, err := runBackup(ctx, backupOptions{}, g)
+		if err != nil {
+			return "", 0, err
+		}
+		if res.Status != backup.StatusOK {
+			return "", 0, fmt.Errorf("local backup %s has no verified etcd snapshot (%s): refusing to tag a cloud snapshot with it; use --skip-backup to snapshot anyway", res.ID, res.Status)
+		}
+		return res.ID, res.Etcd.Revision, nil
+	}
+}
+
+type backupOptions struct {
+	paths      []string
+	noDiscover bool
+	output     string
+}
+
+func newBackupCommand(g *globalOptions) *cobra.Command {
+	var opts backupOptions
+	cmd := &cobra.Command{
+		Use:   "backup",
+		Short: "Write one new version of the control plane to the store",
+		Long: `Write one immutable version to the store on the second disk.
+
+The backup set comes from the static-pod manifests under --root (see
+'kubekeep plan'), plus paths.extra and --path. etcd is taken through its
+snapshot API, streamed into the version and checked (sha256 trailer, bbolt
+consistency) before the version commits; the etcd data dir itself is never
+copied while etcd runs. If etcd cannot be reached the files are still
+committed and the version is marked etcd-failed.
+
+Prints the new version's ID, or with -o json:
+  {"id","time","files","bytesRead","bytesWritten","bytesNew","duration",...}`,
+		Example: `  kubekeep backup --store /data/backup/kubekeep
+  kubekeep backup --store /data/backup/kubekeep -o json
+  kubekeep backup --store /mnt/b/kk --no-discover --path /etc/kubernetes/pki`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(opts.output, "text", "json"); err != nil {
+				return err
+			}
+			res, err := runBackup(cmd.Context(), opts, g)
+			if err != nil {
+				return err
+			}
+			if opts.output == "json" {
+				return writeJSON(g.stdout, res)
+			}
+			_, err = fmt.Fprintln(g.stdout, res.ID)
+			return err
+		},
+	}
+	cmd.Flags().StringArrayVar(&opts.paths, "path", nil, "host path to back up in addition to what discovery finds (repeatable)")
+	cmd.Flags().BoolVar(&opts.noDiscover, "no-discover", false, "do not read the manifests: back up only --path (and etcd if etcd.endpoints is set)")
+	outputFlag(cmd, &opts.output, "text", "json")
+	return cmd
+}
+
+func runBackup(ctx context.Context, opts backupOptions, g *globalOptions) (*backup.Result, error) {
+	store, err := openStore(g)
+	if err != nil {
+		return nil, err
+	}
+	paths := append(append([]string{}, g.cfg.Paths.Extra...), opts.paths...)
+	if opts.noDiscover && len(paths) == 0 {
+		return nil, fmt.Errorf("--no-discover needs at least one --path")
+	}
+	res, err := backup.Run(ctx, backup.Options{
+		Root:       g.cfg.Root,
+		Store:      store,
+		Paths:      paths,
+		Exclude:    g.cfg.Paths.Exclude,
+		NoDiscover: opts.noDiscover,
+		Etcd:       g.cfg.Etcd,
+		Logger:     g.logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	for _, w := range res.Warnings {
+		g.logger.Warn(w)
+	}
+	return res, nil
+}
