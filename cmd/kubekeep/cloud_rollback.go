@@ -17,10 +17,10 @@ import (
 func init() { registerSubcommand("cloud", newCloudRollbackCommand) }
 
 type cloudRollbackOptions struct {
-	set        string
-	dryRun     bool
-	yes        bool
-	noSafety   bool
+	set       string
+	dryRun    bool
+	yes       bool
+	noSafety  bool
 	stateFile string
 }
 
