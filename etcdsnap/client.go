@@ -218,7 +218,7 @@ func classifyTLS(fail func(error, string, error) error, cc ClientConfig, err err
 	var he x509.HostnameError
 	var ci x509.CertificateInvalidError
 	var ce *tls.CertificateVerificationError
-	var alert tls.AlertError
+	var ne net.Error
 	switch {
 	case errors.As(err, &ua):
 		return fail(ErrUnknownAuthority, cc.CAFile, fmt.Errorf("server certificate not signed by this CA: %w", err))
@@ -228,13 +228,18 @@ func classifyTLS(fail func(error, string, error) error, cc ClientConfig, err err
 		return fail(ErrTLS, "", fmt.Errorf("server certificate expired: %w", err))
 	case errors.As(err, &ce):
 		return fail(ErrTLS, cc.CAFile, err)
-	case errors.As(err, &alert):
-		switch alert {
-		case 48: // unknown_ca
+	case errors.As(err, &ne) && ne.Timeout():
+		return fail(ErrTimeout, "", fmt.Errorf("TLS handshake: %w", err))
+	}
+	// Alerts from the server arrive as *net.OpError{Op: "remote error"}
+	// around an unexported type; only the text tells them apart.
+	if msg := err.Error(); strings.Contains(msg, "remote error: tls: ") {
+		switch {
+		case strings.Contains(msg, "unknown certificate authority"):
 			return fail(ErrUnknownAuthority, cc.CertFile, fmt.Errorf("etcd does not trust the CA of our client certificate: %w", err))
-		case 45: // certificate_expired
+		case strings.Contains(msg, "expired certificate"):
 			return fail(ErrCertExpired, cc.CertFile, fmt.Errorf("etcd rejected our client certificate as expired: %w", err))
-		case 42, 43, 44, 46, 116: // bad/unsupported/revoked/unknown certificate, certificate_required
+		case strings.Contains(msg, "certificate"):
 			return fail(ErrTLS, cc.CertFile, fmt.Errorf("etcd rejected our client certificate: %w", err))
 		}
 		return fail(ErrTLS, "", err)
