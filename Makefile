@@ -16,7 +16,8 @@ deps:
 
 build: deps
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kubekeep
-	$(GO) build -trimpath -o bin/kubekeep-sandbox ./cmd/kubekeep-sandbox
+	# Demo and test tools, not installed on a master.
+	$(GO) build -trimpath -o bin/ ./cmd/kubekeep-sandbox ./cmd/kubekeep-ecsfake
 
 vet:
 	$(GO) vet $(PKGS)
