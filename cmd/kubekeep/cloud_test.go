@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubekeep/kubekeep/cloudsnap/ecsfake"
+)
+
+// cloudFake starts the fake ECS (real SDK signatures and all) with one
+// instance and two ESSD disks, and points the credential variables at it.
+func cloudFake(t *testing.T) (*ecsfake.Server, string) {
+	t.Helper()
+	// Millisecond transitions: the CLI runs on the wall clock and polls
+	// every 10s, so anything slower would make the test wait.
+	fake := ecsfake.New(ecsfake.Options{Region: "cn-hangzhou", SnapshotDuration: time.Millisecond,
+		StopDuration: time.Millisecond, StartDuration: time.Millisecond})
+	fake.AddAccessKey("LTAIclitest", "cli-secret")
+	fake.AddInstance(ecsfake.InstanceSpec{ID: "i-clitest"})
+	fake.AddDisk(ecsfake.DiskSpec{ID: "d-clisys", InstanceID: "i-clitest", Type: "system", Category: "cloud_essd", Content: "before"})
+	fake.AddDisk(ecsfake.DiskSpec{ID: "d-clidata", InstanceID: "i-clitest", Type: "data", Category: "cloud_essd", Content: "before"})
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIclitest")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "cli-secret")
+	t.Setenv("ALIBABA_CLOUD_SECURITY_TOKEN", "")
+	t.Setenv("KUBEKEEP_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
+	return fake, srv.URL
+}
+
+func runKubekeep(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := newRootCommand()
+	var out, errb bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errb)
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), errb.String(), err
+}
+
+func TestCloudCommandsAgainstFake(t *testing.T) {
+	fake, url := cloudFake(t)
+	common := []string{"--config", "/dev/null", "--endpoint", url, "--metadata-url", url}
+
+	saved := backupBeforeCloudSnapshot
+	t.Cleanup(func() { backupBeforeCloudSnapshot = saved })
+	backupBeforeCloudSnapshot = nil
+	_, _, err := runKubekeep(t, "", append([]string{"cloud", "snapshot"}, common...)...)
+	if err == nil || !strings.Contains(err.Error(), "--skip-backup") {
+		t.Fatalf("snapshot without a backup seam must point at --skip-backup, got %v", err)
+	}
+
+	backupBeforeCloudSnapshot = func(ctx context.Context, g *globalOptions) (string, int64, error) {
+		return "v-20260302-1", 4242, nil
+	}
+	out, _, err := runKubekeep(t, "", append([]string{"cloud", "snapshot", "--wait", "-o", "json"}, common...)...)
+	if err != nil {
+		t.Fatalf("cloud snapshot: %v", err)
+	}
+	var made cloudSetJSON
+	if err := json.Unmarshal([]byte(out), &made); err != nil || made.Status != "accomplished" || made.Version != "v-20260302-1" || made.EtcdRevision != 4242 {
+		t.Fatalf("snapshot output %q: %+v %v", out, made, err)
+	}
+	for _, sn := range fake.Snapshots() {
+		if sn.Tags["kubekeep-version"] != "v-20260302-1" && sn.GroupID == "" {
+			t.Errorf("snapshot %s lacks the version tag: %v", sn.ID, sn.Tags)
+		}
+	}
+
+	out, _, err = runKubekeep(t, "", append([]string{"cloud", "list", "-o", "json"}, common...)...)
+	if err != nil {
+		t.Fatalf("cloud list: %v", err)
+	}
+	// Scripts depend on exactly these keys.
+	var raw []map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &raw); err != nil || len(raw) != 1 {
+		t.Fatalf("list output %q: %v", out, err)
+	}
+	var keys []string
+	for k := range raw[0] {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if want := []string{"disks", "etcdRevision", "expires", "id", "status", "time", "version"}; !reflect.DeepEqual(keys, want) {
+		t.Fatalf("list keys %v, want %v", keys, want)
+	}
+	var disks []map[string]string
+	_ = json.Unmarshal(raw[0]["disks"], &disks)
+	if len(disks) != 2 || disks[0]["diskId"] == "" || disks[0]["snapshotId"] == "" {
+		t.Fatalf("disks %v", disks)
+	}
+
+	out, _, err = runKubekeep(t, "", append([]string{"cloud", "prune", "--dry-run"}, common...)...)
+	if err != nil || !strings.Contains(out, "kept "+made.ID+" (newest accomplished set)") {
+		t.Fatalf("prune --dry-run: %q %v", out, err)
+	}
+
+	fake.SetDiskContent("d-clisys", "broken")
+	rb := append([]string{"cloud", "rollback", "--set", made.ID, "--state-file", filepath.Join(t.TempDir(), "rb.json")}, common...)
+	out, _, err = runKubekeep(t, "", append(rb, "--dry-run")...)
+	if err != nil || !strings.Contains(out, "reset disk d-clisys") || !strings.Contains(out, "dry run: nothing changed") {
+		t.Fatalf("rollback --dry-run: %q %v", out, err)
+	}
+	_, _, err = runKubekeep(t, made.ID+"\n", rb...)
+	if err == nil || !strings.Contains(err.Error(), "--yes") {
+		t.Fatalf("rollback without --yes and without a terminal must refuse, got %v", err)
+	}
+	if fake.Calls("StopInstance") != 0 {
+		t.Fatal("refused rollback stopped the instance")
+	}
+	out, _, err = runKubekeep(t, "", append(rb, "--yes", "--no-safety-snapshot")...)
+	if err != nil || !strings.Contains(out, "rolled back") {
+		t.Fatalf("rollback --yes: %q %v", out, err)
+	}
+	if fake.DiskContent("d-clisys") != "before" || fake.InstanceStatus("i-clitest") != "Running" {
+		t.Fatalf("after rollback: disk %q, instance %s", fake.DiskContent("d-clisys"), fake.InstanceStatus("i-clitest"))
+	}
+}
+
+func TestCloudPolicyRefusedInAgentMode(t *testing.T) {
+	_, url := cloudFake(t)
+	_, _, err := runKubekeep(t, "", "cloud", "policy", "apply", "--config", "/dev/null", "--endpoint", url, "--metadata-url", url)
+	if err == nil || !strings.Contains(err.Error(), "cloud.mode") {
+		t.Fatalf("policy apply in agent mode: %v", err)
+	}
+}
+
+func TestCloudBadEndpointFlag(t *testing.T) {
+	_, url := cloudFake(t)
+	_, _, err := runKubekeep(t, "", "cloud", "list", "--config", "/dev/null", "--endpoint", "ftp://x", "--metadata-url", url)
+	var ee *exitError
+	if err == nil || errors.As(err, &ee) || !strings.Contains(err.Error(), "endpoint") {
+		t.Fatalf("bad endpoint: %v", err)
+	}
+}
