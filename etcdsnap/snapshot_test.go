@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
@@ -169,5 +167,3 @@ func TestCheckDBRejectsCorruption(t *testing.T) {
 		t.Fatalf("CopyVerified of damaged stream: %v", err)
 	}
 }
-
-var _ = clientv3.WithPrefix
