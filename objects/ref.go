@@ -264,11 +264,19 @@ func RefFromKey(key string) (Ref, bool) {
 			return Ref{}, false
 		}
 	}
+	var ref Ref
 	switch len(tail) {
 	case 1:
-		return Ref{Group: group, Resource: resource, Name: tail[0]}, true
+		ref = Ref{Group: group, Resource: resource, Name: tail[0]}
 	case 2:
-		return Ref{Group: group, Resource: resource, Namespace: tail[0], Name: tail[1]}, true
+		ref = Ref{Group: group, Resource: resource, Namespace: tail[0], Name: tail[1]}
+	default:
+		return Ref{}, false
 	}
-	return Ref{}, false
+	// A key the apiserver would not write for this ref (services/<x> is
+	// neither services/specs nor services/endpoints) names no object.
+	if ref.Key() != key {
+		return Ref{}, false
+	}
+	return ref, true
 }
