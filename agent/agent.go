@@ -1,0 +1,559 @@
+// Package agent is kubekeep's long-running service and the only package
+// that knows about wall-clock time: it schedules backups, cloud snapshots,
+// prunes, store checks and restore drills (go-co-op/gocron), triggers a
+// backup when the PKI, kubeconfigs or manifests change (fsnotify, with a
+// debounce), keeps the etcd watch-delta stream running into the store's
+// journal, and reports through a status file in the store and Prometheus
+// metrics. A failed job is retried with backoff; the agent never exits
+// because of one. A missing or read-only second disk stops all writes
+// until it is back.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+
+	"github.com/kubekeep/kubekeep/config"
+	"github.com/kubekeep/kubekeep/layout"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// DrillFunc restores a version's etcd into a scratch place, checks it and
+// marks the version verified in the store (package restore provides it).
+type DrillFunc func(ctx context.Context, store *rsyncish.Store) error
+
+// CloudSnapshotFunc takes one ECS snapshot set of the VM. Version and
+// EtcdRevision name the local version taken just before (empty/0 when that
+// backup had no verified etcd snapshot, so the set is crash-consistent only).
+type CloudSnapshotFunc func(ctx context.Context, req CloudRequest) error
+
+// CloudRequest is what the agent hands to CloudSnapshotFunc.
+type CloudRequest struct {
+	Cloud        config.Cloud
+	Version      string
+	EtcdRevision int64
+}
+
+// Config is everything the agent needs; Settings is the resolved
+// configuration (file, then flags).
+type Config struct {
+	Settings config.Config
+	// Reload returns a fresh, validated configuration (the file re-read
+	// with the command line flags applied again). nil: no reload.
+	Reload func() (config.Config, error)
+	// ConfigFile is watched for changes (an edit reloads); empty: only
+	// SIGHUP or Agent.Reload reload.
+	ConfigFile string
+	Logger     *slog.Logger
+	// Drill is the restore drill; nil leaves the drill job off.
+	Drill DrillFunc
+	// CloudSnapshot takes ECS snapshot sets; nil leaves that job off.
+	CloudSnapshot CloudSnapshotFunc
+	// ShutdownTimeout is how long a running job may take to finish after a
+	// stop signal before it is abandoned (its version is then not
+	// committed). Default 30 s.
+	ShutdownTimeout time.Duration
+	// StoreProbe is how often the second disk is checked (and, while it is
+	// gone, retried). Default 10 s.
+	StoreProbe time.Duration
+	// CatchUpCheck is how often the agent compares the wall clock with the
+	// scheduled runs, to catch up once after the host slept. Default 15 s.
+	CatchUpCheck time.Duration
+	// NoSignals leaves SIGHUP alone (tests running several agents).
+	NoSignals bool
+}
+
+// Agent runs the jobs for one store.
+type Agent struct {
+	opts Config
+	log  *slog.Logger
+	m    *metrics
+	// now is the wall clock; tests shift it to simulate a sleeping host.
+	now func() time.Time
+
+	cfgMu sync.Mutex
+	cfg   config.Config
+
+	store *rsyncish.Store
+
+	stMu        sync.Mutex
+	state       FileState
+	statusDirty bool
+
+	sched   gocron.Scheduler
+	jobsMu  sync.Mutex
+	jobs    map[string]*jobRunner
+	storeMu chan struct{} // serialises the agent's own store writers
+
+	runMu    sync.RWMutex
+	stopping bool
+	inflight sync.WaitGroup
+	jobCtx   context.Context
+	jobStop  context.CancelFunc
+
+	storeOK    atomic.Bool
+	storeKick  chan struct{}
+	deltaKick  chan struct{}
+	rewatch    chan struct{}
+	deltaMu    sync.Mutex
+	deltaBase  deltaPoint // newest snapshot the stream may start from
+	deltaChain *deltaPoint
+	deltaStop  context.CancelFunc
+
+	setMu      sync.Mutex
+	discovered *layout.Set
+
+	srvMu sync.Mutex
+	srv   *metricsServer
+
+	// hooks for tests
+	beforeBackup func()
+}
+
+// New checks the configuration and builds an agent; Run starts it.
+func New(c Config) (*Agent, error) {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.StoreProbe <= 0 {
+		c.StoreProbe = 10 * time.Second
+	}
+	if c.CatchUpCheck <= 0 {
+		c.CatchUpCheck = 15 * time.Second
+	}
+	if err := c.Settings.Validate("agent settings", nil); err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		opts:      c,
+		log:       c.Logger,
+		now:       time.Now,
+		cfg:       c.Settings,
+		jobs:      map[string]*jobRunner{},
+		storeMu:   make(chan struct{}, 1),
+		storeKick: make(chan struct{}, 1),
+		deltaKick: make(chan struct{}, 1),
+		rewatch:   make(chan struct{}, 1),
+		state:     FileState{Jobs: map[string]*JobState{}},
+	}
+	a.m = newMetrics(func() time.Time { return a.now() })
+	a.jobCtx, a.jobStop = context.WithCancel(context.Background())
+	return a, nil
+}
+
+func (a *Agent) config() config.Config {
+	a.cfgMu.Lock()
+	defer a.cfgMu.Unlock()
+	return a.cfg
+}
+
+// MetricsAddr is the address the metrics server listens on ("" when off).
+func (a *Agent) MetricsAddr() string {
+	a.srvMu.Lock()
+	defer a.srvMu.Unlock()
+	if a.srv == nil {
+		return ""
+	}
+	return a.srv.addr
+}
+
+// Run runs the agent until ctx ends (SIGTERM/SIGINT in the CLI), then stops
+// scheduling, lets running jobs finish within ShutdownTimeout or abandons
+// them cleanly, and returns nil. It returns an error only when it cannot
+// start at all: the metrics address is unusable or another agent holds
+// the store.
+func (a *Agent) Run(ctx context.Context) error {
+	cfg := a.config()
+	if cfg.Metrics.Listen != "" {
+		srv, err := startMetricsServer(cfg.Metrics.Listen, a.m, a.health)
+		if err != nil {
+			return err
+		}
+		a.srvMu.Lock()
+		a.srv = srv
+		a.srvMu.Unlock()
+		a.log.Info("metrics listening", "addr", srv.addr)
+	}
+	defer func() {
+		a.srvMu.Lock()
+		a.srv.close()
+		a.srv = nil
+		a.srvMu.Unlock()
+	}()
+
+	if !a.openStore(ctx, cfg) {
+		return nil // stopped while waiting for the second disk
+	}
+	release, err := lockAgent(a.store.Dir())
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	prev, err := ReadStatusFile(a.store.Dir())
+	if err != nil {
+		a.log.Warn("previous agent status unreadable; starting with none", "err", err)
+		prev = &FileState{Jobs: map[string]*JobState{}}
+	}
+	a.stMu.Lock()
+	a.state = FileState{PID: os.Getpid(), Started: a.now().UTC(), Jobs: prev.Jobs, Etcd: prev.Etcd}
+	for _, js := range a.state.Jobs {
+		js.NextRun = nil
+	}
+	a.stMu.Unlock()
+	a.rediscover(cfg)
+	a.refreshStoreStats()
+
+	sched, err := gocron.NewScheduler(
+		gocron.WithLocation(time.UTC),
+		gocron.WithLogger(gocronLogger{a.log}),
+		// Jobs end through the agent's own shutdown path first; this
+		// only bounds gocron's wait for its goroutines.
+		gocron.WithStopTimeout(5*time.Second),
+	)
+	if err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	a.sched = sched
+	a.schedule(cfg, true)
+	sched.Start()
+	a.log.Info("agent started", "store", a.store.Dir(), "root", cfg.Root, "backupEvery", cfg.Schedules.Backup.String(),
+		"pid", os.Getpid())
+
+	bgCtx, bgStop := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	goBG := func(f func(context.Context)) {
+		bg.Add(1)
+		go func() { defer bg.Done(); f(bgCtx) }()
+	}
+	goBG(a.storeMonitor)
+	goBG(a.catchUpLoop)
+	goBG(a.statusLoop)
+	goBG(a.watchLoop)
+	goBG(a.deltaLoop)
+	if a.opts.Reload != nil && !a.opts.NoSignals {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		goBG(func(ctx context.Context) {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					a.log.Info("SIGHUP: reloading the configuration")
+					_ = a.Reload()
+				}
+			}
+		})
+	}
+
+	<-ctx.Done()
+	a.shutdown(sched)
+	bgStop()
+	bg.Wait()
+	a.writeStatus()
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// openStore opens (or creates) the store, waiting for the second disk if
+// it is not there yet. It returns false when ctx ended first.
+func (a *Agent) openStore(ctx context.Context, cfg config.Config) bool {
+	logged := false
+	for {
+		s, err := rsyncish.Open(cfg.Store.Path, storeOptions(cfg.Store, a, false))
+		if err == nil {
+			a.store = s
+			a.storeOK.Store(true)
+			a.m.storeOK.Set(1)
+			if logged {
+				a.log.Info("second disk is available; starting", "store", cfg.Store.Path)
+			}
+			return true
+		}
+		a.m.storeOK.Set(0)
+		if !logged {
+			a.log.Error("cannot open the store on the second disk; retrying until it is available",
+				"store", cfg.Store.Path, "err", err, "retryEvery", a.opts.StoreProbe.String())
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(a.opts.StoreProbe):
+		}
+	}
+}
+
+// shutdown stops new runs, waits for running ones up to ShutdownTimeout,
+// then cancels them: an abandoned backup aborts its version writer, which
+// leaves the store exactly as before it started.
+func (a *Agent) shutdown(sched gocron.Scheduler) {
+	a.runMu.Lock()
+	a.stopping = true
+	a.runMu.Unlock()
+	a.jobsMu.Lock()
+	for _, j := range a.jobs {
+		j.stopRetry()
+	}
+	a.jobsMu.Unlock()
+	a.log.Info("stopping: no new runs; letting running jobs finish", "timeout", a.opts.ShutdownTimeout.String())
+	done := make(chan struct{})
+	go func() { a.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(a.opts.ShutdownTimeout):
+		a.log.Warn("running jobs did not finish in time; abandoning them (uncommitted versions are discarded)")
+		a.jobStop()
+		<-done
+	}
+	a.jobStop()
+	if err := sched.Shutdown(); err != nil {
+		a.log.Warn("scheduler shutdown", "err", err)
+	}
+}
+
+// beginRun registers a run unless the agent is stopping.
+func (a *Agent) beginRun() bool {
+	a.runMu.RLock()
+	defer a.runMu.RUnlock()
+	if a.stopping {
+		return false
+	}
+	a.inflight.Add(1)
+	return true
+}
+
+// withStore runs f holding the agent's store slot, so the agent's own
+// writers (backup, prune, verify, drill) never contend for the store lock.
+func (a *Agent) withStore(ctx context.Context, f func() error) error {
+	select {
+	case a.storeMu <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-a.storeMu }()
+	return f()
+}
+
+// lockStore takes the store's writer lock, waiting a while for a backup or
+// prune an operator started by hand.
+func lockStore(ctx context.Context, s *rsyncish.Store, wait time.Duration) (func() error, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		unlock, err := s.Lock(ctx)
+		if err == nil || !errors.Is(err, rsyncish.ErrLocked) || time.Now().After(deadline) {
+			return unlock, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// health backs /healthz: unhealthy while the store cannot be written or
+// no backup succeeded for three intervals.
+func (a *Agent) health() (bool, []string) {
+	var problems []string
+	if !a.storeOK.Load() {
+		problems = append(problems, "store on the second disk is unavailable: "+a.storeError())
+	}
+	cfg := a.config()
+	limit := 3*cfg.Schedules.Backup + time.Minute
+	a.stMu.Lock()
+	started := a.state.Started
+	var last *time.Time
+	if js := a.state.Jobs[JobBackup]; js != nil {
+		last = js.LastSuccess
+	}
+	a.stMu.Unlock()
+	now := a.now()
+	switch {
+	case last != nil && now.Sub(*last) > limit:
+		problems = append(problems, fmt.Sprintf("no successful backup for %s", now.Sub(*last).Round(time.Second)))
+	case last == nil && !started.IsZero() && now.Sub(started) > limit:
+		problems = append(problems, "no successful backup since the agent started")
+	}
+	return len(problems) == 0, problems
+}
+
+func (a *Agent) storeError() string {
+	a.stMu.Lock()
+	defer a.stMu.Unlock()
+	return a.state.StoreError
+}
+
+// storeMonitor probes the second disk on a fixed cadence so that its loss
+// is reported even between jobs, and so that writing resumes (with a
+// backup at once) as soon as it is back.
+func (a *Agent) storeMonitor(ctx context.Context) {
+	t := time.NewTicker(a.opts.StoreProbe)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.storeKick:
+		}
+		a.checkStore()
+	}
+}
+
+// checkStore probes the store and handles the transitions; it returns the
+// probe's error.
+func (a *Agent) checkStore() error {
+	err := probeStore(a.config().Store, a)
+	was := a.storeOK.Load()
+	switch {
+	case err != nil && was:
+		a.storeOK.Store(false)
+		a.m.storeOK.Set(0)
+		a.stMu.Lock()
+		a.state.StoreError = err.Error()
+		a.statusDirty = true
+		a.stMu.Unlock()
+		a.log.Error("ALERT: second disk missing or read-only; stopped writing backups, retrying",
+			"store", a.store.Dir(), "err", err, "retryEvery", a.opts.StoreProbe.String())
+	case err == nil && !was:
+		a.storeOK.Store(true)
+		a.m.storeOK.Set(1)
+		a.stMu.Lock()
+		a.state.StoreError = ""
+		a.statusDirty = true
+		a.stMu.Unlock()
+		a.log.Info("second disk is back; resuming backups", "store", a.store.Dir())
+		kick(a.deltaKick)
+		if j := a.job(JobBackup); j != nil {
+			go a.trigger(j, "second disk is back", false)
+		}
+	}
+	return err
+}
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// statusLoop writes the status file when something changed (the delta
+// stream changes it every flush; writing it each time would double the
+// stream's fsyncs).
+func (a *Agent) statusLoop(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.stMu.Lock()
+			dirty := a.statusDirty
+			a.stMu.Unlock()
+			if dirty {
+				a.writeStatus()
+			}
+		}
+	}
+}
+
+// writeStatus refreshes next-run times from the scheduler and writes the
+// status file (skipped while the second disk is unavailable).
+func (a *Agent) writeStatus() {
+	next := map[string]time.Time{}
+	a.jobsMu.Lock()
+	for name, j := range a.jobs {
+		if j.gjob != nil {
+			if t, err := j.gjob.NextRun(); err == nil && !t.IsZero() {
+				next[name] = t.UTC().Round(0)
+			}
+		}
+	}
+	a.jobsMu.Unlock()
+	a.stMu.Lock()
+	for name, js := range a.state.Jobs {
+		if t, ok := next[name]; ok && js.Disabled == "" {
+			js.NextRun = &t
+		} else {
+			js.NextRun = nil
+		}
+	}
+	a.state.Updated = a.now().UTC()
+	snap := a.state
+	snap.Jobs = make(map[string]*JobState, len(a.state.Jobs))
+	for k, v := range a.state.Jobs {
+		c := *v
+		snap.Jobs[k] = &c
+	}
+	a.statusDirty = false
+	a.stMu.Unlock()
+	if a.store == nil || !a.storeOK.Load() {
+		return
+	}
+	if err := writeStatusFile(a.store.Dir(), &snap); err != nil {
+		a.log.Warn("could not write the agent status file", "err", err)
+	}
+}
+
+// refreshStoreStats updates the store gauges and the newest-version times.
+func (a *Agent) refreshStoreStats() {
+	if a.store == nil || !a.storeOK.Load() {
+		return
+	}
+	vs, err := a.store.Versions()
+	if err != nil {
+		a.log.Warn("listing versions for the metrics", "err", err)
+		return
+	}
+	a.m.versions.Set(float64(len(vs)))
+	var newest, verified time.Time
+	var rev int64
+	for i := len(vs) - 1; i >= 0; i-- {
+		v := vs[i]
+		if newest.IsZero() {
+			newest = v.Time
+		}
+		if verified.IsZero() && v.Verified {
+			verified = v.Time
+		}
+		if rev == 0 {
+			if info := versionEtcd(v); info != nil && info.Verified {
+				rev = info.Revision
+				a.m.covered(v.Time)
+			}
+		}
+	}
+	a.m.setTimes(newest, verified)
+	a.m.etcdRevision.Set(float64(rev))
+	if used, free, err := a.store.Usage(); err == nil {
+		a.m.storeUsed.Set(float64(used))
+		a.m.storeFree.Set(float64(free))
+	}
+}
+
+// gocronLogger sends gocron's own messages to slog at debug level, except
+// errors.
+type gocronLogger struct{ l *slog.Logger }
+
+func (g gocronLogger) Debug(msg string, args ...any) { g.l.Debug("gocron: "+msg, args...) }
+func (g gocronLogger) Info(msg string, args ...any)  { g.l.Debug("gocron: "+msg, args...) }
+func (g gocronLogger) Warn(msg string, args ...any)  { g.l.Warn("gocron: "+msg, args...) }
+func (g gocronLogger) Error(msg string, args ...any) { g.l.Error("gocron: "+msg, args...) }

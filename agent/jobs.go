@@ -1,0 +1,598 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/config"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// jobRunner is one named job. Runs of a job never overlap: a trigger that
+// arrives while it runs (a file change) is remembered and runs once after,
+// a scheduled tick that arrives while it runs is dropped.
+type jobRunner struct {
+	name     string
+	run      func(ctx context.Context) (int64, error) // bytes written
+	interval time.Duration
+	jitter   time.Duration
+
+	mu        sync.Mutex
+	running   bool
+	pending   string // reason of a trigger that arrived mid-run
+	lastStart time.Time
+	failures  int
+	retry     *time.Timer
+	gjob      gocron.Job
+}
+
+func (j *jobRunner) stopRetry() {
+	j.mu.Lock()
+	if j.retry != nil {
+		j.retry.Stop()
+		j.retry = nil
+	}
+	j.mu.Unlock()
+}
+
+func (a *Agent) job(name string) *jobRunner {
+	a.jobsMu.Lock()
+	defer a.jobsMu.Unlock()
+	return a.jobs[name]
+}
+
+type jobSpec struct {
+	name     string
+	interval time.Duration
+	off      string // why the job is off; "" when on
+	run      func(context.Context) (int64, error)
+}
+
+func (a *Agent) specs(cfg config.Config) []jobSpec {
+	s := cfg.Schedules
+	cloudOff := ""
+	switch {
+	case !cfg.Cloud.Enabled:
+		cloudOff = "cloud.enabled is false"
+	case cfg.Cloud.Mode != "agent":
+		cloudOff = "cloud.mode is " + cfg.Cloud.Mode + ": ECS's own policy takes the snapshots"
+	case a.opts.CloudSnapshot == nil:
+		cloudOff = "no cloud snapshot support in this build"
+	case s.CloudSnapshot <= 0:
+		cloudOff = "schedules.cloudSnapshot is 0"
+	}
+	drillOff := ""
+	switch {
+	case a.opts.Drill == nil:
+		drillOff = "the restore drill is not available in this build"
+	case s.Drill <= 0:
+		drillOff = "schedules.drill is 0"
+	}
+	zeroOff := func(d time.Duration, key string) string {
+		if d <= 0 {
+			return key + " is 0"
+		}
+		return ""
+	}
+	return []jobSpec{
+		{JobBackup, s.Backup, "", a.backupJob},
+		{JobCloudSnapshot, s.CloudSnapshot, cloudOff, a.cloudJob},
+		{JobPrune, s.Prune, zeroOff(s.Prune, "schedules.prune"), a.pruneJob},
+		{JobVerify, s.Verify, zeroOff(s.Verify, "schedules.verify"), a.verifyJob},
+		{JobDrill, s.Drill, drillOff, a.drillJob},
+	}
+}
+
+// effectiveJitter keeps jitter well inside the interval: a 30 s jitter on
+// a 10 s test schedule would make the schedule meaningless.
+func effectiveJitter(interval, jitter time.Duration) time.Duration {
+	return min(jitter, interval/4)
+}
+
+// schedule (re)creates the gocron jobs whose interval or jitter changed.
+// The first run of a job follows its last run (kept in the status file
+// across agent restarts) plus the interval, so a daily job still runs
+// daily when the agent restarts more often than that; a job that is
+// overdue runs once, at once. At start the backup always runs at once.
+func (a *Agent) schedule(cfg config.Config, starting bool) {
+	a.jobsMu.Lock()
+	defer a.jobsMu.Unlock()
+	for _, sp := range a.specs(cfg) {
+		j := a.jobs[sp.name]
+		if j == nil {
+			j = &jobRunner{name: sp.name}
+			a.jobs[sp.name] = j
+		}
+		j.run = sp.run
+		jit := effectiveJitter(sp.interval, cfg.Schedules.Jitter)
+		a.stMu.Lock()
+		js := a.state.Jobs[sp.name]
+		if js == nil {
+			js = &JobState{}
+			a.state.Jobs[sp.name] = js
+		}
+		js.Disabled = sp.off
+		last := latest(js.LastSuccess, js.LastFailure)
+		a.stMu.Unlock()
+
+		if sp.off != "" {
+			if j.gjob != nil {
+				_ = a.sched.RemoveJob(j.gjob.ID())
+				j.gjob = nil
+			}
+			if starting || j.interval != 0 {
+				a.log.Info("job off", "job", sp.name, "reason", sp.off)
+			}
+			j.interval = 0
+			continue
+		}
+		if j.gjob != nil && j.interval == sp.interval && j.jitter == jit {
+			continue
+		}
+		if j.gjob != nil {
+			_ = a.sched.RemoveJob(j.gjob.ID())
+			j.gjob = nil
+		}
+		j.interval, j.jitter = sp.interval, jit
+		j.mu.Lock()
+		if !j.lastStart.IsZero() {
+			last = j.lastStart
+		}
+		j.mu.Unlock()
+
+		var def gocron.JobDefinition = gocron.DurationJob(sp.interval)
+		if jit > 0 {
+			def = gocron.DurationRandomJob(sp.interval, sp.interval+jit)
+		}
+		now := a.now()
+		first := now.Add(sp.interval)
+		if !last.IsZero() {
+			first = last.Add(sp.interval)
+		}
+		if sp.name == JobBackup && starting {
+			first = now
+		}
+		start := gocron.WithStartImmediately()
+		if first.Sub(now) > time.Second {
+			// gocron compares with its own clock; hand it a time on that
+			// clock so a shifted test clock does not confuse it.
+			start = gocron.WithStartDateTime(time.Now().Add(first.Sub(now)))
+		}
+		jr := j
+		gj, err := a.sched.NewJob(def,
+			gocron.NewTask(func() { a.trigger(jr, "schedule", true) }),
+			gocron.WithName(sp.name),
+			gocron.WithSingletonMode(gocron.LimitModeReschedule),
+			gocron.WithStartAt(start),
+		)
+		if err != nil {
+			a.log.Error("cannot schedule job", "job", sp.name, "err", err)
+			continue
+		}
+		j.gjob = gj
+		a.log.Info("job scheduled", "job", sp.name, "every", sp.interval.String(), "jitter", jit.String(),
+			"firstRun", first.UTC().Round(time.Second).Format(time.RFC3339))
+	}
+	a.stMu.Lock()
+	a.statusDirty = true
+	a.stMu.Unlock()
+}
+
+func latest(ts ...*time.Time) time.Time {
+	var out time.Time
+	for _, t := range ts {
+		if t != nil && t.After(out) {
+			out = *t
+		}
+	}
+	return out
+}
+
+// trigger runs job j now unless it is running (then a non-scheduled
+// trigger is remembered and runs right after), or the agent is stopping,
+// or - for a scheduled tick - it ran less than half an interval ago, which
+// is how the late tick after a catch-up run is dropped.
+func (a *Agent) trigger(j *jobRunner, reason string, scheduled bool) {
+	j.mu.Lock()
+	if j.running {
+		if !scheduled {
+			j.pending = reason
+		}
+		j.mu.Unlock()
+		return
+	}
+	if scheduled && !j.lastStart.IsZero() && j.interval > 0 && a.now().Round(0).Sub(j.lastStart) < j.interval/2 {
+		j.mu.Unlock()
+		a.log.Debug("scheduled run skipped: the job ran recently", "job", j.name)
+		return
+	}
+	if !a.beginRun() {
+		j.mu.Unlock()
+		return
+	}
+	j.running = true
+	j.mu.Unlock()
+	defer a.inflight.Done()
+	for {
+		a.execute(j, reason)
+		j.mu.Lock()
+		a.runMu.RLock()
+		stopping := a.stopping
+		a.runMu.RUnlock()
+		if j.pending == "" || stopping {
+			j.running, j.pending = false, ""
+			j.mu.Unlock()
+			return
+		}
+		reason = j.pending
+		j.pending = ""
+		j.mu.Unlock()
+	}
+}
+
+// execute runs j once and records the outcome.
+func (a *Agent) execute(j *jobRunner, reason string) {
+	start := a.now()
+	j.mu.Lock()
+	j.lastStart = start.Round(0)
+	run := j.run
+	j.mu.Unlock()
+	a.log.Info("job starting", "job", j.name, "reason", reason)
+	var n int64
+	var err error
+	if !a.storeOK.Load() {
+		err = fmt.Errorf("not writing: %s", a.storeError())
+	} else if err = a.checkStore(); err == nil {
+		n, err = run(a.jobCtx)
+	}
+	dur := a.now().Sub(start)
+	if err != nil && a.jobCtx.Err() != nil {
+		a.log.Warn("job abandoned at shutdown", "job", j.name, "err", err)
+		return
+	}
+	a.record(j.name, start, dur, n, err)
+	if err != nil {
+		a.scheduleRetry(j)
+	} else {
+		j.mu.Lock()
+		j.failures = 0
+		if j.retry != nil {
+			j.retry.Stop()
+			j.retry = nil
+		}
+		j.mu.Unlock()
+	}
+}
+
+// record stores a job outcome in the status and the metrics.
+func (a *Agent) record(name string, start time.Time, dur time.Duration, bytes int64, err error) {
+	end := start.Add(dur).UTC()
+	a.m.runs.WithLabelValues(name).Inc()
+	a.m.duration.WithLabelValues(name).Set(dur.Seconds())
+	if bytes > 0 {
+		a.m.bytesWritten.WithLabelValues(name).Add(float64(bytes))
+	}
+	a.stMu.Lock()
+	js := a.state.Jobs[name]
+	if js == nil {
+		js = &JobState{}
+		a.state.Jobs[name] = js
+	}
+	js.LastDuration = roundSec(dur)
+	if err != nil {
+		js.LastFailure, js.LastError = &end, err.Error()
+		js.Failures++
+		a.m.failures.WithLabelValues(name).Inc()
+		a.m.lastFailure.WithLabelValues(name).Set(float64(end.UnixNano()) / 1e9)
+	} else {
+		js.LastSuccess = &end
+		js.Failures = 0
+		a.m.lastSuccess.WithLabelValues(name).Set(float64(end.UnixNano()) / 1e9)
+	}
+	fails := js.Failures
+	a.statusDirty = true
+	a.stMu.Unlock()
+	if err != nil {
+		a.log.Error("job failed; will retry", "job", name, "err", err, "consecutiveFailures", fails,
+			"duration", dur.Round(time.Millisecond).String())
+	} else {
+		a.log.Info("job done", "job", name, "duration", dur.Round(time.Millisecond).String(), "bytesWritten", bytes)
+	}
+	a.writeStatus()
+}
+
+// backoff is the delay before the n-th retry (n from 1): exponential from
+// a twentieth of the interval (at least 1 s, at most 30 s), never beyond
+// the interval itself or 5 minutes.
+func backoff(interval time.Duration, n int) time.Duration {
+	base := min(max(interval/20, time.Second), 30*time.Second)
+	limit := min(max(interval, time.Second), 5*time.Minute)
+	d := base
+	for i := 1; i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+func (a *Agent) scheduleRetry(j *jobRunner) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.failures++
+	if j.retry != nil {
+		j.retry.Stop()
+	}
+	interval := j.interval
+	if interval <= 0 {
+		interval = a.config().Schedules.Backup
+	}
+	d := backoff(interval, j.failures)
+	j.retry = time.AfterFunc(d, func() { a.trigger(j, fmt.Sprintf("retry %d after a failure", j.failuresNow()), false) })
+}
+
+func (j *jobRunner) failuresNow() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.failures
+}
+
+// catchUpLoop makes a run that fell due while the host slept happen once,
+// promptly. Go timers (and so gocron's) run on the monotonic clock, which
+// stops during suspend: after a night asleep the next tick would still be
+// up to one whole interval away. The wall clock does not stop, so a run
+// whose wall-clock time has passed is started here, once; gocron's own
+// late tick is then dropped by trigger's recent-run check.
+func (a *Agent) catchUpLoop(ctx context.Context) {
+	t := time.NewTicker(a.opts.CatchUpCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		grace := a.opts.CatchUpCheck + 2*time.Second
+		now := a.now().Round(0)
+		a.jobsMu.Lock()
+		var due []*jobRunner
+		for _, j := range a.jobs {
+			if j.gjob == nil {
+				continue
+			}
+			next, err := j.gjob.NextRun()
+			if err != nil || next.IsZero() {
+				continue
+			}
+			next = next.Round(0)
+			j.mu.Lock()
+			// Overdue on the wall clock, and the run that fell due has not
+			// started (the last start is from before that slot).
+			overdue := now.After(next.Add(grace)) && j.lastStart.Before(next.Add(-j.interval/2)) && !j.running
+			j.mu.Unlock()
+			if overdue {
+				due = append(due, j)
+			}
+		}
+		a.jobsMu.Unlock()
+		for _, j := range due {
+			a.log.Warn("a scheduled run was missed (the host slept or the clock jumped); running it once now", "job", j.name)
+			go a.trigger(j, "catch-up after a missed run", false)
+		}
+	}
+}
+
+// ---- the jobs ----
+
+func (a *Agent) backupJob(ctx context.Context) (int64, error) {
+	var res *backup.Result
+	err := a.withStore(ctx, func() error {
+		var err error
+		res, err = a.takeBackup(ctx)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return res.BytesWritten, nil
+}
+
+// takeBackup writes one version and records what its etcd part did; the
+// caller holds the store slot.
+func (a *Agent) takeBackup(ctx context.Context) (*backup.Result, error) {
+	cfg := a.config()
+	if a.beforeBackup != nil {
+		a.beforeBackup()
+	}
+	started := a.now()
+	res, err := backup.Run(ctx, backup.Options{
+		Root:    cfg.Root,
+		Store:   a.store,
+		Paths:   cfg.Paths.Extra,
+		Exclude: cfg.Paths.Exclude,
+		Etcd:    cfg.Etcd,
+		Logger:  a.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	for _, w := range res.Warnings {
+		a.log.Warn("backup warning", "version", res.ID, "warning", w)
+	}
+	a.log.Info("version committed", "version", res.ID, "status", string(res.Status), "files", res.Files,
+		"bytesNew", res.BytesNew, "duration", res.Duration)
+	if res.Set != nil {
+		a.setDiscovered(res.Set)
+	}
+	a.recordEtcdSnapshot(res, started)
+	a.refreshStoreStats()
+	return res, nil
+}
+
+func (a *Agent) recordEtcdSnapshot(res *backup.Result, started time.Time) {
+	dur := a.now().Sub(started)
+	switch res.Status {
+	case backup.StatusOK:
+		info := res.Etcd
+		t := res.Time
+		if !info.Started.IsZero() {
+			t = info.Started
+		}
+		a.stMu.Lock()
+		a.state.Etcd.Source, a.state.Etcd.Revision, a.state.Etcd.Time = info.Source, info.Revision, t.UTC()
+		a.state.Etcd.APIUp = info.Source == "api"
+		if a.state.Etcd.APIUp {
+			a.state.Etcd.Error = ""
+		} else {
+			a.state.Etcd.Error = "etcd API did not answer; the data dir was copied raw while no etcd held it"
+		}
+		a.stMu.Unlock()
+		a.m.etcdAPIUp.Set(b2f(info.Source == "api"))
+		a.m.covered(t)
+		a.newDeltaBase(info.Revision, t)
+		var err error
+		if info.Source != "api" {
+			// The version is good, but etcd itself is down: keep that
+			// visible as an etcd failure rather than a quiet success.
+			err = errors.New(a.state.Etcd.Error)
+		}
+		a.record(JobEtcdSnapshot, started, dur, 0, err)
+	case backup.StatusEtcdFailed:
+		msg := "etcd snapshot failed"
+		if res.EtcdError != nil {
+			msg = res.EtcdError.Error()
+		}
+		a.stMu.Lock()
+		a.state.Etcd.APIUp, a.state.Etcd.Error = false, msg
+		a.stMu.Unlock()
+		a.m.etcdAPIUp.Set(0)
+		a.record(JobEtcdSnapshot, started, dur, 0, res.EtcdError)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// cloudJob takes a local version first, so the ECS set is tagged with an
+// application-consistent point, then the set. A failed local backup does
+// not stop the set: a crash-consistent VM snapshot still beats none.
+func (a *Agent) cloudJob(ctx context.Context) (int64, error) {
+	cfg := a.config()
+	req := CloudRequest{Cloud: cfg.Cloud}
+	var written int64
+	err := a.withStore(ctx, func() error {
+		res, err := a.takeBackup(ctx)
+		if err != nil {
+			return err
+		}
+		written = res.BytesWritten
+		if res.Status == backup.StatusOK {
+			req.Version, req.EtcdRevision = res.ID, res.Etcd.Revision
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, err
+		}
+		a.log.Warn("local backup before the cloud snapshot failed; the set will be crash-consistent only", "err", err)
+	} else if req.Version == "" {
+		a.log.Warn("local version has no verified etcd snapshot; the cloud set is not tagged with one")
+	}
+	if err := a.opts.CloudSnapshot(ctx, req); err != nil {
+		return written, fmt.Errorf("cloud snapshot: %w", err)
+	}
+	return written, nil
+}
+
+func (a *Agent) pruneJob(ctx context.Context) (int64, error) {
+	cfg := a.config()
+	return 0, a.withStore(ctx, func() error {
+		unlock, err := lockStore(ctx, a.store, time.Minute)
+		if err != nil {
+			return fmt.Errorf("prune: %w", err)
+		}
+		defer unlock()
+		r := cfg.Retention
+		res, err := a.store.Prune(ctx, rsyncish.RetentionPolicy{KeepLast: r.KeepLast, KeepHourly: r.KeepHourly,
+			KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly}, false)
+		if err != nil {
+			return fmt.Errorf("prune: %w", err)
+		}
+		trimmed, err := a.trimJournal()
+		if err != nil {
+			return fmt.Errorf("prune: trimming etcd deltas: %w", err)
+		}
+		a.log.Info("pruned", "kept", len(res.Keep), "removed", len(res.Remove), "bytesFreed", res.BytesFreed,
+			"deltaSegmentsTrimmed", trimmed)
+		a.refreshStoreStats()
+		return nil
+	})
+}
+
+// trimJournal drops delta segments older than the oldest kept snapshot:
+// nothing can replay them any more.
+func (a *Agent) trimJournal() (int, error) {
+	vs, err := a.store.Versions()
+	if err != nil {
+		return 0, err
+	}
+	for _, v := range vs {
+		info := versionEtcd(v)
+		if info == nil || !info.Verified || info.Revision <= 0 {
+			continue
+		}
+		j, err := a.store.Journal(DeltaJournal)
+		if err != nil {
+			return 0, err
+		}
+		return j.Trim(uint64(info.Revision))
+	}
+	return 0, nil
+}
+
+func (a *Agent) verifyJob(ctx context.Context) (int64, error) {
+	return 0, a.withStore(ctx, func() error {
+		unlock, err := lockStore(ctx, a.store, time.Minute)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		defer unlock()
+		rep, err := a.store.Verify(ctx, true)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		if !rep.Clean() {
+			var parts []string
+			for i, p := range rep.Problems {
+				if i == 3 {
+					parts = append(parts, fmt.Sprintf("and %d more", len(rep.Problems)-3))
+					break
+				}
+				parts = append(parts, p.String())
+			}
+			return fmt.Errorf("store damaged: %d problem(s): %s", len(rep.Problems), strings.Join(parts, "; "))
+		}
+		a.log.Info("store verified clean", "versions", rep.Versions, "packs", rep.Packs, "bytesRead", rep.BytesRead)
+		return nil
+	})
+}
+
+func (a *Agent) drillJob(ctx context.Context) (int64, error) {
+	return 0, a.withStore(ctx, func() error {
+		if err := a.opts.Drill(ctx, a.store); err != nil {
+			return fmt.Errorf("restore drill: %w", err)
+		}
+		a.refreshStoreStats()
+		return nil
+	})
+}

@@ -1,0 +1,160 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the agent's Prometheus series. Each agent has its own
+// registry so that tests can run several in one process.
+type metrics struct {
+	reg *prometheus.Registry
+
+	lastSuccess  *prometheus.GaugeVec
+	lastFailure  *prometheus.GaugeVec
+	duration     *prometheus.GaugeVec
+	runs         *prometheus.CounterVec
+	failures     *prometheus.CounterVec
+	bytesWritten *prometheus.CounterVec
+	storeUsed    prometheus.Gauge
+	storeFree    prometheus.Gauge
+	storeOK      prometheus.Gauge
+	versions     prometheus.Gauge
+	etcdRevision prometheus.Gauge
+	deltaRev     prometheus.Gauge
+	etcdAPIUp    prometheus.Gauge
+
+	mu             sync.Mutex
+	newestVerified time.Time // zero: none
+	newestVersion  time.Time
+	deltaCovered   time.Time // latest moment etcd state is durable
+	now            func() time.Time
+}
+
+func newMetrics(now func() time.Time) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), now: now}
+	job := []string{"job"}
+	m.lastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubekeep_job_last_success_timestamp_seconds",
+		Help: "Unix time of the job's last successful run."}, job)
+	m.lastFailure = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubekeep_job_last_failure_timestamp_seconds",
+		Help: "Unix time of the job's last failed run."}, job)
+	m.duration = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubekeep_job_last_duration_seconds",
+		Help: "How long the job's last run took."}, job)
+	m.runs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubekeep_job_runs_total",
+		Help: "Runs of the job, successful or not."}, job)
+	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubekeep_job_failures_total",
+		Help: "Failed runs of the job."}, job)
+	m.bytesWritten = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubekeep_bytes_written_total",
+		Help: "Bytes the job wrote to the store (new blocks and manifests, delta segments)."}, job)
+	m.storeUsed = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_store_used_bytes", Help: "Bytes the store occupies on the second disk."})
+	m.storeFree = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_store_free_bytes", Help: "Bytes free on the store's filesystem."})
+	m.storeOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_store_writable",
+		Help: "1 when the store on the second disk is present and writable; 0 while the agent has stopped writing."})
+	m.versions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_store_versions", Help: "Versions in the store."})
+	m.etcdRevision = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_etcd_revision_backed_up",
+		Help: "etcd revision of the newest verified snapshot in the store."})
+	m.deltaRev = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_etcd_delta_revision",
+		Help: "etcd revision up to which watch deltas are durable in the store."})
+	m.etcdAPIUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_etcd_api_up",
+		Help: "1 when the last snapshot or delta connection reached the etcd API."})
+	age := func(name, help string, get func() time.Time) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			m.mu.Lock()
+			t := get()
+			m.mu.Unlock()
+			if t.IsZero() {
+				// No such backup at all must trip an age alert, not hide.
+				return math.Inf(1)
+			}
+			return m.now().Sub(t).Seconds()
+		})
+	}
+	m.reg.MustRegister(m.lastSuccess, m.lastFailure, m.duration, m.runs, m.failures, m.bytesWritten,
+		m.storeUsed, m.storeFree, m.storeOK, m.versions, m.etcdRevision, m.deltaRev, m.etcdAPIUp,
+		age("kubekeep_newest_verified_backup_age_seconds",
+			"Age of the newest version the restore drill verified (+Inf when none): the recovery point that is proven.",
+			func() time.Time { return m.newestVerified }),
+		age("kubekeep_newest_backup_age_seconds", "Age of the newest version in the store (+Inf when none).",
+			func() time.Time { return m.newestVersion }),
+		age("kubekeep_etcd_delta_lag_seconds",
+			"Time since the latest moment whose etcd state is durable in the store (newest delta segment or snapshot).",
+			func() time.Time { return m.deltaCovered }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func (m *metrics) setTimes(newestVersion, newestVerified time.Time) {
+	m.mu.Lock()
+	m.newestVersion, m.newestVerified = newestVersion, newestVerified
+	m.mu.Unlock()
+}
+
+func (m *metrics) covered(t time.Time) {
+	m.mu.Lock()
+	if t.After(m.deltaCovered) {
+		m.deltaCovered = t
+	}
+	m.mu.Unlock()
+}
+
+// metricsServer serves /metrics and /healthz on one listener.
+type metricsServer struct {
+	srv  *http.Server
+	addr string
+	done chan struct{}
+}
+
+func startMetricsServer(addr string, m *metrics, health func() (bool, []string)) (*metricsServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, problems := health()
+		w.Header().Set("Content-Type", "application/json")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		if problems == nil {
+			problems = []string{}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"ok": ok, "problems": problems})
+	})
+	s := &metricsServer{
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		addr: ln.Addr().String(),
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		_ = s.srv.Serve(ln)
+	}()
+	return s, nil
+}
+
+func (s *metricsServer) close() {
+	if s == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		_ = s.srv.Close()
+	}
+	<-s.done
+}

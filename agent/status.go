@@ -1,0 +1,296 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// StatusFile is the agent's state file at the top of the store. It sits on
+// the second disk beside the versions so that `kubekeep status` can read it
+// with or without a running agent, and so it survives the root disk.
+const StatusFile = "agent-status.json"
+
+// DeltaJournal is the rsyncish journal the agent streams etcd watch deltas
+// into. Restore reads segments from the journal of this name.
+const DeltaJournal = "etcd"
+
+// Job names, used as status keys and as the "job" metric label.
+const (
+	JobBackup        = "backup"
+	JobCloudSnapshot = "cloud-snapshot"
+	JobPrune         = "prune"
+	JobVerify        = "verify"
+	JobDrill         = "drill"
+	// JobEtcdDeltas is the continuous watch stream, not a scheduled job:
+	// its success time is the last durable segment, its failure the last
+	// break of the chain.
+	JobEtcdDeltas = "etcd-deltas"
+	// JobEtcdSnapshot records the etcd part of each backup on its own, so
+	// that a backup whose files committed but whose etcd snapshot failed
+	// is visible as an etcd failure.
+	JobEtcdSnapshot = "etcd-snapshot"
+)
+
+// JobState is one job's record. Times are UTC; nil means never.
+type JobState struct {
+	LastSuccess  *time.Time `json:"lastSuccess"`
+	LastFailure  *time.Time `json:"lastFailure"`
+	LastError    string     `json:"lastError"`
+	NextRun      *time.Time `json:"nextRun"`
+	LastDuration float64    `json:"lastDurationSeconds,omitempty"`
+	Failures     int        `json:"consecutiveFailures,omitempty"`
+	Disabled     string     `json:"disabled,omitempty"`
+}
+
+// FileState is what the agent writes to StatusFile.
+type FileState struct {
+	PID     int                  `json:"pid"`
+	Started time.Time            `json:"started"`
+	Updated time.Time            `json:"updated"`
+	Jobs    map[string]*JobState `json:"jobs"`
+	Etcd    EtcdState            `json:"etcd"`
+	// StoreError is why the agent currently does not write (second disk
+	// missing or read-only); empty when it writes.
+	StoreError string `json:"storeError,omitempty"`
+}
+
+// EtcdState is the agent's view of etcd.
+type EtcdState struct {
+	// Source of the newest snapshot: "api" or "raw" (the data dir was
+	// copied because the API did not answer and nothing held the db).
+	Source   string    `json:"source,omitempty"`
+	Revision int64     `json:"revision,omitempty"`
+	Time     time.Time `json:"time,omitzero"`
+	// APIUp: the last snapshot or delta connection reached the etcd API.
+	APIUp bool   `json:"apiUp"`
+	Error string `json:"error,omitempty"`
+	// DeltaRevision and DeltaTime: how far the watch deltas are durable.
+	DeltaRevision int64     `json:"deltaRevision,omitempty"`
+	DeltaTime     time.Time `json:"deltaTime,omitzero"`
+}
+
+// Status is the `kubekeep status -o json` document. The keys jobs,
+// newestVersion, newestVerified, etcdDeltaLagSeconds and store are a
+// contract scripts depend on.
+type Status struct {
+	Jobs                map[string]JobState `json:"jobs"`
+	NewestVersion       *VersionRef         `json:"newestVersion"`
+	NewestVerified      *VerifiedRef        `json:"newestVerified"`
+	EtcdDeltaLagSeconds *float64            `json:"etcdDeltaLagSeconds"`
+	Store               StoreUsage          `json:"store"`
+	Versions            int                 `json:"versions"`
+	Agent               AgentInfo           `json:"agent"`
+	Etcd                *EtcdState          `json:"etcd,omitempty"`
+}
+
+// VersionRef names a version.
+type VersionRef struct {
+	ID     string    `json:"id"`
+	Time   time.Time `json:"time"`
+	Status string    `json:"status,omitempty"`
+}
+
+// VerifiedRef is the newest version the restore drill verified; its age is
+// the real recovery point.
+type VerifiedRef struct {
+	ID         string    `json:"id"`
+	Time       time.Time `json:"time"`
+	AgeSeconds float64   `json:"ageSeconds"`
+}
+
+// StoreUsage is bytes used by the store and free on its filesystem.
+type StoreUsage struct {
+	Used  int64  `json:"used"`
+	Free  int64  `json:"free"`
+	Error string `json:"error,omitempty"`
+}
+
+// AgentInfo says whether an agent holds the store and what it last wrote.
+type AgentInfo struct {
+	Running    bool       `json:"running"`
+	PID        int        `json:"pid,omitempty"`
+	Started    *time.Time `json:"started,omitempty"`
+	Updated    *time.Time `json:"updated,omitempty"`
+	StoreError string     `json:"storeError,omitempty"`
+}
+
+// writeStatusFile replaces the status file atomically (temp, fsync,
+// rename), 0600: it names paths and errors of the control plane.
+func writeStatusFile(dir string, st *FileState) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	final := filepath.Join(dir, StatusFile)
+	tmp := filepath.Join(dir, "."+StatusFile+".new")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("status file: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("status file: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("status file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("status file: %w", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return fmt.Errorf("status file: %w", err)
+	}
+	return nil
+}
+
+// ReadStatusFile reads the agent's state from a store directory. A missing
+// file (no agent ever ran) is an empty state, not an error.
+func ReadStatusFile(dir string) (*FileState, error) {
+	data, err := os.ReadFile(filepath.Join(dir, StatusFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &FileState{Jobs: map[string]*JobState{}}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read agent status: %w", err)
+	}
+	var st FileState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("agent status %s: %w", filepath.Join(dir, StatusFile), err)
+	}
+	if st.Jobs == nil {
+		st.Jobs = map[string]*JobState{}
+	}
+	return &st, nil
+}
+
+// ReadStatus builds the status document from the store itself (versions,
+// verification marks, journal, usage) and the agent's status file, so it
+// is right whether or not an agent runs. now is the reference time for
+// ages and lags.
+func ReadStatus(store *rsyncish.Store, now time.Time) (*Status, error) {
+	fst, err := ReadStatusFile(store.Dir())
+	if err != nil {
+		return nil, err
+	}
+	running, pid := agentRunning(store.Dir())
+	st := &Status{Jobs: map[string]JobState{}, Agent: AgentInfo{Running: running}}
+	if running {
+		st.Agent.PID = pid
+	}
+	if !fst.Started.IsZero() {
+		st.Agent.Started, st.Agent.Updated = ptr(fst.Started), ptr(fst.Updated)
+		st.Agent.StoreError = fst.StoreError
+	}
+	for name, js := range fst.Jobs {
+		j := *js
+		if !running {
+			// Nothing will run while no agent holds the store.
+			j.NextRun = nil
+		}
+		st.Jobs[name] = j
+	}
+	if fst.Etcd != (EtcdState{}) {
+		e := fst.Etcd
+		st.Etcd = &e
+	}
+
+	vs, err := store.Versions()
+	if err != nil {
+		return nil, err
+	}
+	st.Versions = len(vs)
+	var newestEtcd time.Time
+	for i := len(vs) - 1; i >= 0; i-- {
+		v := vs[i]
+		if st.NewestVersion == nil {
+			st.NewestVersion = &VersionRef{ID: v.ID, Time: v.Time, Status: versionStatus(v)}
+		}
+		if st.NewestVerified == nil && v.Verified {
+			st.NewestVerified = &VerifiedRef{ID: v.ID, Time: v.Time, AgeSeconds: roundSec(now.Sub(v.Time))}
+		}
+		if newestEtcd.IsZero() {
+			if info := versionEtcd(v); info != nil && info.Verified {
+				newestEtcd = v.Time
+			}
+		}
+	}
+	if covered := etcdCoveredUntil(store, newestEtcd); !covered.IsZero() {
+		lag := roundSec(now.Sub(covered))
+		st.EtcdDeltaLagSeconds = &lag
+	}
+	used, free, err := store.Usage()
+	st.Store = StoreUsage{Used: used, Free: free}
+	if err != nil {
+		st.Store.Error = err.Error()
+	}
+	return st, nil
+}
+
+// etcdCoveredUntil is the latest moment whose etcd state is durable in the
+// store: the newest delta segment's time, or the newest good snapshot when
+// it is later.
+func etcdCoveredUntil(store *rsyncish.Store, newestSnapshot time.Time) time.Time {
+	covered := newestSnapshot
+	names, err := store.Journals()
+	if err != nil {
+		return covered
+	}
+	for _, n := range names {
+		if n != DeltaJournal {
+			continue
+		}
+		j, err := store.Journal(n)
+		if err != nil {
+			return covered
+		}
+		segs, err := j.List()
+		if err != nil {
+			return covered
+		}
+		for _, s := range segs {
+			if s.Time.After(covered) {
+				covered = s.Time
+			}
+		}
+	}
+	return covered
+}
+
+func versionStatus(v rsyncish.VersionInfo) string {
+	raw, ok := v.Meta[backup.MetaStatus]
+	if !ok {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+func versionEtcd(v rsyncish.VersionInfo) *etcdsnap.Info {
+	raw, ok := v.Meta[backup.MetaEtcd]
+	if !ok {
+		return nil
+	}
+	var info etcdsnap.Info
+	if json.Unmarshal(raw, &info) != nil {
+		return nil
+	}
+	return &info
+}
+
+func roundSec(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 1000 }
+
+func ptr[T any](v T) *T { return &v }
