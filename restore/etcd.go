@@ -1,0 +1,243 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/layout"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// EtcdOptions describe one etcd data dir restore out of a version.
+type EtcdOptions struct {
+	Store *rsyncish.Store
+	// Version is an ID, a unique prefix or "latest"; empty with At picks
+	// the newest good version taken before At.
+	Version string
+	// At or Revision replay deltas from Journal up to that point.
+	At       time.Time
+	Revision int64
+	Journal  string
+	// To is the new data dir: it must not exist or be empty.
+	To string
+	// Name, InitialCluster and PeerURLs override the member the backed-up
+	// etcd manifest describes.
+	Name           string
+	InitialCluster string
+	PeerURLs       []string
+	Logger         *slog.Logger
+}
+
+// EtcdResult is what RestoreEtcd produced.
+type EtcdResult struct {
+	Version string `json:"version"`
+	etcdsnap.RestoreResult
+}
+
+// member is the etcd member a restored data dir describes.
+type member struct {
+	name, initialCluster, peerURLs string
+}
+
+// memberOf takes name, initial cluster and peer URLs from the version's
+// etcd manifest (layout meta), with overrides.
+func memberOf(src *source, name, initialCluster string, peerURLs []string) (member, error) {
+	m := member{name: name, initialCluster: initialCluster, peerURLs: strings.Join(peerURLs, ",")}
+	if src.set != nil && !src.set.Etcd.External {
+		e := src.set.Etcd
+		if m.name == "" {
+			m.name = e.Name
+		}
+		if m.initialCluster == "" {
+			m.initialCluster = e.InitialCluster
+		}
+		if m.peerURLs == "" {
+			m.peerURLs = strings.Join(e.PeerURLs, ",")
+		}
+	}
+	if m.name == "" || m.peerURLs == "" {
+		return m, fmt.Errorf("version %s does not say which etcd member to restore (no etcd manifest in its layout): pass --name and --initial-advertise-peer-urls", src.id)
+	}
+	if m.initialCluster == "" {
+		var parts []string
+		for _, u := range strings.Split(m.peerURLs, ",") {
+			parts = append(parts, m.name+"="+u)
+		}
+		m.initialCluster = strings.Join(parts, ",")
+	}
+	return m, nil
+}
+
+// RestoreEtcd writes a new etcd data dir at To from a version's snapshot
+// (and deltas for a point in time): etcdutl's snapshot restore in-process,
+// with the member from the backed-up manifest, revision bump and
+// mark-compacted. The snapshot is checked whole before To is touched.
+func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
+	if o.Store == nil || o.To == "" {
+		return EtcdResult{}, errors.New("restore etcd: a store and a target data dir are required")
+	}
+	if o.Journal == "" {
+		o.Journal = DefaultDeltaJournal
+	}
+	version := o.Version
+	if version == "" && !o.At.IsZero() {
+		id, err := PickVersionAt(o.Store, o.At)
+		if err != nil {
+			return EtcdResult{}, err
+		}
+		version = id
+	}
+	src, err := loadSource(o.Store, version)
+	if err != nil {
+		return EtcdResult{}, err
+	}
+	res := EtcdResult{Version: src.id}
+	m, err := memberOf(src, o.Name, o.InitialCluster, o.PeerURLs)
+	if err != nil {
+		return res, err
+	}
+	sf, err := materializeSnapshot(ctx, o.Store, src)
+	if err != nil {
+		return res, err
+	}
+	defer sf.remove()
+	segs, err := deltaSegments(o.Store, o.Journal, sf.stats.Revision, o.At, o.Revision)
+	if err != nil {
+		return res, err
+	}
+	rr, err := etcdsnap.RestoreDataDir(ctx, etcdsnap.RestoreConfig{
+		SnapshotPath: sf.path, SkipHashCheck: sf.raw, Segments: segs,
+		UntilRevision: o.Revision, UntilTime: o.At,
+		DataDir: o.To, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
+		Logger: zap.NewNop(), // etcdutl's info lines are noise next to ours
+	})
+	res.RestoreResult = rr
+	if err != nil {
+		return res, err
+	}
+	if o.Logger != nil {
+		o.Logger.Info("etcd data dir restored", "version", src.id, "dataDir", o.To, "revision", rr.Revision,
+			"keys", rr.Keys, "replayedToRevision", rr.ReplayedToRevision, "member", m.name)
+	}
+	return res, nil
+}
+
+// etcd restores the data dir: into a staging dir beside it first, so a
+// failure leaves the old one where it was; then the old one is moved
+// aside (kept) and the new one renamed into place.
+func (r *runner) etcd(ctx context.Context) error {
+	if err := r.src.unsafeError(); err != nil {
+		return err
+	}
+	set := r.src.set
+	if set == nil || set.Etcd.DataDir == "" {
+		r.skip("the version's layout names no local etcd data dir")
+		return nil
+	}
+	if set.Etcd.External {
+		r.skip("etcd is external to this node: restore it on its own host with `kubekeep restore etcd --to DIR`")
+		return nil
+	}
+	dataDir := set.Etcd.DataDir
+	staging := dataDir + ".kubekeep-restore-" + r.stamp
+	old := dataDir + ".kubekeep-old-" + r.stamp
+	m, err := memberOf(r.src, "", "", nil)
+	if err != nil {
+		return err
+	}
+	stagingReal, err := r.insideRoot(staging)
+	if err != nil {
+		return err
+	}
+	dataReal, err := layout.Join(r.opts.Root, dataDir)
+	if err != nil {
+		return err
+	}
+	if r.exists(dataDir) {
+		locked, err := etcdsnap.DataDirLocked(dataReal)
+		if err != nil {
+			return fmt.Errorf("cannot tell whether etcd still uses %s: %w", dataDir, err)
+		}
+		if locked {
+			return fmt.Errorf("etcd still holds %s: run the stop phase first (kubekeep restore --phase stop)", dataDir)
+		}
+	}
+	sf, err := r.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	segs, err := deltaSegments(r.opts.Store, r.opts.DeltaJournal, sf.stats.Revision, r.opts.At, r.opts.Revision)
+	if err != nil {
+		return err
+	}
+	point := fmt.Sprintf("revision %d", sf.stats.Revision)
+	if len(segs) > 0 {
+		point += fmt.Sprintf(" plus %d delta segments", len(segs))
+		if r.opts.Revision > 0 {
+			point += fmt.Sprintf(" up to revision %d", r.opts.Revision)
+		}
+		if !r.opts.At.IsZero() {
+			point += " up to " + r.opts.At.UTC().Format(time.RFC3339Nano)
+		}
+	}
+	if err := r.do(fmt.Sprintf("restore the etcd snapshot (%s, %d keys) into %s as member %s (peers %s, cluster %s), revision bumped by %d and marked compacted",
+		point, sf.stats.Keys, staging, m.name, m.peerURLs, m.initialCluster, etcdsnap.RevisionBump), func() error {
+		if err := r.mkdirParent(staging); err != nil {
+			return err
+		}
+		rr, err := etcdsnap.RestoreDataDir(ctx, etcdsnap.RestoreConfig{
+			SnapshotPath: sf.path, SkipHashCheck: sf.raw, Segments: segs,
+			UntilRevision: r.opts.Revision, UntilTime: r.opts.At,
+			DataDir: stagingReal, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
+			Logger: zap.NewNop(),
+		})
+		if err != nil {
+			return fmt.Errorf("%w (the partial %s can be removed; %s is untouched)", err, staging, dataDir)
+		}
+		r.note("restored: revision %d, %d keys (original revision %d)", rr.Revision, rr.Keys, rr.ReplayedToRevision)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if r.exists(dataDir) || r.opts.DryRun {
+		if err := r.do(fmt.Sprintf("move the old data dir %s aside to %s (kept, never deleted)", dataDir, old), func() error {
+			if !r.exists(dataDir) {
+				return nil
+			}
+			return r.moveAside(dataDir, old)
+		}); err != nil {
+			return err
+		}
+	}
+	return r.do(fmt.Sprintf("move %s into place as %s (mode 0700)", staging, dataDir), func() error {
+		if err := r.moveAside(staging, dataDir); err != nil {
+			return err
+		}
+		root, err := r.root()
+		if err != nil {
+			return err
+		}
+		p, _ := rel(dataDir)
+		return root.Chmod(p, 0o700)
+	})
+}
+
+func (r *runner) mkdirParent(hostPath string) error {
+	root, err := r.root()
+	if err != nil {
+		return err
+	}
+	p, err := rel(hostPath)
+	if err != nil {
+		return err
+	}
+	return root.MkdirAll(path.Dir(p), 0o755)
+}

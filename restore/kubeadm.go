@@ -1,0 +1,194 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/kubekeep/kubekeep/layout"
+)
+
+// kubeadmConfigDir holds the config files kubeadm phases write, kept for
+// the operator to read after the restore.
+const kubeadmConfigDir = "/etc/kubernetes/kubekeep-restore"
+
+// DirAvailableCheck is the name of kubeadm's preflight check that refuses
+// a non-empty etcd data dir: "DirAvailable-" plus the path with slashes
+// turned into dashes (cmd/kubeadm/app/preflight DirAvailableCheck.Name).
+func DirAvailableCheck(dataDir string) string {
+	return "DirAvailable-" + strings.ReplaceAll(dataDir, "/", "-")
+}
+
+// InitConfig is the config `kubeadm init --config` gets: an
+// InitConfiguration pinning the old node name, then the saved
+// ClusterConfiguration unchanged.
+func InitConfig(clusterConfig []byte, nodeName string) ([]byte, error) {
+	var head struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string `yaml:"kind"`
+	}
+	if err := yaml.Unmarshal(clusterConfig, &head); err != nil {
+		return nil, fmt.Errorf("saved ClusterConfiguration: %w", err)
+	}
+	if head.Kind != "" && head.Kind != "ClusterConfiguration" {
+		return nil, fmt.Errorf("saved ClusterConfiguration is a %s", head.Kind)
+	}
+	if head.APIVersion == "" {
+		head.APIVersion = "kubeadm.k8s.io/v1beta4"
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "apiVersion: %s\nkind: InitConfiguration\n", head.APIVersion)
+	if nodeName != "" {
+		// Quoted: a node name like "0123" must stay a string.
+		fmt.Fprintf(&b, "nodeRegistration:\n  name: %q\n", nodeName)
+	}
+	b.WriteString("---\n")
+	if head.Kind == "" {
+		fmt.Fprintf(&b, "apiVersion: %s\nkind: ClusterConfiguration\n", head.APIVersion)
+	}
+	b.Write(clusterConfig)
+	if !bytes.HasSuffix(clusterConfig, []byte("\n")) {
+		b.WriteByte('\n')
+	}
+	return b.Bytes(), nil
+}
+
+// kubeadm brings the control plane back: the backed-up manifests when the
+// node is unchanged, else `kubeadm init` with the saved config on top of
+// the restored PKI and data dir.
+func (r *runner) kubeadm(ctx context.Context) error {
+	if err := r.src.unsafeError(); err != nil {
+		return err
+	}
+	a, err := r.analyze()
+	if err != nil {
+		return err
+	}
+	if a.unchanged && !r.opts.ForceKubeadm {
+		return r.putManifestsBack(ctx)
+	}
+	if a.unchanged {
+		r.note("node unchanged, but kubeadm init was asked for")
+	} else {
+		r.note("node changed: %s", strings.Join(a.changed, "; "))
+	}
+	if a.clusterConfigErr != nil {
+		return fmt.Errorf("kubeadm init needs the saved ClusterConfiguration: %w", a.clusterConfigErr)
+	}
+	dataDir := "/var/lib/etcd"
+	if r.src.set != nil && r.src.set.Etcd.DataDir != "" {
+		dataDir = r.src.set.Etcd.DataDir
+	}
+	if !r.opts.DryRun && !r.exists(dataDir) {
+		return fmt.Errorf("no etcd data dir at %s: run the etcd phase first, or kubeadm init would start an empty cluster", dataDir)
+	}
+	// kubeadm init refuses existing manifests (FileAvailable checks).
+	for _, m := range r.currentManifests() {
+		if err := r.do(fmt.Sprintf("move %s aside to %s/ so kubeadm init writes it anew", m, r.asideDir("manifests")), func() error {
+			return r.moveAside(m, r.asideDir("manifests")+"/"+path.Base(m))
+		}); err != nil {
+			return err
+		}
+	}
+	// kubeadm only warns about a kubeconfig with another server or an
+	// expired client certificate, and keeps it: remove it to regenerate.
+	stale := r.asideDir("stale-kubeconfigs")
+	for _, k := range a.kubeconfigs {
+		if !k.Stale || (!r.opts.DryRun && !r.exists(k.Path)) {
+			continue
+		}
+		if err := r.do(fmt.Sprintf("move %s aside to %s/ (%s) so kubeadm init writes it anew", k.Path, stale, k.Reason), func() error {
+			return r.moveAside(k.Path, stale+"/"+path.Base(k.Path))
+		}); err != nil {
+			return err
+		}
+	}
+	if a.kubeletExpired {
+		// kubeadm#2054: `certs renew` leaves kubelet.conf pointing at the
+		// expired rotating cert; without kubelet.conf, init embeds a new one.
+		for _, p := range []string{"/etc/kubernetes/kubelet.conf", kubeletClientCert} {
+			if !r.opts.DryRun && !r.exists(p) {
+				continue
+			}
+			if err := r.do(fmt.Sprintf("move %s aside to %s/ (the kubelet's client certificate expired, kubeadm#2054)", p, stale), func() error {
+				return r.moveAside(p, stale+p)
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	cfg, err := InitConfig(a.clusterConfig, a.nodeName)
+	if err != nil {
+		return err
+	}
+	cfgHost := kubeadmConfigDir + "/kubeadm-init-" + r.stamp + ".yaml"
+	cfgReal, err := r.insideRoot(cfgHost)
+	if err != nil {
+		return err
+	}
+	if err := r.do(fmt.Sprintf("write %s (0600): the saved ClusterConfiguration with nodeRegistration.name %q", cfgHost, a.nodeName), func() error {
+		root, err := r.root()
+		if err != nil {
+			return err
+		}
+		p, _ := rel(cfgHost)
+		if err := root.MkdirAll(path.Dir(p), 0o700); err != nil {
+			return err
+		}
+		return root.WriteFile(p, cfg, 0o600)
+	}); err != nil {
+		return err
+	}
+	args := []string{"init", "--config", cfgReal, "--ignore-preflight-errors=" + DirAvailableCheck(dataDir)}
+	bin := r.kubeadmBin()
+	return r.do(fmt.Sprintf("run %s %s", bin, strings.Join(args, " ")), func() error {
+		exe, err := exec.LookPath(bin)
+		if err != nil {
+			return fmt.Errorf("kubeadm not found: %w (install the kubeadm of Kubernetes %s)", err, orDash(a.kubernetesVersion))
+		}
+		cmd := exec.CommandContext(ctx, exe, args...)
+		cmd.Stdout, cmd.Stderr = r.out, r.out
+		// kubeadm itself has no root prefix; a wrapper can use this.
+		cmd.Env = append(os.Environ(), "KUBEKEEP_ROOT="+r.opts.Root)
+		if err := cmd.Run(); err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return fmt.Errorf("kubeadm init exited with status %d (its output is above; `kubeadm reset` is NOT needed: fix the cause and re-run this phase)", ee.ExitCode())
+			}
+			return err
+		}
+		return nil
+	})
+}
+
+// putManifestsBack restores the backed-up static pod manifests, last, so
+// the kubelet starts the control plane on restored files and data.
+func (r *runner) putManifestsBack(ctx context.Context) error {
+	var names []string
+	for _, e := range r.src.entries {
+		if e.Type == "file" && within(e.Path, layout.ManifestsDir) {
+			names = append(names, e.Path)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("version %s holds no static pod manifests to put back; re-run with --force-kubeadm to regenerate them", r.src.id)
+	}
+	if r.src.set != nil && r.src.set.Etcd.DataDir != "" && !r.opts.DryRun && !r.exists(r.src.set.Etcd.DataDir) {
+		return fmt.Errorf("no etcd data dir at %s: run the etcd phase first, or the kubelet would create an empty one (DirectoryOrCreate)", r.src.set.Etcd.DataDir)
+	}
+	return r.do(fmt.Sprintf("node unchanged: put back the backed-up manifests %s", strings.Join(names, ", ")), func() error {
+		if _, err := r.root(); err != nil {
+			return err
+		}
+		return r.opts.Store.RestoreFiles(ctx, r.src.id, r.opts.Root, func(p string) bool {
+			return within(p, layout.ManifestsDir)
+		})
+	})
+}

@@ -1,0 +1,270 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/layout"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// rel turns a host path into a path relative to the root for os.Root,
+// refusing anything that is not a clean absolute path.
+func rel(hostPath string) (string, error) {
+	if !rsyncish.SafePath(hostPath) {
+		return "", fmt.Errorf("%w: %q", rsyncish.ErrUnsafePath, hostPath)
+	}
+	return strings.TrimPrefix(hostPath, "/"), nil
+}
+
+// insideRoot checks that the real location of hostPath (symlinks of its
+// existing ancestors resolved) is below the root. Used before a path is
+// handed to code that does not write through an os.Root (etcdutl, kubeadm).
+func (r *runner) insideRoot(hostPath string) (string, error) {
+	p, err := layout.Join(r.opts.Root, hostPath)
+	if err != nil {
+		return "", err
+	}
+	rootReal, err := filepath.EvalSymlinks(r.opts.Root)
+	if err != nil {
+		return "", fmt.Errorf("resolve root %s: %w", r.opts.Root, err)
+	}
+	probe, rest := p, ""
+	for {
+		real, err := filepath.EvalSymlinks(probe)
+		if err == nil {
+			full := filepath.Join(real, rest)
+			if full != rootReal && !strings.HasPrefix(full, rootReal+string(filepath.Separator)) {
+				return "", fmt.Errorf("%w: %s resolves to %s, outside the root %s", rsyncish.ErrUnsafePath, hostPath, full, rootReal)
+			}
+			return p, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("resolve %s: %w", p, err)
+		}
+		rest = filepath.Join(filepath.Base(probe), rest)
+		parent := filepath.Dir(probe)
+		if parent == probe {
+			return "", fmt.Errorf("resolve %s: %w", p, err)
+		}
+		probe = parent
+	}
+}
+
+// moveAside renames hostPath to dstHostPath inside the root, creating the
+// destination's parents.
+func (r *runner) moveAside(hostPath, dstHostPath string) error {
+	root, err := r.root()
+	if err != nil {
+		return err
+	}
+	from, err := rel(hostPath)
+	if err != nil {
+		return err
+	}
+	to, err := rel(dstHostPath)
+	if err != nil {
+		return err
+	}
+	if err := root.MkdirAll(path.Dir(to), 0o700); err != nil {
+		return err
+	}
+	if _, err := root.Lstat(to); err == nil {
+		return fmt.Errorf("%s already exists; not overwriting it", dstHostPath)
+	}
+	return root.Rename(from, to)
+}
+
+func (r *runner) exists(hostPath string) bool {
+	p, err := layout.Join(r.opts.Root, hostPath)
+	if err != nil {
+		return false
+	}
+	_, err = os.Lstat(p)
+	return err == nil
+}
+
+// asideDir is where this run keeps what it moved out of the way.
+func (r *runner) asideDir(what string) string {
+	return "/etc/kubernetes/kubekeep-" + what + "-" + r.stamp
+}
+
+// safety takes a new version of whatever the node holds now, so nothing a
+// restore overwrites is lost; the old etcd data dir is kept too (moved
+// aside by the etcd phase), this version is the copy on the second disk.
+func (r *runner) safety(ctx context.Context) error {
+	opts := backup.Options{Root: r.opts.Root, Store: r.opts.Store, Etcd: r.opts.Etcd, Logger: r.opts.Logger}
+	what := "a backup of the node's current state (discovered from its manifests)"
+	if _, err := layout.Discover(r.opts.Root, layout.Options{}); err != nil {
+		// No usable manifests (a fresh VM, or the stop phase already
+		// moved them): keep what the well-known kubeadm dirs hold.
+		var paths []string
+		for _, p := range []string{"/etc/kubernetes", "/var/lib/kubelet/pki", "/var/lib/kubelet/config.yaml", "/var/lib/kubelet/kubeadm-flags.env"} {
+			if r.exists(p) {
+				paths = append(paths, p)
+			}
+		}
+		if len(paths) == 0 {
+			r.skip("nothing on this node to save yet (no manifests, no /etc/kubernetes)")
+			return nil
+		}
+		opts.NoDiscover, opts.Paths = true, paths
+		what = "a backup of " + strings.Join(paths, ", ") + " (no usable manifests: " + err.Error() + ")"
+	}
+	return r.do("store "+what+" as a new version before anything is overwritten", func() error {
+		res, err := backup.Run(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("safety backup: %w (nothing was changed; fix the store or etcd access and re-run)", err)
+		}
+		r.note("safety version %s: %d files, etcd %s", res.ID, res.Files, res.Status)
+		for _, w := range res.Warnings {
+			r.warn("safety backup: %s", w)
+		}
+		return nil
+	})
+}
+
+// stop moves the static pod manifests aside, so the kubelet stops the
+// control plane, and waits until it is down.
+func (r *runner) stop(ctx context.Context) error {
+	manifests := r.currentManifests()
+	targets := r.stopTargets()
+	if len(manifests) == 0 {
+		r.note("no static pod manifests under %s: the kubelet runs no control plane from them", layout.ManifestsDir)
+	}
+	aside := r.asideDir("manifests")
+	for _, m := range manifests {
+		if err := r.do(fmt.Sprintf("move %s aside to %s/", m, aside), func() error {
+			return r.moveAside(m, aside+"/"+path.Base(m))
+		}); err != nil {
+			return err
+		}
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	timeout := r.opts.StopTimeout
+	if timeout <= 0 {
+		timeout = DefaultStopTimeout
+	}
+	wait := r.opts.WaitStopped
+	if wait == nil {
+		wait = WaitPortsClosed(DefaultPollInterval)
+	}
+	return r.do(fmt.Sprintf("wait up to %s until the control plane stops answering on %s", timeout, strings.Join(targets, ", ")), func() error {
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := wait(wctx, targets); err != nil {
+			return fmt.Errorf("control plane still running: %w (is the kubelet watching %s? stop the containers by hand: crictl ps; crictl stop ID)", err, layout.ManifestsDir)
+		}
+		return nil
+	})
+}
+
+// stopTargets are the endpoints that answer while the control plane runs:
+// etcd's client URLs from the version and the apiserver's secure port.
+func (r *runner) stopTargets() []string {
+	var out []string
+	add := func(hp string) {
+		for _, o := range out {
+			if o == hp {
+				return
+			}
+		}
+		if hp != "" {
+			out = append(out, hp)
+		}
+	}
+	if set, err := layout.Discover(r.opts.Root, layout.Options{}); err == nil {
+		for _, ep := range set.Etcd.Endpoints {
+			add(hostPort(ep))
+		}
+	}
+	if r.src.set != nil {
+		for _, ep := range r.src.set.Etcd.Endpoints {
+			add(hostPort(ep))
+		}
+	}
+	return out
+}
+
+// files restores everything but the manifests (put back last, by the
+// kubeadm phase: the kubelet would otherwise start pods on half-restored
+// files, and DirectoryOrCreate would create an empty etcd) and the etcd
+// data dir (the etcd phase), then moves stale leaf certificates aside.
+func (r *runner) files(ctx context.Context) error {
+	if err := r.src.unsafeError(); err != nil {
+		return err
+	}
+	a, err := r.analyze()
+	if err != nil {
+		return err
+	}
+	dataDir := ""
+	if r.src.set != nil {
+		dataDir = r.src.set.Etcd.DataDir
+	}
+	keep := func(p string) bool {
+		return !within(p, layout.ManifestsDir) && (dataDir == "" || !within(p, dataDir))
+	}
+	n := 0
+	for _, e := range r.src.entries {
+		if e.Type != "stream" && keep(e.Path) {
+			n++
+		}
+	}
+	for _, p := range r.src.info.Paths {
+		if !keep(p) {
+			r.note("%s: left for a later phase", p)
+		}
+	}
+	if err := r.do(fmt.Sprintf("restore %d files, dirs and symlinks of %s under %s with modes, owners and mtimes (manifests and etcd data excluded)",
+		n, strings.Join(filterPaths(r.src.info.Paths, keep), ", "), r.opts.Root), func() error {
+		if _, err := r.root(); err != nil {
+			return err
+		}
+		return r.opts.Store.RestoreFiles(ctx, r.src.id, r.opts.Root, keep)
+	}); err != nil {
+		return err
+	}
+	aside := r.asideDir("removed-certs")
+	for _, c := range a.certs {
+		if c.Fix != "" && !c.Remove {
+			r.note("%s %s: %s", c.Path, c.Reason, c.Fix)
+		}
+	}
+	for _, p := range a.removals() {
+		if !r.opts.DryRun && !r.exists(p) {
+			continue
+		}
+		why := ""
+		for _, c := range a.certs {
+			if strings.TrimSuffix(c.Path, ".crt") == strings.TrimSuffix(strings.TrimSuffix(p, ".key"), ".crt") {
+				why = c.Reason
+			}
+		}
+		if err := r.do(fmt.Sprintf("move %s aside to %s/ (%s) so kubeadm re-signs it with the old CA", p, aside, why), func() error {
+			return r.moveAside(p, aside+p)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func filterPaths(ps []string, keep func(string) bool) []string {
+	var out []string
+	for _, p := range ps {
+		if keep(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}

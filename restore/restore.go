@@ -1,0 +1,355 @@
+// Package restore rebuilds a kubeadm control plane from a store version, in
+// named phases modelled on `kubeadm init phase`: each can run on its own,
+// each logs what it did, a dry run prints every action and changes nothing,
+// and a failed phase says how to resume. It also runs the restore drill
+// that proves a version's etcd snapshot restores.
+//
+// Every host path goes through the root prefix and every write goes through
+// an os.Root on it, so a hostile version or a symlink cannot lead a write
+// outside the root. Nothing on the node is deleted: what a phase replaces is
+// moved aside under a name that says when and why.
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kubekeep/kubekeep/config"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// Phase names, in the order a full restore runs them.
+const (
+	PhasePreflight = "preflight"
+	PhaseSafety    = "safety"
+	PhaseStop      = "stop"
+	PhaseFiles     = "files"
+	PhaseEtcd      = "etcd"
+	PhaseKubeadm   = "kubeadm"
+	PhaseVerify    = "verify"
+)
+
+// Phases lists every phase in run order.
+var Phases = []string{PhasePreflight, PhaseSafety, PhaseStop, PhaseFiles, PhaseEtcd, PhaseKubeadm, PhaseVerify}
+
+var phaseHelp = map[string]string{
+	PhasePreflight: "what will happen and what blocks it; checks the version and its snapshot",
+	PhaseSafety:    "a new version of the node's current state, before anything is overwritten",
+	PhaseStop:      "static pod manifests moved aside; waits until the control plane is down",
+	PhaseFiles:     "PKI, kubeconfigs, kubelet and extra files back in place; stale leaf certs removed",
+	PhaseEtcd:      "the etcd data dir restored from the snapshot (old one moved aside)",
+	PhaseKubeadm:   "kubeadm init with the saved ClusterConfiguration, or the manifests put back",
+	PhaseVerify:    "etcd healthy with the expected revision and keys; apiserver /readyz",
+}
+
+// PhaseHelp is a one-line description of a phase, for --help texts.
+func PhaseHelp(name string) string { return phaseHelp[name] }
+
+// Options configure one restore run. Store and Version are required.
+type Options struct {
+	// Root prefixes every host path ("/" on a real node).
+	Root  string
+	Store *rsyncish.Store
+	// Version is a version ID, a unique prefix, or "latest".
+	Version string
+	// Phases to run (nil = all), always in the canonical order.
+	Phases []string
+	DryRun bool
+	// Out receives the human account of every action (stdout in the CLI).
+	Out    io.Writer
+	Logger *slog.Logger
+
+	// At or Revision pick a point after the snapshot: deltas from
+	// DeltaJournal are replayed up to it.
+	At           time.Time
+	Revision     int64
+	DeltaJournal string
+
+	// Hostname and HostIPs describe the node being restored; empty means
+	// ask the OS. Tests and moved disks set them.
+	Hostname string
+	HostIPs  []net.IP
+	// ForceKubeadm runs kubeadm init even when the node is unchanged.
+	ForceKubeadm bool
+	// Kubeadm is the kubeadm binary; default "kubeadm" looked up on PATH.
+	Kubeadm string
+	// Etcd overrides for the safety backup (endpoints, certificates).
+	Etcd config.Etcd
+	// WaitStopped decides when the control plane is down after its
+	// manifests were moved; default: poll the etcd and apiserver ports
+	// until they refuse connections. StopTimeout bounds it (default 2m).
+	WaitStopped WaitFunc
+	StopTimeout time.Duration
+	// WaitHealthy bounds how long verify waits for etcd (default 2m).
+	VerifyTimeout time.Duration
+	// Now is the clock (certificate expiry, names of moved-aside dirs).
+	Now func() time.Time
+}
+
+// PhaseResult is what one phase did (or, in a dry run, would do).
+type PhaseResult struct {
+	Name     string   `json:"name"`
+	Actions  []string `json:"actions"`
+	Warnings []string `json:"warnings,omitempty"`
+	Skipped  string   `json:"skipped,omitempty"`
+	Duration string   `json:"duration"`
+}
+
+// Result is the account of a run.
+type Result struct {
+	Version string        `json:"version"`
+	DryRun  bool          `json:"dryRun"`
+	Phases  []PhaseResult `json:"phases"`
+	// Preflight is the preflight report when that phase ran.
+	Preflight *Report `json:"preflight,omitempty"`
+}
+
+// PhaseError is a failed phase with the command that resumes the restore.
+type PhaseError struct {
+	Phase  string
+	Resume string
+	Err    error
+}
+
+func (e *PhaseError) Error() string {
+	return fmt.Sprintf("restore phase %q failed: %v\n  fix the cause, then resume with: %s", e.Phase, e.Err, e.Resume)
+}
+
+func (e *PhaseError) Unwrap() error { return e.Err }
+
+// ErrBlocked: preflight found something that must be fixed first.
+var ErrBlocked = errors.New("preflight found blockers")
+
+// SelectPhases checks names and returns them in run order (all when empty).
+func SelectPhases(names []string) ([]string, error) {
+	if len(names) == 0 {
+		return slices.Clone(Phases), nil
+	}
+	var out []string
+	for _, n := range names {
+		for _, part := range strings.Split(n, ",") {
+			part = strings.TrimSpace(part)
+			if part == "all" {
+				return slices.Clone(Phases), nil
+			}
+			if !slices.Contains(Phases, part) {
+				return nil, fmt.Errorf("unknown restore phase %q (phases: %s)", part, strings.Join(Phases, ", "))
+			}
+		}
+	}
+	for _, p := range Phases {
+		for _, n := range names {
+			if slices.Contains(strings.Split(n, ","), p) && !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Run runs the selected phases in order and stops at the first failure,
+// returning a *PhaseError that names the command resuming from it.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	r, err := newRunner(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	res := &Result{Version: r.src.id, DryRun: opts.DryRun}
+	for i, name := range r.phases {
+		start := time.Now()
+		pr := PhaseResult{Name: name}
+		r.cur = &pr
+		r.log.Info("restore phase starting", "phase", name, "version", r.src.id, "dryRun", opts.DryRun)
+		r.printf("[%s] %s", name, phaseHelp[name])
+		err := r.runPhase(ctx, name)
+		pr.Duration = time.Since(start).Round(time.Millisecond).String()
+		res.Phases = append(res.Phases, pr)
+		if name == PhasePreflight {
+			res.Preflight = r.report
+		}
+		if err != nil {
+			r.log.Error("restore phase failed", "phase", name, "err", err)
+			return res, &PhaseError{Phase: name, Err: err, Resume: r.resumeCommand(r.phases[i:])}
+		}
+		r.log.Info("restore phase done", "phase", name, "actions", len(pr.Actions), "warnings", len(pr.Warnings), "duration", pr.Duration)
+	}
+	return res, nil
+}
+
+func (r *runner) runPhase(ctx context.Context, name string) error {
+	switch name {
+	case PhasePreflight:
+		return r.preflight(ctx)
+	case PhaseSafety:
+		return r.safety(ctx)
+	case PhaseStop:
+		return r.stop(ctx)
+	case PhaseFiles:
+		return r.files(ctx)
+	case PhaseEtcd:
+		return r.etcd(ctx)
+	case PhaseKubeadm:
+		return r.kubeadm(ctx)
+	case PhaseVerify:
+		return r.verify(ctx)
+	}
+	return fmt.Errorf("unknown phase %q", name)
+}
+
+// resumeCommand is the CLI line that re-runs the failed phase and the rest.
+func (r *runner) resumeCommand(rest []string) string {
+	var b strings.Builder
+	b.WriteString("kubekeep restore --store ")
+	b.WriteString(r.opts.Store.Dir())
+	b.WriteString(" --version ")
+	b.WriteString(r.src.id)
+	if r.opts.Root != "" && r.opts.Root != "/" {
+		b.WriteString(" --root ")
+		b.WriteString(r.opts.Root)
+	}
+	if !r.opts.At.IsZero() {
+		b.WriteString(" --at " + r.opts.At.UTC().Format(time.RFC3339Nano))
+	}
+	if r.opts.Revision > 0 {
+		fmt.Fprintf(&b, " --revision %d", r.opts.Revision)
+	}
+	for _, p := range rest {
+		b.WriteString(" --phase ")
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// runner holds what the phases of one run share.
+type runner struct {
+	opts   Options
+	log    *slog.Logger
+	out    io.Writer
+	phases []string
+	src    *source
+	rootFS *os.Root
+	host   hostIdentity
+	now    time.Time
+	stamp  string // names moved-aside files of this run
+
+	cur    *PhaseResult
+	report *Report
+	// snap is the verified snapshot image materialised once per run.
+	snap *snapshotFile
+}
+
+func newRunner(opts Options) (*runner, error) {
+	if opts.Store == nil {
+		return nil, errors.New("restore: no store")
+	}
+	if opts.Root == "" {
+		opts.Root = "/"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.DeltaJournal == "" {
+		opts.DeltaJournal = DefaultDeltaJournal
+	}
+	phases, err := SelectPhases(opts.Phases)
+	if err != nil {
+		return nil, err
+	}
+	src, err := loadSource(opts.Store, opts.Version)
+	if err != nil {
+		return nil, err
+	}
+	host, err := detectHost(opts.Hostname, opts.HostIPs)
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{opts: opts, log: opts.Logger.With("version", src.id), out: opts.Out, phases: phases, src: src, host: host}
+	r.now = opts.Now()
+	r.stamp = r.now.UTC().Format("20060102T150405Z")
+	if fi, err := os.Stat(opts.Root); err == nil && fi.IsDir() {
+		if r.rootFS, err = os.OpenRoot(opts.Root); err != nil {
+			return nil, fmt.Errorf("restore root %s: %w", opts.Root, err)
+		}
+	}
+	return r, nil
+}
+
+func (r *runner) close() {
+	if r.snap != nil {
+		r.snap.remove()
+	}
+	if r.rootFS != nil {
+		r.rootFS.Close()
+	}
+}
+
+// printf writes one line of the human account.
+func (r *runner) printf(format string, args ...any) {
+	fmt.Fprintf(r.out, format+"\n", args...)
+}
+
+// do performs one action that changes something, or in a dry run only
+// says it would. Every change a phase makes goes through here, so the dry
+// run prints exactly what a real run does.
+func (r *runner) do(desc string, fn func() error) error {
+	r.cur.Actions = append(r.cur.Actions, desc)
+	if r.opts.DryRun {
+		r.printf("  would: %s", desc)
+		return nil
+	}
+	r.printf("  %s", desc)
+	r.log.Info("restore action", "phase", r.cur.Name, "action", desc)
+	if err := fn(); err != nil {
+		return fmt.Errorf("%s: %w", desc, err)
+	}
+	return nil
+}
+
+// note records something a phase found without changing anything.
+func (r *runner) note(format string, args ...any) {
+	r.printf("  "+format, args...)
+}
+
+func (r *runner) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.cur.Warnings = append(r.cur.Warnings, msg)
+	r.printf("  WARNING: %s", msg)
+	r.log.Warn(msg, "phase", r.cur.Name)
+}
+
+func (r *runner) skip(why string) {
+	r.cur.Skipped = why
+	r.printf("  skipped: %s", why)
+}
+
+// root returns the os.Root on the restore root, creating the root first
+// (a fresh VM may not have it yet, e.g. a sandbox dir).
+func (r *runner) root() (*os.Root, error) {
+	if r.rootFS != nil {
+		return r.rootFS, nil
+	}
+	if err := os.MkdirAll(r.opts.Root, 0o755); err != nil {
+		return nil, fmt.Errorf("restore root %s: %w", r.opts.Root, err)
+	}
+	fs, err := os.OpenRoot(r.opts.Root)
+	if err != nil {
+		return nil, fmt.Errorf("restore root %s: %w", r.opts.Root, err)
+	}
+	r.rootFS = fs
+	return fs, nil
+}

@@ -1,0 +1,370 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/layout"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// DefaultDeltaJournal is the store journal holding etcd watch deltas.
+const DefaultDeltaJournal = "etcd-deltas"
+
+// source is what a restore reads from one version, checked once.
+type source struct {
+	id      string
+	info    rsyncish.VersionInfo
+	entries []rsyncish.Entry
+	set     *layout.Set
+	etcd    *etcdsnap.Info
+	status  backup.Status
+	// unsafe lists why paths of this version are refused; a version with
+	// any restores nothing.
+	unsafe []string
+	// hasSnapshot / hasClusterConfig: the streams are present.
+	hasSnapshot      bool
+	snapshotSize     int64
+	hasClusterConfig bool
+}
+
+func loadSource(store *rsyncish.Store, version string) (*source, error) {
+	id, err := store.Resolve(version)
+	if err != nil {
+		return nil, err
+	}
+	vi, err := store.Version(id)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := store.List(id)
+	if err != nil {
+		return nil, err
+	}
+	src := &source{id: id, info: vi, entries: entries}
+	if raw, ok := vi.Meta[backup.MetaLayout]; ok {
+		var set layout.Set
+		if err := json.Unmarshal(raw, &set); err != nil {
+			return nil, fmt.Errorf("version %s: layout meta: %w", id, err)
+		}
+		src.set = &set
+	}
+	if raw, ok := vi.Meta[backup.MetaEtcd]; ok {
+		var info etcdsnap.Info
+		if err := json.Unmarshal(raw, &info); err != nil {
+			return nil, fmt.Errorf("version %s: etcd meta: %w", id, err)
+		}
+		src.etcd = &info
+	}
+	if raw, ok := vi.Meta[backup.MetaStatus]; ok {
+		_ = json.Unmarshal(raw, &src.status)
+	}
+	for _, sh := range vi.Streams {
+		switch sh.Name {
+		case backup.EtcdSnapshotStream:
+			src.hasSnapshot, src.snapshotSize = true, sh.Size
+		case backup.ClusterConfigurationStream:
+			src.hasClusterConfig = true
+		}
+	}
+	src.unsafe = unsafePaths(src)
+	return src, nil
+}
+
+// unsafePaths finds every reason a version could write outside the root or
+// over something it must not. rsyncish refuses unclean paths too, but only
+// once the files phase runs; this lets preflight refuse before anything
+// changes, and also covers the paths restore computes itself from meta.
+func unsafePaths(src *source) []string {
+	var bad []string
+	links := map[string]string{}
+	for _, e := range src.entries {
+		if e.Type == "stream" {
+			continue
+		}
+		if !rsyncish.SafePath(e.Path) {
+			bad = append(bad, fmt.Sprintf("stored path %q is not a clean absolute path: it could land outside the root", e.Path))
+			continue
+		}
+		if e.Type == "symlink" {
+			links[e.Path] = e.Target
+		}
+	}
+	// A stored symlink followed by files below it would have those files
+	// written wherever the link points.
+	for _, e := range src.entries {
+		if e.Type == "stream" || !rsyncish.SafePath(e.Path) {
+			continue
+		}
+		for dir := parentDir(e.Path); dir != "/"; dir = parentDir(dir) {
+			if t, ok := links[dir]; ok {
+				bad = append(bad, fmt.Sprintf("stored path %s lies below the stored symlink %s -> %s", e.Path, dir, t))
+				break
+			}
+		}
+	}
+	if src.set != nil {
+		et := src.set.Etcd
+		for what, p := range map[string]string{"etcd data dir": et.DataDir, "etcd manifest": et.Manifest,
+			"etcd CA": et.CAFile, "etcd client cert": et.CertFile, "etcd client key": et.KeyFile} {
+			if p == "" {
+				continue
+			}
+			if !rsyncish.SafePath(p) {
+				bad = append(bad, fmt.Sprintf("%s %q in the version's layout is not a clean absolute path: it could land outside the root", what, p))
+			}
+		}
+		if dd := et.DataDir; dd != "" && rsyncish.SafePath(dd) {
+			// The data dir is moved aside whole: it must not hold what
+			// the files phase restores.
+			for _, e := range src.entries {
+				if e.Type != "stream" && within(e.Path, dd) {
+					bad = append(bad, fmt.Sprintf("etcd data dir %s contains the stored path %s: moving it aside would move restored files", dd, e.Path))
+					break
+				}
+			}
+		}
+	}
+	sort.Strings(bad)
+	return bad
+}
+
+func parentDir(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return p[:i]
+}
+
+// within reports whether p is base or below it, by whole path segments.
+func within(p, base string) bool {
+	if base == "/" {
+		return true
+	}
+	return p == base || strings.HasPrefix(p, base+"/")
+}
+
+func (src *source) unsafeError() error {
+	if len(src.unsafe) == 0 {
+		return nil
+	}
+	return fmt.Errorf("version %s: %w: %s; nothing restored", src.id, rsyncish.ErrUnsafePath, strings.Join(src.unsafe, "; "))
+}
+
+// readStream returns a small stream (the ClusterConfiguration).
+func (src *source) readStream(store *rsyncish.Store, name string) ([]byte, error) {
+	rc, _, err := store.OpenStream(src.id, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("version %s: read %s: %w", src.id, name, err)
+	}
+	return b, nil
+}
+
+// readFile returns a small stored file's content (certificates,
+// kubeconfigs), nil when the version does not hold it.
+func (src *source) readFile(store *rsyncish.Store, hostPath string) ([]byte, error) {
+	rc, _, err := store.OpenFile(src.id, hostPath)
+	if errors.Is(err, rsyncish.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("version %s: read %s: %w", src.id, hostPath, err)
+	}
+	return b, nil
+}
+
+func (src *source) entry(hostPath string) (rsyncish.Entry, bool) {
+	for _, e := range src.entries {
+		if e.Path == hostPath {
+			return e, true
+		}
+	}
+	return rsyncish.Entry{}, false
+}
+
+// snapshotFile is a version's etcd snapshot written out to the store's
+// filesystem and fully checked: sha256 trailer (API snapshots), bbolt
+// consistency, and revision against what the backup recorded.
+type snapshotFile struct {
+	path  string
+	raw   bool
+	size  int64
+	sha   string
+	stats etcdsnap.DBStats
+}
+
+func (s *snapshotFile) remove() {
+	if s != nil && s.path != "" {
+		_ = os.Remove(s.path)
+	}
+}
+
+// materializeSnapshot writes the snapshot stream to a temp file in the
+// store (never the root disk, which may be the broken one) and checks it.
+// A truncated or corrupt stream fails here, before a restore changes
+// anything.
+func materializeSnapshot(ctx context.Context, store *rsyncish.Store, src *source) (*snapshotFile, error) {
+	if !src.hasSnapshot {
+		why := "no etcd snapshot stream"
+		if src.status != "" {
+			why += fmt.Sprintf(" (backup status %s)", src.status)
+		}
+		return nil, fmt.Errorf("version %s has %s: pick a version whose status is ok (kubekeep versions)", src.id, why)
+	}
+	rc, _, err := store.OpenStream(src.id, backup.EtcdSnapshotStream)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	tmp, err := store.CreateTemp("restore-snapshot-*.db")
+	if err != nil {
+		return nil, err
+	}
+	sf := &snapshotFile{path: tmp.Name(), raw: src.etcd != nil && src.etcd.Source == etcdsnap.SourceRaw}
+	fail := func(err error) (*snapshotFile, error) {
+		tmp.Close()
+		sf.remove()
+		return nil, err
+	}
+	r := &ctxReader{ctx: ctx, r: rc}
+	if sf.raw {
+		sf.size, err = io.CopyBuffer(tmp, r, make([]byte, 1<<20))
+		if err != nil {
+			return fail(fmt.Errorf("version %s: read the raw etcd db copy: %w", src.id, err))
+		}
+	} else {
+		sf.size, sf.sha, err = etcdsnap.CopyVerified(tmp, r)
+		if err != nil {
+			return fail(fmt.Errorf("version %s: the stored etcd snapshot (%d bytes) is not intact: %w", src.id, sf.size, err))
+		}
+		if src.etcd != nil && src.etcd.SHA256 != "" && src.etcd.SHA256 != sf.sha {
+			return fail(fmt.Errorf("version %s: stored etcd snapshot hashes to %s, the backup recorded %s", src.id, sf.sha, src.etcd.SHA256))
+		}
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(fmt.Errorf("sync %s: %w", tmp.Name(), err))
+	}
+	if err := tmp.Close(); err != nil {
+		sf.remove()
+		return nil, fmt.Errorf("close %s: %w", sf.path, err)
+	}
+	st, err := etcdsnap.CheckDB(sf.path)
+	if err != nil {
+		sf.remove()
+		return nil, fmt.Errorf("version %s: stored etcd snapshot fails its consistency check: %w", src.id, err)
+	}
+	sf.stats = st
+	if src.etcd != nil && src.etcd.Revision != 0 && src.etcd.Revision != st.Revision {
+		sf.remove()
+		return nil, fmt.Errorf("version %s: stored etcd snapshot is at revision %d, the backup recorded %d", src.id, st.Revision, src.etcd.Revision)
+	}
+	return sf, nil
+}
+
+// snapshot materialises the snapshot once per run.
+func (r *runner) snapshot(ctx context.Context) (*snapshotFile, error) {
+	if r.snap != nil {
+		return r.snap, nil
+	}
+	sf, err := materializeSnapshot(ctx, r.opts.Store, r.src)
+	if err != nil {
+		return nil, err
+	}
+	r.snap = sf
+	return sf, nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// deltaSegments returns the journal segments a point-in-time restore from
+// a snapshot at snapRev needs (nil when no point was asked for).
+func deltaSegments(store *rsyncish.Store, journal string, snapRev int64, at time.Time, rev int64) ([]io.Reader, error) {
+	if at.IsZero() && rev == 0 {
+		return nil, nil
+	}
+	names, err := store.Journals()
+	if err != nil {
+		return nil, fmt.Errorf("list journals: %w", err)
+	}
+	found := false
+	for _, n := range names {
+		found = found || n == journal
+	}
+	if !found {
+		return nil, fmt.Errorf("store %s has no etcd delta journal %q: only the snapshot's own revision %d can be restored", store.Dir(), journal, snapRev)
+	}
+	j, err := store.Journal(journal)
+	if err != nil {
+		return nil, err
+	}
+	segs, err := j.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []io.Reader
+	for _, si := range segs {
+		if int64(si.Last) < snapRev {
+			continue
+		}
+		data, err := j.Read(si)
+		if err != nil {
+			return nil, fmt.Errorf("etcd delta segment %s: %w", si.File, err)
+		}
+		out = append(out, bytes.NewReader(data))
+	}
+	return out, nil
+}
+
+// PickVersionAt returns the newest version with a good etcd snapshot
+// started at or before at: the base for a point-in-time restore.
+func PickVersionAt(store *rsyncish.Store, at time.Time) (string, error) {
+	vs, err := store.Versions()
+	if err != nil {
+		return "", err
+	}
+	for i := len(vs) - 1; i >= 0; i-- {
+		v := vs[i]
+		if v.Time.After(at) {
+			continue
+		}
+		var st backup.Status
+		if raw, ok := v.Meta[backup.MetaStatus]; ok {
+			_ = json.Unmarshal(raw, &st)
+		}
+		if st == backup.StatusOK {
+			return v.ID, nil
+		}
+	}
+	return "", fmt.Errorf("no version with a good etcd snapshot was taken before %s: %w", at.UTC().Format(time.RFC3339), rsyncish.ErrNotFound)
+}
