@@ -29,7 +29,11 @@ type Problem struct {
 
 func (p Problem) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s: %s", p.Kind, p.Object, p.Detail)
+	if p.Object != "" {
+		fmt.Fprintf(&b, "%s %s: %s", p.Kind, p.Object, p.Detail)
+	} else {
+		fmt.Fprintf(&b, "%s: %s", p.Kind, p.Detail)
+	}
 	if len(p.Versions) > 0 {
 		fmt.Fprintf(&b, "; damages version(s) %s", strings.Join(p.Versions, ", "))
 	}

@@ -781,7 +781,7 @@ func (w *VersionWriter) putBlob(id format.ID, data []byte) error {
 	}
 	p := w.pack
 	if _, err := p.bw.Write(data); err != nil {
-		return fmt.Errorf("writing pack %s: %w", p.path, err)
+		return noSpace(fmt.Errorf("writing pack %s: %w", p.path, err))
 	}
 	p.entries = append(p.entries, format.IndexEntry{ID: id, Off: uint32(p.size), Len: uint32(len(data))})
 	w.x.put(id, loc{pack: p.num, off: uint32(p.size), len: uint32(len(data))})
@@ -820,11 +820,11 @@ func (w *VersionWriter) finishPack() error {
 	w.pack = nil
 	if err := p.bw.Flush(); err != nil {
 		p.f.Close()
-		return fmt.Errorf("writing pack %s: %w", p.path, err)
+		return noSpace(fmt.Errorf("writing pack %s: %w", p.path, err))
 	}
 	if err := p.f.Sync(); err != nil {
 		p.f.Close()
-		return fmt.Errorf("fsync pack %s: %w", p.path, err)
+		return noSpace(fmt.Errorf("fsync pack %s: %w", p.path, err))
 	}
 	if err := p.f.Close(); err != nil {
 		return err
@@ -834,7 +834,7 @@ func (w *VersionWriter) finishPack() error {
 	}
 	idx := format.EncodeIndex(p.entries)
 	if err := writeFileAtomic(w.s.path(indexDir, p.id+indexExt), idx, 0o600); err != nil {
-		return fmt.Errorf("writing index of pack %s: %w", p.id, err)
+		return noSpace(fmt.Errorf("writing index of pack %s: %w", p.id, err))
 	}
 	w.stats.BytesWritten += int64(len(idx))
 	return nil
@@ -928,7 +928,7 @@ func (w *VersionWriter) writeManifest(m *format.Manifest) (int64, error) {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return 0, fmt.Errorf("writing manifest of version %s: %w", w.id, err)
+		return 0, noSpace(fmt.Errorf("writing manifest of version %s: %w", w.id, err))
 	}
 	if err := syncDir(w.s.path(versionsDir)); err != nil {
 		return 0, err
@@ -958,6 +958,14 @@ func (w *VersionWriter) Abort() {
 	w.s.mu.Lock()
 	w.s.idx = nil
 	w.s.mu.Unlock()
+}
+
+// noSpace makes a full disk say so in words and match ErrNoSpace.
+func noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: the store's filesystem is full; free space or prune: %w", ErrNoSpace, err)
+	}
+	return err
 }
 
 func human(n int64) string {

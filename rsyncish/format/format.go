@@ -141,11 +141,10 @@ func Unseal(data []byte) ([]byte, error) {
 	if !bytes.HasPrefix(trailer, []byte(sealPrefix)) || trailer[sealLen-1] != '\n' {
 		return nil, errors.New("no checksum trailer")
 	}
-	var want [32]byte
-	if _, err := hex.Decode(want[:], trailer[len(sealPrefix):sealLen-1]); err != nil {
-		return nil, fmt.Errorf("checksum trailer: %w", err)
-	}
-	if blake3.Sum256(body) != want {
+	// Compared as text: hex decoding would accept an upper-case digit, so a
+	// flipped case bit in the trailer would go unnoticed.
+	sum := blake3.Sum256(body)
+	if string(trailer[len(sealPrefix):sealLen-1]) != hex.EncodeToString(sum[:]) {
 		return nil, ErrChecksum
 	}
 	return body, nil
