@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,7 +105,31 @@ func quietLogger() *zap.Logger {
 	if err != nil {
 		return zap.NewNop()
 	}
-	return lg
+	return lg.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return shutdownFilter{c} }))
+}
+
+// shutdownFilter drops the error etcd logs for every listener it closes on
+// a normal stop, which would otherwise bury real errors in test output.
+type shutdownFilter struct{ zapcore.Core }
+
+func (f shutdownFilter) With(fields []zapcore.Field) zapcore.Core {
+	return shutdownFilter{f.Core.With(fields)}
+}
+
+func (f shutdownFilter) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if f.Enabled(e.Level) {
+		return ce.AddCore(e, f)
+	}
+	return ce
+}
+
+func (f shutdownFilter) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	for _, fl := range fields {
+		if err, ok := fl.Interface.(error); ok && (strings.Contains(err.Error(), "use of closed network connection") || err.Error() == "http: Server closed") {
+			return nil
+		}
+	}
+	return f.Core.Write(e, fields)
 }
 
 func (s *Server) config() (*embed.Config, error) {
