@@ -26,9 +26,11 @@ type analysis struct {
 	clusterConfig     []byte
 	clusterConfigErr  error
 	kubernetesVersion string
-	// endpointHost is controlPlaneEndpoint's host, when set.
-	endpointHost string
-	nodeName     string
+	// endpointHost is controlPlaneEndpoint's host, when set and usable
+	// here; foreignEndpoint is an endpoint IP this host does not have.
+	endpointHost    string
+	foreignEndpoint string
+	nodeName        string
 	// unchanged: same name, addresses and valid certificates, so putting
 	// the manifests back is enough; changed lists why not.
 	unchanged bool
@@ -36,36 +38,51 @@ type analysis struct {
 }
 
 func (r *runner) analyze() (*analysis, error) {
+	if r.an != nil {
+		return r.an, nil
+	}
 	src := r.src
 	a := &analysis{}
+	// kubeadm's default when the saved config does not say.
+	serviceSubnet := "10.96.0.0/12"
 	if src.hasClusterConfig {
 		a.clusterConfig, a.clusterConfigErr = src.readStream(r.opts.Store, backup.ClusterConfigurationStream)
 		if a.clusterConfigErr == nil {
 			var cc struct {
 				KubernetesVersion    string `yaml:"kubernetesVersion"`
 				ControlPlaneEndpoint string `yaml:"controlPlaneEndpoint"`
+				Networking           struct {
+					ServiceSubnet string `yaml:"serviceSubnet"`
+				} `yaml:"networking"`
 			}
 			if err := yaml.Unmarshal(a.clusterConfig, &cc); err != nil {
 				a.clusterConfigErr = fmt.Errorf("saved ClusterConfiguration: %w", err)
 			}
 			a.kubernetesVersion = cc.KubernetesVersion
+			if cc.Networking.ServiceSubnet != "" {
+				serviceSubnet = cc.Networking.ServiceSubnet
+			}
+			a.endpointHost = cc.ControlPlaneEndpoint
 			if h, _, err := net.SplitHostPort(cc.ControlPlaneEndpoint); err == nil {
 				a.endpointHost = h
-			} else {
-				a.endpointHost = cc.ControlPlaneEndpoint
+			}
+			// An endpoint that is an IP this host lacks is the old VM's
+			// address: kubeconfigs naming it are stale like any other.
+			if ip := net.ParseIP(a.endpointHost); ip != nil && !r.host.hasIP(ip) {
+				a.foreignEndpoint, a.endpointHost = a.endpointHost, ""
 			}
 		}
 	} else {
 		a.clusterConfigErr = errors.New("the version has no saved ClusterConfiguration (etcd had no kube-system/kubeadm-config)")
 	}
+	var service []*net.IPNet
+	for _, c := range strings.Split(serviceSubnet, ",") {
+		if _, n, err := net.ParseCIDR(strings.TrimSpace(c)); err == nil {
+			service = append(service, n)
+		}
+	}
 	if src.set != nil {
 		a.nodeName = src.set.Etcd.Name
-	}
-	links := map[string]string{}
-	for _, e := range src.entries {
-		if e.Type == "symlink" {
-			links[e.Path] = e.Target
-		}
 	}
 	for _, e := range src.entries {
 		p := e.Path
@@ -85,7 +102,7 @@ func (r *runner) analyze() (*analysis, error) {
 			if err != nil {
 				return nil, err
 			}
-			if c, ok := checkCert(e.Path, data, r.host, r.now); ok {
+			if c, ok := checkCert(e.Path, data, r.host, service, r.now); ok {
 				a.certs = append(a.certs, c)
 				if e.Path == kubeletClientCert && c.Expired {
 					a.kubeletExpired = true
@@ -118,6 +135,7 @@ func (r *runner) analyze() (*analysis, error) {
 		a.changed = append(a.changed, "the kubelet's client certificate expired")
 	}
 	a.unchanged = len(a.changed) == 0
+	r.an = a
 	return a, nil
 }
 

@@ -96,7 +96,10 @@ func isCertPath(p string) bool {
 // when it is missing (its own PKI, not the kubelet's).
 func kubeadmLeaf(p string) bool { return within(p, "/etc/kubernetes/pki") }
 
-func checkCert(p string, data []byte, host hostIdentity, now time.Time) (CertCheck, bool) {
+// checkCert judges one certificate. Service IPs (the apiserver's
+// kubernetes.default address) are never a host's, so they do not count
+// when matching IP SANs against the host.
+func checkCert(p string, data []byte, host hostIdentity, service []*net.IPNet, now time.Time) (CertCheck, bool) {
 	var block *pem.Block
 	for rest := data; ; {
 		block, rest = pem.Decode(rest)
@@ -124,7 +127,7 @@ func checkCert(p string, data []byte, host hostIdentity, now time.Time) (CertChe
 		var foreign []string
 		fits := false
 		for _, ip := range cert.IPAddresses {
-			if ip.IsLoopback() {
+			if ip.IsLoopback() || slices.ContainsFunc(service, func(n *net.IPNet) bool { return n.Contains(ip) }) {
 				continue
 			}
 			if host.hasIP(ip) {

@@ -182,12 +182,14 @@ func (r *runner) stopTargets() []string {
 			out = append(out, hp)
 		}
 	}
-	if set, err := layout.Discover(r.opts.Root, layout.Options{}); err == nil {
+	// The node's own manifests say where its etcd listens now; the
+	// version's layout only when they are gone (a re-run after the
+	// manifests were moved).
+	if set, err := layout.Discover(r.opts.Root, layout.Options{}); err == nil && !set.Etcd.External && len(set.Etcd.Endpoints) > 0 {
 		for _, ep := range set.Etcd.Endpoints {
 			add(hostPort(ep))
 		}
-	}
-	if r.src.set != nil {
+	} else if r.src.set != nil && !r.src.set.Etcd.External {
 		for _, ep := range r.src.set.Etcd.Endpoints {
 			add(hostPort(ep))
 		}

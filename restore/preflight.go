@@ -132,6 +132,9 @@ func (r *runner) preflight(ctx context.Context) error {
 			}
 		}
 	}
+	if a.foreignEndpoint != "" {
+		warn("the saved controlPlaneEndpoint %s is not an address of this host: unless it is a load balancer or VIP now pointing here, edit controlPlaneEndpoint in the config the kubeadm phase writes (%s) and run that phase again; kubeadm puts it into every kubeconfig and the apiserver certificate", a.foreignEndpoint, kubeadmConfigDir)
+	}
 	if a.unchanged {
 		r.note("node unchanged: the kubeadm phase puts the backed-up manifests back")
 	} else {

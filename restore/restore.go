@@ -243,6 +243,7 @@ type runner struct {
 
 	cur    *PhaseResult
 	report *Report
+	an     *analysis
 	// snap is the verified snapshot image materialised once per run.
 	snap *snapshotFile
 }
