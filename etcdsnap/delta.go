@@ -25,8 +25,9 @@ type DeltaConfig struct {
 	// to the sink: the RPO between snapshots. Default 2 s.
 	Flush time.Duration
 	// Heartbeat is how often an idle streamer asks etcd for watch progress
-	// and writes an empty segment proving that nothing changed; a watch
-	// that stays silent for 3 heartbeats counts as broken. Default 30 s.
+	// and writes an empty segment proving that nothing changed; after 3
+	// silent heartbeats etcd must answer a read or the chain ends.
+	// Default 30 s.
 	Heartbeat time.Duration
 	// MaxSegmentBytes flushes early when this many key+value bytes are
 	// pending, bounding memory under a write burst. Default 4 MiB.
@@ -169,17 +170,18 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 				return err
 			}
 		case <-hb.C:
-			now := d.cfg.Now()
-			if silent := now.Sub(lastHeard); silent > 3*d.cfg.Heartbeat {
-				return broken(fmt.Sprintf("watch silent for %s", silent.Round(time.Second)), 0, nil)
-			}
-			// The answer arrives on the watch channel as a progress
-			// notification; an error here means the stream is gone.
-			rctx, rcancel := context.WithTimeout(ctx, d.cfg.Heartbeat)
+			// A progress request is answered on the watch channel, but
+			// etcd skips the answer while the watcher is catching up, so
+			// silence alone proves nothing: only an etcd that no longer
+			// answers a plain read ends the chain.
+			rctx, rcancel := context.WithTimeout(ctx, max(d.cfg.Heartbeat, 2*time.Second))
 			err := d.cli.RequestProgress(rctx)
+			if err == nil && d.cfg.Now().Sub(lastHeard) > 3*d.cfg.Heartbeat {
+				_, err = d.cli.Get(rctx, "\x00", clientv3.WithSerializable(), clientv3.WithCountOnly())
+			}
 			rcancel()
 			if err != nil && ctx.Err() == nil {
-				return broken("watch progress request failed", 0, err)
+				return broken(fmt.Sprintf("etcd not answering (watch silent for %s)", d.cfg.Now().Sub(lastHeard).Round(time.Millisecond)), 0, err)
 			}
 		case resp, ok := <-wch:
 			if !ok {
