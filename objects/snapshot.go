@@ -73,7 +73,7 @@ func OpenAt(dbPath string, rev int64) (*Snapshot, error) {
 	if st.Size() < 1024 {
 		return nil, fmt.Errorf("open etcd snapshot %s: %d bytes is too small for a bbolt database", dbPath, st.Size())
 	}
-	db, err := bolt.Open(dbPath, 0o400, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	db, err := bolt.Open(dbPath, 0o400, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second, MmapFlags: mmapFlags})
 	if err != nil {
 		return nil, fmt.Errorf("open etcd snapshot %s: %w", dbPath, err)
 	}

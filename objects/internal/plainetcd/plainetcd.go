@@ -28,13 +28,27 @@ type Etcd struct {
 type Options struct {
 	// QuotaBytes raises etcd's 2 GiB default backend quota (0 keeps it).
 	QuotaBytes int64
+	// Name and PeerURL must match what `etcdutl snapshot restore` was told
+	// when starting on a restored data dir; empty picks a default name and
+	// a free port.
+	Name    string
+	PeerURL *url.URL
 }
+
+// Name is the member name Start uses when Options.Name is empty.
+const Name = "objects-test"
+
+// FreeURL is an http URL on a loopback port that was free a moment ago.
+func FreeURL() (*url.URL, error) { return freeURL() }
 
 // Start runs etcd with its data dir under dir. fsync is off: these runs
 // never survive a crash, and it keeps the machine's disk free for others.
 func Start(dir string, opts Options) (*Etcd, error) {
 	cfg := embed.NewConfig()
-	cfg.Name = "objects-test"
+	cfg.Name = Name
+	if opts.Name != "" {
+		cfg.Name = opts.Name
+	}
 	cfg.Dir = dir
 	// etcd's own logs would drown test output; failures surface as errors.
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
@@ -46,9 +60,11 @@ func Start(dir string, opts Options) (*Etcd, error) {
 	if err != nil {
 		return nil, err
 	}
-	pu, err := freeURL()
-	if err != nil {
-		return nil, err
+	pu := opts.PeerURL
+	if pu == nil {
+		if pu, err = freeURL(); err != nil {
+			return nil, err
+		}
 	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}

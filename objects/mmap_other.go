@@ -1,0 +1,5 @@
+//go:build !linux
+
+package objects
+
+const mmapFlags = 0
