@@ -218,19 +218,56 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 			}
 		}
 	}
+	// One problem per damaged store object and kind of damage, not per
+	// blob: a lost pack holds hundreds of blobs.
 	ids := make([]format.ID, 0, len(bad))
 	for id := range bad {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a].String() < ids[b].String() })
+	type group struct {
+		p               *Problem
+		n               int
+		versions, paths map[string]bool
+	}
+	groups := map[string]*group{}
+	var order []string
 	for _, id := range ids {
-		p := Problem{Kind: "blob", Object: badObj[id], Detail: "blob " + id.Short() + ": " + bad[id]}
-		if h := hits[id]; h != nil {
-			p.Versions, p.Paths = sortedKeys(h.versions), sortedKeys(h.paths)
-		} else if strings.HasPrefix(bad[id], "pack") {
+		h := hits[id]
+		if h == nil && strings.HasPrefix(bad[id], "pack") {
 			continue // already reported per pack, and referenced by nothing
 		}
-		r.Problems = append(r.Problems, p)
+		kind, _, _ := strings.Cut(bad[id], " at offset")
+		key := badObj[id] + "\x00" + kind
+		g := groups[key]
+		if g == nil {
+			g = &group{p: &Problem{Kind: "blob", Object: badObj[id]}, versions: map[string]bool{}, paths: map[string]bool{}}
+			groups[key] = g
+			order = append(order, key)
+		}
+		g.n++
+		if g.n == 1 {
+			g.p.Detail = "blob " + id.Short() + ": " + bad[id]
+		}
+		if h != nil {
+			for v := range h.versions {
+				g.versions[v] = true
+			}
+			for p := range h.paths {
+				g.paths[p] = true
+			}
+		}
+	}
+	for _, key := range order {
+		g := groups[key]
+		if g.n > 1 {
+			g.p.Detail = fmt.Sprintf("%d blobs, e.g. %s", g.n, g.p.Detail)
+		}
+		g.p.Versions, g.p.Paths = sortedKeys(g.versions), sortedKeys(g.paths)
+		if len(g.p.Versions) == 0 {
+			g.p.Versions, g.p.Paths = nil, nil
+		}
+		r.Problems = append(r.Problems, *g.p)
 	}
 
 	// Verification marks and journals.
