@@ -18,8 +18,9 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-// DefaultDeltaJournal is the store journal holding etcd watch deltas.
-const DefaultDeltaJournal = "etcd-deltas"
+// DefaultDeltaJournal is the store journal holding etcd watch deltas, the
+// one backup.DeltaSink writes.
+const DefaultDeltaJournal = backup.DeltaJournal
 
 // source is what a restore reads from one version, checked once.
 type source struct {

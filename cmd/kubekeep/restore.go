@@ -1,23 +1,140 @@
 package main
 
 import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
 	"github.com/spf13/cobra"
+
+	"github.com/kubekeep/kubekeep/restore"
 )
 
 func init() { registerCommand(newRestoreCommand) }
 
-// newRestoreCommand groups the restore stories; each subcommand lives in its
-// own restore_<what>.go file and registers itself under "restore".
+type restoreOptions struct {
+	version       string
+	dryRun        bool
+	phases        []string
+	at            string
+	revision      int64
+	hostname      string
+	nodeIPs       []string
+	forceKubeadm  bool
+	deltaJournal  string
+	stopTimeout   time.Duration
+	verifyTimeout time.Duration
+	output        string
+}
+
+// newRestoreCommand rebuilds the control plane in phases; its subcommands
+// (restore files, restore etcd) live in restore_<what>.go and register
+// themselves under "restore".
 func newRestoreCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "restore",
-		Short: "Restore files, etcd or the whole control plane from a store version",
-		Long: `Restore from a version in the store on the second disk.
-
-  kubekeep restore files --version ID --to DIR    the version's files under DIR
-  kubekeep restore etcd  --version ID --to DIR    an etcd data dir (snapshot + deltas)
-
-Every restore writes only below its target directory: a stored path that would
-escape it is refused.`,
+	o := &restoreOptions{}
+	var phaseList strings.Builder
+	for _, p := range restore.Phases {
+		fmt.Fprintf(&phaseList, "  %-10s %s\n", p, restore.PhaseHelp(p))
 	}
+	cmd := &cobra.Command{
+		Use:   "restore",
+		Short: "Rebuild the control plane from a store version, in phases (or restore files / etcd alone)",
+		Long: `Rebuild the control plane under --root from a version in the store, through
+kubeadm, in named phases modelled on 'kubeadm init phase'. Each phase can be
+run alone (--phase, repeatable) and re-run; --dry-run prints every action of
+every phase and changes nothing. A failed phase prints the command that
+resumes from it.
+
+Phases, in order:
+` + phaseList.String() + `
+Nothing is deleted: the old etcd data dir, the manifests and any replaced
+certificate or kubeconfig are moved aside under names that say when. Nothing
+is written outside --root.
+
+  kubekeep restore files --version ID --to DIR    only the version's files under DIR
+  kubekeep restore etcd  --version ID --to DIR    only an etcd data dir (snapshot + deltas)`,
+		Example: `  kubekeep restore --store /data/backup/kubekeep --version latest --dry-run
+  kubekeep restore --store /data/backup/kubekeep --version latest
+  kubekeep restore --store /data/backup/kubekeep --version 20261123T112831Z --phase etcd --phase kubeadm --phase verify`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(o.output, "text", "json"); err != nil {
+				return err
+			}
+			return runRestore(cmd, g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.version, "version", "latest", "version ID (or unique prefix), or latest")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print every action of every phase, change nothing")
+	f.StringArrayVar(&o.phases, "phase", nil, "run only this phase (repeatable, or comma-separated): "+strings.Join(restore.Phases, ", "))
+	f.StringVar(&o.at, "at", "", "replay etcd deltas up to this time (RFC 3339)")
+	f.Int64Var(&o.revision, "revision", 0, "replay etcd deltas up to this revision (the original cluster's)")
+	f.StringVar(&o.hostname, "hostname", "", "this node's hostname (default: the OS's)")
+	f.StringSliceVar(&o.nodeIPs, "node-ip", nil, "this node's addresses (default: every non-loopback interface address)")
+	f.BoolVar(&o.forceKubeadm, "force-kubeadm", false, "run kubeadm init even when the node is unchanged")
+	f.StringVar(&o.deltaJournal, "delta-journal", restore.DefaultDeltaJournal, "store journal holding the etcd deltas")
+	f.DurationVar(&o.stopTimeout, "stop-timeout", restore.DefaultStopTimeout, "how long the stop phase waits for the control plane to go")
+	f.DurationVar(&o.verifyTimeout, "verify-timeout", restore.DefaultVerifyTimeout, "how long verify waits for etcd to answer")
+	outputFlag(cmd, &o.output, "text", "json")
+	return cmd
+}
+
+func runRestore(cmd *cobra.Command, g *globalOptions, o *restoreOptions) error {
+	s, err := openStoreMode(g, false)
+	if err != nil {
+		return err
+	}
+	opts := restore.Options{
+		Root: g.cfg.Root, Store: s, Version: o.version, Phases: o.phases, DryRun: o.dryRun,
+		Logger: g.logger, Revision: o.revision, DeltaJournal: o.deltaJournal,
+		Hostname: o.hostname, ForceKubeadm: o.forceKubeadm, Etcd: g.cfg.Etcd,
+		StopTimeout: o.stopTimeout, VerifyTimeout: o.verifyTimeout,
+	}
+	if o.at != "" {
+		if opts.At, err = time.Parse(time.RFC3339Nano, o.at); err != nil {
+			return fmt.Errorf("--at: %w", err)
+		}
+	}
+	for _, ip := range o.nodeIPs {
+		p := net.ParseIP(ip)
+		if p == nil {
+			return fmt.Errorf("--node-ip %q is not an IP address", ip)
+		}
+		opts.HostIPs = append(opts.HostIPs, p)
+	}
+	// The account of actions is the text output; with -o json it goes to
+	// stderr so stdout stays one JSON document.
+	var account io.Writer = g.stdout
+	if o.output == "json" {
+		account = g.stderr
+	}
+	opts.Out = account
+	res, err := restore.Run(cmd.Context(), opts)
+	if o.output == "json" && res != nil {
+		if jerr := writeJSON(g.stdout, res); jerr != nil && err == nil {
+			err = jerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if o.output == "text" {
+		verb := "restored"
+		if o.dryRun {
+			verb = "dry run of the restore of"
+		}
+		fmt.Fprintf(g.stdout, "%s version %s under %s: phases %s\n", verb, res.Version, g.cfg.Root, phaseNames(res))
+	}
+	return nil
+}
+
+func phaseNames(res *restore.Result) string {
+	var n []string
+	for _, p := range res.Phases {
+		n = append(n, p.Name)
+	}
+	return strings.Join(n, ", ")
 }
