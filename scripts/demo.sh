@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-kk() { echo "\$ kubekeep $*"; "$KUBEKEEP" --root "$root" --store "$store" --allow-same-filesystem --log-level warn "$@"; }
+kk() { echo "\$ kubekeep $*"; "$KUBEKEEP" --root "$root" --store "$store" --allow-same-filesystem --log-level warn --log-format text "$@"; }
 
 step "a kubeadm-like root with real PKI and a real embedded TLS etcd"
 "$SANDBOX" up "$root" > "$work/sandbox.log" 2>&1 &
@@ -58,7 +58,9 @@ step "the deleted ConfigMap, as YAML from the first version (no apiserver needed
 kk get --version "$first" configmaps/shop/shop-settings -o yaml
 
 step "what changed between the two versions"
-kk diff "$first" latest | head -20
+kk diff "$first" latest > "$work/diff.txt"
+head -6 "$work/diff.txt"; echo "... ($(($(wc -l < "$work/diff.txt") - 1)) changes in all)"
+grep -E 'removed|changed' "$work/diff.txt" || true
 
 step "restore drill: the newest version's etcd restored, started, and compared"
 kk drill --version latest
@@ -69,11 +71,12 @@ kk verify --read-data
 step "restore the first version's files and etcd data dir elsewhere"
 kk restore files --version "$first" --to "$work/restored-files"
 kk restore etcd --version "$first" --to "$work/restored-etcd"
-ls -l "$work/restored-files/etc/kubernetes/pki" | head -8
+ls -l "$work/restored-files/etc/kubernetes/pki"
 du -sh "$work/restored-etcd"
 
 step "rebuild preview: every phase of a control-plane restore, changing nothing"
-kk restore --version latest --dry-run | head -40
+kk restore --version latest --dry-run > "$work/dry-run.txt"
+head -40 "$work/dry-run.txt"
 
 kill "$sandbox_pid" 2>/dev/null || true; wait "$sandbox_pid" 2>/dev/null || true; sandbox_pid=
 

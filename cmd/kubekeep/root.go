@@ -21,6 +21,7 @@ type globalOptions struct {
 	root       string
 	store      string
 	logLevel   string
+	logFormat  string
 	sameFS     bool
 
 	cfg    config.Config
@@ -55,6 +56,7 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 	pf.StringVar(&g.root, "root", "/", "prefix for every host path read or written (a sandbox dir in tests)")
 	pf.StringVar(&g.store, "store", "", "store directory on the second disk (overrides store.path)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
+	pf.StringVar(&g.logFormat, "log-format", "", "auto, json or text (overrides log.format; auto = JSON unless stderr is a terminal)")
 	pf.BoolVar(&g.sameFS, "allow-same-filesystem", false, "allow the store on the same filesystem as backed-up paths (tests and demos only)")
 
 	cmd.AddCommand(
@@ -114,6 +116,9 @@ func (g *globalOptions) resolve(cmd *cobra.Command) error {
 	}
 	if flags.Changed("allow-same-filesystem") {
 		cfg.Store.AllowSameFilesystem = g.sameFS
+	}
+	if flags.Changed("log-format") {
+		cfg.Log.Format = g.logFormat
 	}
 	if flags.Changed("log-level") {
 		cfg.Log.Level = g.logLevel
