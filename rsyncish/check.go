@@ -84,7 +84,7 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 	// Indexes and packs. bad maps a blob to why it cannot be read.
 	bad := map[format.ID]string{}
 	badObj := map[format.ID]string{}
-	have := map[format.ID]bool{}
+	have := map[format.ID]uint32{} // blob -> length
 	idxEnts, err := os.ReadDir(s.path(indexDir))
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
@@ -132,7 +132,7 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 			continue
 		}
 		for _, b := range entries {
-			have[b.ID] = true
+			have[b.ID] = b.Len
 			r.Blobs++
 		}
 		if readData {
@@ -149,7 +149,7 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 	// A blob stored twice (a repack interrupted by a crash) is fine if one
 	// copy is good.
 	for id := range bad {
-		if have[id] && !strings.HasPrefix(bad[id], "hash") {
+		if have[id] > 0 && !strings.HasPrefix(bad[id], "hash") {
 			delete(bad, id)
 		}
 	}
@@ -202,11 +202,15 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 					continue
 				}
 				_, isBad := bad[x.ID]
-				if have[x.ID] && !isBad {
+				n, ok := have[x.ID]
+				if ok && !isBad && uint64(x.Off)+uint64(x.Len) <= uint64(n) {
 					continue
 				}
 				if !isBad {
 					bad[x.ID] = "referenced but in no pack index"
+					if ok {
+						bad[x.ID] = fmt.Sprintf("referenced at %d+%d beyond its %d bytes", x.Off, x.Len, n)
+					}
 				}
 				h := hits[x.ID]
 				if h == nil {

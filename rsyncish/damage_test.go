@@ -460,6 +460,9 @@ func TestGuards(t *testing.T) {
 	if _, err := Open(filepath.Join(dir, "s3"), Options{NoCreate: true, Logger: testLogger(t)}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("NoCreate on a missing store: %v", err)
 	}
+	if _, err := Open(root, Options{Logger: testLogger(t)}); err == nil {
+		t.Error("a store was created in a non-empty directory")
+	}
 	// Symlinks are stored, never followed out of the tree.
 	os.Symlink("/etc", filepath.Join(root, "etc/out"))
 	s4 := openTest(t, filepath.Join(dir, "s4"), 0)

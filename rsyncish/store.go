@@ -133,6 +133,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	case errors.Is(err, fs.ErrNotExist) && opts.NoCreate:
 		return nil, fmt.Errorf("store %s: %w (no %s)", dir, fs.ErrNotExist, configFile)
 	case errors.Is(err, fs.ErrNotExist):
+		// Never scatter a store into a directory holding something else
+		// (the bare mountpoint, /data/backup with other tools' files).
+		if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+			return nil, fmt.Errorf("%s is not empty and is not a kubekeep store (no %s); use an empty or new directory", dir, configFile)
+		}
 		if err := s.create(); err != nil {
 			return nil, fmt.Errorf("creating store %s: %w", dir, err)
 		}
