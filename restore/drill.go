@@ -81,7 +81,7 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	}
 	res.RecordedRevision, res.RecordedKeys, res.RecordedSHA256 = src.etcd.Revision, src.etcd.Keys, src.etcd.SHA256
 
-	sf, err := materializeSnapshot(ctx, store, src)
+	sf, err := materializeSnapshot(ctx, store, src, true)
 	if err != nil {
 		return fail(err)
 	}

@@ -104,12 +104,15 @@ func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 	if err != nil {
 		return res, err
 	}
-	sf, err := materializeSnapshot(ctx, o.Store, src)
+	if src.etcd == nil {
+		return res, fmt.Errorf("version %s records no etcd snapshot (status %s)", src.id, orDash(string(src.status)))
+	}
+	sf, err := materializeSnapshot(ctx, o.Store, src, false)
 	if err != nil {
 		return res, err
 	}
 	defer sf.remove()
-	segs, err := deltaSegments(o.Store, o.Journal, sf.stats.Revision, o.At, o.Revision)
+	segs, err := deltaSegments(o.Store, o.Journal, src.etcd.Revision, o.At, o.Revision)
 	if err != nil {
 		return res, err
 	}
@@ -120,6 +123,9 @@ func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 		Logger: zap.NewNop(), // etcdutl's info lines are noise next to ours
 	})
 	res.RestoreResult = rr
+	if err == nil && rr.SnapshotRevision != src.etcd.Revision {
+		err = fmt.Errorf("the stored snapshot is at revision %d, the backup recorded %d; %s is not to be used", rr.SnapshotRevision, src.etcd.Revision, o.To)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -170,15 +176,19 @@ func (r *runner) etcd(ctx context.Context) error {
 			return fmt.Errorf("etcd still holds %s: run the stop phase first (kubekeep restore --phase stop)", dataDir)
 		}
 	}
-	sf, err := r.snapshot(ctx)
+	if r.src.etcd == nil {
+		return fmt.Errorf("version %s records no etcd snapshot (status %s)", r.src.id, orDash(string(r.src.status)))
+	}
+	snapRev := r.src.etcd.Revision
+	sf, err := r.snapshot(ctx, false)
 	if err != nil {
 		return err
 	}
-	segs, err := deltaSegments(r.opts.Store, r.opts.DeltaJournal, sf.stats.Revision, r.opts.At, r.opts.Revision)
+	segs, err := deltaSegments(r.opts.Store, r.opts.DeltaJournal, snapRev, r.opts.At, r.opts.Revision)
 	if err != nil {
 		return err
 	}
-	point := fmt.Sprintf("revision %d", sf.stats.Revision)
+	point := fmt.Sprintf("revision %d", snapRev)
 	if len(segs) > 0 {
 		point += fmt.Sprintf(" plus %d delta segments", len(segs))
 		if r.opts.Revision > 0 {
@@ -189,7 +199,7 @@ func (r *runner) etcd(ctx context.Context) error {
 		}
 	}
 	if err := r.do(fmt.Sprintf("restore the etcd snapshot (%s, %d keys) into %s as member %s (peers %s, cluster %s), revision bumped by %d and marked compacted",
-		point, sf.stats.Keys, staging, m.name, m.peerURLs, m.initialCluster, etcdsnap.RevisionBump), func() error {
+		point, r.src.etcd.Keys, staging, m.name, m.peerURLs, m.initialCluster, etcdsnap.RevisionBump), func() error {
 		if err := r.mkdirParent(staging); err != nil {
 			return err
 		}
@@ -199,6 +209,9 @@ func (r *runner) etcd(ctx context.Context) error {
 			DataDir: stagingReal, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 			Logger: zap.NewNop(),
 		})
+		if err == nil && rr.SnapshotRevision != snapRev {
+			err = fmt.Errorf("the stored snapshot is at revision %d, the backup recorded %d", rr.SnapshotRevision, snapRev)
+		}
 		if err != nil {
 			return fmt.Errorf("%w (the partial %s can be removed; %s is untouched)", err, staging, dataDir)
 		}

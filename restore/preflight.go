@@ -81,7 +81,7 @@ func (r *runner) preflight(ctx context.Context) error {
 	// The snapshot is read and checked whole now, so a truncated or
 	// corrupt one stops the restore before anything is changed.
 	if src.hasSnapshot {
-		sf, err := r.snapshot(ctx)
+		sf, err := r.snapshot(ctx, true)
 		if err != nil {
 			block("etcd snapshot unusable: %v", err)
 		} else {
