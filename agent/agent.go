@@ -69,6 +69,10 @@ type Config struct {
 	// CatchUpCheck is how often the agent compares the wall clock with the
 	// scheduled runs, to catch up once after the host slept. Default 15 s.
 	CatchUpCheck time.Duration
+	// DeltaHeartbeat is how often an idle delta stream proves it is alive
+	// (an empty segment); a dead etcd is noticed within about three of
+	// them. Default 10 s.
+	DeltaHeartbeat time.Duration
 	// NoSignals leaves SIGHUP alone (tests running several agents).
 	NoSignals bool
 }
@@ -116,6 +120,9 @@ type Agent struct {
 	srvMu sync.Mutex
 	srv   *metricsServer
 
+	// watching is set once the change watches are in place.
+	watching atomic.Bool
+
 	// hooks for tests
 	beforeBackup func()
 }
@@ -130,6 +137,9 @@ func New(c Config) (*Agent, error) {
 	}
 	if c.StoreProbe <= 0 {
 		c.StoreProbe = 10 * time.Second
+	}
+	if c.DeltaHeartbeat <= 0 {
+		c.DeltaHeartbeat = 10 * time.Second
 	}
 	if c.CatchUpCheck <= 0 {
 		c.CatchUpCheck = 15 * time.Second

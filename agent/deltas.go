@@ -143,7 +143,7 @@ func (a *Agent) streamOnce(ctx context.Context, cfg config.Config, cc etcdsnap.C
 	a.statusDirty = true
 	a.stMu.Unlock()
 	a.log.Info("etcd delta stream started", "endpoint", ep, "afterRevision", start.Rev)
-	ds := etcdsnap.NewDeltaStreamer(cli, start.Rev, start.Time, &journalSink{a: a, j: j}, etcdsnap.DeltaConfig{Flush: cfg.Etcd.DeltaFlush})
+	ds := etcdsnap.NewDeltaStreamer(cli, start.Rev, start.Time, &journalSink{a: a, j: j}, etcdsnap.DeltaConfig{Flush: cfg.Etcd.DeltaFlush, Heartbeat: a.opts.DeltaHeartbeat})
 	err = ds.Run(runCtx)
 	cov := ds.Covered()
 	a.deltaMu.Lock()

@@ -373,7 +373,10 @@ func (a *Agent) catchUpLoop(ctx context.Context) {
 			j.mu.Lock()
 			// Overdue on the wall clock, and the run that fell due has not
 			// started (the last start is from before that slot).
-			overdue := now.After(next.Add(grace)) && j.lastStart.Before(next.Add(-j.interval/2)) && !j.running
+			// Half an interval of slack keeps a run that was merely held up
+			// by a long previous run (gocron then skips a tick) from
+			// counting as missed.
+			overdue := now.After(next.Add(grace+j.interval/2)) && j.lastStart.Before(next.Add(-j.interval/2)) && !j.running
 			j.mu.Unlock()
 			if overdue {
 				due = append(due, j)

@@ -126,6 +126,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 	defer w.Close()
 	ws := a.buildWatchSet(a.config())
 	ws.apply(w, a.log.Warn)
+	a.watching.Store(true)
 
 	var (
 		debounce    *time.Timer
