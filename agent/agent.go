@@ -28,9 +28,10 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-// DrillFunc restores a version's etcd into a scratch place, checks it and
-// marks the version verified in the store (package restore provides it).
-type DrillFunc func(ctx context.Context, store *rsyncish.Store) error
+// DrillFunc restores version's etcd into a scratch place, checks it and
+// marks the version verified in the store (restore.Drill does this). The
+// agent picks the version: the newest with a good etcd snapshot.
+type DrillFunc func(ctx context.Context, store *rsyncish.Store, version string) error
 
 // CloudSnapshotFunc takes one ECS snapshot set of the VM. Version and
 // EtcdRevision name the local version taken just before (empty/0 when that

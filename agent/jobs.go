@@ -592,9 +592,27 @@ func (a *Agent) verifyJob(ctx context.Context) (int64, error) {
 
 func (a *Agent) drillJob(ctx context.Context) (int64, error) {
 	return 0, a.withStore(ctx, func() error {
-		if err := a.opts.Drill(ctx, a.store); err != nil {
+		vs, err := a.store.Versions()
+		if err != nil {
 			return fmt.Errorf("restore drill: %w", err)
 		}
+		var pick *rsyncish.VersionInfo
+		for i := len(vs) - 1; i >= 0 && pick == nil; i-- {
+			if info := versionEtcd(vs[i]); info != nil && info.Verified && versionStatus(vs[i]) == string(backup.StatusOK) {
+				pick = &vs[i]
+			}
+		}
+		switch {
+		case pick == nil:
+			return errors.New("restore drill: no version with a good etcd snapshot yet")
+		case pick.Verified:
+			a.log.Info("restore drill: the newest good version is already verified", "version", pick.ID)
+			return nil
+		}
+		if err := a.opts.Drill(ctx, a.store, pick.ID); err != nil {
+			return fmt.Errorf("restore drill of %s: %w", pick.ID, err)
+		}
+		a.log.Info("restore drill passed; version marked verified", "version", pick.ID)
 		a.refreshStoreStats()
 		return nil
 	})

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kubekeep/kubekeep/agent"
+)
+
+func init() { registerCommand(newStatusCommand) }
+
+func newStatusCommand(g *globalOptions) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show what the agent did: jobs, newest (verified) version, etcd delta lag, store space",
+		Long: `Show the state of the backups on the second disk: each job's last
+success and failure (with the error) and next run, the newest version,
+the newest version the restore drill verified and its age (the recovery
+point that is proven), how far behind the etcd delta stream is, and the
+store's size and free space.
+
+It reads the store and the status file the agent keeps in it, so it works
+whether or not the agent is running.
+
+With -o json:
+  {"jobs":{"<name>":{"lastSuccess","lastFailure","lastError","nextRun"}},
+   "newestVersion":{"id","time"},"newestVerified":{"id","time","ageSeconds"},
+   "etcdDeltaLagSeconds","store":{"used","free"}, ...}`,
+		Example: `  kubekeep status --store /data/backup/kubekeep
+  kubekeep status --store /data/backup/kubekeep -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "text", "json"); err != nil {
+				return err
+			}
+			s, err := openStoreMode(g, false)
+			if err != nil {
+				return err
+			}
+			st, err := agent.ReadStatus(s, time.Now())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(g.stdout, st)
+			}
+			return printStatus(g.stdout, st, time.Now())
+		},
+	}
+	outputFlag(cmd, &output, "text", "json")
+	return cmd
+}
+
+func printStatus(w io.Writer, st *agent.Status, now time.Time) error {
+	switch {
+	case st.Agent.Running:
+		fmt.Fprintf(w, "agent:            running (pid %d)\n", st.Agent.PID)
+	case st.Agent.Updated != nil:
+		fmt.Fprintf(w, "agent:            NOT RUNNING (last seen %s)\n", ago(now, st.Agent.Updated))
+	default:
+		fmt.Fprintln(w, "agent:            NOT RUNNING (never ran on this store)")
+	}
+	if st.Agent.StoreError != "" {
+		fmt.Fprintf(w, "second disk:      NOT WRITING: %s\n", st.Agent.StoreError)
+	}
+	if v := st.NewestVersion; v != nil {
+		fmt.Fprintf(w, "newest version:   %s (%s, %s)\n", v.ID, ago(now, &v.Time), orNone(v.Status))
+	} else {
+		fmt.Fprintln(w, "newest version:   none")
+	}
+	if v := st.NewestVerified; v != nil {
+		fmt.Fprintf(w, "newest verified:  %s (%s old)\n", v.ID, (time.Duration(v.AgeSeconds) * time.Second).String())
+	} else {
+		fmt.Fprintln(w, "newest verified:  none (no restore drill has passed yet; run 'kubekeep drill')")
+	}
+	if st.EtcdDeltaLagSeconds != nil {
+		fmt.Fprintf(w, "etcd delta lag:   %.1fs\n", *st.EtcdDeltaLagSeconds)
+	} else {
+		fmt.Fprintln(w, "etcd delta lag:   unknown (no etcd snapshot or deltas yet)")
+	}
+	if e := st.Etcd; e != nil {
+		api := "up"
+		if !e.APIUp {
+			api = "DOWN"
+		}
+		fmt.Fprintf(w, "etcd:             API %s, last snapshot revision %d (%s)", api, e.Revision, orNone(e.Source))
+		if e.Error != "" {
+			fmt.Fprintf(w, ": %s", e.Error)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "store:            %s used, %s free, %d versions\n\n", humanBytes(st.Store.Used), humanBytes(st.Store.Free), st.Versions)
+
+	names := make([]string, 0, len(st.Jobs))
+	for n := range st.Jobs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	tw := newTable(w)
+	fmt.Fprintln(tw, "JOB\tLAST SUCCESS\tLAST FAILURE\tNEXT RUN\tERROR")
+	for _, n := range names {
+		j := st.Jobs[n]
+		next := "-"
+		if j.NextRun != nil {
+			next = "in " + j.NextRun.Sub(now).Round(time.Second).String()
+		}
+		if j.Disabled != "" {
+			next = "off: " + j.Disabled
+		}
+		errText := ""
+		if j.LastFailure != nil && (j.LastSuccess == nil || j.LastFailure.After(*j.LastSuccess)) {
+			errText = j.LastError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n, ago(now, j.LastSuccess), ago(now, j.LastFailure), next, errText)
+	}
+	return tw.Flush()
+}
+
+func ago(now time.Time, t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return now.Sub(*t).Round(time.Second).String() + " ago"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
