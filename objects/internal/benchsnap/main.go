@@ -257,6 +257,10 @@ func evict(path string) error {
 		return err
 	}
 	defer f.Close()
+	// Dirty pages (a snapshot just written) cannot be evicted: flush first.
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("flush %s: %w", path, err)
+	}
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
 		return fmt.Errorf("evict %s from page cache: %w", path, err)
 	}
