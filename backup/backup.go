@@ -62,8 +62,11 @@ type Options struct {
 	// etcd only when Etcd names endpoints.
 	NoDiscover bool
 	// Etcd overrides what discovery finds (endpoints, certificates).
-	Etcd   config.Etcd
-	Logger *slog.Logger
+	Etcd config.Etcd
+	// LockWait is how long to queue behind another writer (a prune, the
+	// agent's backup); default one minute.
+	LockWait time.Duration
+	Logger   *slog.Logger
 }
 
 // Result is what one backup did. Its JSON form is the `kubekeep backup -o
@@ -114,7 +117,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	cc, haveEtcd := clientConfig(opts.Root, set, opts.Etcd)
 
-	unlock, err := opts.Store.Lock(ctx)
+	wait := opts.LockWait
+	if wait == 0 {
+		wait = time.Minute
+	}
+	unlock, err := opts.Store.LockWait(ctx, wait)
 	if err != nil {
 		return nil, err
 	}

@@ -186,6 +186,24 @@ func (s *Store) path(parts ...string) string {
 	return filepath.Join(append([]string{s.dir}, parts...)...)
 }
 
+// LockWait is Lock, retrying for up to wait while another writer holds the
+// store: the agent's backups and prunes are short, and a CLI run or the next
+// scheduled job should queue behind them rather than fail.
+func (s *Store) LockWait(ctx context.Context, wait time.Duration) (unlock func() error, err error) {
+	deadline := time.Now().Add(wait)
+	for {
+		unlock, err := s.Lock(ctx)
+		if err == nil || !errors.Is(err, ErrLocked) || !time.Now().Before(deadline) {
+			return unlock, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // Lock takes the exclusive writer lock (flock on <dir>/lock) and then cleans
 // leftovers of interrupted runs. It fails at once, wrapping ErrLocked and
 // naming the holder's pid, when another writer holds it; callers that want

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kubekeep/kubekeep/rsyncish"
+	"github.com/kubekeep/kubekeep/backup"
 )
 
 func init() { registerCommand(newPruneCommand) }
@@ -44,15 +44,12 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o *pruneOptions) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := lockStore(cmd.Context(), s, o.wait)
+	unlock, err := s.LockWait(cmd.Context(), o.wait)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	r := g.cfg.Retention
-	res, err := s.Prune(cmd.Context(), rsyncish.RetentionPolicy{
-		KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly,
-	}, o.dryRun)
+	res, err := backup.Prune(cmd.Context(), s, g.cfg.Retention, o.dryRun)
 	if err != nil {
 		return err
 	}
@@ -73,7 +70,7 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o *pruneOptions) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "%d kept, %d %s; packs: %d deleted, %d rewritten; %s %s\n",
-		len(res.Keep), len(res.Remove), verb, res.PacksDeleted, res.PacksRewritten, freed, humanBytes(res.BytesFreed))
+	fmt.Fprintf(g.stdout, "%d kept, %d %s; packs: %d deleted, %d rewritten; %s %s; %d etcd delta segments trimmed\n",
+		len(res.Keep), len(res.Remove), verb, res.PacksDeleted, res.PacksRewritten, freed, humanBytes(res.BytesFreed), res.DeltaSegmentsTrimmed)
 	return nil
 }

@@ -1,10 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"time"
-
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -30,21 +26,4 @@ func openStoreMode(g *globalOptions, create bool) (*rsyncish.Store, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// lockStore takes the store's writer lock, waiting up to wait for a running
-// backup or prune to finish (the agent's runs are short).
-func lockStore(ctx context.Context, s *rsyncish.Store, wait time.Duration) (func() error, error) {
-	deadline := time.Now().Add(wait)
-	for {
-		unlock, err := s.Lock(ctx)
-		if err == nil || !errors.Is(err, rsyncish.ErrLocked) || time.Now().After(deadline) {
-			return unlock, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
 }

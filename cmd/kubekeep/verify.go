@@ -45,7 +45,7 @@ func runVerify(cmd *cobra.Command, g *globalOptions, o *verifyOptions) error {
 		return err
 	}
 	// The lock keeps a prune from removing what is being checked.
-	unlock, err := lockStore(cmd.Context(), s, o.wait)
+	unlock, err := s.LockWait(cmd.Context(), o.wait)
 	if err != nil {
 		return err
 	}
