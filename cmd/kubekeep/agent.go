@@ -112,6 +112,9 @@ func agentSettings(cmd *cobra.Command, g *globalOptions, o *agentOptions) (confi
 	if flags.Changed("log-level") {
 		cfg.Log.Level = g.logLevel
 	}
+	if flags.Changed("log-format") {
+		cfg.Log.Format = g.logFormat
+	}
 	if flags.Changed("backup-interval") {
 		cfg.Schedules.Backup = o.backupInterval
 	}
