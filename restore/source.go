@@ -239,42 +239,11 @@ func materializeSnapshot(ctx context.Context, store *rsyncish.Store, src *source
 		}
 		return nil, fmt.Errorf("version %s has %s: pick a version whose status is ok (kubekeep versions)", src.id, why)
 	}
-	rc, _, err := store.OpenStream(src.id, backup.EtcdSnapshotStream)
+	f, err := backup.MaterializeSnapshot(ctx, store, src.id)
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
-	tmp, err := store.CreateTemp("restore-snapshot-*.db")
-	if err != nil {
-		return nil, err
-	}
-	sf := &snapshotFile{path: tmp.Name(), raw: src.etcd != nil && src.etcd.Source == etcdsnap.SourceRaw}
-	fail := func(err error) (*snapshotFile, error) {
-		tmp.Close()
-		sf.remove()
-		return nil, err
-	}
-	r := &ctxReader{ctx: ctx, r: rc}
-	if sf.raw {
-		sf.size, err = io.CopyBuffer(tmp, r, make([]byte, 1<<20))
-		if err != nil {
-			return fail(fmt.Errorf("version %s: read the raw etcd db copy: %w", src.id, err))
-		}
-	} else {
-		sf.size, sf.sha, err = etcdsnap.CopyVerified(tmp, r)
-		if err != nil {
-			return fail(fmt.Errorf("version %s: the stored etcd snapshot (%d bytes) is not intact: %w", src.id, sf.size, err))
-		}
-		if src.etcd != nil && src.etcd.SHA256 != "" && src.etcd.SHA256 != sf.sha {
-			return fail(fmt.Errorf("version %s: stored etcd snapshot hashes to %s, the backup recorded %s", src.id, sf.sha, src.etcd.SHA256))
-		}
-	}
-	// No fsync: the file is scratch, a crash makes it a leftover that the
-	// next Lock removes.
-	if err := tmp.Close(); err != nil {
-		sf.remove()
-		return nil, fmt.Errorf("close %s: %w", sf.path, err)
-	}
+	sf := &snapshotFile{path: f.Path, raw: f.Raw, size: f.Size, sha: f.SHA256}
 	if !check {
 		return sf, nil
 	}
@@ -304,18 +273,6 @@ func (r *runner) snapshot(ctx context.Context, check bool) (*snapshotFile, error
 	}
 	r.snap = sf
 	return sf, nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // deltaSegments returns the journal segments a point-in-time restore from

@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -119,7 +115,7 @@ func resourceName(r objects.Ref) string {
 type versionSnapshot struct {
 	id      string
 	snap    *objects.Snapshot
-	tmp     string
+	file    *backup.SnapshotFile
 	deltas  int // events applied for --at
 	encFrom string
 }
@@ -128,9 +124,7 @@ func (v *versionSnapshot) Close() {
 	if v.snap != nil {
 		_ = v.snap.Close()
 	}
-	if v.tmp != "" {
-		_ = os.Remove(v.tmp)
-	}
+	v.file.Remove()
 }
 
 // openVersionSnapshot resolves --version/--at to a version, copies its
@@ -164,10 +158,10 @@ func openVersionSnapshot(ctx context.Context, g *globalOptions, version, at, enc
 			vs.Close()
 		}
 	}()
-	if vs.tmp, err = materialise(store, id); err != nil {
+	if vs.file, err = backup.MaterializeSnapshot(ctx, store, id); err != nil {
 		return nil, err
 	}
-	if vs.snap, err = objects.Open(vs.tmp); err != nil {
+	if vs.snap, err = objects.Open(vs.file.Path); err != nil {
 		return nil, fmt.Errorf("version %s: %w", id, err)
 	}
 	kr, from, err := keyring(store, id, g.cfg.Root, encConfig)
@@ -213,33 +207,6 @@ func versionAt(store *rsyncish.Store, t time.Time) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no version with an etcd snapshot at or before %s: %w", t.Format(time.RFC3339), rsyncish.ErrNotFound)
-}
-
-// materialise copies the version's etcd snapshot into the store's tmp
-// directory. The name follows the store's temp-file convention (base,
-// ".tmp-", pid) so the store removes it if this process dies first.
-func materialise(store *rsyncish.Store, id string) (string, error) {
-	rc, _, err := store.OpenStream(id, backup.EtcdSnapshotStream)
-	if err != nil {
-		return "", fmt.Errorf("version %s has no etcd snapshot: %w", id, err)
-	}
-	defer rc.Close()
-	var rnd [4]byte
-	_, _ = rand.Read(rnd[:])
-	path := filepath.Join(store.Dir(), "tmp", "objects-"+id+".db.tmp-"+strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("materialise etcd snapshot of %s: %w", id, err)
-	}
-	_, err = io.Copy(f, rc)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(path)
-		return "", fmt.Errorf("materialise etcd snapshot of %s: %w", id, err)
-	}
-	return path, nil
 }
 
 // keyring loads the EncryptionConfiguration: the file given, else the one
