@@ -156,7 +156,9 @@ func SelectPhases(names []string) ([]string, error) {
 }
 
 // Run runs the selected phases in order and stops at the first failure,
-// returning a *PhaseError that names the command resuming from it.
+// returning a *PhaseError that names the command resuming from it. A dry
+// run previews every phase even past a failing one, and then returns the
+// first failure.
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	r, err := newRunner(opts)
 	if err != nil {
@@ -164,6 +166,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer r.close()
 	res := &Result{Version: r.src.id, DryRun: opts.DryRun}
+	var firstErr *PhaseError
 	for i, name := range r.phases {
 		start := time.Now()
 		pr := PhaseResult{Name: name}
@@ -176,11 +179,24 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		if name == PhasePreflight {
 			res.Preflight = r.report
 		}
+		if err != nil && opts.DryRun {
+			// A preview is for seeing everything at once: say what would
+			// block this phase and go on showing the rest.
+			r.printf("[%s] WOULD FAIL: %v", name, err)
+			r.log.Error("restore phase would fail", "phase", name, "err", err)
+			if firstErr == nil {
+				firstErr = &PhaseError{Phase: name, Err: err, Resume: r.resumeCommand(r.phases[i:])}
+			}
+			continue
+		}
 		if err != nil {
 			r.log.Error("restore phase failed", "phase", name, "err", err)
 			return res, &PhaseError{Phase: name, Err: err, Resume: r.resumeCommand(r.phases[i:])}
 		}
 		r.log.Info("restore phase done", "phase", name, "actions", len(pr.Actions), "warnings", len(pr.Warnings), "duration", pr.Duration)
+	}
+	if firstErr != nil {
+		return res, firstErr
 	}
 	return res, nil
 }

@@ -192,7 +192,14 @@ func TestDryRunChangesNothing(t *testing.T) {
 		// kubeadm is missing and the node changed: preflight blocks.
 		t.Fatalf("want preflight blocked by missing kubeadm, got %v\n%s", err, out.String())
 	}
-	_ = res
+	// The preview goes on past the blocker: an operator sees every phase.
+	if first := out.String(); !strings.Contains(first, "[preflight] WOULD FAIL") ||
+		!strings.Contains(first, "would: restore the etcd snapshot") || !strings.Contains(first, "would: run kubeadm-that-does-not-exist init") {
+		t.Errorf("a blocked dry run must still preview every phase:\n%s", first)
+	}
+	if len(res.Phases) != len(Phases) {
+		t.Errorf("blocked dry run previewed %d phases, want %d", len(res.Phases), len(Phases))
+	}
 	o.Phases = []string{PhaseSafety, PhaseStop, PhaseFiles, PhaseEtcd, PhaseKubeadm, PhaseVerify}
 	out.Reset()
 	res, err = Run(ctx, o)
