@@ -11,7 +11,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/go-co-op/gocron/v2"
 
+	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -361,23 +361,6 @@ func (a *Agent) withStore(ctx context.Context, f func() error) error {
 	return f()
 }
 
-// lockStore takes the store's writer lock, waiting a while for a backup or
-// prune an operator started by hand.
-func lockStore(ctx context.Context, s *rsyncish.Store, wait time.Duration) (func() error, error) {
-	deadline := time.Now().Add(wait)
-	for {
-		unlock, err := s.Lock(ctx)
-		if err == nil || !errors.Is(err, rsyncish.ErrLocked) || time.Now().After(deadline) {
-			return unlock, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
 // health backs /healthz: unhealthy while the store cannot be written or
 // no backup succeeded for three intervals.
 func (a *Agent) health() (bool, []string) {
@@ -546,7 +529,7 @@ func (a *Agent) refreshStoreStats() {
 			verified = v.Time
 		}
 		if rev == 0 {
-			if info := versionEtcd(v); info != nil && info.Verified {
+			if info := backup.VersionEtcd(v); info != nil && info.Verified {
 				rev = info.Revision
 				a.m.covered(v.Time)
 			}

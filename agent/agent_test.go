@@ -162,7 +162,7 @@ func TestAgentScheduleDeltasAndEtcdOutage(t *testing.T) {
 // change of key at revision rev.
 func journalHasKey(t *testing.T, dir, key string, rev int64) bool {
 	t.Helper()
-	j, err := openStore(t, dir).Journal(DeltaJournal)
+	j, err := openStore(t, dir).Journal(backup.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"reflect"
 	"time"
 
+	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/layout"
-	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
 // deltaPoint is where a delta chain starts or resumes: every change after
@@ -133,7 +132,7 @@ func (a *Agent) streamOnce(ctx context.Context, cfg config.Config, cc etcdsnap.C
 		return fmt.Errorf("etcd deltas: %w", err)
 	}
 	defer cli.Close()
-	j, err := a.store.Journal(DeltaJournal)
+	sink, err := backup.DeltaSink(a.store)
 	if err != nil {
 		return fmt.Errorf("etcd deltas: %w", err)
 	}
@@ -143,7 +142,7 @@ func (a *Agent) streamOnce(ctx context.Context, cfg config.Config, cc etcdsnap.C
 	a.statusDirty = true
 	a.stMu.Unlock()
 	a.log.Info("etcd delta stream started", "endpoint", ep, "afterRevision", start.Rev)
-	ds := etcdsnap.NewDeltaStreamer(cli, start.Rev, start.Time, &journalSink{a: a, j: j}, etcdsnap.DeltaConfig{Flush: cfg.Etcd.DeltaFlush, Heartbeat: a.opts.DeltaHeartbeat})
+	ds := etcdsnap.NewDeltaStreamer(cli, start.Rev, start.Time, &journalSink{a: a, inner: sink}, etcdsnap.DeltaConfig{Flush: cfg.Etcd.DeltaFlush, Heartbeat: a.opts.DeltaHeartbeat})
 	err = ds.Run(runCtx)
 	cov := ds.Covered()
 	a.deltaMu.Lock()
@@ -157,25 +156,18 @@ func (a *Agent) streamOnce(ctx context.Context, cfg config.Config, cc etcdsnap.C
 	return nil
 }
 
-// journalSink makes delta segments durable in the store's journal.
+// journalSink makes delta segments durable through the store journal
+// (backup.DeltaSink) and accounts for them in status and metrics.
 type journalSink struct {
-	a *Agent
-	j *rsyncish.Journal
+	a     *Agent
+	inner etcdsnap.SegmentSink
 }
 
-// AppendSegment writes a segment. The streamer marks a heartbeat (no
-// change up to t) with firstRev = lastRev+1; the journal names segments by
-// an inclusive revision range, so a heartbeat is filed as [lastRev,
-// lastRev], which sorts it after the segment it confirms.
 func (s *journalSink) AppendSegment(data []byte, firstRev, lastRev int64, t time.Time) error {
 	if !s.a.storeOK.Load() {
 		return errors.New("not writing: the second disk is unavailable")
 	}
-	first := min(firstRev, lastRev)
-	if first < 0 || lastRev < 0 {
-		return fmt.Errorf("negative revision in segment %d-%d", firstRev, lastRev)
-	}
-	if err := s.j.Append(data, uint64(first), uint64(lastRev), t); err != nil {
+	if err := s.inner.AppendSegment(data, firstRev, lastRev, t); err != nil {
 		kick(s.a.storeKick)
 		return err
 	}
@@ -204,28 +196,7 @@ func (a *Agent) etcdClientConfig(cfg config.Config) (etcdsnap.ClientConfig, bool
 	a.setMu.Lock()
 	set := a.discovered
 	a.setMu.Unlock()
-	var cc etcdsnap.ClientConfig
-	if set != nil {
-		cc.Endpoints = set.Etcd.Endpoints
-		cc.CAFile, cc.CertFile, cc.KeyFile = set.Etcd.CAFile, set.Etcd.CertFile, set.Etcd.KeyFile
-	}
-	o := cfg.Etcd
-	if len(o.Endpoints) > 0 {
-		cc.Endpoints = o.Endpoints
-	}
-	if o.CAFile != "" {
-		cc.CAFile = o.CAFile
-	}
-	if o.CertFile != "" {
-		cc.CertFile, cc.KeyFile = o.CertFile, o.KeyFile
-	}
-	for _, f := range []*string{&cc.CAFile, &cc.CertFile, &cc.KeyFile} {
-		if *f != "" {
-			*f = path.Join(cfg.Root, *f)
-		}
-	}
-	cc.DialTimeout = o.DialTimeout
-	return cc, len(cc.Endpoints) > 0
+	return backup.ClientConfig(cfg.Root, set, cfg.Etcd)
 }
 
 // rediscover reads the manifests again (at start and when one changed).

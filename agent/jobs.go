@@ -525,52 +525,25 @@ func (a *Agent) cloudJob(ctx context.Context) (int64, error) {
 func (a *Agent) pruneJob(ctx context.Context) (int64, error) {
 	cfg := a.config()
 	return 0, a.withStore(ctx, func() error {
-		unlock, err := lockStore(ctx, a.store, time.Minute)
+		unlock, err := a.store.LockWait(ctx, time.Minute)
 		if err != nil {
 			return fmt.Errorf("prune: %w", err)
 		}
 		defer unlock()
-		r := cfg.Retention
-		res, err := a.store.Prune(ctx, rsyncish.RetentionPolicy{KeepLast: r.KeepLast, KeepHourly: r.KeepHourly,
-			KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly}, false)
+		res, err := backup.Prune(ctx, a.store, cfg.Retention, false)
 		if err != nil {
 			return fmt.Errorf("prune: %w", err)
 		}
-		trimmed, err := a.trimJournal()
-		if err != nil {
-			return fmt.Errorf("prune: trimming etcd deltas: %w", err)
-		}
 		a.log.Info("pruned", "kept", len(res.Keep), "removed", len(res.Remove), "bytesFreed", res.BytesFreed,
-			"deltaSegmentsTrimmed", trimmed)
+			"deltaSegmentsTrimmed", res.DeltaSegmentsTrimmed)
 		a.refreshStoreStats()
 		return nil
 	})
 }
 
-// trimJournal drops delta segments older than the oldest kept snapshot:
-// nothing can replay them any more.
-func (a *Agent) trimJournal() (int, error) {
-	vs, err := a.store.Versions()
-	if err != nil {
-		return 0, err
-	}
-	for _, v := range vs {
-		info := versionEtcd(v)
-		if info == nil || !info.Verified || info.Revision <= 0 {
-			continue
-		}
-		j, err := a.store.Journal(DeltaJournal)
-		if err != nil {
-			return 0, err
-		}
-		return j.Trim(uint64(info.Revision))
-	}
-	return 0, nil
-}
-
 func (a *Agent) verifyJob(ctx context.Context) (int64, error) {
 	return 0, a.withStore(ctx, func() error {
-		unlock, err := lockStore(ctx, a.store, time.Minute)
+		unlock, err := a.store.LockWait(ctx, time.Minute)
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
@@ -603,7 +576,7 @@ func (a *Agent) drillJob(ctx context.Context) (int64, error) {
 		}
 		var pick *rsyncish.VersionInfo
 		for i := len(vs) - 1; i >= 0 && pick == nil; i-- {
-			if info := versionEtcd(vs[i]); info != nil && info.Verified && versionStatus(vs[i]) == string(backup.StatusOK) {
+			if info := backup.VersionEtcd(vs[i]); info != nil && info.Verified && versionStatus(vs[i]) == string(backup.StatusOK) {
 				pick = &vs[i]
 			}
 		}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
-	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -19,10 +18,6 @@ import (
 // the second disk beside the versions so that `kubekeep status` can read it
 // with or without a running agent, and so it survives the root disk.
 const StatusFile = "agent-status.json"
-
-// DeltaJournal is the rsyncish journal the agent streams etcd watch deltas
-// into. Restore reads segments from the journal of this name.
-const DeltaJournal = "etcd"
 
 // Job names, used as status keys and as the "job" metric label.
 const (
@@ -220,7 +215,7 @@ func ReadStatus(store *rsyncish.Store, now time.Time) (*Status, error) {
 			st.NewestVerified = &VerifiedRef{ID: v.ID, Time: v.Time, AgeSeconds: roundSec(now.Sub(v.Time))}
 		}
 		if newestEtcd.IsZero() {
-			if info := versionEtcd(v); info != nil && info.Verified {
+			if info := backup.VersionEtcd(v); info != nil && info.Verified {
 				newestEtcd = v.Time
 			}
 		}
@@ -247,7 +242,7 @@ func etcdCoveredUntil(store *rsyncish.Store, newestSnapshot time.Time) time.Time
 		return covered
 	}
 	for _, n := range names {
-		if n != DeltaJournal {
+		if n != backup.DeltaJournal {
 			continue
 		}
 		j, err := store.Journal(n)
@@ -277,18 +272,6 @@ func versionStatus(v rsyncish.VersionInfo) string {
 		return ""
 	}
 	return s
-}
-
-func versionEtcd(v rsyncish.VersionInfo) *etcdsnap.Info {
-	raw, ok := v.Meta[backup.MetaEtcd]
-	if !ok {
-		return nil
-	}
-	var info etcdsnap.Info
-	if json.Unmarshal(raw, &info) != nil {
-		return nil
-	}
-	return &info
 }
 
 func roundSec(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 1000 }

@@ -115,7 +115,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if len(hostPaths) == 0 {
 		return nil, errors.New("nothing to back up: discovery found no paths and no --path was given")
 	}
-	cc, haveEtcd := clientConfig(opts.Root, set, opts.Etcd)
+	cc, haveEtcd := ClientConfig(opts.Root, set, opts.Etcd)
 
 	wait := opts.LockWait
 	if wait == 0 {
@@ -216,9 +216,10 @@ func filePaths(set *layout.Set, opts Options) (paths, exclude []string) {
 	return paths, exclude
 }
 
-// clientConfig merges discovery with the configured overrides. Host paths
-// of certificates get the root prefix here, the one place that does it.
-func clientConfig(root string, set *layout.Set, o config.Etcd) (etcdsnap.ClientConfig, bool) {
+// ClientConfig merges discovery (set may be nil) with the configured
+// overrides; false means there is no etcd to reach. Host paths of
+// certificates get the root prefix here, the one place that does it.
+func ClientConfig(root string, set *layout.Set, o config.Etcd) (etcdsnap.ClientConfig, bool) {
 	var cc etcdsnap.ClientConfig
 	if set != nil {
 		cc.Endpoints = set.Etcd.Endpoints
