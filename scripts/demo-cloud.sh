@@ -36,8 +36,16 @@ unset ALIBABA_CLOUD_SECURITY_TOKEN
 export KUBEKEEP_CONFIG=/dev/null
 cloud=(--endpoint "$url" --metadata-url "$url")
 
-echo "== kubekeep cloud snapshot --skip-backup --wait (fake ECS at $url)"
-"$KUBEKEEP" cloud snapshot --skip-backup --wait "${cloud[@]}"
+if [ -n "${DEMO_ROOT:-}" ] && [ -n "${DEMO_STORE:-}" ]; then
+  # Application-consistent: a kubekeep version (files + verified etcd
+  # snapshot) first; its id and etcd revision go into every snapshot's tags.
+  echo "== kubekeep cloud snapshot --wait --root ROOT --store STORE (fake ECS at $url)"
+  "$KUBEKEEP" cloud snapshot --wait --root "$DEMO_ROOT" --store "$DEMO_STORE" --allow-same-filesystem \
+    --log-level warn "${cloud[@]}"
+else
+  echo "== kubekeep cloud snapshot --skip-backup --wait (fake ECS at $url)"
+  "$KUBEKEEP" cloud snapshot --skip-backup --wait "${cloud[@]}"
+fi
 echo "== kubekeep cloud list"
 "$KUBEKEEP" cloud list "${cloud[@]}"
 echo "== kubekeep cloud list -o json"
