@@ -70,6 +70,9 @@ type Config struct {
 	// CatchUpCheck is how often the agent compares the wall clock with the
 	// scheduled runs, to catch up once after the host slept. Default 15 s.
 	CatchUpCheck time.Duration
+	// FirstCheckDelay is when a drill or verify that has never run first
+	// runs, so a new install has a verified version soon (default 1m).
+	FirstCheckDelay time.Duration
 	// DeltaHeartbeat is how often an idle delta stream proves it is alive
 	// (an empty segment); a dead etcd is noticed within about three of
 	// them. Default 10 s.
@@ -141,6 +144,9 @@ func New(c Config) (*Agent, error) {
 	}
 	if c.DeltaHeartbeat <= 0 {
 		c.DeltaHeartbeat = 10 * time.Second
+	}
+	if c.FirstCheckDelay <= 0 {
+		c.FirstCheckDelay = time.Minute
 	}
 	if c.CatchUpCheck <= 0 {
 		c.CatchUpCheck = 15 * time.Second

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
+	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
 // End to end against a real TLS etcd on a kubeadm-like sandbox and a real
@@ -444,5 +446,37 @@ func TestReload(t *testing.T) {
 		a.jobsMu.Lock()
 		defer a.jobsMu.Unlock()
 		return j.interval == 7*time.Minute
+	})
+}
+
+// A new install (no status file, nothing verified) drills and verifies
+// shortly after its first backup, not one daily interval later.
+func TestFirstDrillAndVerifySoonAfterStart(t *testing.T) {
+	root := testetcd.SandboxT(t)
+	testetcd.StartT(t, root)
+	dir := storeDir(t)
+	cfg := testSettings(root, dir)
+	cfg.Schedules.Backup = time.Hour
+	cfg.Schedules.Drill = 24 * time.Hour
+	cfg.Schedules.Verify = 24 * time.Hour
+	var drilled atomic.Value
+	a, buf := newAgent(t, cfg, func(c *Config) {
+		c.FirstCheckDelay = 2 * time.Second
+		c.Drill = func(ctx context.Context, s *rsyncish.Store, version string) error {
+			drilled.Store(version)
+			return nil
+		}
+	})
+	start(t, a, buf)
+	waitFor(t, 15*time.Second, "the startup backup", func() bool { return len(versions(t, dir)) == 1 })
+	waitFor(t, 15*time.Second, "the first drill", func() bool { v, _ := drilled.Load().(string); return v != "" })
+	if v := drilled.Load().(string); v != versions(t, dir)[0].ID {
+		t.Errorf("drilled %s, want the startup version %s", v, versions(t, dir)[0].ID)
+	}
+	waitFor(t, 15*time.Second, "the first verify", func() bool {
+		a.stMu.Lock()
+		defer a.stMu.Unlock()
+		js := a.state.Jobs[JobVerify]
+		return js != nil && js.LastSuccess != nil
 	})
 }

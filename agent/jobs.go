@@ -156,6 +156,10 @@ func (a *Agent) schedule(cfg config.Config, starting bool) {
 		first := now.Add(sp.interval)
 		if !last.IsZero() {
 			first = last.Add(sp.interval)
+		} else if sp.name == JobDrill || sp.name == JobVerify {
+			// A new install must not wait a day for its first verified
+			// version: check shortly after the first backup instead.
+			first = now.Add(min(sp.interval, a.opts.FirstCheckDelay))
 		}
 		if sp.name == JobBackup && starting {
 			first = now
