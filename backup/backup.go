@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path"
 	"slices"
 	"time"
@@ -257,7 +256,6 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 	info, tmpPath, err := streamInto(w, opts.Store, func(dst io.Writer) (etcdsnap.Info, error) {
 		return etcdsnap.Snapshot(sctx, cc, dst)
 	})
-	defer removeTemp(tmpPath)
 	var storeErr *StoreError
 	if err != nil && !errors.As(err, &storeErr) && set != nil && set.Etcd.DataDir != "" && ctx.Err() == nil {
 		dataDir := path.Join(opts.Root, set.Etcd.DataDir)
@@ -272,7 +270,6 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 			rawInfo, rawTmp, rawErr := streamInto(w, opts.Store, func(dst io.Writer) (etcdsnap.Info, error) {
 				return etcdsnap.RawCopy(ctx, dataDir, dst)
 			})
-			defer removeTemp(rawTmp)
 			if rawErr == nil {
 				info, tmpPath, err = rawInfo, rawTmp, nil
 			} else {
@@ -286,7 +283,7 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 	if _, err := info.Check(tmpPath); err != nil {
 		return &info, fmt.Errorf("snapshot of %s failed its consistency check: %w", info.Endpoint, err)
 	}
-	if cfg, err := etcdsnap.ExportClusterConfiguration(tmpPath); err != nil {
+	if cfg, err := info.ClusterConfiguration(); err != nil {
 		// Not fatal: an external or non-kubeadm etcd has no kubeadm-config.
 		log.Warn("no kubeadm ClusterConfiguration in etcd; a rebuild will need one by hand", "err", err)
 	} else if _, err := w.AddStream(ClusterConfigurationStream, bytes.NewReader(cfg)); err != nil {
@@ -298,12 +295,12 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 }
 
 // streamInto runs produce with a writer that feeds both the version's
-// snapshot stream and a temp file on the store's filesystem, so the bytes
-// are read from etcd once.
+// snapshot stream and the store's check copy of the image, so the bytes
+// are read from etcd once. It returns the check copy's path.
 func streamInto(w *rsyncish.VersionWriter, store *rsyncish.Store, produce func(io.Writer) (etcdsnap.Info, error)) (etcdsnap.Info, string, error) {
-	tmp, err := store.CreateTemp("etcd-snapshot-*.db")
+	cc, err := openCheckCopy(store)
 	if err != nil {
-		return etcdsnap.Info{}, "", fmt.Errorf("temp file for the snapshot check: %w", err)
+		return etcdsnap.Info{}, "", &StoreError{fmt.Errorf("file for the snapshot check: %w", err)}
 	}
 	pr, pw := io.Pipe()
 	type produced struct {
@@ -312,9 +309,9 @@ func streamInto(w *rsyncish.VersionWriter, store *rsyncish.Store, produce func(i
 	}
 	done := make(chan produced, 1)
 	go func() {
-		info, err := produce(io.MultiWriter(pw, tmp))
+		info, err := produce(io.MultiWriter(pw, cc))
 		if err == nil {
-			err = tmp.Sync()
+			err = cc.finish()
 		}
 		pw.CloseWithError(err)
 		done <- produced{info, err}
@@ -323,15 +320,17 @@ func streamInto(w *rsyncish.VersionWriter, store *rsyncish.Store, produce func(i
 	// Unblock the producer if the store side failed first.
 	pr.CloseWithError(errStoreSide)
 	p := <-done
-	if cerr := tmp.Close(); p.err == nil && cerr != nil {
-		p.err = &StoreError{fmt.Errorf("temp copy for the snapshot check: %w", cerr)}
+	// The check copy lives on the second disk: its failure is the store's,
+	// not etcd's, whatever produce made of it.
+	if cerr := cc.Close(); cerr != nil {
+		return p.info, cc.Name(), &StoreError{cerr}
 	}
 	if addErr != nil && !errors.Is(addErr, p.err) {
 		// The store failed on its own (disk full, I/O error): that fails
 		// the backup, unlike an etcd failure.
-		return p.info, tmp.Name(), &StoreError{fmt.Errorf("store etcd snapshot: %w", addErr)}
+		return p.info, cc.Name(), &StoreError{fmt.Errorf("store etcd snapshot: %w", addErr)}
 	}
-	return p.info, tmp.Name(), p.err
+	return p.info, cc.Name(), p.err
 }
 
 var errStoreSide = errors.New("the store stopped reading the snapshot")
@@ -342,9 +341,3 @@ type StoreError struct{ Err error }
 
 func (e *StoreError) Error() string { return e.Err.Error() }
 func (e *StoreError) Unwrap() error { return e.Err }
-
-func removeTemp(p string) {
-	if p != "" {
-		_ = os.Remove(p)
-	}
-}

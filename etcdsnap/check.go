@@ -21,14 +21,15 @@ func init() {
 }
 
 type checkResult struct {
-	Stats DBStats `json:"stats"`
-	Err   string  `json:"err,omitempty"`
-	Kind  string  `json:"kind,omitempty"`
+	Stats         DBStats `json:"stats"`
+	KubeadmConfig []byte  `json:"kubeadmConfig,omitempty"`
+	Err           string  `json:"err,omitempty"`
+	Kind          string  `json:"kind,omitempty"`
 }
 
 func runCheckChild(path string) {
-	st, err := checkDB(path)
-	res := checkResult{Stats: st}
+	st, kubeadmConfig, err := checkDB(path)
+	res := checkResult{Stats: st, KubeadmConfig: kubeadmConfig}
 	if err != nil {
 		res.Err = err.Error()
 		var e *Error
@@ -55,10 +56,17 @@ func runCheckChild(path string) {
 // catch, and a backup agent must survive the very corruption it exists to
 // detect.
 func CheckDB(path string) (DBStats, error) {
+	st, _, err := checkInChild(path)
+	return st, err
+}
+
+// checkInChild runs checkDB in a child process and also returns the newest
+// stored kubeadm-config value (nil when the image has none).
+func checkInChild(path string) (DBStats, []byte, error) {
 	var st DBStats
 	r, w, err := os.Pipe()
 	if err != nil {
-		return st, fmt.Errorf("check db %s: %w", path, err)
+		return st, nil, fmt.Errorf("check db %s: %w", path, err)
 	}
 	defer r.Close()
 	// /proc/self/exe still works when the binary was replaced on disk by
@@ -70,7 +78,7 @@ func CheckDB(path string) (DBStats, error) {
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		w.Close()
-		return st, fmt.Errorf("check db %s: start checker: %w", path, err)
+		return st, nil, fmt.Errorf("check db %s: start checker: %w", path, err)
 	}
 	w.Close()
 	var res checkResult
@@ -81,16 +89,16 @@ func CheckDB(path string) (DBStats, error) {
 		if why == "" {
 			why = fmt.Sprint(waitErr, decErr)
 		}
-		return st, &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: fmt.Errorf("bbolt crashed on the image: %s", why)}
+		return st, nil, &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: fmt.Errorf("bbolt crashed on the image: %s", why)}
 	}
 	if res.Err != "" {
 		kind := ErrCorruptDB
 		if res.Kind == "locked" {
 			kind = ErrDataDirLocked
 		}
-		return res.Stats, &Error{Op: "check db", File: path, Kind: kind, Err: errors.New(res.Err)}
+		return res.Stats, nil, &Error{Op: "check db", File: path, Kind: kind, Err: errors.New(res.Err)}
 	}
-	return res.Stats, nil
+	return res.Stats, res.KubeadmConfig, nil
 }
 
 // firstLines keeps the panic message and drops the goroutine dump.

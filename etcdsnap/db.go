@@ -99,10 +99,13 @@ func parseRev(k []byte) (main int64, tomb bool, err error) {
 // and then walks etcd's key bucket, so a snapshot that bbolt accepts but
 // etcd could not read (wrong buckets, undecodable entries) fails too.
 // It can crash the process on a damaged image: see CheckDB.
-func checkDB(path string) (st DBStats, err error) {
+//
+// On the way it keeps the newest stored value of KubeadmConfigKey, so the
+// ClusterConfiguration comes out of the same pass instead of a second scan.
+func checkDB(path string) (st DBStats, kubeadmConfig []byte, err error) {
 	db, err := openDB(path)
 	if err != nil {
-		return st, err
+		return st, nil, err
 	}
 	defer db.Close()
 	defer func() {
@@ -110,8 +113,8 @@ func checkDB(path string) (st DBStats, err error) {
 			err = &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: fmt.Errorf("bbolt: %v", r)}
 		}
 	}()
-	fail := func(err error) (DBStats, error) {
-		return st, &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: err}
+	fail := func(err error) (DBStats, []byte, error) {
+		return st, nil, &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: err}
 	}
 	st.PageSize = db.Info().PageSize
 	err = db.View(func(tx *bolt.Tx) error {
@@ -142,7 +145,6 @@ func checkDB(path string) (st DBStats, err error) {
 		}
 		st.StorageVersion = string(meta.Get(metaStorageVersion))
 		live := make(map[string]struct{})
-		var kv mvccpb.KeyValue
 		err := kb.ForEach(func(k, v []byte) error {
 			rev, tomb, err := parseRev(k)
 			if err != nil {
@@ -150,18 +152,28 @@ func checkDB(path string) (st DBStats, err error) {
 			}
 			st.Entries++
 			st.Revision = max(st.Revision, rev)
-			kv.Reset()
-			if err := kv.Unmarshal(v); err != nil {
+			key, err := entryKey(v)
+			if err != nil {
 				return fmt.Errorf("entry at revision %d: %w", rev, err)
 			}
 			// A restore's revision bump writes an empty marker entry.
-			if len(kv.Key) == 0 {
+			if len(key) == 0 {
 				return nil
 			}
 			if tomb {
-				delete(live, string(kv.Key))
+				delete(live, string(key))
 			} else {
-				live[string(kv.Key)] = struct{}{}
+				live[string(key)] = struct{}{}
+			}
+			if string(key) == KubeadmConfigKey {
+				kubeadmConfig = nil
+				if !tomb {
+					var kv mvccpb.KeyValue
+					if err := kv.Unmarshal(v); err != nil {
+						return fmt.Errorf("entry at revision %d: %w", rev, err)
+					}
+					kubeadmConfig = kv.Value
+				}
 			}
 			return nil
 		})
@@ -171,7 +183,7 @@ func checkDB(path string) (st DBStats, err error) {
 	if err != nil {
 		return fail(err)
 	}
-	return st, nil
+	return st, kubeadmConfig, nil
 }
 
 // ReadKeys returns every live key of the image at its newest revision,
@@ -303,17 +315,27 @@ func ExportClusterConfiguration(dbPath string) ([]byte, error) {
 	if !found {
 		return nil, fmt.Errorf("%s in %s: %w", KubeadmConfigKey, dbPath, ErrNotFound)
 	}
-	obj, err := DecodeObject(kv.Value)
+	doc, err := clusterConfigurationOf(kv.Value)
 	if err != nil {
-		return nil, fmt.Errorf("%s in %s: %w", KubeadmConfigKey, dbPath, err)
+		return nil, fmt.Errorf("%s: %w", dbPath, err)
+	}
+	return doc, nil
+}
+
+// clusterConfigurationOf decodes a stored kubeadm-config ConfigMap and
+// returns its ClusterConfiguration document.
+func clusterConfigurationOf(value []byte) ([]byte, error) {
+	obj, err := DecodeObject(value)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", KubeadmConfigKey, err)
 	}
 	cm, ok := obj.(*corev1.ConfigMap)
 	if !ok {
-		return nil, fmt.Errorf("%s in %s: holds a %T, not a ConfigMap", KubeadmConfigKey, dbPath, obj)
+		return nil, fmt.Errorf("%s holds a %T, not a ConfigMap", KubeadmConfigKey, obj)
 	}
 	doc, ok := cm.Data["ClusterConfiguration"]
 	if !ok {
-		return nil, fmt.Errorf("%s in %s: no ClusterConfiguration data key: %w", KubeadmConfigKey, dbPath, ErrNotFound)
+		return nil, fmt.Errorf("%s has no ClusterConfiguration data key: %w", KubeadmConfigKey, ErrNotFound)
 	}
 	return []byte(doc), nil
 }

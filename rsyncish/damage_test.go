@@ -423,6 +423,35 @@ func TestLockAndLeftovers(t *testing.T) {
 	if st, _ := f.Stat(); st.Mode().Perm() != 0o600 {
 		t.Errorf("temp file mode %v", st.Mode())
 	}
+
+	// A scratch file is the lock holder's, survives leftover cleaning,
+	// and takes plain names only.
+	if _, err := s1.OpenScratch("etcd-check.db"); err == nil {
+		t.Error("OpenScratch without the lock succeeded")
+	}
+	unlock = lockTest(t, s1)
+	for _, bad := range []string{"", "../x", "a/b", ".hidden", "x" + tmpMarker + "1-ab"} {
+		if _, err := s1.OpenScratch(bad); err == nil {
+			t.Errorf("OpenScratch(%q) succeeded", bad)
+		}
+	}
+	sf, err := s1.OpenScratch("etcd-check.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sf.WriteString("kept"); err != nil {
+		t.Fatal(err)
+	}
+	sf.Close()
+	unlock()
+	unlock = lockTest(t, s2)
+	unlock()
+	if data, err := os.ReadFile(filepath.Join(dir, tmpDir, "etcd-check.db")); err != nil || string(data) != "kept" {
+		t.Errorf("scratch file after leftover cleaning: %q %v", data, err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, tmpDir, "etcd-check.db")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("scratch file mode: %v %v", st, err)
+	}
 }
 
 func TestGuards(t *testing.T) {

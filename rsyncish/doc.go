@@ -29,7 +29,8 @@
 //	                         per file/dir/symlink/stream, blake3 trailer
 //	verified/<id>            the restore drill's result (versions are immutable)
 //	journals/<name>/<first>-<last>-<ns>.seg   checksummed delta segments
-//	tmp/                     scratch on the store's filesystem (CreateTemp)
+//	tmp/                     scratch on the store's filesystem (CreateTemp; OpenScratch
+//	                         files such as the snapshot check copy persist)
 //	RESTORE.md, kubekeep     top-level extras for a rebuild from the disk
 //	                         alone (WriteAux)
 //

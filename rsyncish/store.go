@@ -553,6 +553,27 @@ func (s *Store) CreateTemp(pattern string) (*os.File, error) {
 	return f, nil
 }
 
+// OpenScratch opens (creating it 0600) a named scratch file in the store's
+// tmp directory that outlives the run: the etcd snapshot's check copy is
+// kept there so the next backup rewrites only the pages that changed
+// instead of a whole image. Its content is never trusted, only overwritten
+// (callers compare before they skip a write), so a crash or a stale file
+// costs a full rewrite, never a wrong check. It takes the lock holder's
+// name space: only the writer holding the store lock may use it.
+func (s *Store) OpenScratch(name string) (*os.File, error) {
+	if err := s.holdsLock(); err != nil {
+		return nil, err
+	}
+	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") || strings.Contains(name, tmpMarker) {
+		return nil, fmt.Errorf("scratch file name %q is not allowed", name)
+	}
+	f, err := os.OpenFile(s.path(tmpDir, name), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store scratch file: %w", err)
+	}
+	return f, nil
+}
+
 // Aux files live at the top of the store so that an operator with nothing
 // but the second disk finds them: the kubekeep binary and RESTORE.md.
 var reservedNames = map[string]bool{configFile: true, lockFile: true}
