@@ -180,6 +180,26 @@ func TestRoundTripAndPointInTime(t *testing.T) {
 		t.Errorf("export from restored dir: %v", err)
 	}
 
+	t.Run("vouched image", func(t *testing.T) {
+		st, err := etcdsnap.CheckDB(snapA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Vouched right: same data dir as the checked path, without the pre-check.
+		cfg := restoreConfig(r, snapA, filepath.Join(dir, "vouched"))
+		cfg.Verified = &etcdsnap.VerifiedImage{Revision: st.Revision, Trailer: true}
+		res, got := restoreAndRead(t, cfg)
+		sameState(t, "vouched A", dbState(t, etcdsnap.DBPath(filepath.Join(dir, "restore-a"))), got)
+		if res.SnapshotRevision != st.Revision || res.Revision != st.Revision+etcdsnap.RevisionBump {
+			t.Errorf("vouched restore: %+v", res)
+		}
+		// Vouched wrong: the restored db gives it away.
+		cfg = restoreConfig(r, snapA, filepath.Join(dir, "vouched-wrong"))
+		cfg.Verified = &etcdsnap.VerifiedImage{Revision: st.Revision - 1, Trailer: true}
+		if _, err := etcdsnap.RestoreDataDir(ctx, cfg); err == nil || !strings.Contains(err.Error(), "not the image") {
+			t.Fatalf("restore of a wrongly vouched image: %v", err)
+		}
+	})
 	t.Run("refuses non-empty data dir", func(t *testing.T) {
 		cfg := restoreConfig(r, snapA, filepath.Join(dir, "restore-a"))
 		if _, err := etcdsnap.RestoreDataDir(ctx, cfg); err == nil || !strings.Contains(err.Error(), "not empty") {

@@ -119,7 +119,7 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	}
 	const name = "kubekeep-drill"
 	rr, err := etcdsnap.RestoreDataDir(ctx, etcdsnap.RestoreConfig{
-		SnapshotPath: sf.path, SkipHashCheck: sf.raw, DataDir: dataDir,
+		SnapshotPath: sf.path, SkipHashCheck: sf.raw, Verified: sf.vouch(src), DataDir: dataDir,
 		Name: name, InitialCluster: name + "=" + peer.String(), InitialAdvertisePeerURLs: peer.String(),
 	})
 	if err != nil {

@@ -117,7 +117,7 @@ func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 		return res, err
 	}
 	rr, err := etcdsnap.RestoreDataDir(ctx, etcdsnap.RestoreConfig{
-		SnapshotPath: sf.path, SkipHashCheck: sf.raw, Segments: segs,
+		SnapshotPath: sf.path, SkipHashCheck: sf.raw, Verified: sf.vouch(src), Segments: segs,
 		UntilRevision: o.Revision, UntilTime: o.At,
 		DataDir: o.To, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 		Logger: zap.NewNop(), // etcdutl's info lines are noise next to ours
@@ -204,7 +204,7 @@ func (r *runner) etcd(ctx context.Context) error {
 			return err
 		}
 		rr, err := etcdsnap.RestoreDataDir(ctx, etcdsnap.RestoreConfig{
-			SnapshotPath: sf.path, SkipHashCheck: sf.raw, Segments: segs,
+			SnapshotPath: sf.path, SkipHashCheck: sf.raw, Verified: sf.vouch(r.src), Segments: segs,
 			UntilRevision: r.opts.Revision, UntilTime: r.opts.At,
 			DataDir: stagingReal, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 			Logger: zap.NewNop(),

@@ -260,6 +260,21 @@ func materializeSnapshot(ctx context.Context, store *rsyncish.Store, src *source
 	return sf, nil
 }
 
+// vouch says what a restore may take as checked about the file without
+// another pass over it: a fresh bbolt check of this very file, or the
+// backup's own check of these bytes (recorded as verified; every block was
+// re-hashed against its address on the way out, and an API snapshot's
+// sha256 trailer matched again in MaterializeSnapshot).
+func (s *snapshotFile) vouch(src *source) *etcdsnap.VerifiedImage {
+	switch {
+	case s.checked:
+		return &etcdsnap.VerifiedImage{Revision: s.stats.Revision, Trailer: !s.raw}
+	case src.etcd != nil && src.etcd.Verified && src.etcd.Revision > 0:
+		return &etcdsnap.VerifiedImage{Revision: src.etcd.Revision, Trailer: !s.raw}
+	}
+	return nil
+}
+
 // snapshot materialises the snapshot once per run; check asks for the
 // bbolt check too (preflight), which a run that has it keeps.
 func (r *runner) snapshot(ctx context.Context, check bool) (*snapshotFile, error) {
