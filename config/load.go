@@ -133,7 +133,7 @@ func typeErrors(name string, top *yaml.Node, err error) error {
 func friendlyType(goType string) string {
 	switch goType {
 	case "time.Duration":
-		return "a duration (e.g. 5m, 8h)"
+		return "a duration with a unit (e.g. 5m, 8h; 0s to disable)"
 	case "int":
 		return "a whole number"
 	case "bool":

@@ -214,6 +214,14 @@ func ReadKeysAt(dbPath string, rev int64) ([]KeyValue, error) {
 	return out, nil
 }
 
+// Scan calls fn for every stored entry of the image in revision order
+// (overwrites and deletions included; tomb marks a deletion) until fn
+// returns false: what a caller needs to fold the keyspace without holding
+// every value in memory. key and value are valid only during the call.
+func Scan(dbPath string, fn func(key, value []byte, tomb bool) bool) error {
+	return scan(dbPath, 0, func(kv *mvccpb.KeyValue, tomb bool) bool { return fn(kv.Key, kv.Value, tomb) })
+}
+
 // Get returns key's newest value in the image; found is false when the key
 // does not exist or was deleted.
 func Get(dbPath, key string) (kv KeyValue, found bool, err error) {

@@ -10,10 +10,12 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -44,7 +46,7 @@ type DrillResult struct {
 	ServedRevision int64  `json:"servedRevision"`
 	ServedKeys     int64  `json:"servedKeys"`
 	EtcdVersion    string `json:"etcdVersion"`
-	// KVHash is a sha256 over every served key and value in key order;
+	// KVHash is a sha256 over every served key and its value's sha256, in key order;
 	// SnapshotKVHash the same over the snapshot image. They must match.
 	KVHash         string  `json:"kvHash"`
 	SnapshotKVHash string  `json:"snapshotKvHash"`
@@ -187,8 +189,10 @@ func freeLoopbackURL() (url.URL, error) {
 	return url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)}, nil
 }
 
-// kvHasher hashes key/value pairs given in key order, length-prefixed so
-// that no two different sequences hash alike.
+// kvHasher hashes key/value pairs given in key order: each key
+// length-prefixed, followed by its value's sha256, so that no two
+// different sequences hash alike and a side that cannot hold every value
+// (a 1 GiB image) can fold digests instead.
 type kvHasher struct {
 	h hash.Hash
 	n [8]byte
@@ -196,25 +200,35 @@ type kvHasher struct {
 
 func newKVHasher() *kvHasher { return &kvHasher{h: sha256.New()} }
 
-func (k *kvHasher) add(key, value []byte) {
+func (k *kvHasher) add(key, value []byte) { k.addDigest(key, sha256.Sum256(value)) }
+
+func (k *kvHasher) addDigest(key []byte, valueDigest [sha256.Size]byte) {
 	binary.BigEndian.PutUint64(k.n[:], uint64(len(key)))
 	k.h.Write(k.n[:])
 	k.h.Write(key)
-	binary.BigEndian.PutUint64(k.n[:], uint64(len(value)))
-	k.h.Write(k.n[:])
-	k.h.Write(value)
+	k.h.Write(valueDigest[:])
 }
 
 func (k *kvHasher) sum() string { return hex.EncodeToString(k.h.Sum(nil)) }
 
+// imageKVHash folds the image's live keys at its newest revision, holding
+// one digest per key rather than every value.
 func imageKVHash(dbPath string) (string, error) {
-	kvs, err := etcdsnap.ReadKeys(dbPath)
+	live := make(map[string][sha256.Size]byte)
+	err := etcdsnap.Scan(dbPath, func(key, value []byte, tomb bool) bool {
+		if tomb {
+			delete(live, string(key))
+		} else if len(key) > 0 {
+			live[string(key)] = sha256.Sum256(value)
+		}
+		return true
+	})
 	if err != nil {
 		return "", fmt.Errorf("read the snapshot image: %w", err)
 	}
 	h := newKVHasher()
-	for _, kv := range kvs {
-		h.add([]byte(kv.Key), kv.Value)
+	for _, k := range slices.Sorted(maps.Keys(live)) {
+		h.addDigest([]byte(k), live[k])
 	}
 	return h.sum(), nil
 }
@@ -262,7 +276,10 @@ func serveAndHash(ctx context.Context, dataDir, name string, peer, client url.UR
 	h := newKVHasher()
 	key := "\x00"
 	var rev int64
-	const page = 1000
+	// Pages are sized by bytes, not keys: a thousand 1 MiB values in one
+	// response would be a GiB in the agent's memory.
+	const pageBytes = 16 << 20
+	page := int64(16)
 	for {
 		opts := []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithLimit(page), clientv3.WithSerializable()}
 		if rev > 0 {
@@ -275,10 +292,13 @@ func serveAndHash(ctx context.Context, dataDir, name string, peer, client url.UR
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
+		var size int64
 		for _, kv := range resp.Kvs {
 			h.add(kv.Key, kv.Value)
 			st.keys++
+			size += int64(len(kv.Key) + len(kv.Value))
 		}
+		page = max(1, min(1000, page*pageBytes/max(size, 1)))
 		if !resp.More || len(resp.Kvs) == 0 {
 			break
 		}
