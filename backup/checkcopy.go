@@ -13,6 +13,10 @@ import (
 // snapshot image for the bbolt check (bbolt needs a file to map).
 const checkCopyName = "etcd-snapshot-check.db"
 
+// checkCopyChunk is the unit compared and rewritten: the store's block
+// size, so a changed bbolt page costs one such write.
+const checkCopyChunk = 64 << 10
+
 // checkCopy makes a file's content equal the bytes written to it while
 // writing only where they differ from what the file already holds.
 // Successive snapshots of one etcd keep bbolt's page layout, so nearly all
@@ -40,7 +44,7 @@ func openCheckCopy(store *rsyncish.Store) (*checkCopy, error) {
 		f.Close()
 		return nil, fmt.Errorf("snapshot check copy: %w", err)
 	}
-	return &checkCopy{f: f, oldSize: st.Size(), buf: make([]byte, 256<<10)}, nil
+	return &checkCopy{f: f, oldSize: st.Size(), buf: make([]byte, 1<<20)}, nil
 }
 
 func (c *checkCopy) Name() string { return c.f.Name() }
@@ -51,23 +55,30 @@ func (c *checkCopy) Write(p []byte) (int, error) {
 	}
 	n := len(p)
 	for len(p) > 0 {
-		chunk := p[:min(len(p), len(c.buf))]
+		span := p[:min(len(p), len(c.buf))]
+		// What the file holds for this span, read in one call; chunks of
+		// it are compared and only differing ones written.
+		var old []byte
 		if c.off < c.oldSize {
-			chunk = chunk[:min(int64(len(chunk)), c.oldSize-c.off)]
-			old := c.buf[:len(chunk)]
-			if m, _ := c.f.ReadAt(old, c.off); m == len(old) && bytes.Equal(old, chunk) {
-				c.off += int64(len(chunk))
-				p = p[len(chunk):]
-				continue
+			old = c.buf[:min(int64(len(span)), c.oldSize-c.off)]
+			if m, _ := c.f.ReadAt(old, c.off); m < len(old) {
+				old = old[:m]
 			}
 		}
-		if _, err := c.f.WriteAt(chunk, c.off); err != nil {
-			c.err = fmt.Errorf("snapshot check copy: %w", err)
-			return n - len(p), c.err
+		for len(span) > 0 {
+			chunk := span[:min(len(span), checkCopyChunk)]
+			same := len(old) >= len(chunk) && bytes.Equal(old[:len(chunk)], chunk)
+			if !same {
+				if _, err := c.f.WriteAt(chunk, c.off); err != nil {
+					c.err = fmt.Errorf("snapshot check copy: %w", err)
+					return n - len(p), c.err
+				}
+				c.written += int64(len(chunk))
+			}
+			old = old[min(len(old), len(chunk)):]
+			c.off += int64(len(chunk))
+			span, p = span[len(chunk):], p[len(chunk):]
 		}
-		c.written += int64(len(chunk))
-		c.off += int64(len(chunk))
-		p = p[len(chunk):]
 	}
 	return n, nil
 }
