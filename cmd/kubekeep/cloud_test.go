@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
@@ -13,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubekeep/kubekeep/agent"
+	"github.com/kubekeep/kubekeep/cloudsnap"
 	"github.com/kubekeep/kubekeep/cloudsnap/ecsfake"
+	"github.com/kubekeep/kubekeep/config"
 )
 
 // cloudFake starts the fake ECS (real SDK signatures and all) with one
@@ -142,5 +147,49 @@ func TestCloudBadEndpointFlag(t *testing.T) {
 	var ee *exitError
 	if err == nil || errors.As(err, &ee) || !strings.Contains(err.Error(), "endpoint") {
 		t.Fatalf("bad endpoint: %v", err)
+	}
+}
+
+// The agent's scheduled cloud job, through the real SDK against the fake:
+// one set tagged with the version and etcd revision the agent hands it,
+// then the expired kubekeep set pruned and a foreign snapshot untouched.
+func TestAgentCloudSnapshotJob(t *testing.T) {
+	fake, url := cloudFake(t)
+	oldTags := map[string]string{cloudsnap.TagManagedBy: cloudsnap.ManagedByValue, cloudsnap.TagSet: "ks-expired",
+		cloudsnap.TagInstance: "i-clitest", cloudsnap.TagRetention: "7"}
+	expired := []string{
+		fake.AddSnapshot(ecsfake.SnapshotSpec{DiskID: "d-clisys", Tags: oldTags, Age: 8 * 24 * time.Hour}),
+		fake.AddSnapshot(ecsfake.SnapshotSpec{DiskID: "d-clidata", Tags: oldTags, Age: 8 * 24 * time.Hour}),
+	}
+	foreign := fake.AddSnapshot(ecsfake.SnapshotSpec{DiskID: "d-clisys", Age: 30 * 24 * time.Hour})
+
+	cfg := config.Default().Cloud
+	cfg.Enabled, cfg.Endpoint, cfg.MetadataURL = true, url, url
+	g := &globalOptions{logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := agentCloudSnapshot(g)(t.Context(), agent.CloudRequest{Cloud: cfg, Version: "20261123T120000Z-abcd", EtcdRevision: 777}); err != nil {
+		t.Fatalf("agent cloud job: %v", err)
+	}
+	ids := map[string]bool{}
+	for _, sn := range fake.Snapshots() {
+		ids[sn.ID] = true
+	}
+	out, _, err := runKubekeep(t, "", "cloud", "list", "-o", "json", "--config", "/dev/null", "--endpoint", url, "--metadata-url", url)
+	if err != nil {
+		t.Fatalf("cloud list: %v", err)
+	}
+	var sets []cloudSetJSON
+	if err := json.Unmarshal([]byte(out), &sets); err != nil {
+		t.Fatalf("cloud list output %q: %v", out, err)
+	}
+	if len(sets) != 1 || sets[0].Version != "20261123T120000Z-abcd" || sets[0].EtcdRevision != 777 || sets[0].Status != "accomplished" || len(sets[0].Disks) != 2 {
+		t.Fatalf("after the agent's job, sets: %+v", sets)
+	}
+	for _, id := range expired {
+		if ids[id] {
+			t.Errorf("expired kubekeep snapshot %s was not pruned", id)
+		}
+	}
+	if !ids[foreign] {
+		t.Errorf("foreign snapshot %s was deleted", foreign)
 	}
 }
