@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -84,37 +81,11 @@ func runAgent(cmd *cobra.Command, g *globalOptions, o *agentOptions) error {
 // on reload, so it reads nothing but the file and the parsed flags, and
 // changes nothing in g.
 func agentSettings(cmd *cobra.Command, g *globalOptions, o *agentOptions) (config.Config, string, error) {
-	path, explicit := g.configFile, true
-	if path == "" {
-		path = os.Getenv("KUBEKEEP_CONFIG")
-	}
-	if path == "" {
-		path, explicit = config.DefaultPath, false
-	}
-	cfg, err := config.Load(path)
-	switch {
-	case err == nil:
-	case !explicit && errors.Is(err, fs.ErrNotExist):
-		cfg, path = config.Default(), ""
-	default:
+	cfg, path, err := g.settings(cmd)
+	if err != nil {
 		return config.Config{}, "", err
 	}
 	flags := cmd.Flags()
-	if flags.Changed("root") || cfg.Root == "" {
-		cfg.Root = g.root
-	}
-	if flags.Changed("store") {
-		cfg.Store.Path = g.store
-	}
-	if flags.Changed("allow-same-filesystem") {
-		cfg.Store.AllowSameFilesystem = g.sameFS
-	}
-	if flags.Changed("log-level") {
-		cfg.Log.Level = g.logLevel
-	}
-	if flags.Changed("log-format") {
-		cfg.Log.Format = g.logFormat
-	}
 	if flags.Changed("backup-interval") {
 		cfg.Schedules.Backup = o.backupInterval
 	}

@@ -92,20 +92,37 @@ func registerSubcommand(parent string, f func(*globalOptions) *cobra.Command) {
 // resolve loads the config file and applies the global flags over it.
 func (g *globalOptions) resolve(cmd *cobra.Command) error {
 	g.stdout, g.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+	cfg, _, err := g.settings(cmd)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate("flags", nil); err != nil {
+		return err
+	}
+	g.cfg = cfg
+	g.logger = newLogger(g.stderr, cfg.Log)
+	return nil
+}
+
+// settings reads the config file (--config, else $KUBEKEEP_CONFIG, else
+// the default path when it exists) and applies the global flags the
+// operator set over it, unvalidated. It changes nothing in g, so the agent
+// calls it again on reload. path is "" when no file was read.
+func (g *globalOptions) settings(cmd *cobra.Command) (cfg config.Config, path string, err error) {
 	path, explicit := g.configFile, true
 	if path == "" {
-		path, explicit = os.Getenv("KUBEKEEP_CONFIG"), true
+		path = os.Getenv("KUBEKEEP_CONFIG")
 	}
 	if path == "" {
 		path, explicit = config.DefaultPath, false
 	}
-	cfg, err := config.Load(path)
+	cfg, err = config.Load(path)
 	switch {
 	case err == nil:
 	case !explicit && errors.Is(err, fs.ErrNotExist):
-		cfg = config.Default()
+		cfg, path = config.Default(), ""
 	default:
-		return err
+		return config.Config{}, "", err
 	}
 	flags := cmd.Flags()
 	if flags.Changed("root") || cfg.Root == "" {
@@ -123,12 +140,7 @@ func (g *globalOptions) resolve(cmd *cobra.Command) error {
 	if flags.Changed("log-level") {
 		cfg.Log.Level = g.logLevel
 	}
-	if err := cfg.Validate("flags", nil); err != nil {
-		return err
-	}
-	g.cfg = cfg
-	g.logger = newLogger(g.stderr, cfg.Log)
-	return nil
+	return cfg, path, nil
 }
 
 // newLogger logs JSON when stderr is not a terminal (journald, files) and
