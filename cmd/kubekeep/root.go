@@ -23,6 +23,7 @@ type globalOptions struct {
 	logLevel   string
 	logFormat  string
 	sameFS     bool
+	etcd       config.Etcd
 
 	cfg    config.Config
 	logger *slog.Logger
@@ -58,6 +59,10 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
 	pf.StringVar(&g.logFormat, "log-format", "", "auto, json or text (overrides log.format; auto = JSON unless stderr is a terminal)")
 	pf.BoolVar(&g.sameFS, "allow-same-filesystem", false, "allow the store on the same filesystem as backed-up paths (tests and demos only)")
+	pf.StringSliceVar(&g.etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs, e.g. https://10.0.0.5:2379 (overrides etcd.endpoints and discovery; for an external etcd)")
+	pf.StringVar(&g.etcd.CAFile, "etcd-cafile", "", "CA bundle etcd's serving cert chains to, a host path (overrides etcd.caFile)")
+	pf.StringVar(&g.etcd.CertFile, "etcd-certfile", "", "client certificate etcd accepts, a host path (overrides etcd.certFile)")
+	pf.StringVar(&g.etcd.KeyFile, "etcd-keyfile", "", "key of --etcd-certfile, a host path (overrides etcd.keyFile)")
 
 	cmd.AddCommand(
 		newVersionCommand(g),
@@ -139,6 +144,18 @@ func (g *globalOptions) settings(cmd *cobra.Command) (cfg config.Config, path st
 	}
 	if flags.Changed("log-level") {
 		cfg.Log.Level = g.logLevel
+	}
+	if flags.Changed("etcd-endpoints") {
+		cfg.Etcd.Endpoints = g.etcd.Endpoints
+	}
+	if flags.Changed("etcd-cafile") {
+		cfg.Etcd.CAFile = g.etcd.CAFile
+	}
+	if flags.Changed("etcd-certfile") {
+		cfg.Etcd.CertFile = g.etcd.CertFile
+	}
+	if flags.Changed("etcd-keyfile") {
+		cfg.Etcd.KeyFile = g.etcd.KeyFile
 	}
 	return cfg, path, nil
 }
