@@ -10,6 +10,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/kubekeep/kubekeep/etcdsnap"
 )
 
 // Snapshot is a read-only view of the Kubernetes objects in one etcd
@@ -280,40 +282,12 @@ func (s *Snapshot) Len() int {
 	return n
 }
 
-// EventType is what a watch event did to its key.
-type EventType uint8
-
-const (
-	EventPut EventType = iota + 1
-	EventDelete
-)
-
-func (t EventType) String() string {
-	switch t {
-	case EventPut:
-		return "put"
-	case EventDelete:
-		return "delete"
-	}
-	return fmt.Sprintf("EventType(%d)", uint8(t))
-}
-
-// Event is one etcd change as a watch (or a delta log) reports it.
-type Event struct {
-	Type           EventType
-	Key            string
-	Value          []byte // unused for deletes
-	ModRevision    int64
-	CreateRevision int64 // 0 is read as ModRevision for a put that creates the key
-	Version        int64
-	Lease          int64
-}
-
-// ApplyEvents moves the snapshot forward by watch events, which must come
-// in revision order. Events at or below the snapshot's revision are already
+// ApplyEvents moves the snapshot forward by delta events (etcdsnap's, as
+// the journal stores them; a put with CreateRevision 0 is read as creating
+// its key at ModRevision), which must come in revision order. Events at or below the snapshot's revision are already
 // in it and are skipped, so overlapping delta logs apply cleanly. For a
 // point in time, pass only the events up to it.
-func (s *Snapshot) ApplyEvents(events []Event) error {
+func (s *Snapshot) ApplyEvents(events []etcdsnap.Event) error {
 	base, last := s.rev, int64(0)
 	for n, ev := range events {
 		if ev.ModRevision < last {
@@ -328,13 +302,13 @@ func (s *Snapshot) ApplyEvents(events []Event) error {
 		}
 		e := entry{overlay: true, rev: revision{main: ev.ModRevision}}
 		switch ev.Type {
-		case EventPut:
+		case etcdsnap.EventPut:
 			e.value, e.lease, e.version = ev.Value, ev.Lease, ev.Version
 			e.createRevision = ev.CreateRevision
 			if e.createRevision == 0 {
 				e.createRevision = ev.ModRevision
 			}
-		case EventDelete:
+		case etcdsnap.EventDelete:
 			e.rev.deleted = true
 		default:
 			return fmt.Errorf("event %d (%s at revision %d): unknown type %d", n, ev.Key, ev.ModRevision, ev.Type)

@@ -282,7 +282,7 @@ func applyDeltas(store *rsyncish.Store, snap *objects.Snapshot, t time.Time) (in
 		if err != nil {
 			return n, fmt.Errorf("delta segment %s: %w", infos[i].File, err)
 		}
-		var evs []objects.Event
+		var evs []etcdsnap.Event
 		for _, ev := range seg.Events {
 			when := ev.Time
 			if when.IsZero() {
@@ -291,18 +291,7 @@ func applyDeltas(store *rsyncish.Store, snap *objects.Snapshot, t time.Time) (in
 			if when.After(t) {
 				break
 			}
-			typ := objects.EventPut
-			switch ev.Type {
-			case etcdsnap.EventPut:
-			case etcdsnap.EventDelete:
-				typ = objects.EventDelete
-			default:
-				return n, fmt.Errorf("delta segment %s: event type %s", infos[i].File, ev.Type)
-			}
-			evs = append(evs, objects.Event{
-				Type: typ, Key: ev.Key, Value: ev.Value, ModRevision: ev.ModRevision,
-				CreateRevision: ev.CreateRevision, Version: ev.Version, Lease: ev.Lease,
-			})
+			evs = append(evs, ev)
 		}
 		if err := snap.ApplyEvents(evs); err != nil {
 			return n, fmt.Errorf("delta segment %s: %w", infos[i].File, err)
