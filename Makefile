@@ -13,6 +13,7 @@ all: build
 
 deps:
 	$(GO) mod download
+	cd internal/etcd35 && $(GO) mod download
 
 build: deps
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kubekeep

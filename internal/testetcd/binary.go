@@ -1,0 +1,539 @@
+package testetcd
+
+// The etcd 3.5 server, as a child process. kubeadm up to 1.33 runs etcd
+// 3.5.x, so a data dir kubekeep restores must start under a 3.5 server as
+// well as under the 3.6 one embedded above. The two server lines cannot
+// share one module graph, so internal/etcd35 is a module of its own (the
+// unmodified etcdmain of the newest 3.5 release) that is built here on
+// first use and cached by content.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/kubekeep/kubekeep/internal/sandbox"
+)
+
+// SkipEtcd35Env set to 1 makes tests that need the etcd 3.5 binary skip
+// instead of building it (a machine without the module proxy). Unset, a
+// failed build fails the test with the compiler's output.
+const SkipEtcd35Env = "KUBEKEEP_SKIP_ETCD35"
+
+var (
+	etcd35Once sync.Once
+	etcd35Path string
+	etcd35Err  error
+)
+
+// Etcd35BinaryT returns the path of the etcd 3.5 server binary, building
+// it the first time in this process (and only when its sources changed
+// since the cached build). It skips the test when KUBEKEEP_SKIP_ETCD35=1
+// and fails it, with the build output, when the build fails.
+func Etcd35BinaryT(t testing.TB) string {
+	t.Helper()
+	if os.Getenv(SkipEtcd35Env) == "1" {
+		t.Skipf("%s=1: not building the etcd 3.5 server", SkipEtcd35Env)
+	}
+	p, err := Etcd35Binary()
+	if err != nil {
+		t.Fatalf("etcd 3.5 server binary (set %s=1 to skip the tests that need it): %v", SkipEtcd35Env, err)
+	}
+	return p
+}
+
+// Etcd35Binary is Etcd35BinaryT outside a test.
+func Etcd35Binary() (string, error) {
+	etcd35Once.Do(func() { etcd35Path, etcd35Err = buildEtcd35() })
+	return etcd35Path, etcd35Err
+}
+
+// etcd35Dir finds internal/etcd35: beside this file when the sources are
+// where they were compiled, else above the working directory (go test runs
+// in the package directory).
+func etcd35Dir() (string, error) {
+	if _, file, _, ok := runtime.Caller(0); ok {
+		d := filepath.Join(filepath.Dir(file), "..", "etcd35")
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return filepath.Clean(d), nil
+		}
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		c := filepath.Join(d, "internal", "etcd35")
+		if _, err := os.Stat(filepath.Join(c, "go.mod")); err == nil {
+			return c, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("internal/etcd35 not found above %s", wd)
+		}
+	}
+}
+
+// etcd35BuildFlags are part of the cache key.
+var etcd35BuildFlags = []string{"build", "-trimpath", "-buildvcs=false"}
+
+func buildEtcd35() (string, error) {
+	src, err := etcd35Dir()
+	if err != nil {
+		return "", err
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		if g := os.Getenv("GOROOT"); g != "" {
+			goBin = filepath.Join(g, "bin", "go")
+		} else {
+			return "", fmt.Errorf("no go command to build %s with: %w", src, err)
+		}
+	}
+	env := append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
+	goEnv := exec.Command(goBin, "env", "GOVERSION", "GOOS", "GOARCH")
+	goEnv.Dir, goEnv.Env = src, env
+	ver, err := goEnv.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s env: %w", goBin, err)
+	}
+	// The cache key: what the binary is built from and with.
+	h := sha256.New()
+	h.Write(ver)
+	h.Write([]byte(strings.Join(etcd35BuildFlags, " ") + "\x00CGO_ENABLED=0\x00"))
+	for _, f := range []string{"main.go", "go.mod", "go.sum"} {
+		data, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			return "", err
+		}
+		h.Write([]byte(f + "\x00"))
+		h.Write(data)
+	}
+	key := hex.EncodeToString(h.Sum(nil))[:16]
+
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	cache = filepath.Join(cache, "kubekeep-test")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(cache, "etcd35-"+key)
+	if isExecutable(bin) {
+		return bin, nil
+	}
+	// Test binaries of several packages run at once: one builds, the
+	// others wait for it instead of compiling etcd twice over.
+	lock, err := os.OpenFile(filepath.Join(cache, "etcd35.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if isExecutable(bin) {
+		return bin, nil
+	}
+	tmp := bin + ".building"
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	args := append(append([]string{}, etcd35BuildFlags...), "-o", tmp, ".")
+	cmd := exec.CommandContext(ctx, goBin, args...)
+	cmd.Dir = src
+	cmd.Env = env
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), src, err, out)
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(os.Stderr, "testetcd: built the etcd 3.5 server into %s in %s\n", bin, time.Since(start).Round(time.Millisecond))
+	// Older builds only take space (about 40 MB each).
+	if old, _ := filepath.Glob(filepath.Join(cache, "etcd35-*")); len(old) > 0 {
+		for _, o := range old {
+			if o != bin && !strings.HasSuffix(o, ".building") {
+				os.Remove(o)
+			}
+		}
+	}
+	return bin, nil
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// Etcd35 is an etcd 3.5 server process serving a sandbox root the way
+// its kubeadm etcd.yaml would, with the embedded server's loopback
+// listeners. Its methods mirror Server's.
+type Etcd35 struct {
+	root *sandbox.Root
+	bin  string
+	opts Options
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	// terminated is the process Stop sent SIGTERM.
+	terminated *exec.Cmd
+	done       chan struct{} // closed when the process has exited
+	exit       error
+	client     *clientv3.Client
+	log        *tailBuffer
+}
+
+// StartEtcd35 starts the etcd 3.5 binary bin (Etcd35Binary) on r and
+// waits until it serves a linearizable read. opts.Logger is not used:
+// the process's own log is kept, see Log.
+func StartEtcd35(ctx context.Context, bin string, r *sandbox.Root, opts Options) (*Etcd35, error) {
+	s := &Etcd35{root: r, bin: bin, opts: opts, log: &tailBuffer{max: 4 << 20}}
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// StartEtcd35T builds (once) and starts etcd 3.5 for a test, stopping it
+// when the test ends.
+func StartEtcd35T(t testing.TB, r *sandbox.Root) *Etcd35 {
+	t.Helper()
+	return StartEtcd35WithT(t, r, Options{})
+}
+
+// StartEtcd35WithT is StartEtcd35T with options.
+func StartEtcd35WithT(t testing.TB, r *sandbox.Root, opts Options) *Etcd35 {
+	t.Helper()
+	bin := Etcd35BinaryT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := StartEtcd35(ctx, bin, r, opts)
+	if err != nil {
+		t.Fatalf("start etcd 3.5: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Args are the server's flags: the sandbox etcd.yaml's for the etcd 3.5
+// kubeadm releases (TLS with the sandbox PKI and client-cert auth on both
+// sides, member name, data dir, initial cluster, snapshot count, the
+// experimental corruption check), with the listeners on loopback as the
+// embedded server has them and no metrics listener (a fixed port there
+// would collide between tests).
+func (s *Etcd35) Args() []string {
+	r := s.root
+	clientURL := r.EtcdClientURL()
+	// The peer listener is on loopback like the embedded server's: the
+	// advertise address may not exist here. With the default advertise
+	// address this is exactly the manifest's peer URL.
+	peerURL := "https://127.0.0.1:" + strconv.Itoa(r.Opts.EtcdPeerPort)
+	args := []string{
+		"--name=" + r.Opts.NodeName,
+		"--data-dir=" + r.Path(r.EtcdDataDir),
+		"--listen-client-urls=" + clientURL,
+		"--advertise-client-urls=" + clientURL,
+		"--listen-peer-urls=" + peerURL,
+		"--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=" + r.Opts.NodeName + "=" + peerURL,
+		"--cert-file=" + r.Path(r.EtcdServerCert),
+		"--key-file=" + r.Path(r.EtcdServerKey),
+		"--trusted-ca-file=" + r.Path(r.EtcdCAFile),
+		"--client-cert-auth=true",
+		"--peer-cert-file=" + r.Path(r.EtcdPeerCert),
+		"--peer-key-file=" + r.Path(r.EtcdPeerKey),
+		"--peer-trusted-ca-file=" + r.Path(r.EtcdCAFile),
+		"--peer-client-cert-auth=true",
+		"--snapshot-count=10000",
+		"--experimental-initial-corrupt-check=true",
+		"--logger=zap",
+		"--log-outputs=stderr",
+		"--log-level=info",
+	}
+	if s.opts.ProgressNotifyInterval > 0 {
+		args = append(args, "--experimental-watch-progress-notify-interval="+s.opts.ProgressNotifyInterval.String())
+	} else {
+		args = append(args, "--experimental-watch-progress-notify-interval=5s")
+	}
+	if s.opts.QuotaBackendBytes > 0 {
+		args = append(args, "--quota-backend-bytes="+strconv.FormatInt(s.opts.QuotaBackendBytes, 10))
+	}
+	return args
+}
+
+func (s *Etcd35) start(ctx context.Context) error {
+	cmd := exec.Command(s.bin, s.Args()...)
+	cmd.Stdout = s.log
+	cmd.Stderr = s.log
+	// The environment could configure etcd too (ETCD_*): only ours counts.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ETCD_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	// A test binary killed by its timeout runs no cleanup: the kernel
+	// stops etcd with it rather than leaving it on the ports.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	s.log.mark()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("testetcd: start %s: %w", s.bin, err)
+	}
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.cmd, s.done, s.exit = cmd, done, nil
+	s.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		// etcd's interrupt handler shuts down and then re-raises the
+		// signal: death by the SIGTERM Stop sent is a clean stop.
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+				s.mu.Lock()
+				if s.terminated == cmd {
+					err = nil
+				}
+				s.mu.Unlock()
+			}
+		}
+		s.mu.Lock()
+		s.exit = err
+		s.mu.Unlock()
+		close(done)
+	}()
+	if err := s.waitHealthy(ctx, done); err != nil {
+		s.Stop()
+		return fmt.Errorf("testetcd: etcd 3.5 on %s: %w\netcd log:\n%s", s.DataDir(), err, s.log.sinceMark())
+	}
+	return nil
+}
+
+// waitHealthy polls what `etcdctl endpoint health` does, a linearizable
+// read, until it succeeds, the process exits or ctx ends.
+func (s *Etcd35) waitHealthy(ctx context.Context, done <-chan struct{}) error {
+	tc, err := s.ClientTLS()
+	if err != nil {
+		return err
+	}
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints: []string{s.Endpoint()}, TLS: tc, DialTimeout: 2 * time.Second, Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var last error
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := c.Get(rctx, "health")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		last = err
+		select {
+		case <-done:
+			s.mu.Lock()
+			exit := s.exit
+			s.mu.Unlock()
+			return fmt.Errorf("exited while starting: %v", exit)
+		case <-ctx.Done():
+			return fmt.Errorf("not healthy: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Endpoint is the client URL, e.g. https://127.0.0.1:34567.
+func (s *Etcd35) Endpoint() string { return s.root.EtcdClientURL() }
+
+// Root is the sandbox the server runs on.
+func (s *Etcd35) Root() *sandbox.Root { return s.root }
+
+// DataDir is the real path of the data dir.
+func (s *Etcd35) DataDir() string { return s.root.Path(s.root.EtcdDataDir) }
+
+// Log is everything the process wrote (its zap JSON lines), the last
+// 4 MiB of it.
+func (s *Etcd35) Log() string { return s.log.String() }
+
+// ClientTLS is the healthcheck-client TLS config, the identity kubekeep uses.
+func (s *Etcd35) ClientTLS() (*tls.Config, error) {
+	r := s.root
+	return transport.TLSInfo{
+		CertFile:      r.Path(r.EtcdClientCert),
+		KeyFile:       r.Path(r.EtcdClientKey),
+		TrustedCAFile: r.Path(r.EtcdCAFile),
+	}.ClientConfig()
+}
+
+// Client returns a shared client authenticated with the sandbox's client
+// certificate; it is closed by Stop.
+func (s *Etcd35) Client() (*clientv3.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != nil {
+		return s.client, nil
+	}
+	tc, err := s.ClientTLS()
+	if err != nil {
+		return nil, fmt.Errorf("testetcd: client TLS: %w", err)
+	}
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints: []string{s.Endpoint()}, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("testetcd: client: %w", err)
+	}
+	s.client = c
+	return c, nil
+}
+
+// ClientT is Client for tests.
+func (s *Etcd35) ClientT(t testing.TB) *clientv3.Client {
+	t.Helper()
+	c, err := s.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Stop sends etcd SIGTERM and waits until it has exited (SIGKILL after
+// 30 s). Stopping a stopped server does nothing.
+func (s *Etcd35) Stop() {
+	s.mu.Lock()
+	cmd, done, c := s.cmd, s.done, s.client
+	s.cmd, s.client = nil, nil
+	s.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	if cmd == nil {
+		return
+	}
+	s.mu.Lock()
+	s.terminated = cmd
+	s.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// LoadCluster writes what Server.LoadCluster writes (the kubeadm-config
+// ConfigMap, namespaces, a Secret, a ConfigMap, a Deployment) and returns
+// the keys.
+func (s *Etcd35) LoadCluster(ctx context.Context) ([]string, error) {
+	c, err := s.Client()
+	if err != nil {
+		return nil, err
+	}
+	return (&Server{root: s.root, client: c}).LoadCluster(ctx)
+}
+
+// ExitError is how the last run ended: nil while running or after a
+// clean stop (etcd re-raises the SIGTERM Stop sends once it has shut
+// down; that counts as clean).
+func (s *Etcd35) ExitError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exit
+}
+
+// Restart stops etcd and starts it again on the same data dir and ports.
+func (s *Etcd35) Restart(ctx context.Context) error {
+	s.Stop()
+	return s.start(ctx)
+}
+
+// Running reports whether the process was started and has not exited.
+func (s *Etcd35) Running() bool {
+	s.mu.Lock()
+	done := s.done
+	running := s.cmd != nil
+	s.mu.Unlock()
+	if !running {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// tailBuffer keeps the last max bytes written to it; mark and sinceMark
+// cut out one start's output.
+type tailBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	max     int
+	dropped int64 // bytes discarded from the front
+	markAt  int64 // absolute offset of the mark
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Write(p)
+	if over := b.buf.Len() - b.max; over > 0 {
+		b.buf.Next(over)
+		b.dropped += int64(over)
+		// Compact now and then so the buffer does not grow forever.
+		if b.buf.Cap() > 4*b.max {
+			rest := append([]byte(nil), b.buf.Bytes()...)
+			b.buf.Reset()
+			b.buf.Write(rest)
+		}
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *tailBuffer) mark() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.markAt = b.dropped + int64(b.buf.Len())
+}
+
+func (b *tailBuffer) sinceMark() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	off := b.markAt - b.dropped
+	if off < 0 {
+		off = 0
+	}
+	return b.buf.String()[off:]
+}
