@@ -369,3 +369,30 @@ func DecodeObject(value []byte) (runtime.Object, error) {
 	}
 	return obj, nil
 }
+
+// NewestRevision reads the newest main revision of the db at path: the
+// last key of the key bucket, without walking it.
+func NewestRevision(path string) (int64, error) {
+	db, err := openDB(path)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var rev int64
+	err = db.View(func(tx *bolt.Tx) error {
+		kb := tx.Bucket(bucketKey)
+		if kb == nil {
+			return errors.New("not an etcd database: no \"key\" bucket")
+		}
+		k, _ := kb.Cursor().Last()
+		if k == nil {
+			return nil
+		}
+		rev, _, err = parseRev(k)
+		return err
+	})
+	if err != nil {
+		return 0, &Error{Op: "read revision", File: path, Kind: ErrCorruptDB, Err: err}
+	}
+	return rev, nil
+}

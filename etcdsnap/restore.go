@@ -14,7 +14,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	etcdutl "go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -30,6 +29,12 @@ type RestoreConfig struct {
 	// trailer, or a raw member/snap/db copy with SkipHashCheck.
 	SnapshotPath  string
 	SkipHashCheck bool
+	// Snapshot, with SnapshotSize, is read instead of SnapshotPath and
+	// written straight into the new data dir: a stored version's image
+	// needs no scratch copy first. It requires Verified, since nothing
+	// can be checked before the data dir is written.
+	Snapshot     io.Reader
+	SnapshotSize int64
 	// Segments are delta segments of the chain that starts at the
 	// snapshot, in any order; replay needs them to cover the snapshot
 	// revision without gaps up to the target.
@@ -51,23 +56,24 @@ type RestoreConfig struct {
 	// InitialClusterToken defaults to etcd's default, "etcd-cluster",
 	// which kubeadm does not override.
 	InitialClusterToken string
-	// Logger receives etcdutl's and the replay etcd's logs; default none.
+	// Logger receives the restore's and the replay etcd's logs; default none.
 	Logger *zap.Logger
 
-	// Verified vouches that SnapshotPath is, byte for byte, an image that
-	// already passed CheckDB: a drill's fresh check of the same file, or
-	// a stored version the backup checked, read back through its content
-	// hashes. RestoreDataDir then skips its own pre-check and, with
-	// Trailer, etcdutl's sha256 pass: on a 1 GiB image they cost about two
-	// seconds and prove nothing new. The restored db is still checked
-	// whole, and its revision must be Revision plus the bump.
+	// Verified vouches that the image is, byte for byte, one that already
+	// passed CheckDB: a drill's fresh check of the same file, or a stored
+	// version the backup checked, read back through its content hashes.
+	// RestoreDataDir then skips its own check before and after, and, with
+	// Trailer, the sha256 pass: on a 1 GiB image they cost seconds and
+	// prove nothing new. The restored db must still open and be at
+	// Revision plus the bump. After a replay it is checked whole.
 	Verified *VerifiedImage
 }
 
 // VerifiedImage is what a caller vouches for about a snapshot image.
 type VerifiedImage struct {
-	// Revision is the image's revision as the earlier check read it.
+	// Revision and Keys are the image's as the earlier check read them.
 	Revision int64
+	Keys     int64
 	// Trailer: the image's sha256 trailer was checked against its data.
 	Trailer bool
 }
@@ -87,8 +93,9 @@ type RestoreResult struct {
 	Keys     int64 `json:"keys"`
 }
 
-// RestoreDataDir writes a new etcd data dir from a snapshot (in-process
-// etcdutl restore with revision bump and mark-compacted), then replays
+// RestoreDataDir writes a new etcd data dir from a snapshot (etcdutl's
+// snapshot restore with revision bump and mark-compacted, see
+// writeDataDir), then replays
 // delta segments up to the target with an embedded etcd on loopback
 // ephemeral ports, and stops it cleanly. Everything that can be checked is
 // checked before DataDir is touched.
@@ -102,17 +109,31 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return res, fmt.Errorf("restore etcd: data dir %s: %w", cfg.DataDir, err)
 	}
-	if cfg.SkipHashCheck {
-		// etcdutl only skips the hash check; make sure a raw image is not
-		// an API stream whose trailer would then be read as db pages.
-		if fi, err := os.Stat(cfg.SnapshotPath); err == nil && fi.Size()%512 == TrailerSize {
-			return res, fmt.Errorf("restore etcd: %s has a sha256 trailer; it is an API snapshot, do not skip the hash check", cfg.SnapshotPath)
+	image, size := cfg.Snapshot, cfg.SnapshotSize
+	what := "the stored snapshot"
+	if image == nil {
+		f, err := os.Open(cfg.SnapshotPath)
+		if err != nil {
+			return res, fmt.Errorf("restore etcd: %w", err)
 		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return res, fmt.Errorf("restore etcd: %w", err)
+		}
+		image, size, what = f, fi.Size(), cfg.SnapshotPath
+	}
+	if cfg.SkipHashCheck && size%512 == TrailerSize {
+		// A raw db is whole pages: this one ends in an API stream's trailer,
+		// which would otherwise be taken for db pages.
+		return res, fmt.Errorf("restore etcd: %s has a sha256 trailer; it is an API snapshot, do not skip the hash check", what)
 	}
 	skipHash := cfg.SkipHashCheck
 	if v := cfg.Verified; v != nil && v.Revision > 0 {
 		res.SnapshotRevision = v.Revision
 		skipHash = skipHash || v.Trailer
+	} else if cfg.Snapshot != nil {
+		return res, errors.New("restore etcd: a snapshot stream must come with what vouches for it (Verified); pass a file to have it checked")
 	} else {
 		st, err := CheckDB(cfg.SnapshotPath)
 		if err != nil {
@@ -135,18 +156,12 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 	if token == "" {
 		token = "etcd-cluster"
 	}
-	if err := etcdutl.NewV3(lg).Restore(etcdutl.RestoreConfig{
-		SnapshotPath:        cfg.SnapshotPath,
-		Name:                cfg.Name,
-		OutputDataDir:       cfg.DataDir,
-		PeerURLs:            strings.Split(cfg.InitialAdvertisePeerURLs, ","),
-		InitialCluster:      cfg.InitialCluster,
-		InitialClusterToken: token,
-		SkipHashCheck:       skipHash,
-		RevisionBump:        RevisionBump,
-		MarkCompacted:       true,
+	if err := writeDataDir(dataDirSpec{
+		dataDir: cfg.DataDir, name: cfg.Name, peerURLs: strings.Split(cfg.InitialAdvertisePeerURLs, ","),
+		initialCluster: cfg.InitialCluster, token: token,
+		image: image, size: size, checkTrailer: !skipHash, bump: RevisionBump, lg: lg,
 	}); err != nil {
-		return res, fmt.Errorf("restore etcd: etcdutl snapshot restore of %s into %s: %w", cfg.SnapshotPath, cfg.DataDir, err)
+		return res, fmt.Errorf("restore etcd: %s into %s: %w (the partial data dir can be removed)", what, cfg.DataDir, err)
 	}
 
 	if len(plan.events) > 0 {
@@ -158,13 +173,22 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 		last := plan.events[len(plan.events)-1]
 		res.ReplayedToRevision, res.ReplayedToTime = last.ModRevision, last.Time
 	}
-	final, err := CheckDB(DBPath(cfg.DataDir))
+	var final DBStats
+	if v := cfg.Verified; v != nil && len(plan.events) == 0 {
+		// The image passed a full check before; what was written since
+		// went through etcd's backend. Reading the revision back proves
+		// the db opens and is the image it was taken for.
+		final.Revision, err = NewestRevision(DBPath(cfg.DataDir))
+		final.Keys = v.Keys
+	} else {
+		final, err = CheckDB(DBPath(cfg.DataDir))
+	}
 	if err != nil {
 		return res, fmt.Errorf("restore etcd: check restored db: %w", err)
 	}
 	res.Revision, res.Keys = final.Revision, final.Keys
-	// etcdutl writes its bump marker at the image's newest revision plus
-	// the bump: anything else means the image was not what it was taken for.
+	// The bump marker sits at the image's newest revision plus the bump:
+	// anything else means the image was not what it was taken for.
 	if len(plan.events) == 0 && final.Revision != res.SnapshotRevision+RevisionBump {
 		return res, fmt.Errorf("restore etcd: the restored db is at revision %d, want %d (snapshot revision %d + %d): the snapshot is not the image it was taken for",
 			final.Revision, res.SnapshotRevision+RevisionBump, res.SnapshotRevision, RevisionBump)

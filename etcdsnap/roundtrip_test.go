@@ -1,6 +1,7 @@
 package etcdsnap_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -198,6 +199,45 @@ func TestRoundTripAndPointInTime(t *testing.T) {
 		cfg.Verified = &etcdsnap.VerifiedImage{Revision: st.Revision - 1, Trailer: true}
 		if _, err := etcdsnap.RestoreDataDir(ctx, cfg); err == nil || !strings.Contains(err.Error(), "not the image") {
 			t.Fatalf("restore of a wrongly vouched image: %v", err)
+		}
+	})
+	t.Run("same data dir as etcdutl", func(t *testing.T) {
+		sameAsEtcdutl(t, r, snapB, filepath.Join(dir, "vs-etcdutl"))
+	})
+	t.Run("streamed image", func(t *testing.T) {
+		img, err := os.ReadFile(snapA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := etcdsnap.CheckDB(snapA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streamed := func(name string, data []byte, size int64) etcdsnap.RestoreConfig {
+			cfg := restoreConfig(r, "", filepath.Join(dir, name))
+			cfg.Snapshot, cfg.SnapshotSize = bytes.NewReader(data), size
+			// Trailer false: the trailer is checked on the way in.
+			cfg.Verified = &etcdsnap.VerifiedImage{Revision: st.Revision, Keys: st.Keys}
+			return cfg
+		}
+		res, got := restoreAndRead(t, streamed("streamed", img, int64(len(img))))
+		sameState(t, "streamed A", dbState(t, etcdsnap.DBPath(filepath.Join(dir, "restore-a"))), got)
+		if res.Revision != st.Revision+etcdsnap.RevisionBump || res.Keys != st.Keys {
+			t.Errorf("streamed restore: %+v, want revision %d and %d keys", res, st.Revision+etcdsnap.RevisionBump, st.Keys)
+		}
+
+		flipped := bytes.Clone(img)
+		flipped[len(flipped)/2] ^= 1
+		if _, err := etcdsnap.RestoreDataDir(ctx, streamed("streamed-flipped", flipped, int64(len(flipped)))); !errors.Is(err, etcdsnap.ErrBadTrailer) {
+			t.Errorf("streamed image with a flipped bit: %v, want ErrBadTrailer", err)
+		}
+		if _, err := etcdsnap.RestoreDataDir(ctx, streamed("streamed-cut", img[:len(img)/3], int64(len(img)))); err == nil || !strings.Contains(err.Error(), "ended after") {
+			t.Errorf("streamed image cut short: %v", err)
+		}
+		cfg := streamed("streamed-unvouched", img, int64(len(img)))
+		cfg.Verified = nil
+		if _, err := etcdsnap.RestoreDataDir(ctx, cfg); err == nil || !strings.Contains(err.Error(), "Verified") {
+			t.Errorf("streamed image nobody vouched for: %v", err)
 		}
 	})
 	t.Run("refuses non-empty data dir", func(t *testing.T) {

@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,13 +40,14 @@ func TestBenchRestore(t *testing.T) {
 	root := testetcd.SandboxT(t)
 	srv := testetcd.StartWithT(t, root, testetcd.Options{QuotaBackendBytes: 8 << 30})
 	cli := srv.ClientT(t)
+	// Distinct values, as a real keyspace has: repeating ones would dedupe
+	// in the store and leave the restore nothing to hash.
 	val := make([]byte, 1<<20)
+	rng := rand.NewChaCha8([32]byte{1})
 	start := time.Now()
 	var filled int64
 	for i := 0; filled < size; i++ {
-		for j := range val {
-			val[j] = byte(i*31 + j*7)
-		}
+		rng.Read(val)
 		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/configmaps/bench/cm-%06d", i), string(val)); err != nil {
 			t.Fatal(err)
 		}
@@ -64,32 +66,51 @@ func TestBenchRestore(t *testing.T) {
 	t.Logf("backup: %s, snapshot %d MiB", time.Since(start).Round(time.Millisecond), res.Etcd.DBSize>>20)
 	srv.Stop()
 
+	// Best of three rounds each, restore and cp alternating, so a slow
+	// moment of the disk does not decide the ratio.
 	dst := filepath.Join(work, "restored")
-	syncAll(t)
-	start = time.Now()
-	if _, err := Run(ctx, Options{Root: dst, Store: store, Version: res.ID, Phases: []string{PhaseFiles, PhaseEtcd},
-		Hostname: root.Opts.NodeName}); err != nil {
-		t.Fatal(err)
+	cpDst := filepath.Join(work, "cp-copy")
+	var restoreTime, cpTime time.Duration
+	for round := range 3 {
+		_ = os.RemoveAll(dst)
+		syncAll(t)
+		start = time.Now()
+		rr, err := Run(ctx, Options{Root: dst, Store: store, Version: res.ID, Phases: []string{PhaseFiles, PhaseEtcd},
+			Hostname: root.Opts.NodeName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := time.Since(start)
+		for _, p := range rr.Phases {
+			t.Logf("round %d: phase %s %s", round+1, p.Name, p.Duration)
+		}
+		if round == 0 || d < restoreTime {
+			restoreTime = d
+		}
+		d0 := d
+		_ = os.RemoveAll(cpDst)
+		syncAll(t)
+		start = time.Now()
+		out, err := exec.Command("cp", "-a", dst, cpDst).CombinedOutput()
+		if err != nil {
+			t.Fatalf("cp -a: %v %s", err, out)
+		}
+		syncAll(t) // restore fsyncs what it writes; make cp pay the same
+		d = time.Since(start)
+		if round == 0 || d < cpTime {
+			cpTime = d
+		}
+		t.Logf("round %d: restore %s, cp -a %s", round+1, d0.Round(time.Millisecond), d.Round(time.Millisecond))
 	}
-	restoreTime := time.Since(start)
 	start = time.Now()
 	if _, err := Run(ctx, Options{Root: filepath.Join(work, "preflight"), Store: store, Version: res.ID, Phases: []string{PhasePreflight},
 		Hostname: root.Opts.NodeName}); err != nil {
 		t.Fatal(err)
 	}
 	preflightTime := time.Since(start)
-
-	syncAll(t)
-	start = time.Now()
-	out, err := exec.Command("cp", "-a", dst, filepath.Join(work, "cp-copy")).CombinedOutput()
-	if err != nil {
-		t.Fatalf("cp -a: %v %s", err, out)
-	}
-	syncAll(t) // restore fsyncs what it writes; make cp pay the same
-	cpTime := time.Since(start)
 	du, _ := exec.Command("du", "-sh", dst).Output()
 	ratio := restoreTime.Seconds() / cpTime.Seconds()
-	fmt.Printf("bench-restore: %d MiB etcd db + %d files; restore (files+etcd phases) %s; cp -a of the result %s (incl. sync); ratio %.2fx (goal <= 1.5x); preflight alone (reads + checks the snapshot) %s; restored tree %s",
+	fmt.Printf("bench-restore: %d MiB etcd db + %d files; restore (files+etcd phases) %s; cp -a of the result %s (incl. sync); best of 3 each; ratio %.2fx (goal <= 1.5x); preflight alone (reads + checks the snapshot) %s; restored tree %s",
 		res.Etcd.DBSize>>20, res.Files, restoreTime.Round(time.Millisecond), cpTime.Round(time.Millisecond), ratio, preflightTime.Round(time.Millisecond), du)
 }
 

@@ -77,9 +77,10 @@ func memberOf(src *source, name, initialCluster string, peerURLs []string) (memb
 }
 
 // RestoreEtcd writes a new etcd data dir at To from a version's snapshot
-// (and deltas for a point in time): etcdutl's snapshot restore in-process,
-// with the member from the backed-up manifest, revision bump and
-// mark-compacted. The snapshot is checked whole before To is touched.
+// (and deltas for a point in time): etcdutl's snapshot restore, with the
+// member from the backed-up manifest, revision bump and mark-compacted.
+// A snapshot the backup did not vouch for is checked whole before To is
+// touched.
 func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 	if o.Store == nil || o.To == "" {
 		return EtcdResult{}, errors.New("restore etcd: a store and a target data dir are required")
@@ -107,21 +108,21 @@ func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 	if src.etcd == nil {
 		return res, fmt.Errorf("version %s records no etcd snapshot (status %s)", src.id, orDash(string(src.status)))
 	}
-	sf, err := materializeSnapshot(ctx, o.Store, src, false)
-	if err != nil {
-		return res, err
-	}
-	defer sf.remove()
 	segs, err := deltaSegments(o.Store, o.Journal, src.etcd.Revision, o.At, o.Revision)
 	if err != nil {
 		return res, err
 	}
-	rr, err := etcdsnap.RestoreDataDir(ctx, etcdsnap.RestoreConfig{
-		SnapshotPath: sf.path, SkipHashCheck: sf.raw, Verified: sf.vouch(src), Segments: segs,
-		UntilRevision: o.Revision, UntilTime: o.At,
+	cfg := etcdsnap.RestoreConfig{
+		Segments: segs, UntilRevision: o.Revision, UntilTime: o.At,
 		DataDir: o.To, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
-		Logger: zap.NewNop(), // etcdutl's info lines are noise next to ours
-	})
+		Logger: zap.NewNop(), // etcd's info lines are noise next to ours
+	}
+	release, err := etcdImage(ctx, o.Store, src, nil, &cfg)
+	if err != nil {
+		return res, err
+	}
+	defer release()
+	rr, err := etcdsnap.RestoreDataDir(ctx, cfg)
 	res.RestoreResult = rr
 	if err == nil && rr.SnapshotRevision != src.etcd.Revision {
 		err = fmt.Errorf("the stored snapshot is at revision %d, the backup recorded %d; %s is not to be used", rr.SnapshotRevision, src.etcd.Revision, o.To)
@@ -180,10 +181,6 @@ func (r *runner) etcd(ctx context.Context) error {
 		return fmt.Errorf("version %s records no etcd snapshot (status %s)", r.src.id, orDash(string(r.src.status)))
 	}
 	snapRev := r.src.etcd.Revision
-	sf, err := r.snapshot(ctx, false)
-	if err != nil {
-		return err
-	}
 	segs, err := deltaSegments(r.opts.Store, r.opts.DeltaJournal, snapRev, r.opts.At, r.opts.Revision)
 	if err != nil {
 		return err
@@ -203,12 +200,17 @@ func (r *runner) etcd(ctx context.Context) error {
 		if err := r.mkdirParent(staging); err != nil {
 			return err
 		}
-		rr, err := etcdsnap.RestoreDataDir(ctx, etcdsnap.RestoreConfig{
-			SnapshotPath: sf.path, SkipHashCheck: sf.raw, Verified: sf.vouch(r.src), Segments: segs,
-			UntilRevision: r.opts.Revision, UntilTime: r.opts.At,
+		cfg := etcdsnap.RestoreConfig{
+			Segments: segs, UntilRevision: r.opts.Revision, UntilTime: r.opts.At,
 			DataDir: stagingReal, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 			Logger: zap.NewNop(),
-		})
+		}
+		release, err := etcdImage(ctx, r.opts.Store, r.src, r.snap, &cfg)
+		if err != nil {
+			return err
+		}
+		defer release()
+		rr, err := etcdsnap.RestoreDataDir(ctx, cfg)
 		if err == nil && rr.SnapshotRevision != snapRev {
 			err = fmt.Errorf("the stored snapshot is at revision %d, the backup recorded %d", rr.SnapshotRevision, snapRev)
 		}

@@ -78,7 +78,11 @@ func (s *Store) openEntry(id string, match func(*format.Entry) bool, what string
 		if err != nil {
 			return nil, 0, err
 		}
-		return &extentReader{br: newBlobReader(s, x), own: true, exts: e.Extents}, e.Size, nil
+		br := newBlobReader(s, x)
+		if e.Size >= prefetchMinSize {
+			return newPrefetchReader(br, e.Extents, br), e.Size, nil
+		}
+		return &extentReader{br: br, own: true, exts: e.Extents}, e.Size, nil
 	}
 	return nil, 0, fmt.Errorf("version %s has no %s: %w", id, what, ErrNotFound)
 }

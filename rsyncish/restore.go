@@ -48,7 +48,7 @@ func toFileMode(m uint32) os.FileMode {
 // RestoreFiles writes the files, directories and symlinks of version id for
 // which filter (nil = all) returns true under toDir at their host paths
 // (toDir/etc/kubernetes/pki/ca.crt), with mode, owner (when root), mtime
-// and symlinks; each file appears atomically (temp name, fsync, rename).
+// and symlinks; each file appears atomically (temp name, sync, rename).
 // Symlink mtimes are not restored. Every write goes through an os.Root on
 // toDir, so neither a stored path nor a symlink restored earlier can lead a
 // write outside toDir; a version holding any unsafe path (absolute-escaping
@@ -92,6 +92,15 @@ func (s *Store) RestoreFiles(ctx context.Context, id, toDir string, filter func(
 	defer br.Close()
 	asRoot := os.Geteuid() == 0
 	var dirs []*format.Entry
+	// Files are written under temporary names first and renamed into
+	// place after one sync of the filesystem: each still appears whole or
+	// not at all, for one journal commit instead of one per file.
+	var pending []pendingFile
+	defer func() {
+		for _, p := range pending {
+			root.Remove(p.tmp)
+		}
+	}()
 	for _, e := range todo {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -126,10 +135,26 @@ func (s *Store) RestoreFiles(ctx context.Context, id, toDir string, filter func(
 				return fmt.Errorf("restoring %s: %w", e.Path, err)
 			}
 		case format.TypeFile:
-			if err := restoreFile(root, br, e, rel, asRoot); err != nil {
+			tmp, err := writeTempFile(root, br, e, rel, asRoot)
+			if err != nil {
 				return fmt.Errorf("restoring %s: %w", e.Path, err)
 			}
+			pending = append(pending, pendingFile{e: e, rel: rel, tmp: tmp})
 		}
+	}
+	if err := syncFS(root, toDir); err != nil {
+		return err
+	}
+	for len(pending) > 0 {
+		p := pending[0]
+		mt := time.Unix(0, p.e.MTime)
+		if err := root.Chtimes(p.tmp, mt, mt); err != nil {
+			return fmt.Errorf("restoring %s: %w", p.e.Path, err)
+		}
+		if err := replace(root, p.tmp, p.rel); err != nil {
+			return fmt.Errorf("restoring %s: %w", p.e.Path, err)
+		}
+		pending = pending[1:]
 	}
 	// Directories last and deepest first: writing their children changed
 	// their mtimes, and a read-only mode must not stop those writes.
@@ -149,13 +174,23 @@ func (s *Store) RestoreFiles(ctx context.Context, id, toDir string, filter func(
 			return fmt.Errorf("restoring %s: %w", e.Path, err)
 		}
 	}
+	return syncFS(root, toDir)
+}
+
+type pendingFile struct {
+	e        *format.Entry
+	rel, tmp string
+}
+
+// syncFS makes everything written under root durable.
+func syncFS(root *os.Root, name string) error {
 	d, err := root.Open(".")
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		return fmt.Errorf("syncing %s: %w", toDir, err)
+		return fmt.Errorf("syncing %s: %w", name, err)
 	}
 	return nil
 }
@@ -175,16 +210,19 @@ func replace(root *os.Root, tmp, rel string) error {
 	return nil
 }
 
-func restoreFile(root *os.Root, br *blobReader, e *format.Entry, rel string, asRoot bool) error {
+// writeTempFile writes a stored file's content, owner and mode to a new
+// temporary name beside rel and returns that name; the caller syncs and
+// renames it into place.
+func writeTempFile(root *os.Root, br *blobReader, e *format.Entry, rel string, asRoot bool) (string, error) {
 	tmp := tmpName(filepath.Join(filepath.Dir(rel), ".kubekeep-restore"))
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return err
+		return "", err
 	}
-	fail := func(err error) error {
+	fail := func(err error) (string, error) {
 		f.Close()
 		root.Remove(tmp)
-		return err
+		return "", err
 	}
 	var buf []byte
 	for _, x := range e.Extents {
@@ -219,17 +257,9 @@ func restoreFile(root *os.Root, br *blobReader, e *format.Entry, rel string, asR
 	if err := f.Chmod(toFileMode(e.Mode)); err != nil {
 		return fail(err)
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
 	if err := f.Close(); err != nil {
 		root.Remove(tmp)
-		return err
+		return "", err
 	}
-	mt := time.Unix(0, e.MTime)
-	if err := root.Chtimes(tmp, mt, mt); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	return replace(root, tmp, rel)
+	return tmp, nil
 }

@@ -12,4 +12,4 @@ trap 'rm -rf "$tmp"' EXIT
 echo "bench-restore: ${size} bytes of etcd values, work dir $tmp"
 KUBEKEEP_BENCH_RESTORE_SIZE=$size KUBEKEEP_BENCH_DIR=$tmp \
   go test -count=1 -timeout 40m -run '^TestBenchRestore$' -v ./restore/ 2>&1 |
-  grep -E 'bench-restore:|filled etcd|backup:|FAIL|panic' || true
+  grep -E "bench-restore:|filled etcd|backup:|FAIL|panic|round " || true
