@@ -118,15 +118,16 @@ func Snapshot(ctx context.Context, cc ClientConfig, w io.Writer) (Info, error) {
 		info.MemberID = st.Header.MemberId
 	}
 
-	resp, err := cli.SnapshotWithVersion(ctx)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream on an early return
+	stream, err := openSnapshotStream(sctx, cli)
 	if err != nil {
 		return fail(streamError(ctx, ep, "open snapshot stream", 0, err))
 	}
-	defer resp.Snapshot.Close()
-	info.StorageVersion = resp.Version
+	info.StorageVersion = stream.Version()
 
 	v := newVerifier(w)
-	_, err = io.CopyBuffer(v, resp.Snapshot, make([]byte, 1<<20))
+	_, err = stream.WriteTo(v)
 	info.StreamBytes = v.size
 	if err != nil {
 		if v.sinkErr != nil {

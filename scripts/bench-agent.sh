@@ -111,12 +111,19 @@ done_count() { grep -c '"msg":"job done","job":"backup"' "$tmp/agent.log" || tru
 # The first (full) backup is the cold start, not the steady state: wait
 # for it and measure from there.
 while [ "$(done_count)" -lt 1 ]; do sleep 0.5; done
+# BENCH_AGENT_PERF=FILE records a perf profile of the agent over the cycles.
+perf_pid=
+if [ -n "${BENCH_AGENT_PERF:-}" ]; then
+  perf record -q -F 499 -g -p "$agent_pid" -o "$BENCH_AGENT_PERF" > "$tmp/perf.log" 2>&1 &
+  perf_pid=$!
+fi
 c0=$(cpu $agent_pid); w0=$(date +%s.%N)
 for r in $(seq 1 "$cycles"); do
   "$tmp/filler" -root "$root" -endpoint "$ep" -size "$size" -churn 0.01 -round "$r"
   while [ "$(done_count)" -lt $((r + 1)) ]; do sleep 0.5; done
 done
 c1=$(cpu $agent_pid); w1=$(date +%s.%N)
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 sleep 15
 idle=$(kib $agent_pid VmRSS); peak=$(kib $agent_pid VmHWM)
 grep '"msg":"job done","job":"backup"' "$tmp/agent.log" | tail -3 | sed 's/^/  /'
