@@ -479,12 +479,34 @@ func (a *Agent) statusLoop(ctx context.Context) {
 // status file (skipped while the second disk is unavailable).
 func (a *Agent) writeStatus() {
 	next := map[string]time.Time{}
+	cpu := map[string]time.Duration{}
 	a.jobsMu.Lock()
 	for name, j := range a.jobs {
-		if j.gjob != nil {
-			if t, err := j.gjob.NextRun(); err == nil && !t.IsZero() {
-				next[name] = t.UTC().Round(0)
+		j.mu.Lock()
+		cpu[name] = j.lastCPU
+		var notBefore time.Time
+		if spacing := a.budgetSpacing(j); name == JobBackup && spacing > 0 {
+			// gocron's ticks are on the real clock; so is this.
+			notBefore = time.Now().Add(j.lastStart.Add(spacing).Sub(a.now()))
+		}
+		j.mu.Unlock()
+		if j.gjob == nil {
+			continue
+		}
+		runs, err := j.gjob.NextRuns(64)
+		if err != nil {
+			continue
+		}
+		found := false
+		for _, t := range runs {
+			// The first tick the CPU budget does not skip.
+			if !t.IsZero() && !t.Before(notBefore) {
+				next[name], found = t.UTC().Round(0), true
+				break
 			}
+		}
+		if !found && !notBefore.IsZero() {
+			next[name] = notBefore.UTC().Round(time.Second)
 		}
 	}
 	a.jobsMu.Unlock()
@@ -495,6 +517,7 @@ func (a *Agent) writeStatus() {
 		} else {
 			js.NextRun = nil
 		}
+		js.LastCPU = roundSec(cpu[name])
 	}
 	a.state.Updated = a.now().UTC()
 	snap := a.state

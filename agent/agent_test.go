@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -479,4 +480,52 @@ func TestFirstDrillAndVerifySoonAfterStart(t *testing.T) {
 		js := a.state.Jobs[JobVerify]
 		return js != nil && js.LastSuccess != nil
 	})
+}
+
+// A backup that costs more CPU than schedules.backupCPUBudget allows at its
+// interval makes the agent skip scheduled backups until the average is
+// back under the budget, and say so (log, metric, status); a file change
+// still triggers one at once.
+func TestBackupCPUBudget(t *testing.T) {
+	root := testetcd.SandboxT(t)
+	testetcd.StartT(t, root)
+	dir := storeDir(t)
+	cfg := testSettings(root, dir)
+	cfg.Schedules.Backup = time.Second
+	// Any real backup costs over 10 ms of CPU: at 0.001% that is one
+	// backup per 1000 s at least, so every 1 s tick after the first is skipped.
+	cfg.Schedules.BackupCPUBudget = 0.001
+	a, buf := newAgent(t, cfg, nil)
+	start(t, a, buf)
+	waitFor(t, 15*time.Second, "the startup backup", func() bool { return len(versions(t, dir)) == 1 })
+	waitFor(t, 10*time.Second, "a scheduled backup skipped for the budget", func() bool {
+		_, body := scrape(t, a, "/metrics")
+		n, _ := strconv.ParseFloat(metricValue(body, "kubekeep_backup_budget_skips_total"), 64)
+		return n >= 1
+	})
+	time.Sleep(2 * time.Second)
+	if n := len(versions(t, dir)); n != 1 {
+		t.Fatalf("%d versions with every scheduled backup over budget, want 1", n)
+	}
+	if !strings.Contains(buf.String(), "scheduled backup skipped to stay within the CPU budget") {
+		t.Error("no log line says why backups are skipped")
+	}
+	a.writeStatus()
+	js := jobState(a, JobBackup)
+	if js.LastCPU <= 0 {
+		t.Errorf("status records no CPU for the backup: %+v", js)
+	}
+	if js.NextRun == nil || time.Until(*js.NextRun) < 5*time.Minute {
+		t.Errorf("status says the next backup is at %v; the budget puts it hours away", js.NextRun)
+	}
+	_, body := scrape(t, a, "/metrics")
+	if v := metricValue(body, `kubekeep_job_last_cpu_seconds{job="backup"}`); v == "" || v == "0" {
+		t.Errorf("kubekeep_job_last_cpu_seconds for backup = %q", v)
+	}
+
+	waitFor(t, 5*time.Second, "the watches", a.watching.Load)
+	if err := root.RenewCert("/etc/kubernetes/pki/apiserver-kubelet-client.crt"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a change-triggered version despite the budget", func() bool { return len(versions(t, dir)) == 2 })
 }

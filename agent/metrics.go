@@ -24,6 +24,8 @@ type metrics struct {
 	lastSuccess  *prometheus.GaugeVec
 	lastFailure  *prometheus.GaugeVec
 	duration     *prometheus.GaugeVec
+	cpu          *prometheus.GaugeVec
+	budgetSkips  prometheus.Counter
 	runs         *prometheus.CounterVec
 	failures     *prometheus.CounterVec
 	bytesWritten *prometheus.CounterVec
@@ -51,6 +53,10 @@ func newMetrics(now func() time.Time) *metrics {
 		Help: "Unix time of the job's last failed run."}, job)
 	m.duration = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubekeep_job_last_duration_seconds",
 		Help: "How long the job's last run took."}, job)
+	m.cpu = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubekeep_job_last_cpu_seconds",
+		Help: "CPU the agent process used during the job's last run (other goroutines' included)."}, job)
+	m.budgetSkips = prometheus.NewCounter(prometheus.CounterOpts{Name: "kubekeep_backup_budget_skips_total",
+		Help: "Scheduled backups skipped to keep the agent within schedules.backupCPUBudget."})
 	m.runs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubekeep_job_runs_total",
 		Help: "Runs of the job, successful or not."}, job)
 	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubekeep_job_failures_total",
@@ -80,7 +86,7 @@ func newMetrics(now func() time.Time) *metrics {
 			return m.now().Sub(t).Seconds()
 		})
 	}
-	m.reg.MustRegister(m.lastSuccess, m.lastFailure, m.duration, m.runs, m.failures, m.bytesWritten,
+	m.reg.MustRegister(m.lastSuccess, m.lastFailure, m.duration, m.cpu, m.budgetSkips, m.runs, m.failures, m.bytesWritten,
 		m.storeUsed, m.storeFree, m.storeOK, m.versions, m.etcdRevision, m.deltaRev, m.etcdAPIUp,
 		age("kubekeep_newest_verified_backup_age_seconds",
 			"Age of the newest version the restore drill verified (+Inf when none): the recovery point that is proven.",

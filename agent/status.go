@@ -43,8 +43,10 @@ type JobState struct {
 	LastError    string     `json:"lastError"`
 	NextRun      *time.Time `json:"nextRun"`
 	LastDuration float64    `json:"lastDurationSeconds,omitempty"`
-	Failures     int        `json:"consecutiveFailures,omitempty"`
-	Disabled     string     `json:"disabled,omitempty"`
+	// LastCPU: CPU the agent used during the last run (all its goroutines).
+	LastCPU  float64 `json:"lastCPUSeconds,omitempty"`
+	Failures int     `json:"consecutiveFailures,omitempty"`
+	Disabled string  `json:"disabled,omitempty"`
 }
 
 // FileState is what the agent writes to StatusFile.

@@ -57,6 +57,13 @@ type Schedules struct {
 	// Debounce is how long a burst of file changes must settle before the
 	// change-triggered backup runs.
 	Debounce time.Duration `yaml:"debounce"`
+	// BackupCPUBudget caps the agent's average CPU for scheduled backups
+	// (a share of one core): when a backup costs more CPU than the budget
+	// allows at the Backup interval (a large etcd: every version streams
+	// the whole snapshot), the next scheduled ones are skipped until the
+	// budget is met. File-change backups and the etcd delta stream are not
+	// held back. 0% turns it off.
+	BackupCPUBudget Percent `yaml:"backupCPUBudget"`
 }
 
 // Retention says which versions prune keeps; buckets are in UTC.
@@ -140,6 +147,8 @@ func Default() Config {
 			Drill:         24 * time.Hour,
 			Jitter:        30 * time.Second,
 			Debounce:      10 * time.Second,
+			// The agent issue's goal: at most 1% of a core on average.
+			BackupCPUBudget: 1,
 		},
 		Retention: Retention{KeepLast: 12, KeepHourly: 24, KeepDaily: 7, KeepWeekly: 4},
 		Etcd: Etcd{

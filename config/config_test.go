@@ -75,6 +75,8 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"bad size", "store:\n  blockSize: 12 parsecs\n", []string{"bad.yaml:2: store.blockSize:", "not a size"}},
 		{"invalid value", "\n\nschedules:\n  backup: 10ms\n", []string{"bad.yaml:4: schedules.backup: must be at least 1s"}},
 		{"relative path", "paths:\n  extra: [etc/foo]\n", []string{"bad.yaml:2: paths.extra: must be an absolute path"}},
+		{"percent without its sign", "schedules:\n  backupCPUBudget: 0.01\n", []string{"bad.yaml:2: schedules.backupCPUBudget:", "the % sign is required"}},
+		{"percent over 100", "schedules:\n  backupCPUBudget: 150%\n", []string{"bad.yaml:2: schedules.backupCPUBudget:", "between 0% and 100%"}},
 		{"odd block size", "store:\n  blockSize: 48KiB\n", []string{"bad.yaml:2: store.blockSize: must be a power of two"}},
 		{"store outside mountpoint", "store:\n  path: /data/kk\n  mountpoint: /mnt/b\n", []string{"bad.yaml:3: store.mountpoint"}},
 		{"syntax", "store:\n  path: [\n", []string{"bad.yaml:"}},

@@ -18,6 +18,7 @@ func init() { registerCommand(newAgentCommand) }
 
 type agentOptions struct {
 	backupInterval  time.Duration
+	backupBudget    config.Percent
 	metricsListen   string
 	shutdownTimeout time.Duration
 }
@@ -51,6 +52,8 @@ served on metrics.listen.`,
 	}
 	f := cmd.Flags()
 	f.DurationVar(&o.backupInterval, "backup-interval", 5*time.Minute, "time between scheduled backups (overrides schedules.backup)")
+	o.backupBudget = config.Default().Schedules.BackupCPUBudget
+	f.Var(&o.backupBudget, "backup-cpu-budget", "average CPU scheduled backups may use, e.g. 1%; over it, scheduled runs are skipped (0% disables; overrides schedules.backupCPUBudget)")
 	f.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:9477", "address of the Prometheus /metrics and /healthz endpoint, empty to disable (overrides metrics.listen)")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a running job may take to finish after SIGTERM before it is abandoned")
 	return cmd
@@ -88,6 +91,9 @@ func agentSettings(cmd *cobra.Command, g *globalOptions, o *agentOptions) (confi
 	flags := cmd.Flags()
 	if flags.Changed("backup-interval") {
 		cfg.Schedules.Backup = o.backupInterval
+	}
+	if flags.Changed("backup-cpu-budget") {
+		cfg.Schedules.BackupCPUBudget = o.backupBudget
 	}
 	if flags.Changed("metrics-listen") {
 		cfg.Metrics.Listen = o.metricsListen
