@@ -40,6 +40,7 @@ schedules:
   drill: 10s
   jitter: 0s
   debounce: 2s
+  backupCPUBudget: 60%   # the default 1%, scaled to this clock (5s stands for 5m)
 retention:
   keepLast: 4
   keepHourly: 0
