@@ -493,21 +493,17 @@ func (a *Agent) writeStatus() {
 		if j.gjob == nil {
 			continue
 		}
-		runs, err := j.gjob.NextRuns(64)
-		if err != nil {
+		t, err := j.gjob.NextRun()
+		if err != nil || t.IsZero() {
 			continue
 		}
-		found := false
-		for _, t := range runs {
-			// The first tick the CPU budget does not skip.
-			if !t.IsZero() && !t.Before(notBefore) {
-				next[name], found = t.UTC().Round(0), true
-				break
-			}
+		if t.Before(notBefore) && j.interval > 0 {
+			// The first tick the CPU budget does not skip (jitter aside).
+			// Not gocron's NextRuns: for a jittered job it draws from the
+			// job's unsynchronised rand while the scheduler does too.
+			t = t.Add(((notBefore.Sub(t) + j.interval - 1) / j.interval) * j.interval)
 		}
-		if !found && !notBefore.IsZero() {
-			next[name] = notBefore.UTC().Round(time.Second)
-		}
+		next[name] = t.UTC().Round(0)
 	}
 	a.jobsMu.Unlock()
 	a.stMu.Lock()
