@@ -434,6 +434,9 @@ func (a *Agent) catchUpLoop(ctx context.Context) {
 			// by a long previous run (gocron then skips a tick) from
 			// counting as missed.
 			overdue := now.After(next.Add(grace+j.interval/2)) && j.lastStart.Before(next.Add(-j.interval/2)) && !j.running
+			if spacing := a.budgetSpacing(j); j.name == JobBackup && spacing > 0 && now.Sub(j.lastStart) < spacing {
+				overdue = false // the CPU budget would have skipped that run anyway
+			}
 			j.mu.Unlock()
 			if overdue {
 				due = append(due, j)

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/internal/ctxio"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -51,7 +52,7 @@ func MaterializeSnapshot(ctx context.Context, store *rsyncish.Store, id string) 
 		return nil, err
 	}
 	sf := &SnapshotFile{Path: tmp.Name(), Raw: info != nil && info.Source == etcdsnap.SourceRaw}
-	r := &ctxReader{ctx: ctx, r: rc}
+	r := ctxio.Reader(ctx, rc)
 	if sf.Raw {
 		sf.Size, err = io.CopyBuffer(tmp, r, make([]byte, 1<<20))
 	} else {
@@ -69,17 +70,4 @@ func MaterializeSnapshot(ctx context.Context, store *rsyncish.Store, id string) 
 		return nil, fmt.Errorf("version %s: the stored etcd snapshot (%d bytes) is not intact: %w", id, sf.Size, err)
 	}
 	return sf, nil
-}
-
-// ctxReader stops a long copy when ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

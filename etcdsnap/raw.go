@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kubekeep/kubekeep/internal/ctxio"
 )
 
 // DBPath is where etcd keeps its bbolt file inside a data dir.
@@ -69,7 +71,7 @@ func RawCopy(ctx context.Context, dataDir string, w io.Writer) (Info, error) {
 	defer unix.Flock(int(f.Fd()), unix.LOCK_UN) //nolint:errcheck // closing the fd drops it anyway
 	h := sha256.New()
 	sink := &sinkWriter{w: io.MultiWriter(w, h)}
-	n, err := io.CopyBuffer(sink, &ctxReader{ctx: ctx, r: f}, make([]byte, 1<<20))
+	n, err := io.CopyBuffer(sink, ctxio.Reader(ctx, f), make([]byte, 1<<20))
 	info.StreamBytes = n
 	if err != nil {
 		kind := ErrCorruptDB
@@ -95,16 +97,4 @@ func (s *sinkWriter) Write(p []byte) (int, error) {
 		s.err = err
 	}
 	return n, err
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/internal/ctxio"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -291,7 +292,7 @@ func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *sn
 			return nil, fmt.Errorf("version %s: open the etcd snapshot: %w", src.id, err)
 		}
 		raw := e.Source == etcdsnap.SourceRaw
-		cfg.Snapshot, cfg.SnapshotSize, cfg.SkipHashCheck = &ctxReader{ctx: ctx, r: rc}, size, raw
+		cfg.Snapshot, cfg.SnapshotSize, cfg.SkipHashCheck = ctxio.Reader(ctx, rc), size, raw
 		cfg.Verified = &etcdsnap.VerifiedImage{Revision: e.Revision, Keys: e.Keys, Trailer: e.TrailerVerified}
 		return func() { rc.Close() }, nil
 	}
@@ -308,19 +309,6 @@ func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *sn
 			sf.remove()
 		}
 	}, nil
-}
-
-// ctxReader stops a long copy when ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // snapshot materialises the snapshot once per run; check asks for the

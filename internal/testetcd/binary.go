@@ -26,7 +26,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -380,35 +379,12 @@ func (s *Etcd35) DataDir() string { return s.root.Path(s.root.EtcdDataDir) }
 func (s *Etcd35) Log() string { return s.log.String() }
 
 // ClientTLS is the healthcheck-client TLS config, the identity kubekeep uses.
-func (s *Etcd35) ClientTLS() (*tls.Config, error) {
-	r := s.root
-	return transport.TLSInfo{
-		CertFile:      r.Path(r.EtcdClientCert),
-		KeyFile:       r.Path(r.EtcdClientKey),
-		TrustedCAFile: r.Path(r.EtcdCAFile),
-	}.ClientConfig()
-}
+func (s *Etcd35) ClientTLS() (*tls.Config, error) { return clientTLS(s.root) }
 
 // Client returns a shared client authenticated with the sandbox's client
 // certificate; it is closed by Stop.
 func (s *Etcd35) Client() (*clientv3.Client, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client != nil {
-		return s.client, nil
-	}
-	tc, err := s.ClientTLS()
-	if err != nil {
-		return nil, fmt.Errorf("testetcd: client TLS: %w", err)
-	}
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints: []string{s.Endpoint()}, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("testetcd: client: %w", err)
-	}
-	s.client = c
-	return c, nil
+	return sharedClient(&s.mu, &s.client, s.root, s.Endpoint())
 }
 
 // ClientT is Client for tests.

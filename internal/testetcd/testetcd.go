@@ -217,8 +217,15 @@ func (s *Server) Root() *sandbox.Root { return s.root }
 func (s *Server) DataDir() string { return s.root.Path(s.root.EtcdDataDir) }
 
 // ClientTLS is the healthcheck-client TLS config, the identity kubekeep uses.
-func (s *Server) ClientTLS() (*tls.Config, error) {
-	r := s.root
+func (s *Server) ClientTLS() (*tls.Config, error) { return clientTLS(s.root) }
+
+// Client returns a shared client authenticated with the sandbox's client
+// certificate; it is closed by Stop.
+func (s *Server) Client() (*clientv3.Client, error) {
+	return sharedClient(&s.mu, &s.client, s.root, s.Endpoint())
+}
+
+func clientTLS(r *sandbox.Root) (*tls.Config, error) {
 	return transport.TLSInfo{
 		CertFile:      r.Path(r.EtcdClientCert),
 		KeyFile:       r.Path(r.EtcdClientKey),
@@ -226,20 +233,19 @@ func (s *Server) ClientTLS() (*tls.Config, error) {
 	}.ClientConfig()
 }
 
-// Client returns a shared client authenticated with the sandbox's client
-// certificate; it is closed by Stop.
-func (s *Server) Client() (*clientv3.Client, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client != nil {
-		return s.client, nil
+// sharedClient returns *client, making it on first use (under mu).
+func sharedClient(mu *sync.Mutex, client **clientv3.Client, r *sandbox.Root, endpoint string) (*clientv3.Client, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if *client != nil {
+		return *client, nil
 	}
-	tc, err := s.ClientTLS()
+	tc, err := clientTLS(r)
 	if err != nil {
 		return nil, fmt.Errorf("testetcd: client TLS: %w", err)
 	}
 	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{s.Endpoint()},
+		Endpoints:   []string{endpoint},
 		TLS:         tc,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
@@ -247,7 +253,7 @@ func (s *Server) Client() (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testetcd: client: %w", err)
 	}
-	s.client = c
+	*client = c
 	return c, nil
 }
 
