@@ -3,10 +3,12 @@ package etcdsnap
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
@@ -56,38 +58,43 @@ type dataDirSpec struct {
 // on the way in, and changed in one backend session, where etcdutl copies
 // it, reads it back whole for the hash and opens the backend three times
 // (about 3 s more for a 1 GiB image, measured by scripts/bench-restore.sh).
-func writeDataDir(s dataDirSpec) error {
+//
+// It returns the image's sha256 (hex) when it checked the trailer.
+func writeDataDir(s dataDirSpec) (sha string, err error) {
 	peerURLs, err := types.NewURLs(s.peerURLs)
 	if err != nil {
-		return fmt.Errorf("peer URLs %q: %w", strings.Join(s.peerURLs, ","), err)
+		return "", fmt.Errorf("peer URLs %q: %w", strings.Join(s.peerURLs, ","), err)
 	}
 	initial, err := types.NewURLsMap(s.initialCluster)
 	if err != nil {
-		return fmt.Errorf("initial cluster %q: %w", s.initialCluster, err)
+		return "", fmt.Errorf("initial cluster %q: %w", s.initialCluster, err)
 	}
 	srv := config.ServerConfig{Logger: s.lg, Name: s.name, PeerURLs: peerURLs, InitialPeerURLsMap: initial, InitialClusterToken: s.token}
 	if err := srv.VerifyBootstrap(); err != nil {
-		return err
+		return "", err
 	}
 	cl, err := membership.NewClusterFromURLsMap(s.lg, s.token, initial)
 	if err != nil {
-		return err
+		return "", err
 	}
 	self := cl.MemberByName(s.name)
 	if self == nil {
-		return fmt.Errorf("member %q is not in the initial cluster %q", s.name, s.initialCluster)
+		return "", fmt.Errorf("member %q is not in the initial cluster %q", s.name, s.initialCluster)
 	}
 	if fileutil.Exist(s.dataDir) && !fileutil.DirEmpty(s.dataDir) {
-		return fmt.Errorf("data dir %s is not empty", s.dataDir)
+		return "", fmt.Errorf("data dir %s is not empty", s.dataDir)
 	}
 	snapDir := filepath.Join(s.dataDir, "member", "snap")
 	walDir := filepath.Join(s.dataDir, "member", "wal")
 	if err := fileutil.CreateDirAll(s.lg, snapDir); err != nil {
-		return err
+		return "", err
 	}
 	dbPath := filepath.Join(snapDir, "db")
-	if err := writeImage(dbPath, s.image, s.size, s.checkTrailer); err != nil {
-		return err
+	if sha, err = writeImage(dbPath, s.image, s.size, s.checkTrailer); err != nil {
+		return "", err
+	}
+	if err := checkShape(dbPath); err != nil {
+		return "", err
 	}
 
 	// The new log: one ConfChangeAddNode per member, committed at term 1.
@@ -96,33 +103,33 @@ func writeDataDir(s dataDirSpec) error {
 	for i, id := range ids {
 		ctx, err := json.Marshal(cl.Member(id))
 		if err != nil {
-			return err
+			return "", err
 		}
 		cc := raftpb.ConfChange{Type: raftpb.ConfChangeAddNode, NodeID: uint64(id), Context: ctx}
 		d, err := cc.Marshal()
 		if err != nil {
-			return err
+			return "", err
 		}
 		ents[i] = raftpb.Entry{Type: raftpb.EntryConfChange, Term: 1, Index: uint64(i + 1), Data: d}
 	}
 	commit, term := uint64(len(ents)), uint64(1)
 
 	if err := rewriteBackend(s, dbPath, cl, commit, term); err != nil {
-		return err
+		return "", err
 	}
 
 	md, err := (&etcdserverpb.Metadata{NodeID: uint64(self.ID), ClusterID: uint64(cl.ID())}).Marshal()
 	if err != nil {
-		return err
+		return "", err
 	}
 	w, err := wal.Create(s.lg, walDir, md)
 	if err != nil {
-		return fmt.Errorf("create WAL: %w", err)
+		return "", fmt.Errorf("create WAL: %w", err)
 	}
 	hs := raftpb.HardState{Term: term, Vote: uint64(ids[0]), Commit: commit}
 	if err := w.Save(hs, ents); err != nil {
 		w.Close()
-		return fmt.Errorf("write WAL: %w", err)
+		return "", fmt.Errorf("write WAL: %w", err)
 	}
 	voters := make([]uint64, len(ids))
 	for i, id := range ids {
@@ -135,19 +142,26 @@ func writeDataDir(s dataDirSpec) error {
 	}
 	if err := snap.New(s.lg, snapDir).SaveSnap(raftSnap); err != nil {
 		w.Close()
-		return fmt.Errorf("write raft snapshot: %w", err)
+		return "", fmt.Errorf("write raft snapshot: %w", err)
 	}
 	if err := w.SaveSnapshot(walpb.Snapshot{Index: commit, Term: term, ConfState: &cs}); err != nil {
 		w.Close()
-		return fmt.Errorf("write WAL snapshot record: %w", err)
+		return "", fmt.Errorf("write WAL snapshot record: %w", err)
 	}
-	return w.Close()
+	return sha, w.Close()
 }
 
 // rewriteBackend makes the image the backend of the new member, in one
 // open of it: membership trimmed and re-added, revision bumped, marked
 // compacted, consistent index set to the new log's commit.
 func rewriteBackend(s dataDirSpec, dbPath string, cl *membership.RaftCluster, commit, term uint64) (err error) {
+	// etcd's backend panics (through its logger) on a db bbolt cannot
+	// open; a restore must fail with an error instead.
+	defer func() {
+		if r := recover(); r != nil {
+			err = &Error{Op: "restore", File: dbPath, Kind: ErrCorruptDB, Err: fmt.Errorf("etcd's backend: %v", r)}
+		}
+	}()
 	be := backend.NewDefaultBackend(s.lg, dbPath)
 	defer func() {
 		be.ForceCommit()
@@ -195,14 +209,14 @@ func bumpRevision(be backend.Backend, bump int64) error {
 }
 
 // writeImage writes the image without its trailer to path and syncs it.
-func writeImage(path string, image io.Reader, size int64, checkTrailer bool) error {
+func writeImage(path string, image io.Reader, size int64, checkTrailer bool) (string, error) {
 	trailer := size%512 == TrailerSize
 	if checkTrailer && !trailer {
-		return fmt.Errorf("snapshot of %d bytes has no sha256 trailer to check", size)
+		return "", fmt.Errorf("snapshot of %d bytes has no sha256 trailer to check", size)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer f.Close()
 	data := size
@@ -216,28 +230,32 @@ func writeImage(path string, image io.Reader, size int64, checkTrailer bool) err
 	}
 	n, err := io.CopyBuffer(&writeBehind{f: f, fd: int(f.Fd())}, src, make([]byte, 1<<20))
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	if n != data {
-		return fmt.Errorf("write %s: the snapshot ended after %d of %d bytes", path, n, data)
+		return "", fmt.Errorf("write %s: the snapshot ended after %d of %d bytes", path, n, data)
 	}
 	if trailer {
 		want := make([]byte, TrailerSize)
 		if _, err := io.ReadFull(image, want); err != nil {
-			return fmt.Errorf("read the snapshot's sha256 trailer: %w", err)
+			return "", fmt.Errorf("read the snapshot's sha256 trailer: %w", err)
 		}
 		if got := h.Sum(nil); checkTrailer && !bytes.Equal(got, want) {
-			return &Error{Op: "restore", File: path, Kind: ErrBadTrailer,
+			return "", &Error{Op: "restore", File: path, Kind: ErrBadTrailer,
 				Err: fmt.Errorf("snapshot data hashes to %s, its trailer says %s", hex.EncodeToString(got), hex.EncodeToString(want))}
 		}
 	}
 	if n, _ := image.Read(make([]byte, 1)); n > 0 {
-		return errors.New("the snapshot is longer than its recorded size")
+		return "", errors.New("the snapshot is longer than its recorded size")
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
+		return "", fmt.Errorf("sync %s: %w", path, err)
 	}
-	return f.Close()
+	sum := ""
+	if checkTrailer {
+		sum = hex.EncodeToString(h.Sum(nil))
+	}
+	return sum, f.Close()
 }
 
 // writeBehind starts the disk writing each chunk as soon as it is in the
@@ -262,4 +280,71 @@ func (w *writeBehind) Write(p []byte) (int, error) {
 		w.flushed = w.off
 	}
 	return n, err
+}
+
+// bbolt's meta page (go.etcd.io/bbolt/internal/common): after a 16-byte
+// page header, magic, version, page size and flags (uint32 each), the root
+// bucket (two uint64), the freelist page, the high-water page id, the txid
+// and an FNV-64a checksum of everything before it (uint64 each).
+const (
+	boltPageHeader = 16
+	boltMagic      = 0xED0CDAED
+	boltVersion    = 2
+	boltMetaSum    = 56 // bytes the checksum covers
+)
+
+// checkShape refuses a db shorter than its newest valid meta page says it
+// is. A truncated image must not reach etcd's backend: bbolt faults reading
+// past the end of its mapping, in a goroutine no recover can reach. (Damage
+// inside the pages is what the sha256 trailer, the store's block hashes and
+// the bbolt check are for.)
+func checkShape(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	fail := func(format string, args ...any) error {
+		return &Error{Op: "restore", File: path, Kind: ErrCorruptDB, Err: fmt.Errorf(format, args...)}
+	}
+	readMeta := func(off int64) (pageSize uint32, highWater, txid uint64, ok bool) {
+		b := make([]byte, boltPageHeader+boltMetaSum+8)
+		if _, err := f.ReadAt(b, off); err != nil {
+			return 0, 0, 0, false
+		}
+		m := b[boltPageHeader:]
+		h := fnv.New64a()
+		h.Write(m[:boltMetaSum])
+		if binary.LittleEndian.Uint32(m[0:]) != boltMagic || binary.LittleEndian.Uint32(m[4:]) != boltVersion ||
+			binary.LittleEndian.Uint64(m[boltMetaSum:]) != h.Sum64() {
+			return 0, 0, 0, false
+		}
+		return binary.LittleEndian.Uint32(m[8:]), binary.LittleEndian.Uint64(m[40:]), binary.LittleEndian.Uint64(m[48:]), true
+	}
+	ps0, hw0, tx0, ok0 := readMeta(0)
+	pageSize := ps0
+	if !ok0 {
+		pageSize = uint32(os.Getpagesize())
+	}
+	if pageSize < 512 || pageSize > 1<<20 {
+		return fail("meta page gives a page size of %d", pageSize)
+	}
+	_, hw1, tx1, ok1 := readMeta(int64(pageSize))
+	var highWater uint64
+	switch {
+	case ok0 && (!ok1 || tx0 >= tx1):
+		highWater = hw0
+	case ok1:
+		highWater = hw1
+	default:
+		return fail("neither meta page is valid: not a bbolt database, or a damaged one")
+	}
+	if need := highWater * uint64(pageSize); uint64(fi.Size()) < need {
+		return fail("the db is %d bytes, its meta page needs %d (%d pages of %d): the image is truncated", fi.Size(), need, highWater, pageSize)
+	}
+	return nil
 }

@@ -91,6 +91,9 @@ type RestoreResult struct {
 	// Revision is the restored etcd's own revision (bumped).
 	Revision int64 `json:"revision"`
 	Keys     int64 `json:"keys"`
+	// SHA256 is the image's sha256 (hex) when the restore checked its
+	// trailer on the way in; empty when something vouched for it.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // RestoreDataDir writes a new etcd data dir from a snapshot (etcdutl's
@@ -156,11 +159,12 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 	if token == "" {
 		token = "etcd-cluster"
 	}
-	if err := writeDataDir(dataDirSpec{
+	res.SHA256, err = writeDataDir(dataDirSpec{
 		dataDir: cfg.DataDir, name: cfg.Name, peerURLs: strings.Split(cfg.InitialAdvertisePeerURLs, ","),
 		initialCluster: cfg.InitialCluster, token: token,
 		image: image, size: size, checkTrailer: !skipHash, bump: RevisionBump, lg: lg,
-	}); err != nil {
+	})
+	if err != nil {
 		return res, fmt.Errorf("restore etcd: %s into %s: %w (the partial data dir can be removed)", what, cfg.DataDir, err)
 	}
 

@@ -26,6 +26,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/internal/ctxio"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -47,7 +48,8 @@ type DrillResult struct {
 	ServedKeys     int64  `json:"servedKeys"`
 	EtcdVersion    string `json:"etcdVersion"`
 	// KVHash is a sha256 over every served key and its value's sha256, in key order;
-	// SnapshotKVHash the same over the snapshot image. They must match.
+	// SnapshotKVHash the same over the key/values of the restored db, read
+	// before etcd starts (the image's, the bump marker aside). They must match.
 	KVHash         string  `json:"kvHash"`
 	SnapshotKVHash string  `json:"snapshotKvHash"`
 	Seconds        float64 `json:"seconds"`
@@ -83,19 +85,6 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	}
 	res.RecordedRevision, res.RecordedKeys, res.RecordedSHA256 = src.etcd.Revision, src.etcd.Keys, src.etcd.SHA256
 
-	sf, err := materializeSnapshot(ctx, store, src, true)
-	if err != nil {
-		return fail(err)
-	}
-	defer sf.remove()
-	res.SnapshotSHA256 = sf.sha
-	if sf.stats.Keys != src.etcd.Keys {
-		return fail(fmt.Errorf("the snapshot image holds %d keys, the backup recorded %d", sf.stats.Keys, src.etcd.Keys))
-	}
-	if res.SnapshotKVHash, err = imageKVHash(sf.path); err != nil {
-		return fail(err)
-	}
-
 	// The scratch dir sits beside the store's temp files, on the second
 	// disk, so a drill never fills the root disk it protects.
 	marker, err := store.CreateTemp("drill-*")
@@ -119,17 +108,45 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	if err != nil {
 		return fail(err)
 	}
+
+	// The stored stream goes straight into the scratch data dir, as a real
+	// restore does: every block checked against its hash and the sha256
+	// trailer against the data on the way (Trailer false asks for it),
+	// one write of the image instead of a scratch copy first. Then the
+	// restored db gets the full bbolt check, and the key/values it holds
+	// are what etcd must serve.
 	const name = "kubekeep-drill"
+	rc, size, err := store.OpenStream(src.id, backup.EtcdSnapshotStream)
+	if err != nil {
+		return fail(fmt.Errorf("open the etcd snapshot: %w", err))
+	}
+	defer rc.Close()
+	raw := src.etcd.Source == etcdsnap.SourceRaw
 	rr, err := etcdsnap.RestoreDataDir(ctx, etcdsnap.RestoreConfig{
-		SnapshotPath: sf.path, SkipHashCheck: sf.raw, Verified: sf.vouch(src), DataDir: dataDir,
-		Name: name, InitialCluster: name + "=" + peer.String(), InitialAdvertisePeerURLs: peer.String(),
+		Snapshot: ctxio.Reader(ctx, rc), SnapshotSize: size, SkipHashCheck: raw,
+		Verified: &etcdsnap.VerifiedImage{Revision: src.etcd.Revision, Keys: src.etcd.Keys},
+		DataDir:  dataDir, Name: name, InitialCluster: name + "=" + peer.String(), InitialAdvertisePeerURLs: peer.String(),
 	})
 	if err != nil {
 		return fail(err)
 	}
+	res.SnapshotSHA256 = rr.SHA256
+	if !raw && src.etcd.SHA256 != "" && rr.SHA256 != src.etcd.SHA256 {
+		return fail(fmt.Errorf("the stored snapshot hashes to %s, the backup recorded %s", rr.SHA256, src.etcd.SHA256))
+	}
 	wantRev := src.etcd.Revision + etcdsnap.RevisionBump
-	if rr.Revision != wantRev {
-		return fail(fmt.Errorf("the restored data dir is at revision %d, want %d (recorded %d + bump)", rr.Revision, wantRev, src.etcd.Revision))
+	st, err := etcdsnap.CheckDB(etcdsnap.DBPath(dataDir))
+	if err != nil {
+		return fail(fmt.Errorf("the restored db fails its consistency check: %w", err))
+	}
+	switch {
+	case st.Revision != wantRev:
+		return fail(fmt.Errorf("the restored data dir is at revision %d, want %d (recorded %d + bump)", st.Revision, wantRev, src.etcd.Revision))
+	case st.Keys != src.etcd.Keys:
+		return fail(fmt.Errorf("the snapshot image holds %d keys, the backup recorded %d", st.Keys, src.etcd.Keys))
+	}
+	if res.SnapshotKVHash, err = imageKVHash(etcdsnap.DBPath(dataDir)); err != nil {
+		return fail(err)
 	}
 	served, err := serveAndHash(ctx, dataDir, name, peer, client)
 	if err != nil {
@@ -145,7 +162,7 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 		return fail(fmt.Errorf("served key/values hash to %s, the snapshot's to %s", served.hash, res.SnapshotKVHash))
 	}
 	detail := fmt.Sprintf("etcd %s served revision %d (recorded %d + %d), %d keys, key/value sha256 %s; snapshot sha256 %s",
-		version.Version, served.rev, src.etcd.Revision, etcdsnap.RevisionBump, served.keys, served.hash, sf.sha)
+		version.Version, served.rev, src.etcd.Revision, etcdsnap.RevisionBump, served.keys, served.hash, orDash(rr.SHA256))
 	if err := markVerified(ctx, store, src.id, rsyncish.Verification{Time: time.Now(), Method: DrillMethod, Detail: detail}); err != nil {
 		return fail(err)
 	}

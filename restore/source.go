@@ -286,7 +286,9 @@ func (s *snapshotFile) vouch(src *source) *etcdsnap.VerifiedImage {
 // the backup could not vouch for, goes through a checked file. The
 // returned func releases what was opened.
 func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *snapshotFile, cfg *etcdsnap.RestoreConfig) (func(), error) {
-	if e := src.etcd; have == nil && e != nil && e.Verified && e.Revision > 0 {
+	if e := src.etcd; have == nil && e != nil && e.Verified && e.Revision > 0 && e.StreamBytes > 0 && e.StreamBytes == src.snapshotSize {
+		// The size check matters: the record vouches for the stream the
+		// backup wrote, and a stored stream of another length is not it.
 		rc, size, err := store.OpenStream(src.id, backup.EtcdSnapshotStream)
 		if err != nil {
 			return nil, fmt.Errorf("version %s: open the etcd snapshot: %w", src.id, err)
