@@ -81,9 +81,6 @@ func writeDataDir(s dataDirSpec) (sha string, err error) {
 	if self == nil {
 		return "", fmt.Errorf("member %q is not in the initial cluster %q", s.name, s.initialCluster)
 	}
-	if fileutil.Exist(s.dataDir) && !fileutil.DirEmpty(s.dataDir) {
-		return "", fmt.Errorf("data dir %s is not empty", s.dataDir)
-	}
 	snapDir := filepath.Join(s.dataDir, "member", "snap")
 	walDir := filepath.Join(s.dataDir, "member", "wal")
 	if err := fileutil.CreateDirAll(s.lg, snapDir); err != nil {

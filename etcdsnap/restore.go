@@ -98,10 +98,11 @@ type RestoreResult struct {
 
 // RestoreDataDir writes a new etcd data dir from a snapshot (etcdutl's
 // snapshot restore with revision bump and mark-compacted, see
-// writeDataDir), then replays
-// delta segments up to the target with an embedded etcd on loopback
-// ephemeral ports, and stops it cleanly. Everything that can be checked is
-// checked before DataDir is touched.
+// writeDataDir), then replays delta segments up to the target with an
+// embedded etcd on loopback ephemeral ports, and stops it cleanly. A
+// snapshot file nobody vouched for is checked whole before DataDir is
+// touched; a vouched stream is checked on its way in (trailer unless
+// vouched for, length, meta pages) and refused before etcd opens it.
 func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	res := RestoreResult{DataDir: cfg.DataDir}
 	if cfg.DataDir == "" || cfg.Name == "" || cfg.InitialCluster == "" || cfg.InitialAdvertisePeerURLs == "" {
