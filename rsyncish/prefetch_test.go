@@ -2,7 +2,6 @@ package rsyncish
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -16,21 +15,10 @@ import (
 
 func addStream(t *testing.T, s *Store, name string, data []byte) VersionInfo {
 	t.Helper()
-	unlock := lockTest(t, s)
-	defer unlock()
-	w, err := s.NewVersion(context.Background(), WriteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.AddStream(name, bytes.NewReader(data)); err != nil {
-		w.Abort()
-		t.Fatal(err)
-	}
-	vi, err := w.Commit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return vi
+	return commitVersion(t, s, func(w *VersionWriter) error {
+		_, err := w.AddStream(name, bytes.NewReader(data))
+		return err
+	})
 }
 
 // TestPrefetchReader reads a large stream whose extents mix everything a

@@ -46,13 +46,19 @@ func lockTest(t testing.TB, s *Store) func() {
 // backup makes one version of root's hostPaths.
 func backup(t testing.TB, s *Store, root string, paths ...string) VersionInfo {
 	t.Helper()
+	return commitVersion(t, s, func(w *VersionWriter) error { return w.AddTree(root, paths, nil) })
+}
+
+// commitVersion makes one version holding what add puts in it.
+func commitVersion(t testing.TB, s *Store, add func(*VersionWriter) error) VersionInfo {
+	t.Helper()
 	unlock := lockTest(t, s)
 	defer unlock()
 	w, err := s.NewVersion(context.Background(), WriteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.AddTree(root, paths, nil); err != nil {
+	if err := add(w); err != nil {
 		w.Abort()
 		t.Fatal(err)
 	}
