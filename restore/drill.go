@@ -26,7 +26,6 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
-	"github.com/kubekeep/kubekeep/internal/ctxio"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -109,24 +108,22 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 		return fail(err)
 	}
 
-	// The stored stream goes straight into the scratch data dir, as a real
-	// restore does: every block checked against its hash and the sha256
-	// trailer against the data on the way (Trailer false asks for it),
-	// one write of the image instead of a scratch copy first. Then the
+	// The image goes into the scratch data dir the way a real restore
+	// reads it (etcdImage: straight from the store when the backup vouched
+	// for it), with the sha256 trailer checked again on the way. Then the
 	// restored db gets the full bbolt check, and the key/values it holds
 	// are what etcd must serve.
 	const name = "kubekeep-drill"
-	rc, size, err := store.OpenStream(src.id, backup.EtcdSnapshotStream)
-	if err != nil {
-		return fail(fmt.Errorf("open the etcd snapshot: %w", err))
+	cfg := etcdsnap.RestoreConfig{
+		DataDir: dataDir, Name: name, InitialCluster: name + "=" + peer.String(), InitialAdvertisePeerURLs: peer.String(),
 	}
-	defer rc.Close()
+	release, err := etcdImage(ctx, store, src, nil, &cfg, true)
+	if err != nil {
+		return fail(err)
+	}
+	defer release()
 	raw := src.etcd.Source == etcdsnap.SourceRaw
-	rr, err := etcdsnap.RestoreDataDir(ctx, etcdsnap.RestoreConfig{
-		Snapshot: ctxio.Reader(ctx, rc), SnapshotSize: size, SkipHashCheck: raw,
-		Verified: &etcdsnap.VerifiedImage{Revision: src.etcd.Revision, Keys: src.etcd.Keys},
-		DataDir:  dataDir, Name: name, InitialCluster: name + "=" + peer.String(), InitialAdvertisePeerURLs: peer.String(),
-	})
+	rr, err := etcdsnap.RestoreDataDir(ctx, cfg)
 	if err != nil {
 		return fail(err)
 	}

@@ -117,7 +117,7 @@ func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 		DataDir: o.To, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 		Logger: zap.NewNop(), // etcd's info lines are noise next to ours
 	}
-	release, err := etcdImage(ctx, o.Store, src, nil, &cfg)
+	release, err := etcdImage(ctx, o.Store, src, nil, &cfg, false)
 	if err != nil {
 		return res, err
 	}
@@ -205,7 +205,7 @@ func (r *runner) etcd(ctx context.Context) error {
 			DataDir: stagingReal, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 			Logger: zap.NewNop(),
 		}
-		release, err := etcdImage(ctx, r.opts.Store, r.src, r.snap, &cfg)
+		release, err := etcdImage(ctx, r.opts.Store, r.src, r.snap, &cfg, false)
 		if err != nil {
 			return err
 		}

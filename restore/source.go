@@ -283,9 +283,11 @@ func (s *snapshotFile) vouch(src *source) *etcdsnap.VerifiedImage {
 // image is written once instead of to a scratch file first (for a 1 GiB
 // etcd that is a second of writing and a second of hashing less). A copy
 // already materialised for this run (preflight checked it), or a version
-// the backup could not vouch for, goes through a checked file. The
-// returned func releases what was opened.
-func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *snapshotFile, cfg *etcdsnap.RestoreConfig) (func(), error) {
+// the backup could not vouch for, goes through a checked file. With
+// recheck (the drill), the sha256 trailer is checked again on the way in
+// and a file is checked whole whatever vouches for it. The returned func
+// releases what was opened.
+func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *snapshotFile, cfg *etcdsnap.RestoreConfig, recheck bool) (func(), error) {
 	if e := src.etcd; have == nil && e != nil && e.Verified && e.Revision > 0 && e.StreamBytes > 0 && e.StreamBytes == src.snapshotSize {
 		// The size check matters: the record vouches for the stream the
 		// backup wrote, and a stored stream of another length is not it.
@@ -295,7 +297,7 @@ func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *sn
 		}
 		raw := e.Source == etcdsnap.SourceRaw
 		cfg.Snapshot, cfg.SnapshotSize, cfg.SkipHashCheck = ctxio.Reader(ctx, rc), size, raw
-		cfg.Verified = &etcdsnap.VerifiedImage{Revision: e.Revision, Keys: e.Keys, Trailer: e.TrailerVerified}
+		cfg.Verified = &etcdsnap.VerifiedImage{Revision: e.Revision, Keys: e.Keys, Trailer: e.TrailerVerified && !recheck}
 		return func() { rc.Close() }, nil
 	}
 	sf := have
@@ -306,6 +308,9 @@ func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *sn
 		}
 	}
 	cfg.SnapshotPath, cfg.SkipHashCheck, cfg.Verified = sf.path, sf.raw, sf.vouch(src)
+	if recheck {
+		cfg.Verified = nil
+	}
 	return func() {
 		if sf != have {
 			sf.remove()
