@@ -56,16 +56,21 @@ func ParseByteSize(s string) (ByteSize, error) {
 
 // UnmarshalYAML accepts both the number and the string forms.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	return decodeScalar(n, b, "a size must be a single value like 64KiB", ParseByteSize)
+}
+
+// decodeScalar parses a scalar node into *dst. Its errors are TypeErrors,
+// which yaml.v3 collects with the other problems instead of stopping at
+// the first.
+func decodeScalar[T any](n *yaml.Node, dst *T, notScalar string, parse func(string) (T, error)) error {
 	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: a size must be a single value like 64KiB", n.Line)}}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, notScalar)}}
 	}
-	v, err := ParseByteSize(n.Value)
+	v, err := parse(n.Value)
 	if err != nil {
-		// A TypeError lets yaml.v3 collect this with the other problems
-		// instead of stopping at the first.
 		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
 	}
-	*b = v
+	*dst = v
 	return nil
 }
 

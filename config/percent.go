@@ -28,15 +28,7 @@ func ParsePercent(s string) (Percent, error) {
 
 // UnmarshalYAML accepts "1%".
 func (p *Percent) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: a percentage must be a single value like 1%%", n.Line)}}
-	}
-	v, err := ParsePercent(n.Value)
-	if err != nil {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
-	}
-	*p = v
-	return nil
+	return decodeScalar(n, p, "a percentage must be a single value like 1%", ParsePercent)
 }
 
 // MarshalYAML writes "1%".
