@@ -474,38 +474,6 @@ func (s *Store) Version(id string) (VersionInfo, error) {
 	return vi, nil
 }
 
-// Resolve turns "latest" (or "") into the newest version's ID, checks that
-// any other ID exists, and accepts a unique ID prefix.
-func (s *Store) Resolve(idOrLatest string) (string, error) {
-	vs, err := s.Versions()
-	if err != nil {
-		return "", err
-	}
-	if idOrLatest == "" || idOrLatest == "latest" {
-		if len(vs) == 0 {
-			return "", fmt.Errorf("store %s has no versions: %w", s.dir, ErrNotFound)
-		}
-		return vs[len(vs)-1].ID, nil
-	}
-	var match []string
-	for _, v := range vs {
-		if v.ID == idOrLatest {
-			return v.ID, nil
-		}
-		if strings.HasPrefix(v.ID, idOrLatest) {
-			match = append(match, v.ID)
-		}
-	}
-	switch len(match) {
-	case 1:
-		return match[0], nil
-	case 0:
-		return "", fmt.Errorf("version %q: %w in store %s", idOrLatest, ErrNotFound, s.dir)
-	default:
-		return "", fmt.Errorf("version %q is ambiguous: %s", idOrLatest, strings.Join(match, ", "))
-	}
-}
-
 // MarkVerified records that version id passed a check (the restore drill).
 // Manifests are immutable, so the mark is a separate sealed file beside them;
 // it goes when the version is pruned.

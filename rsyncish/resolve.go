@@ -1,0 +1,235 @@
+package rsyncish
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/kubekeep/kubekeep/rsyncish/format"
+)
+
+// Which version "latest" is.
+//
+// A version may record how good it is: its writer stores a JSON string
+// under Meta[MetaStatus]. The store reads one rule out of it and no more: a
+// version is good when it records no status at all or records StatusOK.
+// Anything else (kubekeep's "etcd-failed", "degraded", "files-only") is
+// kept, listed and readable by its ID like any version, but "latest" never
+// resolves to it: a restore or a `get --version latest` must not land on
+// the broken state a backup captured seconds after the failure it is meant
+// to undo (or on the safety version a restore took of that state).
+const (
+	// MetaStatus is the meta key of a version's status (a JSON string).
+	MetaStatus = "status"
+	// StatusOK is the status of a good version.
+	StatusOK = "ok"
+	// Latest resolves to the newest good version ("" means the same).
+	Latest = "latest"
+	// Newest resolves to the newest version, good or not.
+	Newest = "newest"
+)
+
+// ErrNoGoodVersion is returned (wrapped, together with ErrNotFound) when
+// "latest" is asked of a store whose versions are all not good.
+var ErrNoGoodVersion = errors.New("no good version")
+
+// Status is the status the version recorded under Meta[MetaStatus], "" when
+// it recorded none (or something that is not a JSON string).
+func (v VersionInfo) Status() string {
+	raw, ok := v.Meta[MetaStatus]
+	if !ok {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// Good reports whether "latest" may resolve to v: it recorded no status,
+// or StatusOK.
+func (v VersionInfo) Good() bool {
+	st := v.Status()
+	return st == "" || st == StatusOK
+}
+
+// Resolve turns a version name into an ID:
+//
+//   - "latest" or "": the newest good version (see VersionInfo.Good); the
+//     newer versions it passes over are logged with their status;
+//   - "newest": the newest version, good or not;
+//   - an ID, or a unique prefix of one: that version, whatever its status
+//     (naming a version is a choice the caller made).
+func (s *Store) Resolve(name string) (string, error) {
+	vs, err := s.Versions()
+	if err != nil {
+		return "", err
+	}
+	switch name {
+	case "", Latest:
+		v, err := s.newestGood(vs)
+		if err != nil {
+			return "", err
+		}
+		return v.ID, nil
+	case Newest:
+		if len(vs) == 0 {
+			return "", fmt.Errorf("store %s has no versions: %w", s.dir, ErrNotFound)
+		}
+		return vs[len(vs)-1].ID, nil
+	}
+	var match []string
+	for _, v := range vs {
+		if v.ID == name {
+			return v.ID, nil
+		}
+		if strings.HasPrefix(v.ID, name) {
+			match = append(match, v.ID)
+		}
+	}
+	switch len(match) {
+	case 1:
+		return match[0], nil
+	case 0:
+		return "", fmt.Errorf("version %q: %w in store %s", name, ErrNotFound, s.dir)
+	default:
+		return "", fmt.Errorf("version %q is ambiguous: %s", name, strings.Join(match, ", "))
+	}
+}
+
+// Newest returns the newest version, good or not; it wraps ErrNotFound
+// when the store has none. Listings and status use it; a restore wants
+// NewestGood (what "latest" means).
+func (s *Store) Newest() (VersionInfo, error) {
+	vs, err := s.Versions()
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	if len(vs) == 0 {
+		return VersionInfo{}, fmt.Errorf("store %s has no versions: %w", s.dir, ErrNotFound)
+	}
+	return vs[len(vs)-1], nil
+}
+
+// NewestGood returns the version "latest" resolves to: the newest good one.
+// With no good version it wraps ErrNoGoodVersion and ErrNotFound and names
+// the newest version and its status, so the caller can pick one by ID.
+func (s *Store) NewestGood() (VersionInfo, error) {
+	vs, err := s.Versions()
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	return s.newestGood(vs)
+}
+
+// NewestGoodOf is NewestGood over a listing the caller already holds
+// (oldest first, as Versions returns it); ok is false when none is good.
+func NewestGoodOf(vs []VersionInfo) (v VersionInfo, ok bool) {
+	for i := len(vs) - 1; i >= 0; i-- {
+		if vs[i].Good() {
+			return vs[i], true
+		}
+	}
+	return VersionInfo{}, false
+}
+
+func (s *Store) newestGood(vs []VersionInfo) (VersionInfo, error) {
+	if len(vs) == 0 {
+		return VersionInfo{}, fmt.Errorf("store %s has no versions: %w", s.dir, ErrNotFound)
+	}
+	v, ok := NewestGoodOf(vs)
+	if !ok {
+		n := vs[len(vs)-1]
+		return VersionInfo{}, fmt.Errorf("store %s: %w among its %d versions (the newest, %s, is %s); name one by its ID, or %q for the newest whatever its status: %w",
+			s.dir, ErrNoGoodVersion, len(vs), n.ID, n.Status(), Newest, ErrNotFound)
+	}
+	if n := vs[len(vs)-1]; n.ID != v.ID {
+		var passed []string
+		for i := len(vs) - 1; i >= 0 && vs[i].ID != v.ID; i-- {
+			passed = append(passed, vs[i].ID+" ("+vs[i].Status()+")")
+		}
+		s.log.Warn("latest is the newest good version; newer versions are not good and were passed over",
+			"latest", v.ID, "passedOver", passed)
+	}
+	return v, nil
+}
+
+// Loss is what a version being written lacks compared with an earlier
+// version (VersionWriter.Lacks).
+type Loss struct {
+	// Ref is the version compared with.
+	Ref string `json:"ref"`
+	// Files is how many regular files Ref holds that were compared (those
+	// not excluded); Missing are those this version does not hold as
+	// regular files, sorted.
+	Files   int      `json:"files"`
+	Missing []string `json:"missing,omitempty"`
+	// Paths breaks it down by Ref's top-level paths, in Ref's order.
+	Paths []PathLoss `json:"paths,omitempty"`
+}
+
+// PathLoss is Loss for the files below one top-level path of Ref.
+type PathLoss struct {
+	Path    string `json:"path"`
+	Files   int    `json:"files"`
+	Missing int    `json:"missing"`
+}
+
+// Lacks compares the regular files added so far (call it after AddTree,
+// before Commit) with those of version ref. Files of ref that exclude
+// matches (AddTree's syntax) are left out of the comparison, so a path
+// the configuration now excludes is not a loss. Streams are not compared.
+func (w *VersionWriter) Lacks(ref string, exclude []string) (*Loss, error) {
+	if w.done {
+		return nil, errors.New("version already committed or aborted")
+	}
+	m, err := w.s.manifest(ref)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[string]bool, len(w.entries))
+	for _, e := range w.entries {
+		if e.Type == format.TypeFile {
+			have[e.Path] = true
+		}
+	}
+	loss := &Loss{Ref: ref}
+	byPath := make([]PathLoss, len(m.Header.Paths))
+	for i, p := range m.Header.Paths {
+		byPath[i].Path = p
+	}
+	for _, e := range m.Entries {
+		if e.Type != format.TypeFile || excluded(e.Path, exclude) {
+			continue
+		}
+		loss.Files++
+		gone := !have[e.Path]
+		if gone {
+			loss.Missing = append(loss.Missing, e.Path)
+		}
+		// The longest top-level path holding the file (they do not nest
+		// in a version AddTree wrote, but an older one may).
+		best := -1
+		for i, p := range m.Header.Paths {
+			if within(e.Path, p) && (best < 0 || len(p) > len(m.Header.Paths[best])) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			byPath[best].Files++
+			if gone {
+				byPath[best].Missing++
+			}
+		}
+	}
+	for _, pl := range byPath {
+		if pl.Files > 0 {
+			loss.Paths = append(loss.Paths, pl)
+		}
+	}
+	sort.Strings(loss.Missing)
+	return loss, nil
+}
