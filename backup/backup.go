@@ -4,7 +4,14 @@
 // version commits, and exports the kubeadm ClusterConfiguration beside it.
 //
 // It is the one place that knows how layout, etcdsnap and rsyncish fit
-// together; the CLI, the agent and the cloud snapshot all call Run.
+// together; the CLI, the agent, the cloud snapshot and a restore's safety
+// phase all call Run.
+//
+// Every version records a status: ok (good: a checked etcd snapshot and a
+// complete file set), etcd-failed, files-only or degraded (files lost
+// since the previous complete version, or problems discovery reported).
+// Versions that are not good are committed and kept but never what
+// "latest" resolves to (rsyncish.Store.Resolve); state.go has the rules.
 package backup
 
 import (
@@ -31,22 +38,24 @@ const (
 	ClusterConfigurationStream = "kubeadm/ClusterConfiguration.yaml"
 )
 
-// Meta keys of a version's manifest.
+// Meta keys of a version's manifest (more in state.go).
 const (
-	MetaEtcd   = "etcd"   // etcdsnap.Info
-	MetaLayout = "layout" // layout.Set, as discovered for this version
-	MetaStatus = "status" // Status
+	MetaEtcd   = "etcd"              // etcdsnap.Info
+	MetaLayout = "layout"            // layout.Set, as discovered for this version
+	MetaStatus = rsyncish.MetaStatus // Status; the store reads it to resolve "latest"
 )
 
 // Status says what a committed version holds. A version whose etcd part
-// failed is still committed, because its files (PKI, kubeconfigs) are worth
-// keeping; it never counts as a good etcd backup and is never verified.
+// failed, or whose file set is degraded, is still committed, because its
+// files (PKI, kubeconfigs) are worth keeping; it never counts as a good
+// backup, is never verified and is never what "latest" means (state.go).
 type Status string
 
 const (
-	StatusOK         Status = "ok"          // files and a verified etcd snapshot
-	StatusEtcdFailed Status = "etcd-failed" // files only; the etcd snapshot failed
-	StatusFilesOnly  Status = "files-only"  // no etcd to back up (--no-discover without endpoints)
+	StatusOK         Status = rsyncish.StatusOK // files complete and a verified etcd snapshot
+	StatusEtcdFailed Status = "etcd-failed"     // files only; the etcd snapshot failed
+	StatusFilesOnly  Status = "files-only"      // no etcd to back up (--no-discover without endpoints)
+	StatusDegraded   Status = "degraded"        // a verified etcd snapshot, but the file set has problems
 )
 
 // Options for one version.
@@ -66,23 +75,34 @@ type Options struct {
 	// LockWait is how long to queue behind another writer (a prune, the
 	// agent's backup); default one minute.
 	LockWait time.Duration
-	Logger   *slog.Logger
+	// Origin says who takes the version (OriginAgent, OriginCLI,
+	// OriginSafety); recorded in its meta, shown by `kubekeep versions`.
+	Origin string
+	// AcceptMissing records files gone since the previous complete
+	// version as intended instead of degrading the version (state.go).
+	AcceptMissing bool
+	Logger        *slog.Logger
 }
 
 // Result is what one backup did. Its JSON form is the `kubekeep backup -o
 // json` contract: id, time, files, bytesRead, bytesWritten, bytesNew and
 // duration must not be renamed.
 type Result struct {
-	ID           string         `json:"id"`
-	Time         time.Time      `json:"time"`
-	Files        int            `json:"files"`
-	BytesRead    int64          `json:"bytesRead"`
-	BytesWritten int64          `json:"bytesWritten"`
-	BytesNew     int64          `json:"bytesNew"`
-	Duration     string         `json:"duration"`
-	Status       Status         `json:"status"`
-	Etcd         *etcdsnap.Info `json:"etcd,omitempty"`
-	Warnings     []string       `json:"warnings,omitempty"`
+	ID           string    `json:"id"`
+	Time         time.Time `json:"time"`
+	Files        int       `json:"files"`
+	BytesRead    int64     `json:"bytesRead"`
+	BytesWritten int64     `json:"bytesWritten"`
+	BytesNew     int64     `json:"bytesNew"`
+	Duration     string    `json:"duration"`
+	Status       Status    `json:"status"`
+	// Good: the version is what "latest" resolves to from now on (status
+	// ok). Degraded and Problems: see state.go.
+	Good     bool           `json:"good"`
+	Degraded bool           `json:"degraded"`
+	Problems []string       `json:"problems,omitempty"`
+	Etcd     *etcdsnap.Info `json:"etcd,omitempty"`
+	Warnings []string       `json:"warnings,omitempty"`
 	// EtcdError is the reason for StatusEtcdFailed, nil otherwise.
 	EtcdError error `json:"-"`
 	// Set is the discovered backup set (nil with NoDiscover).
@@ -91,8 +111,9 @@ type Result struct {
 
 // Run takes one version. It holds the store's writer lock for its whole
 // duration. An etcd failure does not fail the backup (the files are still
-// committed, Status says etcd-failed); any store failure does, and leaves
-// every committed version as it was.
+// committed, Status says etcd-failed), nor does a degraded file set (the
+// version is committed with its problems); any store failure does, and
+// leaves every committed version as it was.
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	log := opts.Logger
 	if log == nil {
@@ -110,6 +131,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		res.Set = set
 		res.Warnings = append(res.Warnings, set.Warnings...)
+		res.Problems = append(res.Problems, setProblems(set)...)
 	}
 	hostPaths, treeExclude := filePaths(set, opts)
 	if len(hostPaths) == 0 {
@@ -143,6 +165,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := w.AddTree(opts.Root, hostPaths, treeExclude); err != nil {
 		return nil, fmt.Errorf("store files: %w", err)
 	}
+	lost, err := checkLoss(w, opts, set, treeExclude, log)
+	if err != nil {
+		return nil, err
+	}
+	res.Problems = append(res.Problems, lost...)
 
 	res.Status = StatusFilesOnly
 	if haveEtcd {
@@ -171,6 +198,21 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	if len(res.Problems) > 0 {
+		res.Degraded = true
+		if res.Status == StatusOK {
+			res.Status = StatusDegraded
+		}
+		if err := w.SetMeta(MetaProblems, res.Problems); err != nil {
+			return nil, err
+		}
+	}
+	res.Good = res.Status == StatusOK
+	if opts.Origin != "" {
+		if err := w.SetMeta(MetaOrigin, opts.Origin); err != nil {
+			return nil, err
+		}
+	}
 	if err := w.SetMeta(MetaStatus, res.Status); err != nil {
 		return nil, err
 	}
@@ -182,6 +224,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res.ID, res.Time, res.Files = vi.ID, vi.Time, vi.Files
 	res.BytesRead, res.BytesWritten, res.BytesNew = vi.Stats.BytesRead, vi.Stats.BytesWritten, vi.Stats.BytesNew
 	res.Duration = time.Since(started).Round(time.Millisecond).String()
+	if res.Degraded {
+		log.Error("version committed DEGRADED: it is kept, but `latest` will not select it", "version", res.ID,
+			"status", string(res.Status), "problems", res.Problems)
+	}
 	if err := writeRescueKit(opts.Store); err != nil {
 		// The version is committed; a missing rescue copy is worth a
 		// warning, not a failed backup.

@@ -1,0 +1,244 @@
+package backup
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path"
+	"strings"
+
+	"github.com/kubekeep/kubekeep/layout"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// Good and degraded versions.
+//
+// A version is good when its etcd snapshot was taken and checked and its
+// file set is complete: its recorded status is "ok". Only good versions are
+// what "latest" means to a restore, `get` or the drill (rsyncish.Resolve
+// reads the same status). Every other version is still committed and kept,
+// because what it holds may be all there is, but it is never picked for
+// you:
+//
+//   - etcd-failed: the files, no etcd snapshot (etcd unreachable, or the
+//     snapshot failed its check);
+//   - files-only: no etcd to back up (--no-discover without endpoints, or
+//     a restore's safety backup of a node with no manifests left);
+//   - degraded: etcd is fine but the file set is not complete. Its reasons
+//     are in the version's "problems" meta; an etcd-failed or files-only
+//     version can carry problems too (it is then shown as, e.g.,
+//     "etcd-failed,degraded").
+//
+// A version has problems when discovery reported some (layout's
+// Set.Problems: a manifest it could not parse, a path it had to leave out)
+// or when it lost files the reference version held. The reference is the
+// newest version with no problems (whatever its etcd status), so a
+// vanished CA keeps every later version degraded until the file is back,
+// instead of becoming the new normal one backup later. A loss is:
+//
+//  1. any must-never-lose file the reference held: ca.crt, ca.key, sa.key,
+//     sa.pub, front-proxy-ca.crt, front-proxy-ca.key, etcd/ca.crt and
+//     etcd/ca.key in /etc/kubernetes/pki (or any PKI dir discovery names);
+//  2. half or more of the regular files below one of the reference's
+//     top-level paths (a single-file path such as admin.conf: the file);
+//  3. a quarter or more of all the reference's regular files.
+//
+// Files the configuration now excludes are not compared. When files went
+// away on purpose (a static pod removed, super-admin.conf moved off the
+// node), one backup with Options.AcceptMissing (`kubekeep backup
+// --accept-missing`) records the loss as accepted and becomes the new
+// reference.
+
+// Meta keys of a version's manifest, beside MetaEtcd, MetaLayout and
+// MetaStatus.
+const (
+	MetaProblems = "problems"     // []string: why the version is degraded
+	MetaOrigin   = "origin"       // who took it: OriginAgent, OriginCLI, OriginSafety
+	MetaAccepted = "acceptedLoss" // rsyncish.Loss accepted with AcceptMissing
+)
+
+// Origins of a version (Options.Origin).
+const (
+	OriginAgent = "agent"
+	OriginCLI   = "cli"
+	// OriginSafety is the version a restore takes of the node's current
+	// state before it overwrites anything. Like any version it is "latest"
+	// only when it is good.
+	OriginSafety = "restore-safety"
+)
+
+// MustKeep are the files, relative to a PKI dir, that a control plane
+// cannot be rebuilt without: the CAs and the service-account key pair.
+// Leaf certificates can be re-signed from them; these cannot be recreated.
+var MustKeep = []string{"ca.crt", "ca.key", "sa.key", "sa.pub", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key"}
+
+// defaultPKIDir is kubeadm's certificatesDir.
+const defaultPKIDir = "/etc/kubernetes/pki"
+
+// State is what a committed version says about itself.
+type State struct {
+	// Status as recorded ("" for a version that recorded none).
+	Status Status `json:"status"`
+	// Degraded: the version has problems (Problems says which).
+	Degraded bool     `json:"degraded"`
+	Problems []string `json:"problems,omitempty"`
+	Origin   string   `json:"origin,omitempty"`
+	// Good: "latest" may resolve to it (rsyncish.VersionInfo.Good).
+	Good bool `json:"good"`
+}
+
+// VersionState reads a version's State from its meta.
+func VersionState(v rsyncish.VersionInfo) State {
+	st := State{Status: Status(v.Status()), Good: v.Good()}
+	if raw, ok := v.Meta[MetaProblems]; ok {
+		_ = json.Unmarshal(raw, &st.Problems)
+	}
+	if raw, ok := v.Meta[MetaOrigin]; ok {
+		_ = json.Unmarshal(raw, &st.Origin)
+	}
+	st.Degraded = len(st.Problems) > 0 || st.Status == StatusDegraded
+	return st
+}
+
+// String is the status as shown in tables: "ok", "etcd-failed",
+// "degraded", "etcd-failed,degraded"; "-" when none was recorded.
+func (s State) String() string {
+	out := string(s.Status)
+	if out == "" {
+		out = "-"
+	}
+	if s.Degraded && s.Status != StatusDegraded {
+		out += "," + string(StatusDegraded)
+	}
+	return out
+}
+
+// setProblems is layout's Set.Problems. It is read through the set's JSON
+// form ("problems") so that this package builds whether or not layout has
+// the field yet.
+// TODO: use set.Problems directly once layout.Set has it.
+func setProblems(set *layout.Set) []string {
+	if set == nil {
+		return nil
+	}
+	b, err := json.Marshal(set)
+	if err != nil {
+		return nil
+	}
+	var p struct {
+		Problems []string `json:"problems"`
+	}
+	_ = json.Unmarshal(b, &p)
+	return p.Problems
+}
+
+// referenceVersion is the newest version with no problems: what a new
+// version's file set is compared with.
+func referenceVersion(store *rsyncish.Store) (rsyncish.VersionInfo, bool, error) {
+	vs, err := store.Versions()
+	if err != nil {
+		return rsyncish.VersionInfo{}, false, err
+	}
+	for i := len(vs) - 1; i >= 0; i-- {
+		if !VersionState(vs[i]).Degraded {
+			return vs[i], true, nil
+		}
+	}
+	return rsyncish.VersionInfo{}, false, nil
+}
+
+// pkiDirs are the directories MustKeep is relative to.
+func pkiDirs(set *layout.Set) []string {
+	dirs := []string{defaultPKIDir}
+	if set != nil {
+		for _, p := range set.Paths {
+			if p.Role == layout.RolePKI && p.Kind == layout.KindDir && p.Path != defaultPKIDir {
+				dirs = append(dirs, p.Path)
+			}
+		}
+	}
+	return dirs
+}
+
+// lossProblems turns a loss into problems by the rules in the package
+// comment; none when nothing that matters went away.
+func lossProblems(loss *rsyncish.Loss, pki []string) []string {
+	if len(loss.Missing) == 0 {
+		return nil
+	}
+	var problems []string
+	must := map[string]bool{}
+	for _, d := range pki {
+		for _, f := range MustKeep {
+			must[path.Join(d, f)] = true
+		}
+	}
+	var lost []string
+	for _, f := range loss.Missing {
+		if must[f] {
+			lost = append(lost, f)
+		}
+	}
+	if len(lost) > 0 {
+		problems = append(problems, fmt.Sprintf("must-never-lose files are gone since version %s: %s (a control plane cannot be rebuilt without them)",
+			loss.Ref, strings.Join(lost, ", ")))
+	}
+	perPath := false
+	for _, pl := range loss.Paths {
+		if pl.Missing > 0 && 2*pl.Missing >= pl.Files {
+			perPath = true
+			problems = append(problems, fmt.Sprintf("%d of the %d files below %s in version %s are gone (%s)",
+				pl.Missing, pl.Files, pl.Path, loss.Ref, sample(loss.Missing, pl.Path)))
+		}
+	}
+	if !perPath && 4*len(loss.Missing) >= loss.Files {
+		problems = append(problems, fmt.Sprintf("%d of the %d files in version %s are gone (%s)",
+			len(loss.Missing), loss.Files, loss.Ref, sample(loss.Missing, "/")))
+	}
+	return problems
+}
+
+// sample names up to three of the missing files below dir.
+func sample(missing []string, dir string) string {
+	var out []string
+	n := 0
+	for _, f := range missing {
+		if f == dir || dir == "/" || strings.HasPrefix(f, dir+"/") {
+			if n < 3 {
+				out = append(out, f)
+			}
+			n++
+		}
+	}
+	if n > len(out) {
+		out = append(out, fmt.Sprintf("and %d more", n-len(out)))
+	}
+	return strings.Join(out, ", ")
+}
+
+// checkLoss compares the files just added to w with the reference version
+// and returns the problems the loss makes (none with AcceptMissing, which
+// records the loss as accepted instead).
+func checkLoss(w *rsyncish.VersionWriter, opts Options, set *layout.Set, exclude []string, log *slog.Logger) ([]string, error) {
+	ref, ok, err := referenceVersion(opts.Store)
+	if err != nil || !ok {
+		return nil, err
+	}
+	loss, err := w.Lacks(ref.ID, exclude)
+	if err != nil {
+		// A damaged reference must not stop the backup; verify reports it.
+		log.Warn("cannot compare the file set with the previous complete version", "version", ref.ID, "err", err)
+		return nil, nil
+	}
+	problems := lossProblems(loss, pkiDirs(set))
+	if len(problems) == 0 {
+		return nil, nil
+	}
+	if opts.AcceptMissing {
+		log.Warn("files gone since the previous complete version accepted (--accept-missing): this version is the new reference",
+			"reference", ref.ID, "missing", len(loss.Missing), "problems", problems)
+		return nil, w.SetMeta(MetaAccepted, loss)
+	}
+	problems[len(problems)-1] += "; if the files went away on purpose, run `kubekeep backup --accept-missing` once"
+	return problems, nil
+}
