@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // loopFS mounts a fresh ext4 image of size bytes and returns its mountpoint;
@@ -125,26 +126,51 @@ func TestENOSPC(t *testing.T) {
 	}
 	t.Logf("early refusal: %v", err)
 
-	// 2. Real ENOSPC: the disk fills up while a stream is being stored.
-	w, err = s.NewVersion(context.Background(), WriteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// 2. Real ENOSPC: the disk fills up while a stream is being stored,
+	// inside the first pack and after a first pack of 16 MiB was
+	// published. The failed backup removes every pack it wrote: the space
+	// is back at once, not at the next prune.
 	os.Remove(filler)
-	fr := &fillingReader{r: bytes.NewReader(randBytes(24 << 20)), at: 12 << 20, fillFn: func() { fill(t, mnt, 0) }}
-	_, err = w.AddStream("etcd.db", fr)
-	if err == nil {
-		_, err = w.Commit()
-	} else {
-		w.Abort()
+	packsBefore, _ := filepath.Glob(filepath.Join(dir, packsDir, "*"))
+	for _, at := range []int{12 << 20, 30 << 20} {
+		w, err = s.NewVersion(context.Background(), WriteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fillFn := func() { fill(t, mnt, 0) }
+		if at > packTarget {
+			fillFn = func() {
+				// Wait for the first pack's index: the reader runs
+				// ahead of the packs.
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+					if idx, _ := filepath.Glob(filepath.Join(dir, indexDir, "*"+indexExt)); len(idx) > len(packsBefore) {
+						break
+					}
+				}
+				fill(t, mnt, 0)
+			}
+		}
+		fr := &fillingReader{r: bytes.NewReader(randBytes(32 << 20)), at: at, fillFn: fillFn}
+		_, err = w.AddStream("etcd.db", fr)
+		if err == nil {
+			_, err = w.Commit()
+		} else {
+			w.Abort()
+		}
+		if err == nil {
+			t.Fatal("backup onto a full disk succeeded")
+		}
+		if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrNoSpace) {
+			t.Fatalf("backup onto a full disk: %v, want ENOSPC or ErrNoSpace", err)
+		}
+		t.Logf("disk filled mid-backup after %d MiB: %v", at>>20, err)
+		packsAfter, _ := filepath.Glob(filepath.Join(dir, packsDir, "*"))
+		idx, _ := filepath.Glob(filepath.Join(dir, indexDir, "*"))
+		if len(packsAfter) != len(packsBefore) || len(idx) != len(packsBefore) {
+			t.Errorf("the failed backup left its packs behind: %d packs and %d indexes, %d before", len(packsAfter), len(idx), len(packsBefore))
+		}
+		os.Remove(filepath.Join(mnt, "filler"))
 	}
-	if err == nil {
-		t.Fatal("backup onto a full disk succeeded")
-	}
-	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrNoSpace) {
-		t.Fatalf("backup onto a full disk: %v, want ENOSPC or ErrNoSpace", err)
-	}
-	t.Logf("disk filled mid-backup: %v", err)
 	unlock()
 	if vs, _ := s.Versions(); len(vs) != 1 || vs[0].ID != v1.ID {
 		t.Fatalf("versions after the failed backup: %+v", vs)

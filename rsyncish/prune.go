@@ -198,7 +198,7 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 			res.PacksDeleted++
 			res.BytesFreed += size
 			if !dryRun {
-				if err := s.deletePack(pid); err != nil {
+				if err := s.removePack(pid); err != nil {
 					return res, err
 				}
 			}
@@ -233,15 +233,17 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 	return res, nil
 }
 
-func (s *Store) deletePack(id string) error {
+// removePack removes a pack's index, then the pack: a crash in between
+// leaves a pack without index, which the next Lock removes.
+func (s *Store) removePack(id string) error {
 	if err := os.Remove(s.path(indexDir, id+indexExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("prune: %w", err)
+		return fmt.Errorf("removing pack %s: %w", id, err)
 	}
 	if err := syncDir(s.path(indexDir)); err != nil {
 		return err
 	}
 	if err := os.Remove(s.path(packsDir, id+packExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("prune: %w", err)
+		return fmt.Errorf("removing pack %s: %w", id, err)
 	}
 	return syncDir(s.path(packsDir))
 }
@@ -259,7 +261,7 @@ func (s *Store) repack(ctx context.Context, id string, entries []format.IndexEnt
 	if err != nil {
 		return err
 	}
-	w := &VersionWriter{s: s, ctx: ctx, x: x, bs: DefaultBlockSize, spaceLeft: 1 << 62}
+	w := &packer{s: s, x: x, spaceLeft: 1 << 62}
 	br := bufio.NewReaderSize(f, 1<<20)
 	var buf []byte
 	for _, b := range entries {
@@ -268,7 +270,7 @@ func (s *Store) repack(ctx context.Context, id string, entries []format.IndexEnt
 		}
 		buf = buf[:b.Len]
 		if _, err := io.ReadFull(br, buf); err != nil {
-			w.abortPack()
+			w.abort()
 			return fmt.Errorf("prune: reading pack %s: %w", id, err)
 		}
 		if !used[b.ID] {
@@ -278,14 +280,14 @@ func (s *Store) repack(ctx context.Context, id string, entries []format.IndexEnt
 			s.log.Error("prune: blob damaged, not copied (verify reports what it breaks)", "pack", id, "blob", b.ID.Short())
 			continue
 		}
-		if err := w.putBlob(b.ID, buf); err != nil {
-			w.abortPack()
+		if err := w.put(b.ID, buf); err != nil {
+			w.abort()
 			return fmt.Errorf("prune: rewriting pack %s: %w", id, err)
 		}
 	}
-	if err := w.finishPack(); err != nil {
-		w.abortPack()
+	if err := w.finish(); err != nil {
+		w.abort()
 		return fmt.Errorf("prune: rewriting pack %s: %w", id, err)
 	}
-	return s.deletePack(id)
+	return s.removePack(id)
 }

@@ -1,8 +1,6 @@
 package rsyncish
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -22,14 +19,6 @@ import (
 
 	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
-
-// packTarget is where a pack is closed: big enough that a store holds few
-// files, small enough that pruning can rewrite a pack cheaply.
-const packTarget = 16 << 20
-
-// maxBlockExtents bounds how fragmented one block may become through
-// page-level reuse before it is stored whole again.
-const maxBlockExtents = 8
 
 // WriteOptions tune one version.
 type WriteOptions struct {
@@ -64,11 +53,10 @@ type VersionWriter struct {
 	meta    map[string]json.RawMessage
 	stats   format.Stats
 
-	pack      *packWriter
-	storeDev  uint64
-	storeIno  uint64
-	spaceLeft int64 // bytes we may write before the next statfs
-	done      bool
+	pk       packer
+	storeDev uint64
+	storeIno uint64
+	done     bool
 
 	pool sync.Pool
 	old  []byte // previous content of the block being compared
@@ -115,8 +103,9 @@ func (s *Store) NewVersion(ctx context.Context, opts WriteOptions) (*VersionWrit
 		storeDev: uint64(st.Dev), storeIno: st.Ino,
 		prevFiles: map[string]*format.Entry{}, prevStreams: map[string]*format.Entry{},
 	}
+	w.pk = packer{s: s, x: x, slack: int64(w.batchSize())}
 	w.br = newBlobReader(s, x)
-	w.br.override = w.currentPack
+	w.br.override = w.pk.current
 	if opts.Parent != "none" {
 		if err := w.loadParent(opts.Parent); err != nil {
 			return nil, err
@@ -439,410 +428,19 @@ func (w *VersionWriter) AddStream(name string, r io.Reader) (StreamInfo, error) 
 			return StreamInfo{}, fmt.Errorf("stream %q added twice", name)
 		}
 	}
-	before := w.stats.BytesNew
+	before := w.pk.bytesNew
 	exts, n, err := w.store(r, w.prevStreams[name], -1)
 	if err != nil {
 		return StreamInfo{}, fmt.Errorf("stream %s: %w", name, err)
 	}
 	w.entries = append(w.entries, format.Entry{Path: name, Type: format.TypeStream, Size: n, Extents: exts, MTime: time.Now().UnixNano()})
-	return StreamInfo{Name: name, Size: n, BytesNew: w.stats.BytesNew - before}, nil
-}
-
-// ---- the block pipeline ----
-
-type batch struct {
-	buf  []byte
-	n    int
-	hole bool // a hole in a sparse file: zeros, never read
-	ids  []format.ID
-	err  error
-	done chan struct{}
-}
-
-func (w *VersionWriter) batchSize() int { return max(4<<20, w.bs) }
-
-func (w *VersionWriter) getBuf() []byte {
-	if b, ok := w.pool.Get().(*[]byte); ok {
-		return *b
-	}
-	return make([]byte, w.batchSize())
-}
-
-// store reads r to EOF and returns its extents. Reading, hashing (on every
-// core) and writing overlap; at most 4 batches are in flight, so memory
-// stays at a few MiB whatever the size of the file. size >= 0 enables
-// skipping holes of a regular file (preallocated WAL segments).
-func (w *VersionWriter) store(r io.Reader, prev *format.Entry, size int64) (format.Extents, int64, error) {
-	ctx, cancel := context.WithCancel(w.ctx)
-	defer cancel()
-	out := make(chan *batch, 3)
-	go func() {
-		defer close(out)
-		f, _ := r.(*os.File)
-		var off int64
-		for ctx.Err() == nil {
-			b := &batch{done: make(chan struct{})}
-			bsz := w.batchSize()
-			if f != nil && size >= 0 && off < size {
-				if data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA); (err == nil && data >= off+int64(bsz)) || errors.Is(err, syscall.ENXIO) {
-					n := min(int64(bsz), size-off)
-					b.hole, b.n = true, int(n)
-					if _, err := f.Seek(off+n, io.SeekStart); err != nil {
-						b.err = err
-					}
-					off += n
-					close(b.done)
-					select {
-					case out <- b:
-					case <-ctx.Done():
-					}
-					continue
-				}
-				if _, err := f.Seek(off, io.SeekStart); err != nil {
-					b.err = err
-					close(b.done)
-					out <- b
-					return
-				}
-			}
-			b.buf = w.getBuf()
-			n, err := io.ReadFull(r, b.buf)
-			b.n = n
-			off += int64(n)
-			eof := err == io.EOF || err == io.ErrUnexpectedEOF
-			if err != nil && !eof {
-				b.err = err
-			}
-			if n > 0 {
-				go w.hashBatch(b)
-			} else {
-				close(b.done)
-			}
-			select {
-			case out <- b:
-			case <-ctx.Done():
-				return
-			}
-			if eof || b.err != nil {
-				return
-			}
-		}
-	}()
-	var exts format.Extents
-	var total int64
-	var pi prevIter
-	if prev != nil {
-		pi = prevIter{exts: prev.Extents}
-	}
-	var err error
-	for b := range out {
-		<-b.done
-		if err == nil {
-			err = b.err
-		}
-		if err == nil {
-			err = ctx.Err()
-		}
-		if err == nil {
-			exts, err = w.consume(b, total, exts, &pi)
-			total += int64(b.n)
-		}
-		if b.buf != nil {
-			buf := b.buf
-			w.pool.Put(&buf)
-		}
-		if err != nil {
-			cancel()
-		}
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	w.stats.BytesRead += total
-	return exts, total, nil
-}
-
-var zeros = make([]byte, 16<<20)
-
-func (w *VersionWriter) hashBatch(b *batch) {
-	defer close(b.done)
-	nb := (b.n + w.bs - 1) / w.bs
-	b.ids = make([]format.ID, nb)
-	workers := min(runtime.GOMAXPROCS(0), nb)
-	var wg sync.WaitGroup
-	for k := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := k; i < nb; i += workers {
-				blk := b.buf[i*w.bs : min((i+1)*w.bs, b.n)]
-				if !bytes.Equal(blk, zeros[:len(blk)]) {
-					b.ids[i] = format.Sum(blk)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-func (w *VersionWriter) consume(b *batch, base int64, exts format.Extents, pi *prevIter) (format.Extents, error) {
-	for i := 0; i*w.bs < b.n; i++ {
-		ln := min(w.bs, b.n-i*w.bs)
-		old := pi.block(base+int64(i*w.bs), ln, w.bs)
-		if b.hole || b.ids[i].IsZero() {
-			exts = append(exts, format.Extent{ID: format.ZeroID, Len: uint32(ln)})
-			continue
-		}
-		id, data := b.ids[i], b.buf[i*w.bs:i*w.bs+ln]
-		if w.x.has(id) {
-			exts = append(exts, format.Extent{ID: id, Len: uint32(ln)})
-			continue
-		}
-		if len(old) > 0 {
-			if d, ok := w.delta(data, old); ok {
-				exts = append(exts, d...)
-				continue
-			}
-		}
-		if err := w.putBlob(id, data); err != nil {
-			return nil, err
-		}
-		exts = append(exts, format.Extent{ID: id, Len: uint32(ln)})
-	}
-	return exts, nil
-}
-
-// prevIter walks the previous version's extents block by block; extents
-// never cross block boundaries, so each block's extents are a contiguous run.
-type prevIter struct {
-	exts format.Extents
-	i    int
-	pos  int64
-}
-
-func (p *prevIter) block(off int64, ln, bs int) format.Extents {
-	for p.i < len(p.exts) && p.pos < off {
-		p.pos += int64(p.exts[p.i].Len)
-		p.i++
-	}
-	if p.pos != off {
-		return nil
-	}
-	j, end := p.i, p.pos
-	for j < len(p.exts) && end < off+int64(bs) {
-		end += int64(p.exts[j].Len)
-		j++
-	}
-	if end-off != int64(ln) {
-		return nil // the block changed size (file grew or shrank): store it whole
-	}
-	return p.exts[p.i:j]
-}
-
-// delta compares a changed block with its previous content page by page and
-// describes it as the unchanged pages of the old extents plus new blobs for
-// runs of changed pages. ok is false when that would not pay (more than half
-// the block changed or it gets too fragmented) or the old content cannot be
-// read; the caller then stores the block whole.
-func (w *VersionWriter) delta(data []byte, old format.Extents) (format.Extents, bool) {
-	if cap(w.old) < w.bs {
-		w.old = make([]byte, w.bs)
-	}
-	prev := w.old[:len(data)]
-	pos := 0
-	for _, x := range old {
-		if x.ID.IsZero() {
-			clear(prev[pos : pos+int(x.Len)])
-		} else {
-			blob, err := w.br.blob(x.ID, w.tmp)
-			if err != nil || int(x.Off)+int(x.Len) > len(blob) {
-				return nil, false
-			}
-			w.tmp = blob
-			copy(prev[pos:], blob[x.Off:x.Off+x.Len])
-		}
-		pos += int(x.Len)
-	}
-	type run struct {
-		a, b int
-		same bool
-	}
-	var runs []run
-	changed := 0
-	for a := 0; a < len(data); a += PageSize {
-		b := min(a+PageSize, len(data))
-		same := bytes.Equal(data[a:b], prev[a:b])
-		if !same {
-			changed += b - a
-		}
-		if n := len(runs); n > 0 && runs[n-1].same == same {
-			runs[n-1].b = b
-		} else {
-			runs = append(runs, run{a, b, same})
-		}
-	}
-	if changed*2 > len(data) {
-		return nil, false
-	}
-	var out format.Extents
-	for _, r := range runs {
-		if r.same {
-			out = append(out, sliceExtents(old, r.a, r.b)...)
-		} else {
-			out = append(out, format.Extent{Len: uint32(r.b - r.a)})
-		}
-	}
-	if len(out) > maxBlockExtents {
-		return nil, false
-	}
-	// Only now write the changed runs, once the block is known to pay off.
-	var res format.Extents
-	for _, r := range runs {
-		if r.same {
-			res = append(res, sliceExtents(old, r.a, r.b)...)
-			continue
-		}
-		part := data[r.a:r.b]
-		if bytes.Equal(part, zeros[:len(part)]) {
-			res = append(res, format.Extent{ID: format.ZeroID, Len: uint32(len(part))})
-			continue
-		}
-		id := format.Sum(part)
-		if !w.x.has(id) {
-			if err := w.putBlob(id, part); err != nil {
-				return nil, false
-			}
-		}
-		res = append(res, format.Extent{ID: id, Len: uint32(len(part))})
-	}
-	return res, true
-}
-
-// sliceExtents returns the extents covering bytes [a,b) of the run xs.
-func sliceExtents(xs format.Extents, a, b int) format.Extents {
-	var out format.Extents
-	pos := 0
-	for _, x := range xs {
-		xa, xb := pos, pos+int(x.Len)
-		pos = xb
-		lo, hi := max(a, xa), min(b, xb)
-		if lo >= hi {
-			continue
-		}
-		off := x.Off + uint32(lo-xa)
-		if x.ID.IsZero() {
-			off = 0
-		}
-		out = append(out, format.Extent{ID: x.ID, Off: off, Len: uint32(hi - lo)})
-	}
-	return out
-}
-
-// ---- packs ----
-
-type packWriter struct {
-	id      string
-	num     uint32
-	path    string
-	f       *os.File
-	bw      *bufio.Writer
-	size    int64
-	entries []format.IndexEntry
-}
-
-// currentPack serves blob reads from the pack being written.
-func (w *VersionWriter) currentPack(p uint32) (*os.File, bool) {
-	if w.pack == nil || w.pack.num != p {
-		return nil, false
-	}
-	if err := w.pack.bw.Flush(); err != nil {
-		return nil, false
-	}
-	return w.pack.f, true
-}
-
-func (w *VersionWriter) putBlob(id format.ID, data []byte) error {
-	if err := w.reserve(int64(len(data))); err != nil {
-		return err
-	}
-	if w.pack != nil && w.pack.size+int64(len(data)) > packTarget {
-		if err := w.finishPack(); err != nil {
-			return err
-		}
-	}
-	if w.pack == nil {
-		id := randHex(16)
-		path := w.s.path(packsDir, id+packExt)
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return fmt.Errorf("creating pack: %w", err)
-		}
-		w.pack = &packWriter{id: id, num: w.x.addPack(id), path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20)}
-	}
-	p := w.pack
-	if _, err := p.bw.Write(data); err != nil {
-		return noSpace(fmt.Errorf("writing pack %s: %w", p.path, err))
-	}
-	p.entries = append(p.entries, format.IndexEntry{ID: id, Off: uint32(p.size), Len: uint32(len(data))})
-	w.x.put(id, loc{pack: p.num, off: uint32(p.size), len: uint32(len(data))})
-	p.size += int64(len(data))
-	w.stats.BytesNew += int64(len(data))
-	w.stats.BytesWritten += int64(len(data))
-	return nil
-}
-
-// reserve keeps MinFree free: statfs every 8 MiB of writes is cheap and
-// stops a backup before the disk is full rather than at ENOSPC.
-func (w *VersionWriter) reserve(n int64) error {
-	w.spaceLeft -= n
-	if w.spaceLeft >= 0 {
-		return nil
-	}
-	free, err := freeBytes(w.s.dir)
-	if err != nil {
-		return err
-	}
-	const step = 8 << 20
-	if free-w.s.opts.MinFree < step+n+int64(w.batchSize()) {
-		return fmt.Errorf("%w: only %s free on the store's filesystem (%s) with minFree %s; this version needs more: free space or prune", ErrNoSpace, human(free), w.s.dir, human(w.s.opts.MinFree))
-	}
-	w.spaceLeft = step
-	return nil
-}
-
-// finishPack makes the pack durable, then publishes its index: an index
-// never names data that is not on disk.
-func (w *VersionWriter) finishPack() error {
-	p := w.pack
-	if p == nil {
-		return nil
-	}
-	w.pack = nil
-	if err := p.bw.Flush(); err != nil {
-		p.f.Close()
-		return noSpace(fmt.Errorf("writing pack %s: %w", p.path, err))
-	}
-	if err := p.f.Sync(); err != nil {
-		p.f.Close()
-		return noSpace(fmt.Errorf("fsync pack %s: %w", p.path, err))
-	}
-	if err := p.f.Close(); err != nil {
-		return err
-	}
-	if err := syncDir(w.s.path(packsDir)); err != nil {
-		return err
-	}
-	idx := format.EncodeIndex(p.entries)
-	if err := writeFileAtomic(w.s.path(indexDir, p.id+indexExt), idx, 0o600); err != nil {
-		return noSpace(fmt.Errorf("writing index of pack %s: %w", p.id, err))
-	}
-	w.stats.BytesWritten += int64(len(idx))
-	return nil
+	return StreamInfo{Name: name, Size: n, BytesNew: w.pk.bytesNew - before}, nil
 }
 
 // Commit makes the version durable and visible: packs and indexes first,
 // then the manifest under a temp name, fsync, rename, fsync the directory.
-// A crash before the rename leaves no version, only leftovers.
+// A crash before the rename leaves no version, only leftovers; a failure
+// (a full disk) removes the packs this version wrote, as Abort does.
 func (w *VersionWriter) Commit() (VersionInfo, error) {
 	if w.done {
 		return VersionInfo{}, errors.New("version already committed or aborted")
@@ -851,12 +449,12 @@ func (w *VersionWriter) Commit() (VersionInfo, error) {
 		w.Abort()
 		return VersionInfo{}, err
 	}
-	w.done = true
-	defer w.br.Close()
-	if err := w.finishPack(); err != nil {
-		w.abortPack()
+	if err := w.pk.finish(); err != nil {
+		w.Abort()
 		return VersionInfo{}, err
 	}
+	w.done = true
+	defer w.br.Close()
 	sort.SliceStable(w.entries, func(i, j int) bool {
 		a, b := w.entries[i], w.entries[j]
 		if (a.Type == format.TypeStream) != (b.Type == format.TypeStream) {
@@ -882,11 +480,15 @@ func (w *VersionWriter) Commit() (VersionInfo, error) {
 	if len(w.meta) > 0 {
 		h.Meta = w.meta
 	}
+	w.stats.BytesNew, w.stats.BytesWritten = w.pk.bytesNew, w.pk.bytesWritten
 	w.stats.Duration = time.Since(w.t0)
 	h.Stats = w.stats
 	m := &format.Manifest{Header: h, Entries: w.entries}
-	n, err := w.writeManifest(m)
+	n, published, err := w.writeManifest(m)
 	if err != nil {
+		if !published {
+			w.forget()
+		}
 		return VersionInfo{}, err
 	}
 	vi := infoFromHeader(&h)
@@ -908,12 +510,12 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (w *VersionWriter) writeManifest(m *format.Manifest) (int64, error) {
+func (w *VersionWriter) writeManifest(m *format.Manifest) (n int64, published bool, err error) {
 	final := w.s.path(versionsDir, w.id+manifestExt)
 	tmp := tmpName(final)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return 0, fmt.Errorf("writing manifest: %w", err)
+		return 0, false, noSpace(fmt.Errorf("writing manifest: %w", err))
 	}
 	cw := &countWriter{w: f}
 	err = format.EncodeManifest(cw, m)
@@ -928,55 +530,36 @@ func (w *VersionWriter) writeManifest(m *format.Manifest) (int64, error) {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return 0, noSpace(fmt.Errorf("writing manifest of version %s: %w", w.id, err))
+		return 0, false, noSpace(fmt.Errorf("writing manifest of version %s: %w", w.id, err))
 	}
+	// Renamed: the version exists (a crash now would keep it), so its
+	// packs stay whatever the directory sync says.
 	if err := syncDir(w.s.path(versionsDir)); err != nil {
-		return 0, err
+		return 0, true, err
 	}
-	return cw.n, nil
+	return cw.n, true, nil
 }
 
-func (w *VersionWriter) abortPack() {
-	if w.pack != nil {
-		w.pack.f.Close()
-		os.Remove(w.pack.path)
-		w.pack = nil
-	}
-}
-
-// Abort drops the version. Packs already finished stay until prune removes
-// them as unreferenced; the unfinished one goes now.
+// Abort drops the version and removes every pack it wrote: no version
+// refers to them, and a backup that failed because the disk is full must
+// not keep the space until the next prune.
 func (w *VersionWriter) Abort() {
 	if w.done {
 		return
 	}
 	w.done = true
-	w.abortPack()
 	w.br.Close()
-	// Blobs of the dropped pack are in the shared index: forget it so a
-	// later version of this process does not refer to them.
+	w.forget()
+}
+
+// forget removes the packs of a version that will not be committed and
+// the shared index that names their blobs, so a later version of this
+// process does not refer to them.
+func (w *VersionWriter) forget() {
+	if err := w.pk.drop(); err != nil {
+		w.s.log.Warn("could not remove the packs of an unfinished version; the next prune removes them", "version", w.id, "err", err)
+	}
 	w.s.mu.Lock()
 	w.s.idx = nil
 	w.s.mu.Unlock()
-}
-
-// noSpace makes a full disk say so in words and match ErrNoSpace.
-func noSpace(err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return fmt.Errorf("%w: the store's filesystem is full; free space or prune: %w", ErrNoSpace, err)
-	}
-	return err
-}
-
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -1,0 +1,308 @@
+package rsyncish
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kubekeep/kubekeep/rsyncish/format"
+)
+
+// maxBlockExtents bounds how fragmented one block may become through
+// page-level reuse before it is stored whole again.
+const maxBlockExtents = 8
+
+type batch struct {
+	buf  []byte
+	n    int
+	hole bool // a hole in a sparse file: zeros, never read
+	ids  []format.ID
+	err  error
+	done chan struct{}
+}
+
+func (w *VersionWriter) batchSize() int { return max(4<<20, w.bs) }
+
+func (w *VersionWriter) getBuf() []byte {
+	if b, ok := w.pool.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, w.batchSize())
+}
+
+// store reads r to EOF and returns its extents. Reading, hashing (on every
+// core) and writing overlap; at most 4 batches are in flight, so memory
+// stays at a few MiB whatever the size of the file. size >= 0 enables
+// skipping holes of a regular file (preallocated WAL segments).
+func (w *VersionWriter) store(r io.Reader, prev *format.Entry, size int64) (format.Extents, int64, error) {
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	out := make(chan *batch, 3)
+	go func() {
+		defer close(out)
+		f, _ := r.(*os.File)
+		var off int64
+		for ctx.Err() == nil {
+			b := &batch{done: make(chan struct{})}
+			bsz := w.batchSize()
+			if f != nil && size >= 0 && off < size {
+				if data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA); (err == nil && data >= off+int64(bsz)) || errors.Is(err, syscall.ENXIO) {
+					n := min(int64(bsz), size-off)
+					b.hole, b.n = true, int(n)
+					if _, err := f.Seek(off+n, io.SeekStart); err != nil {
+						b.err = err
+					}
+					off += n
+					close(b.done)
+					select {
+					case out <- b:
+					case <-ctx.Done():
+					}
+					continue
+				}
+				if _, err := f.Seek(off, io.SeekStart); err != nil {
+					b.err = err
+					close(b.done)
+					out <- b
+					return
+				}
+			}
+			b.buf = w.getBuf()
+			n, err := io.ReadFull(r, b.buf)
+			b.n = n
+			off += int64(n)
+			eof := err == io.EOF || err == io.ErrUnexpectedEOF
+			if err != nil && !eof {
+				b.err = err
+			}
+			if n > 0 {
+				go w.hashBatch(b)
+			} else {
+				close(b.done)
+			}
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return
+			}
+			if eof || b.err != nil {
+				return
+			}
+		}
+	}()
+	var exts format.Extents
+	var total int64
+	var pi prevIter
+	if prev != nil {
+		pi = prevIter{exts: prev.Extents}
+	}
+	var err error
+	for b := range out {
+		<-b.done
+		if err == nil {
+			err = b.err
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err == nil {
+			exts, err = w.consume(b, total, exts, &pi)
+			total += int64(b.n)
+		}
+		if b.buf != nil {
+			buf := b.buf
+			w.pool.Put(&buf)
+		}
+		if err != nil {
+			cancel()
+		}
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	w.stats.BytesRead += total
+	return exts, total, nil
+}
+
+var zeros = make([]byte, 16<<20)
+
+func (w *VersionWriter) hashBatch(b *batch) {
+	defer close(b.done)
+	nb := (b.n + w.bs - 1) / w.bs
+	b.ids = make([]format.ID, nb)
+	workers := min(runtime.GOMAXPROCS(0), nb)
+	var wg sync.WaitGroup
+	for k := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := k; i < nb; i += workers {
+				blk := b.buf[i*w.bs : min((i+1)*w.bs, b.n)]
+				if !bytes.Equal(blk, zeros[:len(blk)]) {
+					b.ids[i] = format.Sum(blk)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (w *VersionWriter) consume(b *batch, base int64, exts format.Extents, pi *prevIter) (format.Extents, error) {
+	for i := 0; i*w.bs < b.n; i++ {
+		ln := min(w.bs, b.n-i*w.bs)
+		old := pi.block(base+int64(i*w.bs), ln, w.bs)
+		if b.hole || b.ids[i].IsZero() {
+			exts = append(exts, format.Extent{ID: format.ZeroID, Len: uint32(ln)})
+			continue
+		}
+		id, data := b.ids[i], b.buf[i*w.bs:i*w.bs+ln]
+		if w.x.has(id) {
+			exts = append(exts, format.Extent{ID: id, Len: uint32(ln)})
+			continue
+		}
+		if len(old) > 0 {
+			if d, ok := w.delta(data, old); ok {
+				exts = append(exts, d...)
+				continue
+			}
+		}
+		if err := w.pk.put(id, data); err != nil {
+			return nil, err
+		}
+		exts = append(exts, format.Extent{ID: id, Len: uint32(ln)})
+	}
+	return exts, nil
+}
+
+// prevIter walks the previous version's extents block by block; extents
+// never cross block boundaries, so each block's extents are a contiguous run.
+type prevIter struct {
+	exts format.Extents
+	i    int
+	pos  int64
+}
+
+func (p *prevIter) block(off int64, ln, bs int) format.Extents {
+	for p.i < len(p.exts) && p.pos < off {
+		p.pos += int64(p.exts[p.i].Len)
+		p.i++
+	}
+	if p.pos != off {
+		return nil
+	}
+	j, end := p.i, p.pos
+	for j < len(p.exts) && end < off+int64(bs) {
+		end += int64(p.exts[j].Len)
+		j++
+	}
+	if end-off != int64(ln) {
+		return nil // the block changed size (file grew or shrank): store it whole
+	}
+	return p.exts[p.i:j]
+}
+
+// delta compares a changed block with its previous content page by page and
+// describes it as the unchanged pages of the old extents plus new blobs for
+// runs of changed pages. ok is false when that would not pay (more than half
+// the block changed or it gets too fragmented) or the old content cannot be
+// read; the caller then stores the block whole.
+func (w *VersionWriter) delta(data []byte, old format.Extents) (format.Extents, bool) {
+	if cap(w.old) < w.bs {
+		w.old = make([]byte, w.bs)
+	}
+	prev := w.old[:len(data)]
+	pos := 0
+	for _, x := range old {
+		if x.ID.IsZero() {
+			clear(prev[pos : pos+int(x.Len)])
+		} else {
+			blob, err := w.br.blob(x.ID, w.tmp)
+			if err != nil || int(x.Off)+int(x.Len) > len(blob) {
+				return nil, false
+			}
+			w.tmp = blob
+			copy(prev[pos:], blob[x.Off:x.Off+x.Len])
+		}
+		pos += int(x.Len)
+	}
+	type run struct {
+		a, b int
+		same bool
+	}
+	var runs []run
+	changed := 0
+	for a := 0; a < len(data); a += PageSize {
+		b := min(a+PageSize, len(data))
+		same := bytes.Equal(data[a:b], prev[a:b])
+		if !same {
+			changed += b - a
+		}
+		if n := len(runs); n > 0 && runs[n-1].same == same {
+			runs[n-1].b = b
+		} else {
+			runs = append(runs, run{a, b, same})
+		}
+	}
+	if changed*2 > len(data) {
+		return nil, false
+	}
+	var out format.Extents
+	for _, r := range runs {
+		if r.same {
+			out = append(out, sliceExtents(old, r.a, r.b)...)
+		} else {
+			out = append(out, format.Extent{Len: uint32(r.b - r.a)})
+		}
+	}
+	if len(out) > maxBlockExtents {
+		return nil, false
+	}
+	// Only now write the changed runs, once the block is known to pay off.
+	var res format.Extents
+	for _, r := range runs {
+		if r.same {
+			res = append(res, sliceExtents(old, r.a, r.b)...)
+			continue
+		}
+		part := data[r.a:r.b]
+		if bytes.Equal(part, zeros[:len(part)]) {
+			res = append(res, format.Extent{ID: format.ZeroID, Len: uint32(len(part))})
+			continue
+		}
+		id := format.Sum(part)
+		if !w.x.has(id) {
+			if err := w.pk.put(id, part); err != nil {
+				return nil, false
+			}
+		}
+		res = append(res, format.Extent{ID: id, Len: uint32(len(part))})
+	}
+	return res, true
+}
+
+// sliceExtents returns the extents covering bytes [a,b) of the run xs.
+func sliceExtents(xs format.Extents, a, b int) format.Extents {
+	var out format.Extents
+	pos := 0
+	for _, x := range xs {
+		xa, xb := pos, pos+int(x.Len)
+		pos = xb
+		lo, hi := max(a, xa), min(b, xb)
+		if lo >= hi {
+			continue
+		}
+		off := x.Off + uint32(lo-xa)
+		if x.ID.IsZero() {
+			off = 0
+		}
+		out = append(out, format.Extent{ID: x.ID, Off: off, Len: uint32(hi - lo)})
+	}
+	return out
+}
