@@ -223,6 +223,9 @@ func (w *VersionWriter) delta(data []byte, old format.Extents) (format.Extents, 
 		if x.ID.IsZero() {
 			clear(prev[pos : pos+int(x.Len)])
 		} else {
+			if !w.x.has(x.ID) {
+				return nil, false // its only copy is doubtful: never refer to it
+			}
 			blob, err := w.br.blob(x.ID, w.tmp)
 			if err != nil || int(x.Off)+int(x.Len) > len(blob) {
 				return nil, false

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
@@ -69,30 +70,95 @@ func (r *Report) Clean() bool { return len(r.Problems) == 0 }
 // Verify checks the store: every index, manifest, verification mark and
 // journal segment against its checksum; every pack against its index's
 // size; every referenced blob for presence; with readData, every blob of
-// every pack against its hash. It reads only, and holding the lock gives a
-// consistent view (a concurrent prune could otherwise remove what it is
-// looking at). A non-nil error means the check itself could not run.
+// every pack against its hash. Holding the lock gives a consistent view (a
+// concurrent prune could otherwise remove what it is looking at), and lets
+// Verify record the rotten blobs it found in the damage record, which
+// keeps every later backup from referring to them and every later verify
+// reporting them until repair. A non-nil error means the check itself
+// could not run.
 func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
-	r := &Report{ReadData: readData, Problems: []Problem{}}
-	var cfg format.Config
-	if data, err := os.ReadFile(s.path(configFile)); err != nil {
-		r.Problems = append(r.Problems, Problem{Kind: "config", Object: configFile, Detail: err.Error()})
-	} else if err := format.UnsealJSON(data, &cfg); err != nil {
-		r.Problems = append(r.Problems, Problem{Kind: "config", Object: configFile, Detail: err.Error()})
+	v := &verifier{s: s, ctx: ctx, r: &Report{ReadData: readData, Problems: []Problem{}},
+		blobs: map[format.ID]*blobState{}, hits: map[format.ID]*hit{}, rot: rotten{}}
+	v.config()
+	if err := v.packs(); err != nil {
+		return nil, err
 	}
+	if err := v.manifests(); err != nil {
+		return nil, err
+	}
+	v.blobProblems()
+	if err := v.marks(); err != nil {
+		return nil, err
+	}
+	if err := v.journals(); err != nil {
+		return nil, err
+	}
+	if s.holdsLock() == nil {
+		if err := s.writeDamage(v.rot); err != nil {
+			v.r.Warnings = append(v.r.Warnings, "could not record the damage found: "+err.Error())
+		}
+	}
+	return v.r, nil
+}
 
-	// Indexes and packs. bad maps a blob to why it cannot be read.
-	bad := map[format.ID]string{}
-	badObj := map[format.ID]string{}
-	have := map[format.ID]uint32{} // blob -> length
-	idxEnts, err := os.ReadDir(s.path(indexDir))
+// verifier is the state of one Verify.
+type verifier struct {
+	s   *Store
+	ctx context.Context
+	r   *Report
+	// blobs holds, per blob, its good copies and why a copy is bad.
+	blobs map[format.ID]*blobState
+	hits  map[format.ID]*hit
+	// rot is the damage record as it stands after this run.
+	rot      rotten
+	versions map[string]bool
+}
+
+type blobState struct {
+	good int    // copies in packs that are whole and not known rotten
+	len  uint32 // length of a good copy
+	why  string // what is wrong with a bad copy
+	obj  string // the store file holding the bad copy
+}
+
+// hit is what a blob without a good copy damages.
+type hit struct{ versions, paths map[string]bool }
+
+func (v *verifier) blob(id format.ID) *blobState {
+	b := v.blobs[id]
+	if b == nil {
+		b = &blobState{}
+		v.blobs[id] = b
+	}
+	return b
+}
+
+func (v *verifier) problem(p Problem) { v.r.Problems = append(v.r.Problems, p) }
+
+func (v *verifier) config() {
+	var cfg format.Config
+	if data, err := readStoreFile(v.s.path(configFile)); err != nil {
+		v.problem(Problem{Kind: "config", Object: configFile, Detail: err.Error()})
+	} else if err := format.UnsealJSON(data, &cfg); err != nil {
+		v.problem(Problem{Kind: "config", Object: configFile, Detail: err.Error()})
+	}
+}
+
+// packs checks every index and its pack.
+func (v *verifier) packs() error {
+	s, r := v.s, v.r
+	known, recorded, err := s.readDamage()
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		v.problem(Problem{Kind: "damage", Object: damageFile, Detail: err.Error() + " (verify --read-data writes it anew)"})
+	}
+	idxEnts, err := readStoreDir(s.path(indexDir))
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
 	}
 	indexed := map[string]bool{}
 	for _, e := range idxEnts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		if err := v.ctx.Err(); err != nil {
+			return err
 		}
 		id, ok := strings.CutSuffix(e.Name(), indexExt)
 		if !ok {
@@ -103,77 +169,89 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 		}
 		indexed[id] = true
 		obj := indexDir + "/" + e.Name()
-		data, err := os.ReadFile(s.path(indexDir, e.Name()))
+		data, err := readStoreFile(s.path(indexDir, e.Name()))
 		if err != nil {
-			r.Problems = append(r.Problems, Problem{Kind: "index", Object: obj, Detail: err.Error()})
+			v.problem(Problem{Kind: "index", Object: obj, Detail: err.Error()})
 			continue
 		}
 		entries, size, err := format.DecodeIndex(data)
 		if err != nil {
 			// Its blobs count as missing; the manifests that need them
 			// are named below.
-			r.Problems = append(r.Problems, Problem{Kind: "index", Object: obj, Detail: err.Error()})
+			v.problem(Problem{Kind: "index", Object: obj, Detail: err.Error()})
 			continue
 		}
 		r.Packs++
 		pobj := packsDir + "/" + id + packExt
-		fi, err := os.Stat(s.path(packsDir, id+packExt))
-		if err != nil || fi.Size() != size {
+		fi, err := os.Lstat(s.path(packsDir, id+packExt))
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
 			detail := "missing"
-			if err == nil {
+			switch {
+			case err == nil && !fi.Mode().IsRegular():
+				detail = "not a regular file (" + fileKind(fi.Mode()) + ")"
+			case err == nil:
 				detail = fmt.Sprintf("%d bytes, its index says %d", fi.Size(), size)
-			} else if !errors.Is(err, fs.ErrNotExist) {
+			case !errors.Is(err, fs.ErrNotExist):
 				detail = err.Error()
 			}
-			r.Problems = append(r.Problems, Problem{Kind: "pack", Object: pobj, Detail: detail})
+			v.problem(Problem{Kind: "pack", Object: pobj, Detail: detail})
 			for _, b := range entries {
-				bad[b.ID], badObj[b.ID] = "pack "+detail, pobj
+				if st := v.blob(b.ID); st.why == "" {
+					st.why, st.obj = "pack "+detail, pobj
+				}
 			}
 			continue
 		}
+		r.Blobs += len(entries)
+		var rot map[format.ID]string
+		if r.ReadData {
+			rot, err = v.checkPack(id, entries)
+			if err != nil {
+				return err
+			}
+		} else if known[id] != nil {
+			rot = map[format.ID]string{}
+			for bid := range known[id] {
+				rot[bid] = "found rotten by verify --read-data on " + recorded.Format(time.RFC3339)
+			}
+		}
 		for _, b := range entries {
-			have[b.ID] = b.Len
-			r.Blobs++
-		}
-		if readData {
-			if err := s.checkPack(ctx, id, entries, bad, r); err != nil {
-				return nil, err
-			}
-			for _, b := range entries {
-				if _, isBad := bad[b.ID]; isBad && badObj[b.ID] == "" {
-					badObj[b.ID] = pobj
+			st := v.blob(b.ID)
+			if why, bad := rot[b.ID]; bad {
+				st.why, st.obj = why, pobj
+				if v.rot[id] == nil {
+					v.rot[id] = map[format.ID]bool{}
 				}
+				v.rot[id][b.ID] = true
+				continue
 			}
+			st.good++
+			st.len = b.Len
 		}
 	}
-	// A blob stored twice (a repack interrupted by a crash) is fine if one
-	// copy is good.
-	for id := range bad {
-		if have[id] > 0 && !strings.HasPrefix(bad[id], "hash") {
-			delete(bad, id)
-		}
-	}
-	packEnts, err := os.ReadDir(s.path(packsDir))
+	packEnts, err := readStoreDir(s.path(packsDir))
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		return fmt.Errorf("verify: %w", err)
 	}
 	for _, e := range packEnts {
 		if id, ok := strings.CutSuffix(e.Name(), packExt); ok && !indexed[id] {
 			r.Warnings = append(r.Warnings, "pack without index (leftover of an interrupted run, removed by the next backup or prune): "+packsDir+"/"+e.Name())
 		}
 	}
+	return nil
+}
 
-	// Manifests: structure, safe paths, references.
-	type hit struct{ versions, paths map[string]bool }
-	hits := map[format.ID]*hit{}
-	verEnts, err := os.ReadDir(s.path(versionsDir))
+// manifests checks every manifest: structure, safe paths, references.
+func (v *verifier) manifests() error {
+	s, r := v.s, v.r
+	verEnts, err := readStoreDir(s.path(versionsDir))
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		return fmt.Errorf("verify: %w", err)
 	}
-	versions := map[string]bool{}
+	v.versions = map[string]bool{}
 	for _, e := range verEnts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		if err := v.ctx.Err(); err != nil {
+			return err
 		}
 		vid, ok := strings.CutSuffix(e.Name(), manifestExt)
 		if !ok {
@@ -182,84 +260,93 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 			}
 			continue
 		}
-		versions[vid] = true
+		v.versions[vid] = true
 		obj := versionsDir + "/" + e.Name()
 		m, err := s.manifest(vid)
 		if errors.Is(err, ErrNotFound) {
 			continue // pruned while we looked
 		}
 		if err != nil {
-			r.Problems = append(r.Problems, Problem{Kind: "manifest", Object: obj, Detail: err.Error(), Versions: []string{vid}})
+			v.problem(Problem{Kind: "manifest", Object: obj, Detail: err.Error(), Versions: []string{vid}})
 			continue
 		}
 		r.Versions++
 		for _, ent := range m.Entries {
 			if ent.Type != format.TypeStream && !SafePath(ent.Path) {
-				r.Problems = append(r.Problems, Problem{Kind: "path", Object: obj, Detail: fmt.Sprintf("unsafe path %q (restore refuses it)", ent.Path), Versions: []string{vid}, Paths: []string{ent.Path}})
+				v.problem(Problem{Kind: "path", Object: obj, Detail: fmt.Sprintf("unsafe path %q (restore refuses it)", ent.Path), Versions: []string{vid}, Paths: []string{ent.Path}})
 			}
 			for _, x := range ent.Extents {
 				if x.ID.IsZero() {
 					continue
 				}
-				_, isBad := bad[x.ID]
-				n, ok := have[x.ID]
-				if ok && !isBad && uint64(x.Off)+uint64(x.Len) <= uint64(n) {
+				st := v.blobs[x.ID]
+				if st != nil && st.good > 0 && uint64(x.Off)+uint64(x.Len) <= uint64(st.len) {
 					continue
 				}
-				if !isBad {
-					bad[x.ID] = "referenced but in no pack index"
-					if ok {
-						bad[x.ID] = fmt.Sprintf("referenced at %d+%d beyond its %d bytes", x.Off, x.Len, n)
-					}
+				st = v.blob(x.ID)
+				switch {
+				case st.good > 0:
+					st.why, st.obj = fmt.Sprintf("referenced at %d+%d beyond its %d bytes", x.Off, x.Len, st.len), ""
+				case st.why == "":
+					st.why = "referenced but in no pack index"
 				}
-				h := hits[x.ID]
+				h := v.hits[x.ID]
 				if h == nil {
 					h = &hit{versions: map[string]bool{}, paths: map[string]bool{}}
-					hits[x.ID] = h
+					v.hits[x.ID] = h
 				}
 				h.versions[vid] = true
 				h.paths[ent.Path] = true
 			}
 		}
 	}
-	// One problem per damaged store object and kind of damage, not per
-	// blob: a lost pack holds hundreds of blobs.
-	ids := make([]format.ID, 0, len(bad))
-	for id := range bad {
-		ids = append(ids, id)
+	return nil
+}
+
+// blobProblems reports bad blobs: one problem per damaged store object and
+// kind of damage, not per blob (a lost pack holds hundreds of blobs), with
+// the versions and paths that lose data because no good copy is left.
+func (v *verifier) blobProblems() {
+	ids := make([]format.ID, 0, len(v.blobs))
+	for id, st := range v.blobs {
+		if st.why != "" {
+			ids = append(ids, id)
+		}
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a].String() < ids[b].String() })
 	type group struct {
 		p               *Problem
-		n               int
+		n, spare        int
 		versions, paths map[string]bool
 	}
 	groups := map[string]*group{}
 	var order []string
 	for _, id := range ids {
-		h := hits[id]
-		if h == nil && strings.HasPrefix(bad[id], "pack") {
-			continue // already reported per pack, and referenced by nothing
+		st, h := v.blobs[id], v.hits[id]
+		if h == nil && strings.HasPrefix(st.why, "pack ") {
+			continue // already reported per pack, and no version lacks it
 		}
-		kind, _, _ := strings.Cut(bad[id], " at offset")
-		key := badObj[id] + "\x00" + kind
+		kind, _, _ := strings.Cut(st.why, " at offset")
+		key := st.obj + "\x00" + kind
 		g := groups[key]
 		if g == nil {
-			g = &group{p: &Problem{Kind: "blob", Object: badObj[id]}, versions: map[string]bool{}, paths: map[string]bool{}}
+			g = &group{p: &Problem{Kind: "blob", Object: st.obj}, versions: map[string]bool{}, paths: map[string]bool{}}
 			groups[key] = g
 			order = append(order, key)
 		}
 		g.n++
 		if g.n == 1 {
-			g.p.Detail = "blob " + id.Short() + ": " + bad[id]
+			g.p.Detail = "blob " + id.Short() + ": " + st.why
 		}
-		if h != nil {
-			for v := range h.versions {
-				g.versions[v] = true
-			}
-			for p := range h.paths {
-				g.paths[p] = true
-			}
+		if h == nil {
+			g.spare++
+			continue
+		}
+		for ver := range h.versions {
+			g.versions[ver] = true
+		}
+		for p := range h.paths {
+			g.paths[p] = true
 		}
 	}
 	for _, key := range order {
@@ -267,69 +354,83 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 		if g.n > 1 {
 			g.p.Detail = fmt.Sprintf("%d blobs, e.g. %s", g.n, g.p.Detail)
 		}
+		if g.spare == g.n {
+			g.p.Detail += " (no version loses data: each has a good copy elsewhere or none refers to it; kubekeep repair rewrites the pack without it)"
+		}
 		g.p.Versions, g.p.Paths = sortedKeys(g.versions), sortedKeys(g.paths)
 		if len(g.p.Versions) == 0 {
 			g.p.Versions, g.p.Paths = nil, nil
 		}
-		r.Problems = append(r.Problems, *g.p)
+		v.problem(*g.p)
 	}
+}
 
-	// Verification marks and journals.
-	marks, err := os.ReadDir(s.path(verifiedDir))
+// marks checks the verification marks.
+func (v *verifier) marks() error {
+	s, r := v.s, v.r
+	marks, err := readStoreDir(s.path(verifiedDir))
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		return fmt.Errorf("verify: %w", err)
 	}
 	for _, e := range marks {
 		if _, tmp := tmpOwner(e.Name()); tmp {
 			continue
 		}
 		if _, err := s.readVerification(e.Name()); err != nil {
-			r.Problems = append(r.Problems, Problem{Kind: "verified", Object: verifiedDir + "/" + e.Name(), Detail: err.Error(), Versions: []string{e.Name()}})
-		} else if !versions[e.Name()] {
+			v.problem(Problem{Kind: "verified", Object: verifiedDir + "/" + e.Name(), Detail: err.Error(), Versions: []string{e.Name()}})
+		} else if !v.versions[e.Name()] {
 			r.Warnings = append(r.Warnings, "verification mark of a pruned version: "+verifiedDir+"/"+e.Name())
 		}
 	}
+	return nil
+}
+
+// journals checks every journal segment.
+func (v *verifier) journals() error {
+	s, r := v.s, v.r
 	names, err := s.Journals()
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		return fmt.Errorf("verify: %w", err)
 	}
 	for _, name := range names {
 		j, err := s.Journal(name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		segs, err := j.List()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, si := range segs {
 			r.Segments++
 			data, err := j.Read(si)
 			r.BytesRead += int64(len(data))
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				r.Problems = append(r.Problems, Problem{Kind: "journal", Object: journalsDir + "/" + name + "/" + si.File,
+				v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name + "/" + si.File,
 					Detail: err.Error(), Paths: []string{fmt.Sprintf("%s revisions %d-%d", name, si.First, si.Last)}})
 			}
 		}
 	}
-	return r, nil
+	return nil
 }
 
-// checkPack re-hashes every blob of a pack, reading it sequentially.
-func (s *Store) checkPack(ctx context.Context, id string, entries []format.IndexEntry, bad map[format.ID]string, r *Report) error {
-	f, err := os.Open(s.path(packsDir, id+packExt))
+// checkPack re-hashes every blob of a pack, reading it sequentially, and
+// returns the blobs that do not match (or could not be read), with why.
+func (v *verifier) checkPack(id string, entries []format.IndexEntry) (map[format.ID]string, error) {
+	bad := map[format.ID]string{}
+	f, err := openStoreFile(v.s.path(packsDir, id+packExt))
 	if err != nil {
 		for _, b := range entries {
 			bad[b.ID] = "pack unreadable: " + err.Error()
 		}
-		return nil
+		return bad, nil
 	}
 	defer f.Close()
 	br := bufio.NewReaderSize(f, 1<<20)
 	var buf []byte
 	for _, b := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
+		if err := v.ctx.Err(); err != nil {
+			return nil, err
 		}
 		if cap(buf) < int(b.Len) {
 			buf = make([]byte, b.Len)
@@ -339,12 +440,12 @@ func (s *Store) checkPack(ctx context.Context, id string, entries []format.Index
 			bad[b.ID] = "pack unreadable: " + err.Error()
 			continue
 		}
-		r.BytesRead += int64(b.Len)
+		v.r.BytesRead += int64(b.Len)
 		if format.Sum(buf) != b.ID {
 			bad[b.ID] = fmt.Sprintf("hash mismatch at offset %d of pack %s (bit rot)", b.Off, id)
 		}
 	}
-	return nil
+	return bad, nil
 }
 
 func sortedKeys(m map[string]bool) []string {

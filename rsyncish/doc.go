@@ -15,8 +15,8 @@
 //
 // Versions are listed oldest first (newest last). Readers (Versions,
 // OpenStream, OpenFile, RestoreFiles, Verify) do not need the lock; Prune,
-// NewVersion and leftover cleaning do. The journal (etcd watch deltas) is
-// appended without the lock.
+// Repair, NewVersion and leftover cleaning do. The journal (etcd watch
+// deltas) is appended without the lock.
 //
 // # Layout
 //
@@ -28,6 +28,8 @@
 //	versions/<id>.manifest   line-oriented: magic, header JSON, one JSON line
 //	                         per file/dir/symlink/stream, blake3 trailer
 //	verified/<id>            the restore drill's result (versions are immutable)
+//	damage.json              the blobs verify --read-data found rotten, by pack
+//	                         (format.Damage), sealed; absent when none
 //	journals/<name>/<first>-<last>-<ns>.seg   checksummed delta segments
 //	tmp/                     scratch on the store's filesystem (CreateTemp; OpenScratch
 //	                         files such as the snapshot check copy persist)
@@ -65,6 +67,23 @@
 // TestCrashKill: 60 backups and 60 prunes SIGKILLed at random moments, a
 // verify --read-data after every round, every surviving version restored
 // byte-identical.
+//
+// # Damage
+//
+// A new version never refers to data the store cannot produce. Loading the
+// index stats every pack once (present, a regular file, the size its index
+// says) and reads the damage record: copies in a pack that fails, or that
+// verify --read-data found rotten, are kept for readers (the blob's hash
+// decides) but never reused by a writer, so the next backup stores those
+// blocks again, even for a file it would otherwise not read; that good copy
+// then serves the old versions too (a content-addressed store heals). Prune
+// never counts a bad copy as a blob's home and leaves a damaged pack that
+// versions refer to alone. Repair (kubekeep repair) copies every readable
+// blob of a damaged pack into a new one, checked against its hash (a blob
+// whose index entry rotted is kept under the hash of its bytes), removes
+// the damaged pack and its index, clears the damage record, lists the
+// versions still lacking data and drops their verification marks. Checked
+// by TestLostPackNotReused and TestRepair.
 //
 // # Block size: the measurement
 //

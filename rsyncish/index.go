@@ -16,6 +16,12 @@ import (
 type loc struct {
 	pack     uint32
 	off, len uint32
+	// bad: the copy is in a pack that is missing or of the wrong size, or
+	// verify found it rotten. Readers still try it (the blob's hash
+	// decides), writers never reuse it: a new version must not refer to
+	// data the store may not be able to produce, so the block is stored
+	// again, and that good copy then serves the old versions too.
+	bad bool
 }
 
 // index is shared by the writer (which adds to it) and readers of the same
@@ -40,16 +46,35 @@ func (x *index) get(id format.ID) (loc, bool) {
 	return l, ok
 }
 
+// has reports whether the store holds a good copy of the blob: what a
+// writer may refer to without storing it.
 func (x *index) has(id format.ID) bool {
-	_, ok := x.get(id)
-	return ok
+	l, ok := x.get(id)
+	return ok && !l.bad
 }
 
+// put records a copy of a blob; a good copy replaces a bad one.
 func (x *index) put(id format.ID, l loc) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if _, dup := x.blobs[id]; !dup {
+	x.putLocked(id, l)
+}
+
+func (x *index) putLocked(id format.ID, l loc) {
+	if cur, dup := x.blobs[id]; !dup || (cur.bad && !l.bad) {
 		x.blobs[id] = l
+	}
+}
+
+// markBad marks every copy in the named packs bad.
+func (x *index) markBad(packs map[string]bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for id, l := range x.blobs {
+		if packs[x.packs[l.pack]] {
+			l.bad = true
+			x.blobs[id] = l
+		}
 	}
 }
 
@@ -61,36 +86,53 @@ func (x *index) packName(p uint32) string {
 
 // loadIndex reads every pack index. A damaged index is skipped with a
 // warning: its blobs then count as absent, so the next backup stores them
-// again instead of referring to data it cannot vouch for. Verify reports it.
+// again instead of referring to data it cannot vouch for. Each pack is
+// checked with one stat (present, regular, the size its index says) and
+// against the damage record (what verify --read-data found rotten): the
+// copies that fail are kept for readers but marked bad, so no writer
+// reuses them. Verify and repair report and fix the damage.
 func (s *Store) loadIndex() (*index, error) {
-	ents, err := os.ReadDir(s.path(indexDir))
+	ents, err := readStoreDir(s.path(indexDir))
 	if err != nil {
 		return nil, fmt.Errorf("reading the pack indexes: %w", err)
 	}
+	damage, _, err := s.readDamage()
+	if err != nil {
+		s.log.Warn("ignoring the damage record", "store", s.dir, "err", err)
+	}
 	x := &index{blobs: make(map[format.ID]loc)}
+	var lost []string
 	for _, e := range ents {
 		id, ok := strings.CutSuffix(e.Name(), indexExt)
 		if !ok {
 			continue
 		}
-		data, err := os.ReadFile(s.path(indexDir, e.Name()))
+		data, err := readStoreFile(s.path(indexDir, e.Name()))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading index %s: %w", id, err)
+			s.log.Warn("skipping unreadable pack index", "pack", id, "err", err)
+			continue
 		}
-		entries, _, err := format.DecodeIndex(data)
+		entries, size, err := format.DecodeIndex(data)
 		if err != nil {
 			s.log.Warn("skipping damaged pack index", "pack", id, "err", err)
 			continue
 		}
-		p := x.addPack(id)
-		for _, b := range entries {
-			if _, dup := x.blobs[b.ID]; !dup {
-				x.blobs[b.ID] = loc{pack: p, off: b.Off, len: b.Len}
-			}
+		packBad := false
+		if fi, err := os.Lstat(s.path(packsDir, id+packExt)); err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
+			packBad = true
+			lost = append(lost, id)
 		}
+		p := x.addPack(id)
+		rot := damage[id]
+		for _, b := range entries {
+			x.putLocked(b.ID, loc{pack: p, off: b.Off, len: b.Len, bad: packBad || rot[b.ID]})
+		}
+	}
+	if len(lost) > 0 {
+		s.log.Warn("packs missing or of the wrong size; their blocks will be stored again (kubekeep repair drops them)", "store", s.dir, "packs", lost)
 	}
 	return x, nil
 }
@@ -139,7 +181,7 @@ func (r *blobReader) file(p uint32) (*os.File, error) {
 	if f := r.files[p]; f != nil {
 		return f, nil
 	}
-	f, err := os.Open(r.s.path(packsDir, r.x.packName(p)+packExt))
+	f, err := openStoreFile(r.s.path(packsDir, r.x.packName(p)+packExt))
 	if err != nil {
 		return nil, err
 	}

@@ -136,7 +136,7 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 
 	// Mark: every blob a kept version references.
 	used := map[format.ID]bool{}
-	ents, err := os.ReadDir(s.path(versionsDir))
+	ents, err := readStoreDir(s.path(versionsDir))
 	if err != nil {
 		return res, err
 	}
@@ -160,8 +160,16 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 		}
 	}
 
-	// Sweep, pack by pack.
-	idxEnts, err := os.ReadDir(s.path(indexDir))
+	// Sweep, pack by pack. A copy that is known bad (its pack missing or
+	// of the wrong size, or rotten per the damage record) never counts as
+	// a blob's live home, so the good copy elsewhere is never swept for
+	// it; a damaged pack that still holds referenced blobs is left to
+	// repair.
+	damage, _, err := s.readDamage()
+	if err != nil {
+		s.log.Warn("prune: ignoring the damage record", "err", err)
+	}
+	idxEnts, err := readStoreDir(s.path(indexDir))
 	if err != nil {
 		return res, err
 	}
@@ -178,22 +186,32 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 		if !ok {
 			continue
 		}
-		data, err := os.ReadFile(s.path(indexDir, e.Name()))
+		data, err := readStoreFile(s.path(indexDir, e.Name()))
 		if err != nil {
-			return res, err
+			s.log.Warn("prune: leaving an unreadable index and its pack alone", "pack", pid, "err", err)
+			continue
 		}
 		entries, size, err := format.DecodeIndex(data)
 		if err != nil {
 			s.log.Warn("prune: leaving a damaged index and its pack alone", "pack", pid, "err", err)
 			continue
 		}
-		var live int64
+		fi, err := os.Lstat(s.path(packsDir, pid+packExt))
+		packBad := err != nil || !fi.Mode().IsRegular() || fi.Size() != size
+		rot := damage[pid]
+		var live, referenced int64
 		for _, b := range entries {
-			if used[b.ID] && !kept[b.ID] {
-				live += int64(b.Len)
+			if used[b.ID] {
+				referenced++
+				if !kept[b.ID] && !rot[b.ID] {
+					live += int64(b.Len)
+				}
 			}
 		}
 		switch {
+		case packBad && referenced > 0:
+			s.log.Warn("prune: leaving a missing or damaged pack that versions refer to (kubekeep repair drops it)", "pack", pid)
+			continue
 		case live == 0:
 			res.PacksDeleted++
 			res.BytesFreed += size
@@ -202,18 +220,13 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 					return res, err
 				}
 			}
+			continue
 		case float64(size-live) >= repackThreshold*float64(size):
 			rewrite = append(rewrite, plan{pid, entries, live, size})
-			for _, b := range entries {
-				if used[b.ID] {
-					kept[b.ID] = true
-				}
-			}
-		default:
-			for _, b := range entries {
-				if used[b.ID] {
-					kept[b.ID] = true
-				}
+		}
+		for _, b := range entries {
+			if used[b.ID] && !rot[b.ID] {
+				kept[b.ID] = true
 			}
 		}
 	}
@@ -252,7 +265,7 @@ func (s *Store) removePack(id string) error {
 // against its ID on the way (rot is not copied: a damaged blob is left out
 // and stays reported by verify as missing), then deletes the old pack.
 func (s *Store) repack(ctx context.Context, id string, entries []format.IndexEntry, used map[format.ID]bool) error {
-	f, err := os.Open(s.path(packsDir, id+packExt))
+	f, err := openStoreFile(s.path(packsDir, id+packExt))
 	if err != nil {
 		return fmt.Errorf("prune: %w", err)
 	}

@@ -92,6 +92,33 @@ func DecodeIndex(data []byte) (entries []IndexEntry, packSize int64, err error) 
 	return entries, packSize, nil
 }
 
+// SalvageIndex reads what it can of a damaged index, trusting nothing: no
+// checksum, no tiling. Repair uses it to find the blobs of a pack whose
+// index lost a bit, and checks every blob it reads against its hash. It
+// never returns more entries than the data holds.
+func SalvageIndex(data []byte) []IndexEntry {
+	if len(data) < len(indexMagic)+4 {
+		return nil
+	}
+	n := uint64(binary.LittleEndian.Uint32(data[len(indexMagic):]))
+	rest := data[len(indexMagic)+4:]
+	if avail := uint64(len(rest)) / extentSize; n > avail {
+		n = avail
+	}
+	out := make([]IndexEntry, 0, n)
+	for i := range n {
+		b := rest[i*extentSize:]
+		var e IndexEntry
+		copy(e.ID[:], b[:32])
+		e.Off = binary.LittleEndian.Uint32(b[32:])
+		e.Len = binary.LittleEndian.Uint32(b[36:])
+		if e.Len > 0 {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // ---- journal segment ----
 //
 //	"KKJSEG01" | first u64 | last u64 | time i64 (unix ns) | len u32 | data | blake3[32]

@@ -187,3 +187,13 @@ type Verification struct {
 	Method string    `json:"method"`
 	Detail string    `json:"detail,omitempty"`
 }
+
+// Damage is the store's damage.json: the blobs a verify --read-data found
+// rotten, by pack. Writers and readers skip those copies (the next backup
+// stores the blocks again); repair rewrites the packs without them.
+// Missing packs and packs of the wrong size are not listed: a stat finds
+// them every time the index is loaded.
+type Damage struct {
+	Time  time.Time           `json:"time"`
+	Packs map[string][]string `json:"packs"` // pack id -> blob ids (hex)
+}

@@ -82,9 +82,15 @@ func FuzzDecodeIndex(f *testing.F) {
 	f.Add(EncodeIndex(nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, in := range [][]byte{data, reseal32(data)} {
+			if es := SalvageIndex(in); len(es)*extentSize > len(in) {
+				t.Fatalf("salvaged %d entries out of %d bytes", len(es), len(in))
+			}
 			es, size, err := DecodeIndex(in)
 			if err != nil {
 				continue
+			}
+			if got := SalvageIndex(in); len(got) != len(es) {
+				t.Fatalf("salvage of a good index found %d of %d entries", len(got), len(es))
 			}
 			var sum int64
 			for _, e := range es {

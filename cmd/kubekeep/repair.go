@@ -1,0 +1,115 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+func init() { registerCommand(newRepairCommand) }
+
+type repairOptions struct {
+	readData bool
+	output   string
+	wait     time.Duration
+}
+
+func newRepairCommand(g *globalOptions) *cobra.Command {
+	o := &repairOptions{}
+	cmd := &cobra.Command{
+		Use:   "repair",
+		Short: "Make a damaged store consistent again and say which versions lost data",
+		Long: `Repair the store after damage that verify reported (like restic's repair
+index and repair packs):
+
+  - every damaged pack (missing, of the wrong size, with a damaged index, or
+    holding blocks an earlier verify --read-data found rotten; with
+    --read-data, any block that does not match its hash) has its readable
+    blocks copied to a new pack, each checked against its hash, and is then
+    removed with its index. No index refers to lost data any more, so the
+    next backup stores it again: a version whose lost content is still on
+    the host (an unchanged file, the same etcd image) heals.
+
+It then lists the versions that still lack data, with the paths they lose,
+and removes their verification marks (a damaged version must never be
+"the newest verified"). Their other files still restore; verify keeps
+naming them until they heal or are pruned. Repair never removes a version.
+
+Exit status: 0 the store is whole, 1 versions remain damaged (listed),
+2 the repair could not run (no store, lock held, I/O error).
+
+-o json prints {"packsChecked", "packs": [{"pack", "problem",
+"salvaged", "spare", "lost"}], "blobsSalvaged", "blobsLost", "damaged":
+[{"id", "manifest", "paths", "blobs"}], "marksDropped"}.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runRepair(cmd, g, o) },
+	}
+	cmd.Flags().BoolVar(&o.readData, "read-data", false, "re-hash every pack, not only those known to be damaged")
+	cmd.Flags().DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for a running backup or prune to finish")
+	outputFlag(cmd, &o.output, "text", "json")
+	return cmd
+}
+
+func runRepair(cmd *cobra.Command, g *globalOptions, o *repairOptions) error {
+	if err := checkOutput(o.output, "text", "json"); err != nil {
+		return &exitError{code: 2, msg: err.Error()}
+	}
+	s, err := openStoreMode(g, false)
+	if err != nil {
+		return operational(err)
+	}
+	unlock, err := s.LockWait(cmd.Context(), o.wait)
+	if err != nil {
+		return operational(err)
+	}
+	defer unlock()
+	res, err := s.Repair(cmd.Context(), rsyncish.RepairOptions{ReadData: o.readData})
+	if err != nil {
+		return operational(err)
+	}
+	if o.output == "json" {
+		if err := writeJSON(g.stdout, res); err != nil {
+			return operational(err)
+		}
+	} else {
+		for _, p := range res.Packs {
+			fmt.Fprintf(g.stdout, "pack %s: %s; %d blocks salvaged, %d had a copy elsewhere, %d lost\n", p.Pack, p.Problem, p.Salvaged, p.Spare, p.Lost)
+		}
+		for _, d := range res.Damaged {
+			if d.Manifest != "" {
+				fmt.Fprintf(g.stdout, "DAMAGED: version %s: manifest unreadable: %s\n", d.ID, d.Manifest)
+				continue
+			}
+			fmt.Fprintf(g.stdout, "DAMAGED: version %s lost %d block(s) of %s\n", d.ID, d.Blobs, strings.Join(d.Paths, ", "))
+		}
+		for _, id := range res.MarksDropped {
+			fmt.Fprintf(g.stdout, "verification mark of %s removed\n", id)
+		}
+		status := "store whole"
+		if !res.Clean() {
+			status = fmt.Sprintf("%d version(s) still lack data (their lost content comes back only if a backup stores it again)", len(res.Damaged))
+		}
+		fmt.Fprintf(g.stdout, "%s: %d packs checked, %d replaced; %d blocks salvaged, %d lost\n",
+			status, res.PacksChecked, len(res.Packs), res.BlobsSalvaged, res.BlobsLost)
+	}
+	if !res.Clean() {
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+// operational makes an error that is not a finding (no store, the lock
+// held, an I/O error) exit 2, so that 1 keeps meaning "damage" for
+// scripts of verify and repair.
+func operational(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return &exitError{code: 2, msg: err.Error()}
+}
