@@ -52,6 +52,23 @@ func (b Bins) Commands() map[string]string {
 	}
 }
 
+// Link makes dir hold symlinks named as on a master (kubeadm,
+// kube-apiserver, kubectl, etcd) to the binaries, so a program that looks
+// them up on PATH finds them.
+func (b Bins) Link(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for name, target := range map[string]string{"kubeadm": b.Kubeadm, "kube-apiserver": b.KubeAPIServer, "kubectl": b.Kubectl, "etcd": b.Etcd} {
+		p := filepath.Join(dir, name)
+		os.Remove(p)
+		if err := os.Symlink(target, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 var (
 	binsOnce sync.Once
 	binsVal  Bins

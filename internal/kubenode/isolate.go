@@ -57,6 +57,12 @@ func Isolated() bool { return os.Getenv(childEnv) != "" }
 //     killed.
 //   - the hostname is Hostname (cp1); lo is up and also carries Address
 //     (10.127.0.1/32), and the default route is through lo.
+//   - kubeadm, kubectl, kube-apiserver and etcd are first on PATH (links
+//     to Binaries); there is no kubelet and no container runtime.
+//
+// One divergence from a one-disk master: /etc (an overlay), /var/lib and
+// /tmp are different filesystems here, so a rename between them fails
+// with EXDEV, as it does on a master with /var/lib/etcd on its own disk.
 //
 // Everything else (/usr, /tmp, /root, the user cache holding the
 // binaries, the Go toolchain) is the host's. t.TempDir works as usual.
@@ -70,17 +76,27 @@ func Isolated() bool { return os.Getenv(childEnv) != "" }
 // cannot be created here, and builds the binaries (Binaries) first, so a
 // failed build fails t outside.
 //
-// fn must not call t.Parallel. Code outside fn in the same test runs
-// twice (in the parent and in the child): keep it out.
+// Code outside fn in the same test runs twice (in the parent and in the
+// child): keep it out. Tests that call RunIsolated may run in parallel
+// (t.Parallel before RunIsolated): every child has its own namespaces,
+// ports and files.
 func RunIsolated(t *testing.T, fn func(t *testing.T)) {
 	t.Helper()
 	if name := os.Getenv(childEnv); name != "" {
 		if name != t.Name() {
 			t.Fatalf("kubenode: RunIsolated in %s, but this child was started for %s", t.Name(), name)
 		}
-		if err := setupIsolated(os.Getenv(scratchEnv)); err != nil {
+		scratch := os.Getenv(scratchEnv)
+		if err := setupIsolated(scratch); err != nil {
 			t.Fatalf("kubenode: preparing the isolated node: %v", err)
 		}
+		// The binaries on PATH, first, as /usr/bin has them on a master.
+		bins := Binaries(t)
+		binDir := filepath.Join(scratch, "bin")
+		if err := bins.Link(binDir); err != nil {
+			t.Fatalf("kubenode: %v", err)
+		}
+		os.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 		fn(t)
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -345,10 +346,28 @@ func (n *Node) Kubectl(t testing.TB, args ...string) string {
 	return out
 }
 
+// Apply runs `kubectl apply -f -` with admin.conf, manifest on stdin,
+// and fails t unless it succeeds; it returns stdout.
+func (n *Node) Apply(t testing.TB, manifest string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, errOut, err := KubectlInput(ctx, n.Bins.Kubectl, AdminConf, strings.NewReader(manifest), "apply", "-f", "-")
+	if err != nil {
+		t.Fatalf("kubectl apply: %v\n%s%s", err, out, errOut)
+	}
+	return out
+}
+
 // Kubectl runs the kubectl binary bin with --kubeconfig kubeconfig and
 // args and returns stdout and stderr apart. Its discovery cache goes to a
 // temporary directory, not ~/.kube (the host's home directory).
 func Kubectl(ctx context.Context, bin, kubeconfig string, args ...string) (stdout, stderr string, err error) {
+	return KubectlInput(ctx, bin, kubeconfig, nil, args...)
+}
+
+// KubectlInput is Kubectl with stdin (nil: none).
+func KubectlInput(ctx context.Context, bin, kubeconfig string, stdin io.Reader, args ...string) (stdout, stderr string, err error) {
 	cache, err := os.MkdirTemp("", "kubectl-cache-")
 	if err != nil {
 		return "", "", err
@@ -358,7 +377,7 @@ func Kubectl(ctx context.Context, bin, kubeconfig string, args ...string) (stdou
 	cmd := exec.CommandContext(ctx, bin, full...)
 	cmd.Env = withoutEnv(os.Environ(), "KUBECONFIG")
 	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &o, &e
 	err = cmd.Run()
 	return o.String(), e.String(), err
 }

@@ -103,13 +103,20 @@ func sortedKeys(m map[string]string) []string {
 func TestNode(t *testing.T) {
 	kubenode.RunIsolated(t, func(t *testing.T) {
 		start := time.Now()
-		n := kubenode.Init(t, kubenode.Options{})
+		// A customised kubelet config, which only the node's own kubeadm
+		// config (and the kubelet-config ConfigMap) carries.
+		n := kubenode.Init(t, kubenode.Options{ExtraDocuments: []string{
+			"apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\nmaxPods: 42\n",
+		}})
 		t.Logf("node up in %s", time.Since(start).Round(100*time.Millisecond))
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		defer cancel()
 
 		if h, _ := os.Hostname(); h != kubenode.Hostname {
 			t.Errorf("hostname %q", h)
+		}
+		if p, err := exec.LookPath("kubeadm"); err != nil || !strings.Contains(p, "/bin/kubeadm") {
+			t.Errorf("kubeadm on PATH: %q %v", p, err)
 		}
 
 		ns := n.Kubectl(t, "get", "ns", "-o", "name")
@@ -162,7 +169,7 @@ func TestNode(t *testing.T) {
 		before := treeSums(t, "/etc/kubernetes", "/var/lib/kubelet", "/var/lib/etcd")
 		var list strings.Builder
 		for _, k := range sortedKeys(before) {
-			if strings.HasPrefix(k, "/var/lib/etcd/") {
+			if strings.HasPrefix(k, "/var/lib/etcd/member/wal/") || strings.HasPrefix(k, "/var/lib/etcd/member/snap/") {
 				continue
 			}
 			fmt.Fprintf(&list, "%s %s\n", k, strings.Fields(before[k])[0])
@@ -262,6 +269,16 @@ func TestNode(t *testing.T) {
 		nodeInst, _ := os.ReadFile("/var/lib/kubelet/instance-config.yaml")
 		dryInst, _ := os.ReadFile(filepath.Join(dryDir, "instance-config.yaml"))
 		t.Logf("instance-config.yaml: node %q, dry run with the restore config %q", bytes.TrimSpace(nodeInst), bytes.TrimSpace(dryInst))
+		// The KubeletConfiguration is not in the ClusterConfiguration: a
+		// config made of it alone rewrites /var/lib/kubelet/config.yaml
+		// with defaults.
+		nodeKC, _ := os.ReadFile("/var/lib/kubelet/config.yaml")
+		dryKC, _ := os.ReadFile(filepath.Join(dryDir, "config.yaml"))
+		t.Logf("kubelet config.yaml has maxPods: 42: node %v, dry run with the restore config %v",
+			bytes.Contains(nodeKC, []byte("maxPods: 42")), bytes.Contains(dryKC, []byte("maxPods: 42")))
+		if !bytes.Contains(nodeKC, []byte("maxPods: 42")) {
+			t.Errorf("the node's kubelet config.yaml lacks the KubeletConfiguration document's maxPods")
+		}
 		for _, o := range []string{dry, out} {
 			if !strings.Contains(o, "Your Kubernetes control-plane has initialized successfully") {
 				t.Errorf("dry run did not finish")
