@@ -27,6 +27,7 @@
 //	index/<rand>.idx         the pack's blob list (format.EncodeIndex), sealed
 //	versions/<id>.manifest   line-oriented: magic, header JSON, one JSON line
 //	                         per file/dir/symlink/stream, blake3 trailer
+//	                         (format.ManifestMagic)
 //	verified/<id>            the restore drill's result (versions are immutable)
 //	damage.json              the blobs verify --read-data found rotten, by pack
 //	                         (format.Damage), sealed; absent when none
@@ -35,6 +36,18 @@
 //	                         files such as the snapshot check copy persist)
 //	RESTORE.md, kubekeep     top-level extras for a rebuild from the disk
 //	                         alone (WriteAux)
+//
+// # Formats
+//
+// config.json says the store's format; this code reads formats 1 and 2 and
+// writes 2, upgrading a format-1 store's config.json when it writes its
+// first version (older versions stay as they are, and stay readable:
+// TestReadFormat1Store reads testdata/store-v1, written by the format-1
+// code). Format 2 manifests start "kubekeep-manifest 2". File names are
+// bytes: a path or symlink target that is not valid UTF-8 (JSON strings
+// cannot hold it) is stored base64-encoded in "pb" / "lb" beside its lossy
+// rendering, so key\xff and key\xfe stay two files (TestNonUTF8Names).
+// Format 1 stored such names with U+FFFD and could merge them.
 //
 // Temp files carry the writer's pid (name.tmp-<pid>-<rand>), so cleaning
 // leftovers under the lock never removes the file of a live process.

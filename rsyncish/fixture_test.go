@@ -2,11 +2,15 @@ package rsyncish
 
 import (
 	"bytes"
+	"context"
+	"io"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
 
 // The store under testdata/store-v1 was written by the code of commit
@@ -97,4 +101,94 @@ func TestWriteFixture(t *testing.T) {
 	unlock := lockTest(t, s)
 	unlock()
 	os.Remove(filepath.Join(dir, lockFile))
+}
+
+// TestReadFormat1Store opens the store an older kubekeep wrote (format 1)
+// and holds this code to everything it held: both versions verify and
+// restore the exact bytes, the stream, the verification mark and the
+// journal read back. A new version on top upgrades the store to format 2
+// and leaves the old manifests as they are.
+func TestReadFormat1Store(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	copyDir(t, fixtureV1, dir)
+	s := openTest(t, dir, 16<<10)
+	vs, err := s.Versions()
+	if err != nil || len(vs) != 2 {
+		t.Fatalf("versions: %d %v", len(vs), err)
+	}
+	if !vs[0].Verified || vs[1].Verified {
+		t.Errorf("verification marks: %v %v", vs[0].Verified, vs[1].Verified)
+	}
+	want1, want2 := t.TempDir(), t.TempDir()
+	fixtureTree(t, want1, 1)
+	fixtureTree(t, want2, 2)
+	check := func(id, want string) {
+		t.Helper()
+		out := t.TempDir()
+		if err := s.RestoreFiles(context.Background(), id, out, nil); err != nil {
+			t.Fatalf("restore %s: %v", id, err)
+		}
+		for _, p := range []string{"etc/kubernetes/pki/ca.key", "etc/kubernetes/pki/ca.crt", "etc/kubernetes/admin.conf", "var/lib/etcd/member/wal/0.wal"} {
+			a, _ := os.ReadFile(filepath.Join(want, p))
+			b, err := os.ReadFile(filepath.Join(out, p))
+			if err != nil || !bytes.Equal(a, b) {
+				t.Errorf("version %s: %s differs (%v)", id, p, err)
+			}
+		}
+		if l, err := os.Readlink(filepath.Join(out, "etc/kubernetes/ca-link")); err != nil || l != "pki/ca.crt" {
+			t.Errorf("version %s: symlink %q %v", id, l, err)
+		}
+		if st, err := os.Stat(filepath.Join(out, "etc/kubernetes/pki/ca.key")); err != nil || st.Mode().Perm() != 0o600 || !st.ModTime().Equal(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)) {
+			t.Errorf("version %s: ca.key mode/mtime %v", id, st)
+		}
+	}
+	check(vs[0].ID, want1)
+	check(vs[1].ID, want2)
+	rc, _, err := s.OpenStream(vs[1].ID, "etcd.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, fixtureStream()) {
+		t.Error("stream differs")
+	}
+	j, err := s.Journal("etcd-deltas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs, err := j.List()
+	if err != nil || len(segs) != 3 {
+		t.Fatalf("journal: %v %v", segs, err)
+	}
+	for i, si := range segs {
+		if data, err := j.Read(si); err != nil || !bytes.Equal(data, fixtureBytes(10+uint64(i), 100)) {
+			t.Errorf("segment %d: %v", i, err)
+		}
+	}
+	unlock := lockTest(t, s)
+	rep, err := s.Verify(context.Background(), true)
+	unlock()
+	if err != nil || !rep.Clean() || rep.Versions != 2 || rep.Segments != 3 {
+		t.Fatalf("verify: %v %+v", err, rep)
+	}
+
+	// A version written now: format 2, the store upgraded, the old ones
+	// untouched and still readable.
+	v3 := backup(t, s, want2, "/etc/kubernetes", "/var/lib/etcd")
+	check(v3.ID, want2)
+	check(vs[0].ID, want1)
+	cfg, _ := os.ReadFile(filepath.Join(dir, configFile))
+	if !bytes.Contains(cfg, []byte(`"format":2`)) {
+		t.Errorf("config.json not upgraded: %s", cfg)
+	}
+	for id, magic := range map[string]string{vs[0].ID: format.ManifestMagicV1, vs[1].ID: format.ManifestMagicV1, v3.ID: format.ManifestMagic} {
+		data, _ := os.ReadFile(filepath.Join(dir, versionsDir, id+manifestExt))
+		if !bytes.HasPrefix(data, []byte(magic+"\n")) {
+			t.Errorf("manifest %s starts %q, want %q", id, data[:20], magic)
+		}
+	}
+	if _, err := Open(dir, Options{Logger: testLogger(t), NoCreate: true}); err != nil {
+		t.Errorf("reopening the upgraded store: %v", err)
+	}
 }

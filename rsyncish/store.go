@@ -127,8 +127,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		if err := format.UnsealJSON(data, &s.cfg); err != nil {
 			return nil, fmt.Errorf("store %s: %s: %w", dir, configFile, err)
 		}
-		if s.cfg.Format != format.StoreFormat {
-			return nil, fmt.Errorf("store %s: format %d, this kubekeep reads format %d", dir, s.cfg.Format, format.StoreFormat)
+		if s.cfg.Format < 1 || s.cfg.Format > format.StoreFormat {
+			return nil, fmt.Errorf("store %s: format %d, this kubekeep reads formats 1 to %d: use a newer kubekeep (the store's own copy, %s/kubekeep, is the one that wrote it)", dir, s.cfg.Format, format.StoreFormat, dir)
 		}
 	case errors.Is(err, fs.ErrNotExist) && opts.NoCreate:
 		return nil, fmt.Errorf("store %s: %w (no %s)", dir, fs.ErrNotExist, configFile)
@@ -177,6 +177,29 @@ func (s *Store) create() error {
 		return err
 	}
 	return syncDir(filepath.Dir(s.dir))
+}
+
+// upgradeFormat rewrites config.json of an older store with the format
+// this code writes, before the first file of that format is written (the
+// caller holds the lock). Everything older stays readable as it is.
+func (s *Store) upgradeFormat() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.Format >= format.StoreFormat {
+		return nil
+	}
+	cfg := s.cfg
+	cfg.Format = format.StoreFormat
+	data, err := format.SealJSON(cfg)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(s.path(configFile), data, 0o600); err != nil {
+		return fmt.Errorf("upgrading the store to format %d: %w", cfg.Format, err)
+	}
+	s.log.Info("store format upgraded", "store", s.dir, "from", s.cfg.Format, "to", cfg.Format)
+	s.cfg = cfg
+	return nil
 }
 
 // Dir is the store directory.

@@ -87,6 +87,9 @@ func (s *Store) NewVersion(ctx context.Context, opts WriteOptions) (*VersionWrit
 	if err := syscall.Stat(s.dir, &st); err != nil {
 		return nil, err
 	}
+	if err := s.upgradeFormat(); err != nil {
+		return nil, err
+	}
 	x, err := s.index()
 	if err != nil {
 		return nil, err

@@ -170,8 +170,13 @@ func UnsealJSON(data []byte, v any) error {
 
 // ---- store config ----
 
-// StoreFormat is the format version this code writes and reads.
-const StoreFormat = 1
+// StoreFormat is the format version this code writes; it reads every
+// format from 1 up to it. Format 2: manifests are "kubekeep-manifest 2"
+// (names are bytes, see ManifestMagic). A format-1 store is upgraded (its
+// config.json rewritten) when the first version of format 2 is written, so
+// an older kubekeep refuses the store with a clear message instead of
+// reporting the new manifests as damage.
+const StoreFormat = 2
 
 // Config is the store's config.json, written once at creation.
 type Config struct {

@@ -11,12 +11,13 @@ import (
 func sampleManifest() []byte {
 	m := &Manifest{
 		Header: Header{ID: "20261123T112831Z-3f2a9c1b", Time: time.Date(2026, 11, 23, 11, 28, 31, 0, time.UTC), BlockSize: 65536,
-			Paths: []string{"/etc/kubernetes"}, Files: 1, Size: 70000, Meta: map[string]json.RawMessage{"etcd": json.RawMessage(`{"revision":7}`)}},
+			Paths: []string{"/etc/kubernetes"}, Files: 1, Size: 70000, Skipped: []Skipped{{Path: "/etc/f\xfd", Reason: "fifo"}}, Meta: map[string]json.RawMessage{"etcd": json.RawMessage(`{"revision":7}`)}},
 		Entries: []Entry{
 			{Path: "/etc/kubernetes", Type: TypeDir, Mode: 0o755},
 			{Path: "/etc/kubernetes/a", Type: TypeFile, Mode: 0o600, Size: 70000, Extents: Extents{{ID: Sum([]byte("x")), Len: 65536}, {Len: 4464}}},
 			{Path: "/etc/kubernetes/l", Type: TypeSymlink, Target: "a"},
 			{Path: "etcd.db", Type: TypeStream, Size: 5, Extents: Extents{{ID: Sum([]byte("y")), Off: 3, Len: 5}}},
+			{Path: "/etc/kubernetes/k\xff", Type: TypeSymlink, Target: "t\xfe"},
 		},
 	}
 	var b bytes.Buffer
@@ -32,8 +33,12 @@ func TestManifestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Entries) != 4 || m.Entries[1].Extents[0].Len != 65536 || string(m.Header.Meta["etcd"]) != `{"revision":7}` {
+	if len(m.Entries) != 5 || m.Entries[1].Extents[0].Len != 65536 || string(m.Header.Meta["etcd"]) != `{"revision":7}` {
 		t.Fatalf("decoded %+v", m)
+	}
+	// Names are bytes, and only they say which file is which.
+	if e := m.Entries[4]; e.Path != "/etc/kubernetes/k\xff" || e.Target != "t\xfe" || m.Header.Skipped[0].Path != "/etc/f\xfd" {
+		t.Fatalf("names not kept as bytes: %q -> %q, skipped %q", e.Path, e.Target, m.Header.Skipped[0].Path)
 	}
 	h, err := ReadManifestHeader(bytes.NewReader(data))
 	if err != nil || !reflect.DeepEqual(*h, m.Header) {
@@ -71,6 +76,11 @@ func FuzzDecodeManifest(f *testing.F) {
 			}
 			if len(m2.Entries) != len(m.Entries) || m2.Header.ID != m.Header.ID {
 				t.Fatal("round trip changed the manifest")
+			}
+			for i := range m.Entries {
+				if m.Entries[i].Path != m2.Entries[i].Path || m.Entries[i].Target != m2.Entries[i].Target {
+					t.Fatalf("entry %d: %q -> %q became %q -> %q", i, m.Entries[i].Path, m.Entries[i].Target, m2.Entries[i].Path, m2.Entries[i].Target)
+				}
 			}
 			_, _ = ReadManifestHeader(bytes.NewReader(in))
 		}

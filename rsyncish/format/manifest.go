@@ -7,18 +7,30 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // A manifest is line-oriented so that listing versions reads two short lines
 // per version instead of every block list:
 //
-//	kubekeep-manifest 1
+//	kubekeep-manifest 2
 //	{header JSON}
 //	{entry JSON}        one per file, dir, symlink or stream
 //	...
 //	blake3 <hex of everything above>
-const ManifestMagic = "kubekeep-manifest 1"
+//
+// Names are bytes, and JSON strings hold only UTF-8: in format 2 a path or
+// symlink target that is not valid UTF-8 is written base64-encoded under
+// "pb" / "lb" (a skipped path under "pathBytes"), with the lossy UTF-8
+// rendering beside it for a reader of the file; decoding takes the bytes.
+// Format 1 wrote such names lossily (every invalid byte became U+FFFD); it
+// is read as it is.
+const ManifestMagic = "kubekeep-manifest 2"
+
+// ManifestMagicV1 is the first line of a format-1 manifest.
+const ManifestMagicV1 = "kubekeep-manifest 1"
 
 // Entry types.
 const (
@@ -60,6 +72,34 @@ type Skipped struct {
 	Reason string `json:"reason"`
 }
 
+type skippedJSON struct {
+	Path      string `json:"path"`
+	PathBytes []byte `json:"pathBytes,omitempty"`
+	Reason    string `json:"reason"`
+}
+
+// MarshalJSON writes a path that is not UTF-8 as bytes too.
+func (s Skipped) MarshalJSON() ([]byte, error) {
+	j := skippedJSON{Path: s.Path, Reason: s.Reason}
+	if !utf8.ValidString(s.Path) {
+		j.PathBytes = []byte(s.Path)
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON prefers the bytes.
+func (s *Skipped) UnmarshalJSON(data []byte) error {
+	var j skippedJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	s.Path, s.Reason = j.Path, j.Reason
+	if j.PathBytes != nil {
+		s.Path = string(j.PathBytes)
+	}
+	return nil
+}
+
 // Stats says what writing the version cost.
 type Stats struct {
 	BytesRead    int64         `json:"bytesRead"`
@@ -87,6 +127,30 @@ type Entry struct {
 	Extents Extents `json:"x,omitempty"`
 }
 
+// wireEntry is an Entry whose path or target is not valid UTF-8, as
+// written: the bytes in base64 beside the lossy strings.
+type wireEntry struct {
+	Entry
+	PathBytes   []byte `json:"pb,omitempty"`
+	TargetBytes []byte `json:"lb,omitempty"`
+}
+
+func (e *Entry) wire() any {
+	if utf8.ValidString(e.Path) && utf8.ValidString(e.Target) {
+		return e
+	}
+	w := &wireEntry{Entry: *e}
+	if !utf8.ValidString(e.Path) {
+		w.PathBytes = []byte(e.Path)
+		w.Entry.Path = strings.ToValidUTF8(e.Path, "\uFFFD")
+	}
+	if !utf8.ValidString(e.Target) {
+		w.TargetBytes = []byte(e.Target)
+		w.Entry.Target = strings.ToValidUTF8(e.Target, "\uFFFD")
+	}
+	return w
+}
+
 // Manifest is a whole decoded version.
 type Manifest struct {
 	Header  Header
@@ -107,7 +171,7 @@ func EncodeManifest(w io.Writer, m *Manifest) error {
 		return fmt.Errorf("manifest header: %w", err)
 	}
 	for i := range m.Entries {
-		if err := enc.Encode(&m.Entries[i]); err != nil {
+		if err := enc.Encode(m.Entries[i].wire()); err != nil {
 			return fmt.Errorf("manifest entry %q: %w", m.Entries[i].Path, err)
 		}
 	}
@@ -124,9 +188,10 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	line, rest, ok := bytes.Cut(body, []byte("\n"))
-	if !ok || string(line) != ManifestMagic {
+	if !ok || !knownMagic(string(line)) {
 		return nil, errors.New("manifest: bad magic line")
 	}
+	v2 := string(line) == ManifestMagic
 	line, rest, ok = bytes.Cut(rest, []byte("\n"))
 	if !ok {
 		return nil, errors.New("manifest: no header")
@@ -140,9 +205,16 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 		if !ok {
 			return nil, fmt.Errorf("manifest: entry %d: unterminated line", n)
 		}
-		var e Entry
-		if err := json.Unmarshal(line, &e); err != nil {
+		var w wireEntry
+		if err := json.Unmarshal(line, &w); err != nil {
 			return nil, fmt.Errorf("manifest: entry %d: %w", n, err)
+		}
+		e := w.Entry
+		if v2 && w.PathBytes != nil {
+			e.Path = string(w.PathBytes)
+		}
+		if v2 && w.TargetBytes != nil {
+			e.Target = string(w.TargetBytes)
 		}
 		if err := e.check(m.Header.BlockSize); err != nil {
 			return nil, fmt.Errorf("manifest: entry %d: %w", n, err)
@@ -157,7 +229,7 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 func ReadManifestHeader(r io.Reader) (*Header, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	magic, err := br.ReadString('\n')
-	if err != nil || magic != ManifestMagic+"\n" {
+	if err != nil || !knownMagic(strings.TrimSuffix(magic, "\n")) || !strings.HasSuffix(magic, "\n") {
 		return nil, errors.New("manifest: bad magic line")
 	}
 	var line []byte
@@ -180,6 +252,8 @@ func ReadManifestHeader(r io.Reader) (*Header, error) {
 	}
 	return h, nil
 }
+
+func knownMagic(line string) bool { return line == ManifestMagic || line == ManifestMagicV1 }
 
 func decodeHeader(line []byte, h *Header) error {
 	if err := json.Unmarshal(line, h); err != nil {
