@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -97,6 +98,11 @@ type Agent struct {
 	stMu        sync.Mutex
 	state       FileState
 	statusDirty bool
+	// newest is the newest version's state, for /healthz (under stMu).
+	newest *VersionRef
+	// statusMu makes writeStatus one writer at a time, so a file written
+	// from an older snapshot never replaces a newer one.
+	statusMu sync.Mutex
 
 	sched   gocron.Scheduler
 	jobsMu  sync.Mutex
@@ -219,6 +225,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer release()
+	removeStatusTemps(a.store.Dir())
 
 	prev, err := ReadStatusFile(a.store.Dir())
 	if err != nil {
@@ -367,8 +374,11 @@ func (a *Agent) withStore(ctx context.Context, f func() error) error {
 	return f()
 }
 
-// health backs /healthz: unhealthy while the store cannot be written or
-// no backup succeeded for three intervals.
+// health backs /healthz: unhealthy while the store cannot be written, no
+// backup succeeded for three intervals, the last backup run failed, or the
+// newest version is not good (etcd-failed, degraded, files-only): a
+// backup that commits every 5 minutes is no comfort when what it commits
+// is not a version a restore would take.
 func (a *Agent) health() (bool, []string) {
 	var problems []string
 	if !a.storeOK.Load() {
@@ -379,9 +389,15 @@ func (a *Agent) health() (bool, []string) {
 	a.stMu.Lock()
 	started := a.state.Started
 	var last *time.Time
+	var failures int
+	var lastErr string
 	if js := a.state.Jobs[JobBackup]; js != nil {
 		last = js.LastSuccess
+		if js.Failures > 0 && js.LastFailure != nil && (last == nil || js.LastFailure.After(*last)) {
+			failures, lastErr = js.Failures, js.LastError
+		}
 	}
+	newest := a.newest
 	a.stMu.Unlock()
 	now := a.now()
 	switch {
@@ -390,7 +406,24 @@ func (a *Agent) health() (bool, []string) {
 	case last == nil && !started.IsZero() && now.Sub(started) > limit:
 		problems = append(problems, "no successful backup since the agent started")
 	}
+	if failures > 0 {
+		problems = append(problems, fmt.Sprintf("the last %d backup run(s) failed: %s", failures, lastErr))
+	}
+	if newest != nil && !newest.Good {
+		msg := fmt.Sprintf("the newest version %s is %s, not a good version", newest.ID, orDash(newest.Status))
+		if newest.Degraded {
+			msg += " (degraded: " + strings.Join(newest.Problems, "; ") + ")"
+		}
+		problems = append(problems, msg)
+	}
 	return len(problems) == 0, problems
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func (a *Agent) storeError() string {
@@ -476,8 +509,11 @@ func (a *Agent) statusLoop(ctx context.Context) {
 }
 
 // writeStatus refreshes next-run times from the scheduler and writes the
-// status file (skipped while the second disk is unavailable).
+// status file (skipped while the second disk is unavailable). Jobs, the
+// status loop and reloads call it concurrently; one at a time writes.
 func (a *Agent) writeStatus() {
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
 	next := map[string]time.Time{}
 	cpu := map[string]time.Duration{}
 	a.jobsMu.Lock()
@@ -543,6 +579,18 @@ func (a *Agent) refreshStoreStats() {
 		return
 	}
 	a.m.versions.Set(float64(len(vs)))
+	var newestRef *VersionRef
+	var good time.Time
+	if len(vs) > 0 {
+		newestRef = versionRef(vs[len(vs)-1])
+	}
+	if g, ok := rsyncish.NewestGoodOf(vs); ok {
+		good = g.Time
+	}
+	a.stMu.Lock()
+	a.newest = newestRef
+	a.stMu.Unlock()
+	a.m.setNewest(newestRef, good)
 	var newest, verified time.Time
 	var rev int64
 	for i := len(vs) - 1; i >= 0; i-- {

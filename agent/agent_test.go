@@ -357,6 +357,7 @@ func counter(t *testing.T, a *Agent, job string) string {
 // disk is back.
 func TestStoreGoneAndBack(t *testing.T) {
 	root := testetcd.SandboxT(t)
+	testetcd.StartT(t, root) // good versions: /healthz is 200 again once the disk is back
 	dir := storeDir(t)
 	cfg := testSettings(root, dir)
 	cfg.Schedules.Backup = time.Hour

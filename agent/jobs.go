@@ -479,6 +479,7 @@ func (a *Agent) takeBackup(ctx context.Context) (*backup.Result, error) {
 		Paths:   cfg.Paths.Extra,
 		Exclude: cfg.Paths.Exclude,
 		Etcd:    cfg.Etcd,
+		Origin:  backup.OriginAgent,
 		Logger:  a.log,
 	})
 	if err != nil {
@@ -487,8 +488,15 @@ func (a *Agent) takeBackup(ctx context.Context) (*backup.Result, error) {
 	for _, w := range res.Warnings {
 		a.log.Warn("backup warning", "version", res.ID, "warning", w)
 	}
-	a.log.Info("version committed", "version", res.ID, "status", string(res.Status), "files", res.Files,
-		"bytesNew", res.BytesNew, "duration", res.Duration)
+	if res.Good {
+		a.log.Info("version committed", "version", res.ID, "status", string(res.Status), "files", res.Files,
+			"bytesNew", res.BytesNew, "duration", res.Duration)
+	} else {
+		// Committed, kept, and not what a restore's "latest" will take.
+		a.log.Error("ALERT: version committed but not good; latest still means the newest good version",
+			"version", res.ID, "status", string(res.Status), "degraded", res.Degraded, "problems", res.Problems,
+			"files", res.Files, "duration", res.Duration)
+	}
 	if res.Set != nil {
 		a.setDiscovered(res.Set)
 	}

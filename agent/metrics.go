@@ -36,10 +36,14 @@ type metrics struct {
 	etcdRevision prometheus.Gauge
 	deltaRev     prometheus.Gauge
 	etcdAPIUp    prometheus.Gauge
+	degraded     prometheus.Gauge
+	newestGood   prometheus.Gauge
+	problems     prometheus.Gauge
 
 	mu             sync.Mutex
 	newestVerified time.Time // zero: none
 	newestVersion  time.Time
+	newestGoodTime time.Time
 	deltaCovered   time.Time // latest moment etcd state is durable
 	now            func() time.Time
 }
@@ -74,6 +78,12 @@ func newMetrics(now func() time.Time) *metrics {
 		Help: "etcd revision up to which watch deltas are durable in the store."})
 	m.etcdAPIUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_etcd_api_up",
 		Help: "1 when the last snapshot or delta connection reached the etcd API."})
+	m.degraded = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_backup_degraded",
+		Help: "1 when the newest version is degraded (files lost since the last complete version, or discovery problems); `kubekeep status` lists the problems."})
+	m.problems = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_backup_problems",
+		Help: "Problems recorded in the newest version (0 when it is complete)."})
+	m.newestGood = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_newest_backup_good",
+		Help: "1 when the newest version is good (etcd snapshot checked, file set complete): what `latest` means to a restore."})
 	age := func(name, help string, get func() time.Time) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
 			m.mu.Lock()
@@ -88,11 +98,15 @@ func newMetrics(now func() time.Time) *metrics {
 	}
 	m.reg.MustRegister(m.lastSuccess, m.lastFailure, m.duration, m.cpu, m.budgetSkips, m.runs, m.failures, m.bytesWritten,
 		m.storeUsed, m.storeFree, m.storeOK, m.versions, m.etcdRevision, m.deltaRev, m.etcdAPIUp,
+		m.degraded, m.problems, m.newestGood,
 		age("kubekeep_newest_verified_backup_age_seconds",
 			"Age of the newest version the restore drill verified (+Inf when none): the recovery point that is proven.",
 			func() time.Time { return m.newestVerified }),
 		age("kubekeep_newest_backup_age_seconds", "Age of the newest version in the store (+Inf when none).",
 			func() time.Time { return m.newestVersion }),
+		age("kubekeep_newest_good_backup_age_seconds",
+			"Age of the newest good version, the one `latest` resolves to (+Inf when none).",
+			func() time.Time { return m.newestGoodTime }),
 		age("kubekeep_etcd_delta_lag_seconds",
 			"Time since the latest moment whose etcd state is durable in the store (newest delta segment or snapshot).",
 			func() time.Time { return m.deltaCovered }),
@@ -105,6 +119,22 @@ func newMetrics(now func() time.Time) *metrics {
 func (m *metrics) setTimes(newestVersion, newestVerified time.Time) {
 	m.mu.Lock()
 	m.newestVersion, m.newestVerified = newestVersion, newestVerified
+	m.mu.Unlock()
+}
+
+// setNewest records the newest version's state (nil: no version) and
+// the newest good version's time (zero: none).
+func (m *metrics) setNewest(v *VersionRef, good time.Time) {
+	var degraded, ok bool
+	var problems int
+	if v != nil {
+		degraded, ok, problems = v.Degraded, v.Good, len(v.Problems)
+	}
+	m.degraded.Set(b2f(degraded))
+	m.newestGood.Set(b2f(ok))
+	m.problems.Set(float64(problems))
+	m.mu.Lock()
+	m.newestGoodTime = good
 	m.mu.Unlock()
 }
 

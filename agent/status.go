@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
@@ -78,23 +79,41 @@ type EtcdState struct {
 
 // Status is the `kubekeep status -o json` document. The keys jobs,
 // newestVersion, newestVerified, etcdDeltaLagSeconds and store are a
-// contract scripts depend on.
+// contract scripts depend on; keys are added, never renamed.
 type Status struct {
-	Jobs                map[string]JobState `json:"jobs"`
-	NewestVersion       *VersionRef         `json:"newestVersion"`
-	NewestVerified      *VerifiedRef        `json:"newestVerified"`
-	EtcdDeltaLagSeconds *float64            `json:"etcdDeltaLagSeconds"`
-	Store               StoreUsage          `json:"store"`
-	Versions            int                 `json:"versions"`
-	Agent               AgentInfo           `json:"agent"`
-	Etcd                *EtcdState          `json:"etcd,omitempty"`
+	Jobs           map[string]JobState `json:"jobs"`
+	NewestVersion  *VersionRef         `json:"newestVersion"`
+	NewestVerified *VerifiedRef        `json:"newestVerified"`
+	// NewestGood is the version "latest" resolves to for a restore or
+	// `get`: the newest good one (backup package: status ok).
+	NewestGood          *VersionRef `json:"newestGood"`
+	EtcdDeltaLagSeconds *float64    `json:"etcdDeltaLagSeconds"`
+	Store               StoreUsage  `json:"store"`
+	Versions            int         `json:"versions"`
+	Agent               AgentInfo   `json:"agent"`
+	Etcd                *EtcdState  `json:"etcd,omitempty"`
+	// Degraded: the newest version is degraded; Problems says why.
+	Degraded bool     `json:"degraded"`
+	Problems []string `json:"problems,omitempty"`
 }
 
-// VersionRef names a version.
+// VersionRef names a version. Status is the one it recorded (ok,
+// etcd-failed, files-only, degraded); Degraded and Problems as in
+// backup.State; Good: "latest" may resolve to it.
 type VersionRef struct {
-	ID     string    `json:"id"`
-	Time   time.Time `json:"time"`
-	Status string    `json:"status,omitempty"`
+	ID       string    `json:"id"`
+	Time     time.Time `json:"time"`
+	Status   string    `json:"status,omitempty"`
+	Good     bool      `json:"good"`
+	Degraded bool      `json:"degraded,omitempty"`
+	Problems []string  `json:"problems,omitempty"`
+	Origin   string    `json:"origin,omitempty"`
+}
+
+func versionRef(v rsyncish.VersionInfo) *VersionRef {
+	st := backup.VersionState(v)
+	return &VersionRef{ID: v.ID, Time: v.Time, Status: string(st.Status), Good: st.Good, Degraded: st.Degraded,
+		Problems: st.Problems, Origin: st.Origin}
 }
 
 // VerifiedRef is the newest version the restore drill verified; its age is
@@ -121,34 +140,59 @@ type AgentInfo struct {
 	StoreError string     `json:"storeError,omitempty"`
 }
 
+// statusTempPrefix starts the status file's temp names. Each write has
+// its own (the store's convention, name.tmp-<pid>-<rand>, so that the
+// store's Lock removes the leftover of a killed agent): two writers that
+// shared one temp name truncated and renamed each other's file ("rename
+// .agent-status.json.new: no such file or directory").
+const statusTempPrefix = "." + StatusFile + ".tmp-"
+
 // writeStatusFile replaces the status file atomically (temp, fsync,
-// rename), 0600: it names paths and errors of the control plane.
+// rename), 0600: it names paths and errors of the control plane. Writers
+// in one agent are serialised by Agent.writeStatus; this is safe to call
+// concurrently all the same.
 func writeStatusFile(dir string, st *FileState) error {
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
 	final := filepath.Join(dir, StatusFile)
-	tmp := filepath.Join(dir, "."+StatusFile+".new")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.CreateTemp(dir, statusTempPrefix+strconv.Itoa(os.Getpid())+"-*")
 	if err != nil {
 		return fmt.Errorf("status file: %w", err)
 	}
-	if _, err := f.Write(data); err != nil {
+	tmp := f.Name()
+	fail := func(err error) error {
 		f.Close()
+		os.Remove(tmp)
 		return fmt.Errorf("status file: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("status file: %w", err)
+		return fail(err)
 	}
 	if err := f.Close(); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("status file: %w", err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("status file: %w", err)
 	}
 	return nil
+}
+
+// removeStatusTemps removes temp files of earlier status writes (a killed
+// agent's, and the single ".new" name older agents used). Called with the
+// agent lock held, when no other writer of the status file exists.
+func removeStatusTemps(dir string) {
+	names, _ := filepath.Glob(filepath.Join(dir, statusTempPrefix+"*"))
+	names = append(names, filepath.Join(dir, "."+StatusFile+".new"))
+	for _, n := range names {
+		_ = os.Remove(n)
+	}
 }
 
 // ReadStatusFile reads the agent's state from a store directory. A missing
@@ -207,12 +251,16 @@ func ReadStatus(store *rsyncish.Store, now time.Time) (*Status, error) {
 		return nil, err
 	}
 	st.Versions = len(vs)
+	if len(vs) > 0 {
+		st.NewestVersion = versionRef(vs[len(vs)-1])
+		st.Degraded, st.Problems = st.NewestVersion.Degraded, st.NewestVersion.Problems
+	}
+	if g, ok := rsyncish.NewestGoodOf(vs); ok {
+		st.NewestGood = versionRef(g)
+	}
 	var newestEtcd time.Time
 	for i := len(vs) - 1; i >= 0; i-- {
 		v := vs[i]
-		if st.NewestVersion == nil {
-			st.NewestVersion = &VersionRef{ID: v.ID, Time: v.Time, Status: versionStatus(v)}
-		}
 		if st.NewestVerified == nil && v.Verified {
 			st.NewestVerified = &VerifiedRef{ID: v.ID, Time: v.Time, AgeSeconds: roundSec(now.Sub(v.Time))}
 		}
@@ -264,17 +312,7 @@ func etcdCoveredUntil(store *rsyncish.Store, newestSnapshot time.Time) time.Time
 	return covered
 }
 
-func versionStatus(v rsyncish.VersionInfo) string {
-	raw, ok := v.Meta[backup.MetaStatus]
-	if !ok {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
-		return ""
-	}
-	return s
-}
+func versionStatus(v rsyncish.VersionInfo) string { return v.Status() }
 
 func roundSec(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 1000 }
 
