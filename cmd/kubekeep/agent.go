@@ -44,7 +44,10 @@ is refused and the running one kept. SIGTERM/SIGINT stop it: running jobs
 get --shutdown-timeout to finish, then are abandoned cleanly.
 
 'kubekeep status' shows what it did; Prometheus metrics and /healthz are
-served on metrics.listen.`,
+served on metrics.listen. /healthz answers 503, listing why, while the
+second disk cannot be written, the last backup run failed, no backup
+succeeded for three intervals, or the newest version is not good
+(etcd-failed, degraded: kubekeep_backup_degraded is then 1).`,
 		Example: `  kubekeep agent --config /etc/kubekeep/kubekeep.yaml
   kubekeep agent --root / --store /data/backup/kubekeep --backup-interval 5m --metrics-listen 127.0.0.1:9477`,
 		Args: cobra.NoArgs,

@@ -24,10 +24,15 @@ func init() {
 }
 
 type backupOptions struct {
-	paths      []string
-	noDiscover bool
-	output     string
+	paths         []string
+	noDiscover    bool
+	acceptMissing bool
+	output        string
 }
+
+// exitNotGood is `kubekeep backup`'s exit status when the version was
+// committed but is not good (etcd-failed, files-only, degraded).
+const exitNotGood = 3
 
 func newBackupCommand(g *globalOptions) *cobra.Command {
 	var opts backupOptions
@@ -41,10 +46,20 @@ The backup set comes from the static-pod manifests under --root (see
 snapshot API, streamed into the version and checked (sha256 trailer, bbolt
 consistency) before the version commits; the etcd data dir itself is never
 copied while etcd runs. If etcd cannot be reached the files are still
-committed and the version is marked etcd-failed.
+committed and the version is marked etcd-failed. A version that lost
+files the previous complete version had (a CA or service-account key,
+half of the files below one path, a quarter of all files), or whose
+manifests discovery could not read, is committed and marked degraded.
+Neither is good, and "latest" (restore, get, drill) skips both.
 
 Prints the new version's ID, or with -o json:
-  {"id","time","files","bytesRead","bytesWritten","bytesNew","duration",...}`,
+  {"id","time","files","bytesRead","bytesWritten","bytesNew","duration",
+   "status","good","degraded","problems",...}
+
+Exit status: 0 the version is good (status ok); 3 it was committed but is
+not good (etcd-failed, files-only or degraded; the reason goes to stderr);
+1 nothing was committed. When files went away on purpose, one backup with
+--accept-missing makes the smaller set the new reference.`,
 		Example: `  kubekeep backup --store /data/backup/kubekeep
   kubekeep backup --store /data/backup/kubekeep -o json
   kubekeep backup --store /mnt/b/kk --no-discover --path /etc/kubernetes/pki`,
@@ -58,14 +73,19 @@ Prints the new version's ID, or with -o json:
 				return err
 			}
 			if opts.output == "json" {
-				return writeJSON(g.stdout, res)
+				err = writeJSON(g.stdout, res)
+			} else {
+				_, err = fmt.Fprintln(g.stdout, res.ID)
 			}
-			_, err = fmt.Fprintln(g.stdout, res.ID)
-			return err
+			if err != nil {
+				return err
+			}
+			return notGood(res)
 		},
 	}
 	cmd.Flags().StringArrayVar(&opts.paths, "path", nil, "host path to back up in addition to what discovery finds (repeatable)")
 	cmd.Flags().BoolVar(&opts.noDiscover, "no-discover", false, "do not read the manifests: back up only --path (and etcd if etcd.endpoints is set)")
+	cmd.Flags().BoolVar(&opts.acceptMissing, "accept-missing", false, "files gone since the previous complete version went away on purpose: do not mark this version degraded for them")
 	outputFlag(cmd, &opts.output, "text", "json")
 	return cmd
 }
@@ -80,13 +100,15 @@ func runBackup(ctx context.Context, opts backupOptions, g *globalOptions) (*back
 		return nil, fmt.Errorf("--no-discover needs at least one --path")
 	}
 	res, err := backup.Run(ctx, backup.Options{
-		Root:       g.cfg.Root,
-		Store:      store,
-		Paths:      paths,
-		Exclude:    g.cfg.Paths.Exclude,
-		NoDiscover: opts.noDiscover,
-		Etcd:       g.cfg.Etcd,
-		Logger:     g.logger,
+		Root:          g.cfg.Root,
+		Store:         store,
+		Paths:         paths,
+		Exclude:       g.cfg.Paths.Exclude,
+		NoDiscover:    opts.noDiscover,
+		AcceptMissing: opts.acceptMissing,
+		Etcd:          g.cfg.Etcd,
+		Origin:        backup.OriginCLI,
+		Logger:        g.logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
@@ -95,4 +117,27 @@ func runBackup(ctx context.Context, opts backupOptions, g *globalOptions) (*back
 		g.logger.Warn(w)
 	}
 	return res, nil
+}
+
+// notGood is the exit status error for a version that committed but is
+// not good, naming why; nil for a good one.
+func notGood(res *backup.Result) error {
+	if res.Good {
+		return nil
+	}
+	var why []string
+	if res.EtcdError != nil {
+		why = append(why, "etcd not backed up: "+res.EtcdError.Error())
+	} else if res.Status == backup.StatusFilesOnly {
+		why = append(why, "no etcd to back up")
+	}
+	why = append(why, res.Problems...)
+	msg := fmt.Sprintf("version %s committed but it is %s, not a good version (\"latest\" still means the newest good one)", res.ID, res.Status)
+	if res.Degraded && res.Status != backup.StatusDegraded {
+		msg = fmt.Sprintf("version %s committed but it is %s and degraded, not a good version (\"latest\" still means the newest good one)", res.ID, res.Status)
+	}
+	for _, w := range why {
+		msg += "\n  - " + w
+	}
+	return &exitError{code: exitNotGood, msg: msg}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kubekeep/kubekeep/agent"
+	"github.com/kubekeep/kubekeep/backup"
 )
 
 func init() { registerCommand(newStatusCommand) }
@@ -27,10 +28,16 @@ store's size and free space.
 It reads the store and the status file the agent keeps in it, so it works
 whether or not the agent is running.
 
+The newest version's status is shown with it (ok, etcd-failed, degraded,
+...); when it is degraded every problem is listed. "latest" is the newest
+good version: the one a restore or 'kubekeep get --version latest' takes.
+A next run that is already due shows as "due now".
+
 With -o json:
   {"jobs":{"<name>":{"lastSuccess","lastFailure","lastError","nextRun"}},
-   "newestVersion":{"id","time"},"newestVerified":{"id","time","ageSeconds"},
-   "etcdDeltaLagSeconds","store":{"used","free"}, ...}`,
+   "newestVersion":{"id","time","status","good","degraded","problems"},
+   "newestVerified":{"id","time","ageSeconds"},"newestGood":{"id",...},
+   "degraded","problems","etcdDeltaLagSeconds","store":{"used","free"}, ...}`,
 		Example: `  kubekeep status --store /data/backup/kubekeep
   kubekeep status --store /data/backup/kubekeep -o json`,
 		Args: cobra.NoArgs,
@@ -69,9 +76,23 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		fmt.Fprintf(w, "second disk:      NOT WRITING: %s\n", st.Agent.StoreError)
 	}
 	if v := st.NewestVersion; v != nil {
-		fmt.Fprintf(w, "newest version:   %s (%s, %s)\n", v.ID, ago(now, &v.Time), orNone(v.Status))
+		fmt.Fprintf(w, "newest version:   %s (%s, %s)\n", v.ID, ago(now, &v.Time), refStatus(v))
 	} else {
 		fmt.Fprintln(w, "newest version:   none")
+	}
+	switch v := st.NewestGood; {
+	case v != nil && st.NewestVersion != nil && v.ID == st.NewestVersion.ID:
+		fmt.Fprintln(w, "latest (good):    the newest version")
+	case v != nil:
+		fmt.Fprintf(w, "latest (good):    %s (%s): what a restore or get takes; newer versions are not good\n", v.ID, ago(now, &v.Time))
+	case st.NewestVersion != nil:
+		fmt.Fprintln(w, "latest (good):    NONE: no version is good (restore with an explicit --version ID)")
+	}
+	if st.Degraded {
+		fmt.Fprintln(w, "DEGRADED:         the newest version is degraded:")
+		for _, p := range st.Problems {
+			fmt.Fprintf(w, "                  - %s\n", p)
+		}
 	}
 	if v := st.NewestVerified; v != nil {
 		fmt.Fprintf(w, "newest verified:  %s (%s old)\n", v.ID, (time.Duration(v.AgeSeconds) * time.Second).String())
@@ -107,7 +128,7 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		j := st.Jobs[n]
 		next := "-"
 		if j.NextRun != nil {
-			next = "in " + j.NextRun.Sub(now).Round(time.Second).String()
+			next = nextRun(*j.NextRun, now)
 		}
 		if j.Disabled != "" {
 			next = "off: " + j.Disabled
@@ -119,6 +140,27 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n, ago(now, j.LastSuccess), ago(now, j.LastFailure), next, errText)
 	}
 	return tw.Flush()
+}
+
+// nextRun says when a job runs next; one whose time has come (it starts
+// any moment, or waits behind a run of another job) is "due now", never
+// "in -7s".
+func nextRun(t, now time.Time) string {
+	d := t.Sub(now).Round(time.Second)
+	if d <= 0 {
+		return "due now"
+	}
+	return "in " + d.String()
+}
+
+// refStatus is a version's status as the table shows it, e.g.
+// "etcd-failed,degraded".
+func refStatus(v *agent.VersionRef) string {
+	s := orNone(v.Status)
+	if v.Degraded && v.Status != string(backup.StatusDegraded) {
+		s += "," + string(backup.StatusDegraded)
+	}
+	return s
 }
 
 func ago(now time.Time, t *time.Time) string {

@@ -100,9 +100,11 @@ func TestVersionsJSONContract(t *testing.T) {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		want := "files,id,size,time,verified"
+		// Fields are added, never renamed: id, time, files, size,
+		// verified and etcd were the first contract.
+		want := "degraded,files,good,id,latest,size,status,time,verified"
 		if i == 1 {
-			want = "etcd,files,id,size,time,verified"
+			want = "degraded,etcd,files,good,id,latest,size,status,time,verified"
 		}
 		if strings.Join(keys, ",") != want {
 			t.Errorf("version %d keys %v, want %s", i, keys, want)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -18,12 +19,24 @@ func newVersionsCommand(g *globalOptions) *cobra.Command {
 	o := &versionsOptions{}
 	cmd := &cobra.Command{
 		Use:   "versions",
-		Short: "List the versions in the store, oldest first",
+		Short: "List the versions in the store, oldest first, with their status",
 		Long: `List the versions in the store on the second disk, oldest first.
 
-With -o json, prints [{"id","time","files","size","verified","etcd"}...]
-where "etcd" (present when the version holds an etcd snapshot) is the
-snapshot information recorded at backup time.`,
+STATUS is what the backup recorded: ok (a checked etcd snapshot and a
+complete file set), etcd-failed (files only: etcd was not backed up),
+files-only (no etcd to back up), degraded (files lost since the previous
+complete version, or manifests discovery could not read), or a
+combination such as etcd-failed,degraded; [safety] marks the version a
+restore took of the node before overwriting it. Only ok versions are
+good: "latest" (restore, get, objects, diff, drill) means the newest good
+version, named below the table; "newest" the newest whatever its status.
+VERIFIED is when the restore drill passed on the version.
+
+With -o json, prints [{"id","time","files","size","verified","etcd",
+"status","good","degraded","problems","origin","latest"}...] where "etcd"
+(present when the version holds an etcd snapshot) is the snapshot
+information recorded at backup time, "problems" why a version is
+degraded, and "latest" is true on the version "latest" resolves to.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runVersions(g, o) },
 	}
@@ -31,7 +44,8 @@ snapshot information recorded at backup time.`,
 	return cmd
 }
 
-// versionJSON is the scripting contract of `versions -o json`.
+// versionJSON is the scripting contract of `versions -o json`: fields are
+// added, never renamed.
 type versionJSON struct {
 	ID       string          `json:"id"`
 	Time     time.Time       `json:"time"`
@@ -39,6 +53,12 @@ type versionJSON struct {
 	Size     int64           `json:"size"`
 	Verified bool            `json:"verified"`
 	Etcd     json.RawMessage `json:"etcd,omitempty"`
+	Status   string          `json:"status"`
+	Good     bool            `json:"good"`
+	Degraded bool            `json:"degraded"`
+	Problems []string        `json:"problems,omitempty"`
+	Origin   string          `json:"origin,omitempty"`
+	Latest   bool            `json:"latest"`
 }
 
 func runVersions(g *globalOptions, o *versionsOptions) error {
@@ -53,20 +73,39 @@ func runVersions(g *globalOptions, o *versionsOptions) error {
 	if err != nil {
 		return err
 	}
+	latest, _ := rsyncish.NewestGoodOf(vs)
 	if o.output == "json" {
 		out := make([]versionJSON, 0, len(vs))
 		for _, v := range vs {
-			out = append(out, versionJSON{ID: v.ID, Time: v.Time, Files: v.Files, Size: v.Size, Verified: v.Verified, Etcd: v.Meta["etcd"]})
+			st := backup.VersionState(v)
+			out = append(out, versionJSON{ID: v.ID, Time: v.Time, Files: v.Files, Size: v.Size, Verified: v.Verified,
+				Etcd: v.Meta[backup.MetaEtcd], Status: string(st.Status), Good: st.Good, Degraded: st.Degraded,
+				Problems: st.Problems, Origin: st.Origin, Latest: latest.ID != "" && v.ID == latest.ID})
 		}
 		return writeJSON(g.stdout, out)
 	}
-	return versionsTable(g, vs)
+	return versionsTable(g, vs, latest.ID)
 }
 
-func versionsTable(g *globalOptions, vs []rsyncish.VersionInfo) error {
+// statusCell is the STATUS column: the state, with the version a restore
+// took as its safety copy marked.
+func statusCell(st backup.State) string {
+	out := st.String()
+	if st.Origin == backup.OriginSafety {
+		out += " [safety]"
+	}
+	return out
+}
+
+func versionsTable(g *globalOptions, vs []rsyncish.VersionInfo, latest string) error {
 	tw := newTable(g.stdout)
-	fmt.Fprintln(tw, "ID\tTIME (UTC)\tFILES\tSIZE\tNEW\tSTREAMS\tVERIFIED")
+	fmt.Fprintln(tw, "ID\tTIME (UTC)\tFILES\tSIZE\tNEW\tSTREAMS\tSTATUS\tVERIFIED")
+	var degraded []rsyncish.VersionInfo
 	for _, v := range vs {
+		st := backup.VersionState(v)
+		if st.Degraded {
+			degraded = append(degraded, v)
+		}
 		streams := "-"
 		if len(v.Streams) > 0 {
 			streams = ""
@@ -84,11 +123,30 @@ func versionsTable(g *globalOptions, vs []rsyncish.VersionInfo) error {
 				verified = v.Verification.Time.Format("2006-01-02 15:04")
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", v.ID, v.Time.Format("2006-01-02 15:04:05"), v.Files,
-			humanBytes(v.Size), humanBytes(v.Stats.BytesNew), streams, verified)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.Time.Format("2006-01-02 15:04:05"), v.Files,
+			humanBytes(v.Size), humanBytes(v.Stats.BytesNew), streams, statusCell(st), verified)
 	}
 	if len(vs) == 0 {
 		fmt.Fprintln(tw, "(no versions)")
+		return tw.Flush()
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	w := g.stdout
+	fmt.Fprintln(w)
+	if latest != "" {
+		fmt.Fprintf(w, "latest (what restore, get and drill take): %s\n", latest)
+	} else {
+		fmt.Fprintf(w, "latest: NONE: no version is good; name one by its ID, or use --version newest\n")
+	}
+	// The newest degraded version's problems; older ones usually repeat them.
+	if n := len(degraded); n > 0 {
+		v := degraded[n-1]
+		fmt.Fprintf(w, "DEGRADED: %d version(s); the newest, %s:\n", n, v.ID)
+		for _, p := range backup.VersionState(v).Problems {
+			fmt.Fprintf(w, "  - %s\n", p)
+		}
+	}
+	return nil
 }
