@@ -1,7 +1,20 @@
 // Package config holds kubekeep's settings and loads them strictly from YAML:
-// an unknown key, a wrong type or an invalid value is an error that names the
-// file, the line and the key, because a typo in a backup tool's config must
-// never silently turn a setting off.
+// an unknown key, a key set twice, a wrong type, a setting left without a
+// value or an invalid value is an error that names the file, the line and
+// the key ("kubekeep.yaml:12: schedules.backup: must be at least 1s, got
+// 10ms"), because a typo in a backup tool's config must never silently turn
+// a setting off.
+//
+// Every problem in a file is reported at once, in the order of the file:
+// no kind of problem hides another (a key set twice does not hide the rest
+// of its section, a wrong type does not stop the checks of other values,
+// a list entry is reported on its own line). Only a syntax error ends the
+// reading, since nothing after it can be read. A value that did not decode
+// is reported once, and not also judged as the default it kept.
+//
+// Warnings are settings that are valid but risky, such as metrics.listen
+// on every interface; Check returns them with the config, positioned the
+// same way.
 package config
 
 import (

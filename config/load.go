@@ -6,128 +6,173 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
 
-// Error is one problem in a config file, positioned so an operator can jump
-// to it: "kubekeep.yaml:12: schedules.backup: must be at least 1m".
-type Error struct {
-	File string
-	Line int
-	Key  string
-	Msg  string
-}
-
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	if e.Key != "" {
-		fmt.Fprintf(&b, ": %s", e.Key)
-	}
-	fmt.Fprintf(&b, ": %s", e.Msg)
-	return b.String()
-}
-
-// Errors collects every problem found in one file, so one run of
-// `kubekeep config validate` shows them all.
-type Errors []*Error
-
-func (es Errors) Error() string {
-	lines := make([]string, len(es))
-	for i, e := range es {
-		lines[i] = e.Error()
-	}
-	return strings.Join(lines, "\n")
-}
-
 // Load reads the file at path over Default() and validates the result.
 func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
-	}
-	return Parse(path, data)
+	cfg, _, err := Check(path)
+	return cfg, err
 }
 
-// Parse decodes data (named name in errors) over Default() in strict mode
-// and validates it.
+// Check is Load that also returns the file's warnings: settings that are
+// valid but risky (see Config.Warnings), positioned like errors. An
+// invalid file has no warnings, only its errors.
+func Check(path string) (Config, Errors, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, top, err := parse(path, data)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	return cfg, cfg.Warnings(path, top), nil
+}
+
+// Parse decodes data (named name in errors) over Default() strictly and
+// validates it. Every problem is reported, each once, in the order of the
+// file: syntax aside (nothing after a syntax error can be read), no kind of
+// problem hides another.
 func Parse(name string, data []byte) (Config, error) {
+	cfg, _, err := parse(name, data)
+	return cfg, err
+}
+
+// parse also returns the document's top mapping (nil for an empty file),
+// to position warnings.
+func parse(name string, data []byte) (Config, *yaml.Node, error) {
 	cfg := Default()
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return cfg, cfg.Validate(name, nil)
+			return cfg, nil, cfg.Validate(name, nil)
 		}
-		return Config{}, syntaxError(name, err)
+		return Config{}, nil, syntaxError(name, data, err)
 	}
+	var errs Errors
+	// A second document is a problem of its own; the first is still checked.
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return Config{}, Errors{{File: name, Line: extra.Line, Msg: "more than one YAML document; a config file holds exactly one"}}
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		errs = append(errs, &Error{File: name, Line: extra.Line, Msg: "more than one YAML document; a config file holds exactly one"})
+	case !errors.Is(err, io.EOF):
+		errs = append(errs, syntaxError(name, data, err).(Errors)...)
 	}
-	if len(doc.Content) == 0 {
-		return cfg, cfg.Validate(name, nil)
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+		return cfg, nil, append(errs, asErrors(cfg.Validate(name, nil))...).orNil()
 	}
 	top := doc.Content[0]
 	if top.Kind != yaml.MappingNode {
-		return Config{}, Errors{{File: name, Line: top.Line, Msg: "the config must be a mapping of settings"}}
+		return Config{}, nil, append(errs, &Error{File: name, Line: top.Line, Msg: "the config must be a mapping of settings"}).orNil()
 	}
-	// Decode the document (not the node) again so KnownFields applies: it is
-	// a Decoder setting and Node.Decode ignores it.
-	strict := yaml.NewDecoder(bytes.NewReader(data))
-	strict.KnownFields(true)
-	if err := strict.Decode(&cfg); err != nil {
-		return Config{}, typeErrors(name, top, err)
+
+	// Keys first (unknown, twice, without a value): yaml.v3 stops at some
+	// of these and passes others silently. Then decode what is left; its
+	// type errors do not stop it. Then validate every value that decoded.
+	kc := newKeyChecker(name)
+	kc.section(top, reflect.ValueOf(&cfg).Elem(), "")
+	errs = append(errs, kc.errs...)
+	failed := kc.failed
+	if err := top.Decode(&cfg); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			// yaml.v3 gave up (excessive aliasing): nothing decoded can be
+			// trusted enough to validate.
+			return Config{}, nil, append(errs, decodeFailure(name, top, err)).orNil()
+		}
+		ix := newValueIndex(top)
+		for _, raw := range te.Errors {
+			e := typeError(name, top, ix, raw)
+			errs = append(errs, e)
+			failed = append(failed, e.Key)
+		}
 	}
-	return cfg, cfg.Validate(name, top)
+	errs = append(errs, asErrors(cfg.validate(name, top, failed))...)
+	if len(errs) > 0 {
+		return Config{}, nil, errs.orNil()
+	}
+	return cfg, top, nil
+}
+
+func asErrors(err error) Errors {
+	var es Errors
+	if errors.As(err, &es) {
+		return es
+	}
+	return nil
 }
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-func syntaxError(name string, err error) error {
+// syntaxError positions a parse error. yaml.v3 names the line of most;
+// for the few it does not (bytes that are not UTF-8, control characters)
+// the first such byte is found here.
+func syntaxError(name string, data []byte, err error) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		n, _ := strconv.Atoi(m[1])
 		return Errors{{File: name, Line: n, Msg: m[2]}}
 	}
-	return Errors{{File: name, Msg: msg}}
+	return Errors{{File: name, Line: badByteLine(data), Msg: msg}}
 }
 
-var (
-	unknownField = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	wrongType    = regexp.MustCompile("^cannot unmarshal (.*) into (.*)$")
-)
+// badByteLine is the line of the first byte YAML does not accept: invalid
+// UTF-8, or a control character other than tab, LF and CR. 1 when there is
+// none (the problem is then the document as a whole).
+func badByteLine(data []byte) int {
+	line := 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if (r == utf8.RuneError && size <= 1) || (r < 0x20 && r != '\t' && r != '\n' && r != '\r') ||
+			(r >= 0x7f && r <= 0x9f && r != 0x85) || r == 0xFFFE || r == 0xFFFF {
+			return line
+		}
+		// yaml.v3's line breaks: LF, CR, CRLF, NEL, LS, PS.
+		if r == '\n' || r == 0x85 || r == 0x2028 || r == 0x2029 || (r == '\r' && (i+1 >= len(data) || data[i+1] != '\n')) {
+			line++
+		}
+		i += size
+	}
+	return 1
+}
 
-// typeErrors turns yaml.v3's "line N: ..." messages into positioned errors
-// that also name the dotted key, found by walking the document to that line.
-func typeErrors(name string, top *yaml.Node, err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return syntaxError(name, err)
+func decodeFailure(name string, top *yaml.Node, err error) *Error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	e := &Error{File: name, Line: top.Line, Msg: msg}
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		e.Line, _ = strconv.Atoi(m[1])
+		e.Msg = m[2]
 	}
-	var out Errors
-	for _, raw := range te.Errors {
-		e := &Error{File: name, Msg: raw}
-		if m := yamlLine.FindStringSubmatch(raw); m != nil {
-			e.Line, _ = strconv.Atoi(m[1])
-			e.Msg = m[2]
-			e.Key = keyAtLine(top, e.Line, "")
-		}
-		if m := unknownField.FindStringSubmatch(e.Msg); m != nil {
-			e.Msg = fmt.Sprintf("unknown setting %q", m[1])
-		} else if m := wrongType.FindStringSubmatch(e.Msg); m != nil {
-			e.Msg = fmt.Sprintf("wrong type: cannot use %s as %s", m[1], friendlyType(m[2]))
-		}
-		out = append(out, e)
+	return e
+}
+
+var wrongType = regexp.MustCompile("^cannot unmarshal ((!!\\w+)(?: `(.*?)(?:\\.\\.\\.)?`)?) into (.*)$")
+
+// typeError turns one of yaml.v3's "line N: ..." messages into a
+// positioned error that also names the dotted key, found by walking the
+// document to that line.
+func typeError(name string, top *yaml.Node, ix valueIndex, raw string) *Error {
+	e := &Error{File: name, Line: top.Line, Msg: raw}
+	if m := yamlLine.FindStringSubmatch(raw); m != nil {
+		e.Line, _ = strconv.Atoi(m[1])
+		e.Msg = m[2]
+		e.Key = keyAtLine(top, e.Line, "")
 	}
-	return out
+	if m := wrongType.FindStringSubmatch(e.Msg); m != nil {
+		if key, ok := ix.key(e.Line, m[2], m[3]); ok {
+			e.Key = key
+		}
+		e.Msg = fmt.Sprintf("wrong type: cannot use %s as %s", m[1], friendlyType(m[4]))
+	}
+	return e
 }
 
 func friendlyType(goType string) string {
@@ -142,61 +187,11 @@ func friendlyType(goType string) string {
 		return "a string"
 	case "[]string":
 		return "a list of strings"
+	case "[]int":
+		return "a list of whole numbers"
+	}
+	if strings.HasPrefix(goType, "config.") {
+		return "a mapping of settings"
 	}
 	return goType
-}
-
-// keyAtLine returns the dotted path of the key that stands on line, or of
-// the innermost mapping value that contains it.
-func keyAtLine(n *yaml.Node, line int, prefix string) string {
-	if n == nil {
-		return prefix
-	}
-	switch n.Kind {
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			path := k.Value
-			if prefix != "" {
-				path = prefix + "." + k.Value
-			}
-			if k.Line == line {
-				return path
-			}
-			if line > k.Line && (i+2 >= len(n.Content) || line < n.Content[i+2].Line) {
-				return keyAtLine(v, line, path)
-			}
-		}
-	case yaml.SequenceNode:
-		for i, item := range n.Content {
-			if item.Line == line || (line > item.Line && (i+1 >= len(n.Content) || line < n.Content[i+1].Line)) {
-				return keyAtLine(item, line, fmt.Sprintf("%s[%d]", prefix, i))
-			}
-		}
-	}
-	return prefix
-}
-
-// lineOf returns the line of the dotted key in the document, or 0.
-func lineOf(top *yaml.Node, key string) int {
-	n := top
-	line := 0
-	for _, part := range strings.Split(key, ".") {
-		if n == nil || n.Kind != yaml.MappingNode {
-			return line
-		}
-		var next *yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == part {
-				line = n.Content[i].Line
-				next = n.Content[i+1]
-				break
-			}
-		}
-		if next == nil {
-			return 0
-		}
-		n = next
-	}
-	return line
 }

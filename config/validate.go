@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"regexp"
 	"strings"
 	"time"
 
@@ -13,14 +14,49 @@ import (
 
 // Validate checks values that decode fine but make no sense. name and top
 // (the decoded document, may be nil) are only used to position the errors.
+// Every problem is reported, in the order of the file.
 func (c *Config) Validate(name string, top *yaml.Node) error {
+	return c.validate(name, top, nil)
+}
+
+// covers reports whether key a is key b or a section or list holding it.
+func covers(a, b string) bool {
+	return a == b || strings.HasPrefix(b, a+".") || strings.HasPrefix(b, a+"[")
+}
+
+// validate is Validate that leaves alone the keys in failed (and what they
+// hold or are held by): their value did not decode, that was reported, and
+// what they hold now is the default, which it would be misleading to judge
+// or to hold against another setting.
+func (c *Config) validate(name string, top *yaml.Node, failed []string) error {
 	var errs Errors
+	skip := func(key string) bool {
+		for _, f := range failed {
+			if covers(f, key) || covers(key, f) {
+				return true
+			}
+		}
+		return false
+	}
 	bad := func(key, format string, args ...any) {
+		if skip(key) {
+			return
+		}
 		e := &Error{File: name, Key: key, Msg: fmt.Sprintf(format, args...)}
 		if top != nil {
 			e.Line = lineOf(top, key)
 		}
 		errs = append(errs, e)
+	}
+	// decoded is true when none of keys failed to decode: a check across
+	// settings needs all of them.
+	decoded := func(keys ...string) bool {
+		for _, k := range keys {
+			if skip(k) {
+				return false
+			}
+		}
+		return true
 	}
 	absPath := func(key, p string, required bool) {
 		switch {
@@ -37,7 +73,8 @@ func (c *Config) Validate(name string, top *yaml.Node) error {
 	absPath("root", c.Root, true)
 	absPath("store.path", c.Store.Path, true)
 	absPath("store.mountpoint", c.Store.Mountpoint, false)
-	if c.Store.Mountpoint != "" && c.Store.Path != "" && !within(c.Store.Path, c.Store.Mountpoint) {
+	if c.Store.Mountpoint != "" && c.Store.Path != "" && !within(c.Store.Path, c.Store.Mountpoint) &&
+		decoded("store.path", "store.mountpoint") {
 		bad("store.mountpoint", "store.path %q is not under the mountpoint %q", c.Store.Path, c.Store.Mountpoint)
 	}
 	if bs := int64(c.Store.BlockSize); bs < 4<<10 || bs > 16<<20 || bs&(bs-1) != 0 {
@@ -67,10 +104,13 @@ func (c *Config) Validate(name string, top *yaml.Node) error {
 	}
 
 	r := c.Retention
-	for key, n := range map[string]int{"retention.keepLast": r.KeepLast, "retention.keepHourly": r.KeepHourly,
-		"retention.keepDaily": r.KeepDaily, "retention.keepWeekly": r.KeepWeekly} {
-		if n < 0 {
-			bad(key, "must not be negative, got %d", n)
+	for _, k := range []struct {
+		key string
+		n   int
+	}{{"retention.keepLast", r.KeepLast}, {"retention.keepHourly", r.KeepHourly},
+		{"retention.keepDaily", r.KeepDaily}, {"retention.keepWeekly", r.KeepWeekly}} {
+		if k.n < 0 {
+			bad(k.key, "must not be negative, got %d", k.n)
 		}
 	}
 	if r.KeepLast+r.KeepHourly+r.KeepDaily+r.KeepWeekly == 0 {
@@ -80,14 +120,19 @@ func (c *Config) Validate(name string, top *yaml.Node) error {
 	for i, ep := range c.Etcd.Endpoints {
 		u, err := url.Parse(ep)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("etcd.endpoints", "entry %d %q is not an http(s)://host:port URL", i, ep)
+			bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q is not an http(s)://host:port URL", ep)
 		}
 	}
 	absPath("etcd.caFile", c.Etcd.CAFile, false)
 	absPath("etcd.certFile", c.Etcd.CertFile, false)
 	absPath("etcd.keyFile", c.Etcd.KeyFile, false)
-	if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") {
-		bad("etcd.certFile", "certFile and keyFile go together: set both or neither")
+	if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") && decoded("etcd.certFile", "etcd.keyFile") {
+		// Report it on the one that is set: that is the line to look at.
+		key := "etcd.certFile"
+		if c.Etcd.CertFile == "" {
+			key = "etcd.keyFile"
+		}
+		bad(key, "certFile and keyFile go together: set both or neither")
 	}
 	minimum("etcd.dialTimeout", c.Etcd.DialTimeout, 100*time.Millisecond, false)
 	minimum("etcd.snapshotTimeout", c.Etcd.SnapshotTimeout, time.Second, false)
@@ -112,12 +157,18 @@ func (c *Config) Validate(name string, top *yaml.Node) error {
 		bad("cloud.retentionDays", "must be between 1 and 65536 (the ECS limit), got %d", c.Cloud.RetentionDays)
 	}
 	minimum("cloud.waitTimeout", c.Cloud.WaitTimeout, time.Second, false)
-	for _, h := range c.Cloud.PolicyTimePoints {
-		if h < 0 || h > 23 {
-			bad("cloud.policyTimePoints", "hours must be 0..23 (UTC+8), got %d", h)
+	for i, d := range c.Cloud.Disks {
+		if !ecsID.MatchString(d) {
+			bad(fmt.Sprintf("cloud.disks[%d]", i), "%q is not an ECS disk id like d-bp1...", d)
 		}
 	}
-	if c.Cloud.Enabled && c.Cloud.Mode == "agent" && c.Schedules.CloudSnapshot == 0 {
+	for i, h := range c.Cloud.PolicyTimePoints {
+		if h < 0 || h > 23 {
+			bad(fmt.Sprintf("cloud.policyTimePoints[%d]", i), "hours must be 0..23 (UTC+8), got %d", h)
+		}
+	}
+	if c.Cloud.Enabled && c.Cloud.Mode == "agent" && c.Schedules.CloudSnapshot == 0 &&
+		decoded("cloud.enabled", "cloud.mode", "schedules.cloudSnapshot") {
 		bad("schedules.cloudSnapshot", "is 0 while cloud.enabled is true in agent mode: no snapshot would ever be taken")
 	}
 
@@ -126,11 +177,11 @@ func (c *Config) Validate(name string, top *yaml.Node) error {
 			bad("metrics.listen", "must be host:port, got %q", c.Metrics.Listen)
 		}
 	}
-	for _, p := range c.Paths.Extra {
-		absPath("paths.extra", p, true)
+	for i, p := range c.Paths.Extra {
+		absPath(fmt.Sprintf("paths.extra[%d]", i), p, true)
 	}
-	for _, p := range c.Paths.Exclude {
-		absPath("paths.exclude", p, true)
+	for i, p := range c.Paths.Exclude {
+		absPath(fmt.Sprintf("paths.exclude[%d]", i), p, true)
 	}
 
 	switch strings.ToLower(c.Log.Level) {
@@ -143,11 +194,11 @@ func (c *Config) Validate(name string, top *yaml.Node) error {
 	default:
 		bad("log.format", "must be auto, json or text, got %q", c.Log.Format)
 	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return errs
+	return errs.orNil()
 }
+
+// ecsID is what ECS accepts as a resource id (cloudsnap checks the same).
+var ecsID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 func hasDotDot(p string) bool {
 	for _, seg := range strings.Split(p, "/") {
