@@ -23,25 +23,21 @@ var (
 	bucketKey  = []byte("key")
 	bucketMeta = []byte("meta")
 
-	metaConsistentIndex = []byte("consistent_index")
-	metaTerm            = []byte("term")
-	metaFinishedCompact = []byte("finishedCompactRev")
-	metaStorageVersion  = []byte("storageVersion")
-)
-
-// Revision keys are 8 bytes main revision, '_', 8 bytes sub revision, and
-// a trailing 't' for a tombstone (deletion).
-const (
-	revBytesLen       = 8 + 1 + 8
-	markedRevBytesLen = revBytesLen + 1
-	tombstoneMark     = 't'
+	metaConsistentIndex  = []byte("consistent_index")
+	metaTerm             = []byte("term")
+	metaFinishedCompact  = []byte("finishedCompactRev")
+	metaScheduledCompact = []byte("scheduledCompactRev")
+	metaStorageVersion   = []byte("storageVersion")
 )
 
 // DBStats is what a snapshot image says about itself.
 type DBStats struct {
 	// Revision is the newest main revision in the key bucket: the store's
-	// revision at the moment of the snapshot.
-	Revision        int64  `json:"revision"`
+	// revision at the moment of the snapshot (a restore's bump marker
+	// counts: it is what etcd serves until the next write).
+	Revision int64 `json:"revision"`
+	// CompactRevision is where history starts: the finished compaction,
+	// or a scheduled one not finished yet (see CompactRevision).
 	CompactRevision int64  `json:"compactRevision"`
 	ConsistentIndex uint64 `json:"consistentIndex"`
 	Term            uint64 `json:"term"`
@@ -79,20 +75,6 @@ func openDB(path string) (*bolt.DB, error) {
 		return nil, &Error{Op: "open db", File: path, Kind: kind, Err: err}
 	}
 	return db, nil
-}
-
-func parseRev(k []byte) (main int64, tomb bool, err error) {
-	switch {
-	case len(k) == revBytesLen:
-	case len(k) == markedRevBytesLen && k[revBytesLen] == tombstoneMark:
-		tomb = true
-	default:
-		return 0, false, fmt.Errorf("revision key %x has length %d", k, len(k))
-	}
-	if k[8] != '_' {
-		return 0, false, fmt.Errorf("revision key %x lacks the '_' separator", k)
-	}
-	return int64(binary.BigEndian.Uint64(k[:8])), tomb, nil
 }
 
 // checkDB runs bbolt's page-level consistency check over the image at path
@@ -140,37 +122,34 @@ func checkDB(path string) (st DBStats, kubeadmConfig []byte, err error) {
 		if v := meta.Get(metaTerm); len(v) == 8 {
 			st.Term = binary.BigEndian.Uint64(v)
 		}
-		if v := meta.Get(metaFinishedCompact); len(v) >= revBytesLen {
-			st.CompactRevision = int64(binary.BigEndian.Uint64(v[:8]))
+		var err error
+		if st.CompactRevision, err = CompactRevision(meta); err != nil {
+			return err
 		}
 		st.StorageVersion = string(meta.Get(metaStorageVersion))
 		live := make(map[string]struct{})
-		err := kb.ForEach(func(k, v []byte) error {
-			rev, tomb, err := parseRev(k)
+		err = kb.ForEach(func(k, v []byte) error {
+			// What every reader will meet, parsed as they parse it.
+			e, err := checkEntry(k, v)
 			if err != nil {
 				return err
 			}
 			st.Entries++
-			st.Revision = max(st.Revision, rev)
-			key, err := entryKey(v)
-			if err != nil {
-				return fmt.Errorf("entry at revision %d: %w", rev, err)
-			}
-			// A restore's revision bump writes an empty marker entry.
-			if len(key) == 0 {
+			st.Revision = max(st.Revision, e.Main)
+			if e.IsBumpMarker() {
 				return nil
 			}
-			if tomb {
-				delete(live, string(key))
+			if e.Tombstone {
+				delete(live, string(e.Key))
 			} else {
-				live[string(key)] = struct{}{}
+				live[string(e.Key)] = struct{}{}
 			}
-			if string(key) == KubeadmConfigKey {
+			if string(e.Key) == KubeadmConfigKey {
 				kubeadmConfig = nil
-				if !tomb {
+				if !e.Tombstone {
 					var kv mvccpb.KeyValue
 					if err := kv.Unmarshal(v); err != nil {
-						return fmt.Errorf("entry at revision %d: %w", rev, err)
+						return fmt.Errorf("entry at revision %s: %w", e.Revision, err)
 					}
 					kubeadmConfig = kv.Value
 				}
@@ -265,32 +244,35 @@ func scan(dbPath string, rev int64, fn func(kv *mvccpb.KeyValue, tomb bool) bool
 			return errors.New("not an etcd database: no \"key\" bucket")
 		}
 		if rev > 0 {
-			if meta := tx.Bucket(bucketMeta); meta != nil {
-				if v := meta.Get(metaFinishedCompact); len(v) >= revBytesLen {
-					if c := int64(binary.BigEndian.Uint64(v[:8])); rev < c {
-						return fmt.Errorf("revision %d is compacted (history starts at %d)", rev, c)
-					}
-				}
+			c, err := CompactRevision(tx.Bucket(bucketMeta))
+			if err != nil {
+				return err
+			}
+			if rev < c {
+				return fmt.Errorf("revision %d is compacted (history starts at %d)", rev, c)
 			}
 		}
 		c := kb.Cursor()
 		var kv mvccpb.KeyValue
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			r, tomb, err := parseRev(k)
+			e, err := ParseEntry(k, v)
 			if err != nil {
 				return err
 			}
-			if rev > 0 && r > rev {
+			if rev > 0 && e.Main > rev {
 				break
+			}
+			if e.IsBumpMarker() {
+				continue
 			}
 			kv.Reset()
 			if err := kv.Unmarshal(v); err != nil {
-				return fmt.Errorf("entry at revision %d: %w", r, err)
+				return fmt.Errorf("entry at revision %s: %w", e.Revision, err)
 			}
-			if len(kv.Key) == 0 {
-				continue
+			if !bytes.Equal(kv.Key, e.Key) {
+				return fmt.Errorf("entry at revision %s: key %q in its head, %q in full", e.Revision, e.Key, kv.Key)
 			}
-			if !fn(&kv, tomb) {
+			if !fn(&kv, e.Tombstone) {
 				break
 			}
 		}
@@ -388,7 +370,8 @@ func NewestRevision(path string) (int64, error) {
 		if k == nil {
 			return nil
 		}
-		rev, _, err = parseRev(k)
+		r, err := ParseRevision(k)
+		rev = r.Main
 		return err
 	})
 	if err != nil {

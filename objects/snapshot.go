@@ -28,10 +28,16 @@ type Snapshot struct {
 	keyring    *Keyring
 }
 
+// Buckets of etcd's backend (server/storage/schema).
+var (
+	bucketKey  = []byte("key")
+	bucketMeta = []byte("meta")
+)
+
 // entry is where the live value of one key is: a revision in the bbolt
 // file, or a value carried in by ApplyEvents.
 type entry struct {
-	rev            revision
+	rev            etcdsnap.Revision
 	createRevision int64
 	version        int64
 	overlay        bool
@@ -89,18 +95,9 @@ func OpenAt(dbPath string, rev int64) (*Snapshot, error) {
 
 func (s *Snapshot) index(at int64) error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		if meta := tx.Bucket(bucketMeta); meta != nil {
-			for _, name := range [][]byte{metaFinishedCompact, metaScheduledCompact} {
-				if v := meta.Get(name); v != nil {
-					r, err := parseRevKey(v)
-					if err != nil {
-						return fmt.Errorf("meta %s: %w", name, err)
-					}
-					// A scheduled but unfinished compaction may already have
-					// removed revisions, so both bound the history.
-					s.compactRev = max(s.compactRev, r.main)
-				}
-			}
+		var err error
+		if s.compactRev, err = etcdsnap.CompactRevision(tx.Bucket(bucketMeta)); err != nil {
+			return err
 		}
 		b := tx.Bucket(bucketKey)
 		if b == nil {
@@ -113,27 +110,27 @@ func (s *Snapshot) index(at int64) error {
 		var top int64
 		stopped := false
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			r, err := parseRevKey(k)
+			// The backup check parsed every entry the same way.
+			h, err := etcdsnap.ParseEntry(k, v)
 			if err != nil {
 				return err
 			}
-			if at > 0 && r.main > at {
+			if at > 0 && h.Main > at {
 				stopped = true
 				break // keys are ordered by revision
 			}
-			h, err := peekKeyValue(v)
-			if err != nil {
-				return fmt.Errorf("revision %d_%d: %w", r.main, r.sub, err)
+			top = h.Main
+			if h.IsBumpMarker() {
+				continue // a restore moved the revision on here; no key changed
 			}
-			top = r.main
-			e := entry{rev: r, createRevision: h.createRevision, version: h.version}
-			// Indexing with string(h.key) does not allocate; only a new key
+			e := entry{rev: h.Revision, createRevision: h.CreateRevision, version: h.Version}
+			// Indexing with string(h.Key) does not allocate; only a new key
 			// costs a copy.
-			if i, ok := s.keys[string(h.key)]; ok {
+			if i, ok := s.keys[string(h.Key)]; ok {
 				s.entries[i] = e
 				continue
 			}
-			s.keys[string(h.key)] = int32(len(s.entries))
+			s.keys[string(h.Key)] = int32(len(s.entries))
 			s.entries = append(s.entries, e)
 		}
 		if at > 0 {
@@ -174,8 +171,8 @@ func (s *Snapshot) GetKey(key string) (*Object, error) {
 		return nil, &NotFoundError{Key: key, Revision: s.rev}
 	}
 	e := s.entries[i]
-	if e.rev.deleted {
-		return nil, &NotFoundError{Key: key, DeletedAt: e.rev.main, Revision: s.rev}
+	if e.rev.Tombstone {
+		return nil, &NotFoundError{Key: key, DeletedAt: e.rev.Main, Revision: s.rev}
 	}
 	raw, lease, err := s.value(key, e)
 	if err != nil {
@@ -183,7 +180,7 @@ func (s *Snapshot) GetKey(key string) (*Object, error) {
 	}
 	obj := &Object{
 		Key:            key,
-		ModRevision:    e.rev.main,
+		ModRevision:    e.rev.Main,
 		CreateRevision: e.createRevision,
 		Version:        e.version,
 		Lease:          lease,
@@ -199,7 +196,7 @@ func (s *Snapshot) GetKey(key string) (*Object, error) {
 // them: still encrypted if encrypted at rest.
 func (s *Snapshot) RawValue(key string) ([]byte, error) {
 	i, ok := s.keys[key]
-	if !ok || s.entries[i].rev.deleted {
+	if !ok || s.entries[i].rev.Tombstone {
 		return nil, &NotFoundError{Key: key, Revision: s.rev}
 	}
 	v, _, err := s.value(key, s.entries[i])
@@ -212,19 +209,19 @@ func (s *Snapshot) value(key string, e entry) ([]byte, int64, error) {
 	}
 	var kv mvccpb.KeyValue
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketKey).Get(revKey(e.rev))
+		v := tx.Bucket(bucketKey).Get(e.rev.Bytes())
 		if v == nil {
-			return fmt.Errorf("revision %d_%d vanished from the file", e.rev.main, e.rev.sub)
+			return fmt.Errorf("revision %d_%d vanished from the file", e.rev.Main, e.rev.Sub)
 		}
 		// Unmarshal copies the value out of the mmap, which is gone once the
 		// transaction ends.
 		return kv.Unmarshal(v)
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("read %s at revision %d: %w", key, e.rev.main, err)
+		return nil, 0, fmt.Errorf("read %s at revision %d: %w", key, e.rev.Main, err)
 	}
 	if string(kv.Key) != key {
-		return nil, 0, fmt.Errorf("read %s at revision %d: file holds key %q there", key, e.rev.main, kv.Key)
+		return nil, 0, fmt.Errorf("read %s at revision %d: file holds key %q there", key, e.rev.Main, kv.Key)
 	}
 	return kv.Value, kv.Lease, nil
 }
@@ -252,7 +249,7 @@ func (s *Snapshot) List(f Filter) []Item {
 	var out []Item
 	for key, i := range s.keys {
 		e := s.entries[i]
-		if e.rev.deleted {
+		if e.rev.Tombstone {
 			continue
 		}
 		ref, ok := RefFromKey(key)
@@ -265,7 +262,7 @@ func (s *Snapshot) List(f Filter) []Item {
 		if f.Namespace != "" && ref.Namespace != f.Namespace {
 			continue
 		}
-		out = append(out, Item{Ref: ref, Key: key, ModRevision: e.rev.main, CreateRevision: e.createRevision, Version: e.version})
+		out = append(out, Item{Ref: ref, Key: key, ModRevision: e.rev.Main, CreateRevision: e.createRevision, Version: e.version})
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Key < out[b].Key })
 	return out
@@ -275,7 +272,7 @@ func (s *Snapshot) List(f Filter) []Item {
 func (s *Snapshot) Len() int {
 	n := 0
 	for _, e := range s.entries {
-		if !e.rev.deleted {
+		if !e.rev.Tombstone {
 			n++
 		}
 	}
@@ -300,7 +297,7 @@ func (s *Snapshot) ApplyEvents(events []etcdsnap.Event) error {
 		if ev.Key == "" {
 			return fmt.Errorf("event %d at revision %d: empty key", n, ev.ModRevision)
 		}
-		e := entry{overlay: true, rev: revision{main: ev.ModRevision}}
+		e := entry{overlay: true, rev: etcdsnap.Revision{Main: ev.ModRevision}}
 		switch ev.Type {
 		case etcdsnap.EventPut:
 			e.value, e.lease, e.version = ev.Value, ev.Lease, ev.Version
@@ -309,7 +306,7 @@ func (s *Snapshot) ApplyEvents(events []etcdsnap.Event) error {
 				e.createRevision = ev.ModRevision
 			}
 		case etcdsnap.EventDelete:
-			e.rev.deleted = true
+			e.rev.Tombstone = true
 		default:
 			return fmt.Errorf("event %d (%s at revision %d): unknown type %d", n, ev.Key, ev.ModRevision, ev.Type)
 		}
@@ -363,27 +360,27 @@ func Diff(a, b *Snapshot) ([]Change, error) {
 			eb = b.entries[j]
 		}
 		switch {
-		case ea.rev.deleted && (!inB || eb.rev.deleted):
-		case ea.rev.deleted:
-			out = append(out, Change{Type: Added, Ref: ref, Key: key, NewRevision: eb.rev.main})
-		case !inB || eb.rev.deleted:
-			out = append(out, Change{Type: Removed, Ref: ref, Key: key, OldRevision: ea.rev.main})
+		case ea.rev.Tombstone && (!inB || eb.rev.Tombstone):
+		case ea.rev.Tombstone:
+			out = append(out, Change{Type: Added, Ref: ref, Key: key, NewRevision: eb.rev.Main})
+		case !inB || eb.rev.Tombstone:
+			out = append(out, Change{Type: Removed, Ref: ref, Key: key, OldRevision: ea.rev.Main})
 		default:
 			same, err := sameValue(a, b, key, ea, eb)
 			if err != nil {
 				return nil, err
 			}
 			if !same {
-				out = append(out, Change{Type: Changed, Ref: ref, Key: key, OldRevision: ea.rev.main, NewRevision: eb.rev.main})
+				out = append(out, Change{Type: Changed, Ref: ref, Key: key, OldRevision: ea.rev.Main, NewRevision: eb.rev.Main})
 			}
 		}
 	}
 	for key, j := range b.keys {
-		if _, inA := a.keys[key]; inA || b.entries[j].rev.deleted {
+		if _, inA := a.keys[key]; inA || b.entries[j].rev.Tombstone {
 			continue
 		}
 		if ref, ok := RefFromKey(key); ok {
-			out = append(out, Change{Type: Added, Ref: ref, Key: key, NewRevision: b.entries[j].rev.main})
+			out = append(out, Change{Type: Added, Ref: ref, Key: key, NewRevision: b.entries[j].rev.Main})
 		}
 	}
 	sort.Slice(out, func(x, y int) bool { return out[x].Key < out[y].Key })
@@ -391,7 +388,7 @@ func Diff(a, b *Snapshot) ([]Change, error) {
 }
 
 func sameValue(a, b *Snapshot, key string, ea, eb entry) (bool, error) {
-	if ea.rev.main == eb.rev.main && ea.rev.sub == eb.rev.sub && !ea.overlay && !eb.overlay {
+	if ea.rev.Main == eb.rev.Main && ea.rev.Sub == eb.rev.Sub && !ea.overlay && !eb.overlay {
 		return true, nil
 	}
 	va, _, err := a.value(key, ea)
