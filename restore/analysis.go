@@ -29,6 +29,7 @@ type analysis struct {
 	// endpointHost is controlPlaneEndpoint's host, when set and usable
 	// here; foreignEndpoint is an endpoint IP this host does not have.
 	endpointHost    string
+	endpointPort    string
 	foreignEndpoint string
 	nodeName        string
 	// unchanged: same name, addresses and valid certificates, so putting
@@ -63,13 +64,13 @@ func (r *runner) analyze() (*analysis, error) {
 				serviceSubnet = cc.Networking.ServiceSubnet
 			}
 			a.endpointHost = cc.ControlPlaneEndpoint
-			if h, _, err := net.SplitHostPort(cc.ControlPlaneEndpoint); err == nil {
-				a.endpointHost = h
+			if h, port, err := net.SplitHostPort(cc.ControlPlaneEndpoint); err == nil {
+				a.endpointHost, a.endpointPort = h, port
 			}
 			// An endpoint that is an IP this host lacks is the old VM's
 			// address: kubeconfigs naming it are stale like any other.
 			if ip := net.ParseIP(a.endpointHost); ip != nil && !r.host.hasIP(ip) {
-				a.foreignEndpoint, a.endpointHost = a.endpointHost, ""
+				a.foreignEndpoint, a.endpointHost, a.endpointPort = a.endpointHost, "", ""
 			}
 		}
 	} else {

@@ -137,9 +137,10 @@ func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 	return res, nil
 }
 
-// etcd restores the data dir: into a staging dir beside it first, so a
-// failure leaves the old one where it was; then the old one is moved
-// aside (kept) and the new one renamed into place.
+// etcd restores the data dir: into a staging dir first, so a failure
+// leaves the old data where it was; then the old data is moved aside
+// (kept) and the new data dir put in its place. planDataDir decides how
+// (a data dir that is a mount point is handled inside the mount).
 func (r *runner) etcd(ctx context.Context) error {
 	if err := r.src.unsafeError(); err != nil {
 		return err
@@ -154,13 +155,15 @@ func (r *runner) etcd(ctx context.Context) error {
 		return nil
 	}
 	dataDir := set.Etcd.DataDir
-	staging := dataDir + ".kubekeep-restore-" + r.stamp
-	old := dataDir + ".kubekeep-old-" + r.stamp
 	m, err := memberOf(r.src, "", "", nil)
 	if err != nil {
 		return err
 	}
-	stagingReal, err := r.insideRoot(staging)
+	plan, err := r.planDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	stagingReal, err := r.insideRoot(plan.staging)
 	if err != nil {
 		return err
 	}
@@ -168,7 +171,8 @@ func (r *runner) etcd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if r.exists(dataDir) {
+	switch {
+	case plan.hasDB:
 		locked, err := etcdsnap.DataDirLocked(dataReal)
 		if err != nil {
 			return fmt.Errorf("cannot tell whether etcd still uses %s: %w", dataDir, err)
@@ -176,7 +180,11 @@ func (r *runner) etcd(ctx context.Context) error {
 		if locked {
 			return fmt.Errorf("etcd still holds %s: run the stop phase first (kubekeep restore --phase stop)", dataDir)
 		}
+	case plan.exists:
+		// A wiped data dir: no db, so no etcd holds one.
+		r.note("%s holds no member/snap/db: no etcd uses it", dataDir)
 	}
+	r.note("%s", plan.summary())
 	if r.src.etcd == nil {
 		return fmt.Errorf("version %s records no etcd snapshot (status %s)", r.src.id, orDash(string(r.src.status)))
 	}
@@ -196,8 +204,8 @@ func (r *runner) etcd(ctx context.Context) error {
 		}
 	}
 	if err := r.do(fmt.Sprintf("restore the etcd snapshot (%s, %d keys) into %s as member %s (peers %s, cluster %s), revision bumped by %d and marked compacted",
-		point, r.src.etcd.Keys, staging, m.name, m.peerURLs, m.initialCluster, etcdsnap.RevisionBump), func() error {
-		if err := r.mkdirParent(staging); err != nil {
+		point, r.src.etcd.Keys, plan.staging, m.name, m.peerURLs, m.initialCluster, etcdsnap.RevisionBump), func() error {
+		if err := r.mkdirParent(plan.staging); err != nil {
 			return err
 		}
 		cfg := etcdsnap.RestoreConfig{
@@ -215,34 +223,17 @@ func (r *runner) etcd(ctx context.Context) error {
 			err = fmt.Errorf("the stored snapshot is at revision %d, the backup recorded %d", rr.SnapshotRevision, snapRev)
 		}
 		if err != nil {
-			return fmt.Errorf("%w (the partial %s can be removed; %s is untouched)", err, staging, dataDir)
+			return fmt.Errorf("%w (the partial %s can be removed; %s is untouched)", err, plan.staging, dataDir)
 		}
 		r.note("restored: revision %d, %d keys (original revision %d)", rr.Revision, rr.Keys, rr.ReplayedToRevision)
 		return nil
 	}); err != nil {
 		return err
 	}
-	if r.exists(dataDir) || r.opts.DryRun {
-		if err := r.do(fmt.Sprintf("move the old data dir %s aside to %s (kept, never deleted)", dataDir, old), func() error {
-			if !r.exists(dataDir) {
-				return nil
-			}
-			return r.moveAside(dataDir, old)
-		}); err != nil {
-			return err
-		}
+	if err := r.keepOld(plan); err != nil {
+		return err
 	}
-	return r.do(fmt.Sprintf("move %s into place as %s (mode 0700)", staging, dataDir), func() error {
-		if err := r.moveAside(staging, dataDir); err != nil {
-			return err
-		}
-		root, err := r.root()
-		if err != nil {
-			return err
-		}
-		p, _ := rel(dataDir)
-		return root.Chmod(p, 0o700)
-	})
+	return r.putInPlace(plan)
 }
 
 func (r *runner) mkdirParent(hostPath string) error {

@@ -86,8 +86,8 @@ func (r *runner) kubeadm(ctx context.Context) error {
 	if r.src.set != nil && r.src.set.Etcd.DataDir != "" {
 		dataDir = r.src.set.Etcd.DataDir
 	}
-	if !r.opts.DryRun && !r.exists(dataDir) {
-		return fmt.Errorf("no etcd data dir at %s: run the etcd phase first, or kubeadm init would start an empty cluster", dataDir)
+	if !r.opts.DryRun && !r.exists(dataDir+"/member") {
+		return fmt.Errorf("no etcd data in %s (no member/): run the etcd phase first, or kubeadm init would start an empty cluster", dataDir)
 	}
 	// kubeadm init refuses existing manifests (FileAvailable checks).
 	for _, m := range r.currentManifests() {
@@ -180,15 +180,9 @@ func (r *runner) putManifestsBack(ctx context.Context) error {
 	if len(names) == 0 {
 		return fmt.Errorf("version %s holds no static pod manifests to put back; re-run with --force-kubeadm to regenerate them", r.src.id)
 	}
-	if r.src.set != nil && r.src.set.Etcd.DataDir != "" && !r.opts.DryRun && !r.exists(r.src.set.Etcd.DataDir) {
-		return fmt.Errorf("no etcd data dir at %s: run the etcd phase first, or the kubelet would create an empty one (DirectoryOrCreate)", r.src.set.Etcd.DataDir)
+	if dd := r.src.dataDir(); dd != "" && !r.opts.DryRun && !r.exists(dd+"/member") {
+		return fmt.Errorf("no etcd data in %s (no member/): run the etcd phase first, or etcd would start an empty cluster there (the kubelet creates a missing data dir: DirectoryOrCreate)", dd)
 	}
-	return r.do(fmt.Sprintf("node unchanged: put back the backed-up manifests %s", strings.Join(names, ", ")), func() error {
-		if _, err := r.root(); err != nil {
-			return err
-		}
-		return r.opts.Store.RestoreFiles(ctx, r.src.id, r.opts.Root, func(p string) bool {
-			return within(p, layout.ManifestsDir)
-		})
-	})
+	return r.restoreEntries(ctx, func(p string) bool { return within(p, layout.ManifestsDir) },
+		fmt.Sprintf("node unchanged: put back the backed-up manifests %s", strings.Join(names, ", ")))
 }

@@ -41,7 +41,9 @@ func (r *runner) insideRoot(hostPath string) (string, error) {
 		real, err := filepath.EvalSymlinks(probe)
 		if err == nil {
 			full := filepath.Join(real, rest)
-			if full != rootReal && !strings.HasPrefix(full, rootReal+string(filepath.Separator)) {
+			// By whole segments, and "/" holds everything: comparing
+			// with rootReal+"/" would test for "//" on a real node.
+			if !within(full, rootReal) {
 				return "", fmt.Errorf("%w: %s resolves to %s, outside the root %s", rsyncish.ErrUnsafePath, hostPath, full, rootReal)
 			}
 			return p, nil
@@ -227,13 +229,8 @@ func (r *runner) files(ctx context.Context) error {
 			r.note("%s: left for a later phase", p)
 		}
 	}
-	if err := r.do(fmt.Sprintf("restore %d files, dirs and symlinks of %s under %s with modes, owners and mtimes (manifests and etcd data excluded)",
-		n, strings.Join(filterPaths(r.src.info.Paths, keep), ", "), r.opts.Root), func() error {
-		if _, err := r.root(); err != nil {
-			return err
-		}
-		return r.opts.Store.RestoreFiles(ctx, r.src.id, r.opts.Root, keep)
-	}); err != nil {
+	if err := r.restoreEntries(ctx, keep, fmt.Sprintf("restore %d files, dirs and symlinks of %s under %s with modes, owners and mtimes (manifests and etcd data excluded)",
+		n, strings.Join(filterPaths(r.src.info.Paths, keep), ", "), r.opts.Root)); err != nil {
 		return err
 	}
 	aside := r.asideDir("removed-certs")
@@ -259,6 +256,28 @@ func (r *runner) files(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// restoreEntries restores the version's entries keep selects, after
+// checking the whole job against the root (nothing is written when a
+// parent dir leads out of it) and keeping, under the run's
+// kubekeep-replaced dir, everything the restore replaces.
+func (r *runner) restoreEntries(ctx context.Context, keep func(string) bool, desc string) error {
+	job, err := planFiles(ctx, r.opts.Store, r.src, r.rootFS, r.opts.Root, keep, r.asideDir("replaced"))
+	if err != nil {
+		return err
+	}
+	if len(job.replaced) > 0 {
+		if err := r.do(job.describeKept(), job.keep); err != nil {
+			return err
+		}
+	}
+	return r.do(desc, func() error {
+		if _, err := r.root(); err != nil {
+			return err
+		}
+		return job.restore(ctx)
+	})
 }
 
 func filterPaths(ps []string, keep func(string) bool) []string {

@@ -255,8 +255,12 @@ func (r *runner) checkSpace(rep *Report, block func(string, ...any)) {
 	if p, err := layout.Join(r.opts.Root, dataDir); err == nil {
 		if ents, err := os.ReadDir(p); err == nil {
 			rep.DataDirEntries = len(ents)
-			if len(ents) > 0 {
-				r.note("data dir %s is not empty: the etcd phase moves it aside to %s.kubekeep-old-%s (never deleted)", dataDir, dataDir, r.stamp)
+		}
+		if r.wants(PhaseEtcd) {
+			if plan, err := r.planDataDir(dataDir); err != nil {
+				block("%v", err)
+			} else {
+				r.note("the etcd phase: %s", plan.summary())
 			}
 		}
 		// The old data dir is kept, so the restored one needs its own

@@ -6,8 +6,27 @@
 //
 // Every host path goes through the root prefix and every write goes through
 // an os.Root on it, so a hostile version or a symlink cannot lead a write
-// outside the root. Nothing on the node is deleted: what a phase replaces is
-// moved aside under a name that says when and why.
+// outside the root; a restore of files checks the whole target first (a
+// parent dir that is a symlink leading out is refused before anything is
+// written). Nothing on the node is deleted: what a phase replaces is moved
+// or kept aside under a name that says when and why, in single-phase runs
+// too:
+//
+//   - files (and the manifests the kubeadm phase puts back): every file,
+//     symlink or dir in the way that differs from the version is kept under
+//     /etc/kubernetes/kubekeep-replaced-STAMP/<host path> (hard-linked, or
+//     copied across filesystems) before it is replaced;
+//   - etcd: the old data dir is renamed to <data dir>.kubekeep-old-STAMP;
+//     when the data dir is a mount point (a dedicated etcd disk: rename
+//     fails with EBUSY) its contents move into <data dir>/.kubekeep-old-STAMP
+//     on the same disk instead, and the snapshot is restored into
+//     <data dir>/.kubekeep-restore-STAMP and its member/ moved up (etcd reads
+//     only <data dir>/member). A data dir without member/snap/db (wiped) is
+//     held by no etcd. The dry run plans with the same code, so it shows
+//     exactly what the run does.
+//
+// The verify phase waits, bounded, for etcd and then the apiserver's
+// /readyz, and fails saying it timed out when either never gets ready.
 package restore
 
 import (
@@ -44,10 +63,10 @@ var phaseHelp = map[string]string{
 	PhasePreflight: "what will happen and what blocks it; checks the version and its snapshot",
 	PhaseSafety:    "a new version of the node's current state, before anything is overwritten",
 	PhaseStop:      "static pod manifests moved aside; waits until the control plane is down",
-	PhaseFiles:     "PKI, kubeconfigs, kubelet and extra files back in place; stale leaf certs removed",
-	PhaseEtcd:      "the etcd data dir restored from the snapshot (old one moved aside)",
+	PhaseFiles:     "PKI, kubeconfigs, kubelet and extra files back in place (what they replace kept aside); stale leaf certs removed",
+	PhaseEtcd:      "the etcd data dir restored from the snapshot (old data moved aside, inside the mount when it is one)",
 	PhaseKubeadm:   "kubeadm init with the saved ClusterConfiguration, or the manifests put back",
-	PhaseVerify:    "etcd healthy with the expected revision and keys; apiserver /readyz",
+	PhaseVerify:    "etcd healthy with the expected revision and keys; waits for the apiserver's /readyz",
 }
 
 // PhaseHelp is a one-line description of a phase, for --help texts.
@@ -88,8 +107,14 @@ type Options struct {
 	// until they refuse connections. StopTimeout bounds it (default 2m).
 	WaitStopped WaitFunc
 	StopTimeout time.Duration
-	// WaitHealthy bounds how long verify waits for etcd (default 2m).
+	// VerifyTimeout bounds how long verify waits for etcd (default 2m).
 	VerifyTimeout time.Duration
+	// ReadyzTimeout bounds how long verify then waits for the apiserver's
+	// /readyz to answer ok (default 3m; below 0: not checked). APIServer
+	// is its host:port (default: the saved controlPlaneEndpoint when it is
+	// an address of this host or a name, else 127.0.0.1:6443).
+	ReadyzTimeout time.Duration
+	APIServer     string
 	// Now is the clock (certificate expiry, names of moved-aside dirs).
 	Now func() time.Time
 }

@@ -115,13 +115,22 @@ func TestRestoreWipedRoot(t *testing.T) {
 		t.Error("a key deleted before the backup came back")
 	}
 
+	// The apiserver's part: one serving a certificate of the restored CA
+	// (with kubeadm's SANs, so not 127.0.0.1), ready a few seconds in.
+	ca := loadTestCA(t, filepath.Join(dir, "etc/kubernetes/pki/ca.crt"), filepath.Join(dir, "etc/kubernetes/pki/ca.key"))
+	api, _ := fakeAPIServer(t, ca.servingCert(t), 3*time.Second)
 	o = f.opts(dir, PhaseVerify)
+	o.APIServer, o.ReadyzTimeout = api.Listener.Addr().String(), time.Minute
+	out.Reset()
 	o.Out = &out
 	if _, err := Run(ctx, o); err != nil {
 		t.Fatalf("verify phase: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "etcd healthy at revision") {
 		t.Errorf("verify did not report etcd health:\n%s", out.String())
+	}
+	if want := "apiserver ready at https://" + o.APIServer + "/readyz after"; !strings.Contains(out.String(), want) {
+		t.Errorf("verify did not wait for the apiserver (%q):\n%s", want, out.String())
 	}
 }
 

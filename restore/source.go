@@ -157,6 +157,15 @@ func within(p, base string) bool {
 	return p == base || strings.HasPrefix(p, base+"/")
 }
 
+// dataDir is the local etcd data dir the version's layout names, "" when
+// none (or an external etcd).
+func (src *source) dataDir() string {
+	if src.set == nil || src.set.Etcd.External {
+		return ""
+	}
+	return src.set.Etcd.DataDir
+}
+
 func (src *source) unsafeError() error {
 	if len(src.unsafe) == 0 {
 		return nil

@@ -2,13 +2,10 @@ package restore
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,7 +20,7 @@ const DefaultVerifyTimeout = 2 * time.Minute
 
 // verify checks that etcd serves the restored data: revision at least the
 // snapshot's plus the bump, and the snapshot's key count while nothing has
-// written since; then the apiserver's /readyz when it can be reached.
+// written since; then waits for the apiserver's /readyz to answer ok.
 func (r *runner) verify(ctx context.Context) error {
 	set := r.src.set
 	if set == nil || len(set.Etcd.Endpoints) == 0 {
@@ -75,10 +72,66 @@ func (r *runner) verify(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	return r.do("check the apiserver's /readyz, when reachable", func() error {
-		r.checkReadyz(ctx)
+	return r.verifyAPIServer(ctx)
+}
+
+// verifyAPIServer waits, bounded, for the apiserver's /readyz to answer
+// ok. A timeout fails the phase, saying so: a control plane whose
+// apiserver never gets ready is not restored, and `--phase verify` checks
+// again.
+func (r *runner) verifyAPIServer(ctx context.Context) error {
+	timeout := r.opts.ReadyzTimeout
+	if timeout < 0 {
+		r.note("apiserver /readyz not checked (readyz timeout below 0)")
+		return nil
+	}
+	if timeout == 0 {
+		timeout = DefaultReadyzTimeout
+	}
+	addr := r.apiServerAddr()
+	url := "https://" + addr + "/readyz"
+	caHost := "/etc/kubernetes/pki/ca.crt"
+	return r.do(fmt.Sprintf("wait up to %s for the apiserver's %s to answer ok (trusting %s)", timeout, url, caHost), func() error {
+		pool := x509.NewCertPool()
+		p, err := layout.Join(r.opts.Root, caHost)
+		if err != nil {
+			return err
+		}
+		data, err := readFileLimited(p)
+		if err != nil {
+			return fmt.Errorf("the cluster CA to check the apiserver with: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(data) {
+			return fmt.Errorf("the cluster CA %s holds no PEM certificate", caHost)
+		}
+		took, err := waitReadyz(ctx, addr, pool, timeout, readyzInterval)
+		if err != nil {
+			r.printf("  %v", err)
+			return fmt.Errorf("apiserver not ready: %w; check the kube-apiserver container (crictl ps -a --name kube-apiserver; crictl logs ID), then re-run this phase", err)
+		}
+		r.note("apiserver ready at %s after %s", url, took.Round(time.Second))
 		return nil
 	})
+}
+
+// apiServerAddr is where verify asks for /readyz: Options.APIServer, else
+// the saved controlPlaneEndpoint when it is usable here, else the local
+// secure port.
+func (r *runner) apiServerAddr() string {
+	if a := strings.TrimSuffix(strings.TrimPrefix(r.opts.APIServer, "https://"), "/"); a != "" {
+		if _, _, err := net.SplitHostPort(a); err == nil {
+			return a
+		}
+		return net.JoinHostPort(a, "6443")
+	}
+	host, port := "127.0.0.1", "6443"
+	if a, err := r.analyze(); err == nil && a.endpointHost != "" {
+		host = a.endpointHost
+		if a.endpointPort != "" {
+			port = a.endpointPort
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func waitEtcd(ctx context.Context, cc etcdsnap.ClientConfig, timeout time.Duration) (rev, keys int64, err error) {
@@ -109,36 +162,4 @@ func etcdCounts(ctx context.Context, cc etcdsnap.ClientConfig) (int64, int64, er
 		return 0, 0, err
 	}
 	return resp.Header.Revision, resp.Count, nil
-}
-
-func (r *runner) checkReadyz(ctx context.Context) {
-	host, port := "127.0.0.1", "6443"
-	if a, err := r.analyze(); err == nil && a.endpointHost != "" {
-		host = a.endpointHost
-	}
-	pool := x509.NewCertPool()
-	if p, err := layout.Join(r.opts.Root, "/etc/kubernetes/pki/ca.crt"); err == nil {
-		if data, err := readFileLimited(p); err == nil {
-			pool.AppendCertsFromPEM(data)
-		}
-	}
-	url := "https://" + net.JoinHostPort(host, port) + "/readyz"
-	if !answers(net.JoinHostPort(host, port), 2*time.Second) {
-		r.note("apiserver not reachable at %s (yet): check again with curl -k %s", url, url)
-		return
-	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host}}}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := client.Do(req)
-	if err != nil {
-		r.warn("apiserver %s: %v", url, err)
-		return
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		r.warn("apiserver %s answered %s: %s", url, strconv.Itoa(resp.StatusCode), body)
-		return
-	}
-	r.note("apiserver ready at %s", url)
 }

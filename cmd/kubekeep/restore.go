@@ -26,6 +26,8 @@ type restoreOptions struct {
 	deltaJournal  string
 	stopTimeout   time.Duration
 	verifyTimeout time.Duration
+	readyzTimeout time.Duration
+	apiServer     string
 	output        string
 }
 
@@ -49,9 +51,13 @@ resumes from it.
 
 Phases, in order:
 ` + phaseList.String() + `
-Nothing is deleted: the old etcd data dir, the manifests and any replaced
-certificate or kubeconfig are moved aside under names that say when. Nothing
-is written outside --root.
+Nothing is deleted: the old etcd data dir (or, when it is a mount point, its
+contents, inside the mount), the manifests, and every file a phase replaces
+(certificates, keys, kubeconfigs…, also when --phase files runs alone) are
+moved or kept aside under names that say when; the output says where.
+Nothing is written outside --root. verify waits up to --readyz-timeout for
+the apiserver's /readyz and fails, saying it timed out, when it never gets
+ready.
 
   kubekeep restore files --version ID --to DIR    only the version's files under DIR
   kubekeep restore etcd  --version ID --to DIR    only an etcd data dir (snapshot + deltas)`,
@@ -78,6 +84,8 @@ is written outside --root.
 	f.StringVar(&o.deltaJournal, "delta-journal", restore.DefaultDeltaJournal, "store journal holding the etcd deltas")
 	f.DurationVar(&o.stopTimeout, "stop-timeout", restore.DefaultStopTimeout, "how long the stop phase waits for the control plane to go")
 	f.DurationVar(&o.verifyTimeout, "verify-timeout", restore.DefaultVerifyTimeout, "how long verify waits for etcd to answer")
+	f.DurationVar(&o.readyzTimeout, "readyz-timeout", restore.DefaultReadyzTimeout, "how long verify then waits for the apiserver's /readyz to answer ok (0: do not check it)")
+	f.StringVar(&o.apiServer, "apiserver", "", "host:port verify asks for /readyz (default: the saved controlPlaneEndpoint when usable here, else 127.0.0.1:6443)")
 	outputFlag(cmd, &o.output, "text", "json")
 	return cmd
 }
@@ -92,6 +100,10 @@ func runRestore(cmd *cobra.Command, g *globalOptions, o *restoreOptions) error {
 		Logger: g.logger, Revision: o.revision, DeltaJournal: o.deltaJournal,
 		Hostname: o.hostname, ForceKubeadm: o.forceKubeadm, Etcd: g.cfg.Etcd,
 		StopTimeout: o.stopTimeout, VerifyTimeout: o.verifyTimeout,
+		ReadyzTimeout: o.readyzTimeout, APIServer: o.apiServer,
+	}
+	if o.readyzTimeout == 0 {
+		opts.ReadyzTimeout = -1 // the library's 0 is its default
 	}
 	if o.at != "" {
 		if opts.At, err = time.Parse(time.RFC3339Nano, o.at); err != nil {

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kubekeep/kubekeep/restore"
 )
 
 func init() { registerSubcommand("restore", newRestoreFilesCommand) }
@@ -14,6 +16,7 @@ type restoreFilesOptions struct {
 	version string
 	to      string
 	paths   []string
+	output  string
 }
 
 func newRestoreFilesCommand(g *globalOptions) *cobra.Command {
@@ -24,12 +27,20 @@ func newRestoreFilesCommand(g *globalOptions) *cobra.Command {
 		Long: `Write the files, directories and symlinks of a store version under --to at
 their host paths (DIR/etc/kubernetes/pki/ca.crt), with mode, owner, mtime
 and symlinks, each file atomically. Nothing is written outside DIR: a
-version holding a path that would escape it is refused.
+version holding a path that would escape it is refused, and so is a DIR
+whose directories lead out of it through a symlink, before anything is
+written. A --path under which the version holds nothing is an error.
 
-  kubekeep restore files --store /data/backup/kubekeep --version latest --to /tmp/r
+Nothing is lost: whatever the restore replaces (a file with other content,
+a symlink with another target, anything in the way) is first kept under
+DIR/etc/kubernetes/kubekeep-replaced-<time>/ at its host path, and listed.`,
+		Example: `  kubekeep restore files --store /data/backup/kubekeep --version latest --to /tmp/r
   kubekeep restore files --version 20261123T112831Z-3f2a9c1b --to /tmp/r --path /etc/kubernetes/pki`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(o.output, "text", "json"); err != nil {
+				return err
+			}
 			if o.to == "" {
 				return fmt.Errorf("--to is required")
 			}
@@ -37,32 +48,26 @@ version holding a path that would escape it is refused.
 			if err != nil {
 				return err
 			}
-			id, err := s.Resolve(o.version)
+			res, err := restore.RestoreFiles(cmd.Context(), restore.FilesOptions{
+				Store: s, Version: o.version, To: o.to, Paths: o.paths, Logger: g.logger,
+			})
 			if err != nil {
 				return err
 			}
-			var filter func(string) bool
-			if len(o.paths) > 0 {
-				filter = func(p string) bool {
-					for _, want := range o.paths {
-						want = filepath.Clean(want)
-						if p == want || strings.HasPrefix(p, want+"/") || want == "/" {
-							return true
-						}
-					}
-					return false
-				}
+			g.logger.Info("restored files", "version", res.Version, "to", o.to, "entries", res.Entries, "kept", len(res.Kept))
+			if o.output == "json" {
+				return writeJSON(g.stdout, res)
 			}
-			if err := s.RestoreFiles(cmd.Context(), id, o.to, filter); err != nil {
-				return err
+			if len(res.Kept) > 0 {
+				fmt.Fprintf(g.stdout, "kept %d replaced paths under %s: %s\n", len(res.Kept), filepath.Join(o.to, res.KeptDir), strings.Join(res.Kept, ", "))
 			}
-			g.logger.Info("restored files", "version", id, "to", o.to)
-			fmt.Fprintf(g.stdout, "restored version %s under %s\n", id, o.to)
+			fmt.Fprintf(g.stdout, "restored version %s under %s (%d files, dirs and symlinks)\n", res.Version, o.to, res.Entries)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&o.version, "version", "latest", "version ID (or unique prefix), or latest")
 	cmd.Flags().StringVar(&o.to, "to", "", "directory to restore under (created if missing)")
-	cmd.Flags().StringSliceVar(&o.paths, "path", nil, "restore only these host paths and what is below them")
+	cmd.Flags().StringSliceVar(&o.paths, "path", nil, "restore only these host paths and what is below them (each must match something in the version)")
+	outputFlag(cmd, &o.output, "text", "json")
 	return cmd
 }
