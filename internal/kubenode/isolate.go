@@ -74,10 +74,12 @@ func Isolated() bool { return os.Getenv(childEnv) != "" }
 // output into t's log, fails t when the child fails and skips it when the
 // child skipped. The parent skips t when not root or when namespaces
 // cannot be created here, and builds the binaries (Binaries) first, so a
-// failed build fails t outside.
+// failed build fails t outside (with KUBEKEEP_SKIP_KUBE=1 it does not, and
+// fn runs without them: Init and Binaries skip there).
 //
 // Code outside fn in the same test runs twice (in the parent and in the
-// child): keep it out. Tests that call RunIsolated may run in parallel
+// child): keep it out, or guard what must run only outside with
+// `if kubenode.Isolated() { return }` after RunIsolated. Tests that call RunIsolated may run in parallel
 // (t.Parallel before RunIsolated): every child has its own namespaces,
 // ports and files.
 func RunIsolated(t *testing.T, fn func(t *testing.T)) {
@@ -91,23 +93,32 @@ func RunIsolated(t *testing.T, fn func(t *testing.T)) {
 			t.Fatalf("kubenode: preparing the isolated node: %v", err)
 		}
 		// The binaries on PATH, first, as /usr/bin has them on a master.
-		bins := Binaries(t)
-		binDir := filepath.Join(scratch, "bin")
-		if err := bins.Link(binDir); err != nil {
-			t.Fatalf("kubenode: %v", err)
+		if os.Getenv(binsEnv) != "" {
+			bins := Binaries(t)
+			binDir := filepath.Join(scratch, "bin")
+			if err := bins.Link(binDir); err != nil {
+				t.Fatalf("kubenode: %v", err)
+			}
+			os.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 		}
-		os.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 		fn(t)
 		return
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("kubenode: needs root (private mount, UTS, network and PID namespaces; bind mounts over /etc, /var/lib and /run)")
 	}
-	bins := Binaries(t)
+	// Built here, outside, so that a failed build fails t with the
+	// compiler's output; with KUBEKEEP_SKIP_KUBE=1 the child runs without
+	// them (Init then skips).
+	var bins *Bins
+	if os.Getenv(SkipEnv) != "1" {
+		b := Binaries(t)
+		bins = &b
+	}
 	runChild(t, bins)
 }
 
-func runChild(t *testing.T, bins Bins) {
+func runChild(t *testing.T, bins *Bins) {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -144,7 +155,10 @@ func runChild(t *testing.T, bins Bins) {
 		}
 		cmd.Env = append(cmd.Env, kv)
 	}
-	cmd.Env = append(cmd.Env, childEnv+"="+t.Name(), scratchEnv+"="+scratch, binsEnv+"="+string(binsJSON))
+	cmd.Env = append(cmd.Env, childEnv+"="+t.Name(), scratchEnv+"="+scratch)
+	if bins != nil {
+		cmd.Env = append(cmd.Env, binsEnv+"="+string(binsJSON))
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC,
 		Pdeathsig:  syscall.SIGKILL,
@@ -159,29 +173,31 @@ func runChild(t *testing.T, bins Bins) {
 	}
 	var (
 		mu      sync.Mutex
-		skipped []string
+		skipped bool
+		reason  string // the last log line before the SKIP line
 		wg      sync.WaitGroup
 	)
-	skipLine := "--- SKIP: " + t.Name() + " "
+	// go test -v prints a test's log as it goes, then "--- SKIP: name
+	// (0.00s)" (for a subtest indented): the reason is the line before.
+	skipLine := "--- SKIP: " + t.Name() + " ("
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		inSkip := false
+		last := ""
 		for sc.Scan() {
 			line := sc.Text()
 			t.Log("│ " + line)
+			trimmed := strings.TrimSpace(line)
 			mu.Lock()
-			switch {
-			case strings.HasPrefix(line, skipLine):
-				inSkip = true
-			case inSkip && strings.HasPrefix(line, "    "):
-				skipped = append(skipped, strings.TrimSpace(line))
-			default:
-				inSkip = false
+			if strings.HasPrefix(trimmed, skipLine) {
+				skipped, reason = true, last
 			}
 			mu.Unlock()
+			if trimmed != "" && !strings.HasPrefix(trimmed, "=== ") && !strings.HasPrefix(trimmed, "--- ") {
+				last = trimmed
+			}
 		}
 		io.Copy(io.Discard, pr)
 	}()
@@ -193,8 +209,8 @@ func runChild(t *testing.T, bins Bins) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(skipped) > 0 {
-		t.Skipf("kubenode: the isolated child skipped: %s", strings.Join(skipped, "; "))
+	if skipped {
+		t.Skipf("kubenode: the isolated child skipped: %s", reason)
 	}
 }
 
@@ -244,10 +260,8 @@ func setupIsolated(scratch string) error {
 	if err := os.RemoveAll("/etc/kubernetes"); err != nil {
 		return fmt.Errorf("hide the host's /etc/kubernetes: %w", err)
 	}
-	for _, d := range []string{"/run/lock", "/var/lib/misc"} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
+	if err := os.MkdirAll("/run/lock", 0o755); err != nil {
+		return err
 	}
 	if err := unix.Sethostname([]byte(Hostname)); err != nil {
 		return fmt.Errorf("sethostname: %w", err)

@@ -45,6 +45,17 @@ type KubeletConfig struct {
 	// starts at 1 s and doubles. Default 10 s (a real kubelet: 10 s up to
 	// 5 min).
 	MaxBackoff time.Duration
+	// Settle is how long a new or changed manifest must stay unmodified
+	// before it is acted on, so a file being written (kubeadm writes
+	// manifests in place, not by rename) is not started half-written:
+	// default 100ms.
+	Settle time.Duration
+	// WorkDir is the working directory of containers without workingDir
+	// (a container's is its image's root, which a process on the host does
+	// not have: a relative path, such as etcd's default data dir, must
+	// not land in the host's /); default a directory StartKubelet makes
+	// under os.TempDir and Stop removes.
+	WorkDir string
 	// LogBytes is how much of each container's output is kept; default
 	// 4 MiB.
 	LogBytes int
@@ -59,7 +70,8 @@ type KubeletConfig struct {
 //   - each pod must have exactly one container (kubeadm's do) whose
 //     command[0] is in Commands; the process gets exactly the command's
 //     remaining words and the args, the container's literal env values
-//     (no host environment beyond PATH), its workingDir (default /);
+//     (no host environment beyond PATH), its workingDir (default
+//     WorkDir);
 //   - hostPath volumes are checked and created the kubelet's way
 //     (DirectoryOrCreate: mkdir 0755; FileOrCreate: an empty 0644 file;
 //     Directory/File/Socket...: must exist) before the process starts, so a
@@ -83,6 +95,8 @@ type Kubelet struct {
 	pods   map[string]*staticPod // by manifest file name
 	scans  int
 	closed bool
+
+	ownWorkDir bool
 
 	syncMu sync.Mutex // one scan at a time
 	stop   chan struct{}
@@ -147,6 +161,9 @@ func StartKubelet(cfg KubeletConfig) (*Kubelet, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 10 * time.Second
 	}
+	if cfg.Settle <= 0 {
+		cfg.Settle = 100 * time.Millisecond
+	}
 	if cfg.LogBytes <= 0 {
 		cfg.LogBytes = 4 << 20
 	}
@@ -154,6 +171,13 @@ func StartKubelet(cfg KubeletConfig) (*Kubelet, error) {
 		cfg.Logf = func(string, ...any) {}
 	}
 	k := &Kubelet{cfg: cfg, pods: map[string]*staticPod{}, stop: make(chan struct{}), done: make(chan struct{})}
+	if cfg.WorkDir == "" {
+		d, err := os.MkdirTemp("", "kubenode-kubelet-")
+		if err != nil {
+			return nil, err
+		}
+		k.cfg.WorkDir, k.ownWorkDir = d, true
+	}
 	k.Sync()
 	go k.loop()
 	return k, nil
@@ -174,8 +198,8 @@ func (k *Kubelet) loop() {
 }
 
 // Sync reads the manifests directory now and acts on it: starts new and
-// changed pods, stops removed ones, restarts exited ones whose backoff
-// has passed. It returns when the actions are taken (a stop has waited for
+// changed pods (once unmodified for Settle), stops removed ones, restarts
+// exited ones whose backoff has passed. It returns when the actions are taken (a stop has waited for
 // the process to exit). The background loop calls it every Poll.
 func (k *Kubelet) Sync() {
 	k.syncMu.Lock()
@@ -208,6 +232,9 @@ func (k *Kubelet) Sync() {
 		k.mu.Unlock()
 		if old != nil && old.sum == sum {
 			continue
+		}
+		if fi, err := os.Stat(path); err != nil || time.Since(fi.ModTime()) < k.cfg.Settle {
+			continue // still being written, perhaps: the next scan
 		}
 		if old != nil {
 			k.cfg.Logf("kubelet: %s changed: stopping %s", e.Name(), old.name)
@@ -305,7 +332,7 @@ func (k *Kubelet) parse(file string, data []byte, sum [32]byte) *staticPod {
 	}
 	p.dir = c.WorkingDir
 	if p.dir == "" {
-		p.dir = "/"
+		p.dir = k.cfg.WorkDir
 	}
 	vols := map[string]corev1.Volume{}
 	for _, v := range pod.Spec.Volumes {
@@ -519,6 +546,9 @@ func (k *Kubelet) Stop() {
 	sort.Slice(pods, func(i, j int) bool { return pods[i].file > pods[j].file })
 	for _, p := range pods {
 		k.stopPod(p)
+	}
+	if k.ownWorkDir {
+		os.RemoveAll(k.cfg.WorkDir)
 	}
 }
 

@@ -114,7 +114,7 @@ func TestKubeletStaticPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, k, "a", "start one in /")
+	waitLog(t, k, "a", "start one in "+os.TempDir()+"/kubenode-kubelet-")
 	if fi, err := os.Stat(data); err != nil || !fi.IsDir() {
 		t.Errorf("DirectoryOrCreate did not make %s: %v", data, err)
 	}
