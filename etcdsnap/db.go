@@ -79,7 +79,11 @@ func openDB(path string) (*bolt.DB, error) {
 
 // checkDB runs bbolt's page-level consistency check over the image at path
 // and then walks etcd's key bucket, so a snapshot that bbolt accepts but
-// etcd could not read (wrong buckets, undecodable entries) fails too.
+// etcd could not read (wrong buckets, undecodable entries) fails too. Each
+// entry is parsed as every reader parses it (checkEntry: ParseEntry, then
+// the rest of its wire structure), and the compaction record as they read
+// it (CompactRevision): a snapshot the check passes is one kubekeep's
+// objects, get and diff can read.
 // It can crash the process on a damaged image: see CheckDB.
 //
 // On the way it keeps the newest stored value of KubeadmConfigKey, so the

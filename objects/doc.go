@@ -6,6 +6,11 @@
 // (/registry/<resource>/[<namespace>/]<name>) and the object. Open walks the
 // bucket once, reading only the head of each KeyValue, and keeps the latest
 // revision of every key; Get then reads and decodes just that one value.
+// Each entry is read with etcdsnap.ParseEntry, the reading the backup's
+// check applies to every entry of a snapshot before the version counts, so
+// a version that passed its check opens here. A restore's revision bump
+// leaves an entry with no key in the bucket, which etcd keeps: it is
+// skipped, and only moves the revision on.
 // ApplyEvents moves a snapshot forward by watch events for a point in time.
 //
 // Values are protobuf ("k8s\x00", built-in types, decoded with client-go's
