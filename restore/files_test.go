@@ -113,6 +113,21 @@ func TestFilesPhaseKeepsReplacedFiles(t *testing.T) {
 	if strings.Contains(out.String(), "keep the") {
 		t.Errorf("a re-run over restored files kept something:\n%s", out.String())
 	}
+	// A run in the same second as an earlier one does not mix their kept
+	// files: it takes the next free name.
+	if err := os.WriteFile(filepath.Join(dir, "etc/kubernetes/admin.conf"), []byte("edited again\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o.Now = func() time.Time { return time.Date(2026, 11, 23, 10, 4, 0, 0, time.UTC) }
+	if _, err := Run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(kept+"-2", "etc/kubernetes/admin.conf")); err != nil || string(b) != "edited again\n" {
+		t.Errorf("a second run in the same second: %q %v", b, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(kept, "etc/kubernetes/admin.conf")); string(b) != "the live admin.conf\n" {
+		t.Errorf("the first run's kept admin.conf was overwritten: %q", b)
+	}
 }
 
 // A symlink in the target that leads out of the root is refused before

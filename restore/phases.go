@@ -263,7 +263,12 @@ func (r *runner) files(ctx context.Context) error {
 // parent dir leads out of it) and keeping, under the run's
 // kubekeep-replaced dir, everything the restore replaces.
 func (r *runner) restoreEntries(ctx context.Context, keep func(string) bool, desc string) error {
-	job, err := planFiles(ctx, r.opts.Store, r.src, r.rootFS, r.opts.Root, keep, r.asideDir("replaced"))
+	if r.replacedDir == "" {
+		// Once per run (the files and kubeadm phases share it), and
+		// never one an earlier run in the same second filled.
+		r.replacedDir = freeAsideDir(r.rootFS, r.asideDir("replaced"))
+	}
+	job, err := planFiles(ctx, r.opts.Store, r.src, r.rootFS, r.opts.Root, keep, r.replacedDir)
 	if err != nil {
 		return err
 	}

@@ -281,6 +281,8 @@ type runner struct {
 	host   hostIdentity
 	now    time.Time
 	stamp  string // names moved-aside files of this run
+	// replacedDir keeps what this run's restores of files replace.
+	replacedDir string
 
 	cur    *PhaseResult
 	report *Report
