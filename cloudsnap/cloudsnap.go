@@ -9,6 +9,13 @@
 // disk sharing a set id. Every snapshot or group kubekeep makes is tagged
 // managed-by=kubekeep plus set id, cluster, instance, kubekeep version id
 // and etcd revision; listing and pruning only ever look at those.
+//
+// ECS allows SnapshotQuota manual snapshots per disk, whoever took them.
+// A set is refused before any snapshot is taken when a disk is full (and
+// ECS's own refusal, when something took snapshots since the count, is
+// turned into the same error): QuotaError says how many of the disk's
+// snapshots are kubekeep's, how many of those prune would delete, and what
+// makes room otherwise, since prune never deletes snapshots it did not make.
 package cloudsnap
 
 import (

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
 )
@@ -42,27 +43,10 @@ func (c *Client) Prune(ctx context.Context, dryRun bool) (*PruneResult, error) {
 			return res, nil
 		}
 	}
-	newest := ""
-	for _, s := range sets {
-		if s.Status == StatusAccomplished {
-			newest = s.ID // sets are oldest first
-		}
-	}
-	now := c.clock.Now()
+	plan := prunePlan(sets, c.clock.Now())
+	res.Kept = plan.Kept
 	var errs []error
-	for _, s := range sets {
-		reason := ""
-		switch {
-		case s.ID == newest:
-			reason = "newest accomplished set"
-		case s.Status == StatusFailed:
-		case now.Before(s.Expires):
-			reason = "not expired"
-		}
-		if reason != "" {
-			res.Kept = append(res.Kept, KeptSet{Set: s, Reason: reason})
-			continue
-		}
+	for _, s := range plan.Deleted {
 		if !dryRun {
 			if err := c.deleteSet(ctx, s); err != nil {
 				errs = append(errs, err)
@@ -73,6 +57,35 @@ func (c *Client) Prune(ctx context.Context, dryRun bool) (*PruneResult, error) {
 		res.Deleted = append(res.Deleted, s)
 	}
 	return res, errors.Join(errs...)
+}
+
+// prunePlan splits sets (oldest first) into those Prune deletes (expired
+// or failed) and those it keeps (the newest accomplished set, even expired:
+// it may be the only way back; and every set not expired yet).
+func prunePlan(sets []Set, now time.Time) PruneResult {
+	var plan PruneResult
+	newest := ""
+	for _, s := range sets {
+		if s.Status == StatusAccomplished {
+			newest = s.ID
+		}
+	}
+	for _, s := range sets {
+		reason := ""
+		switch {
+		case s.ID == newest:
+			reason = "newest accomplished set"
+		case s.Status == StatusFailed:
+		case now.Before(s.Expires):
+			reason = "not expired"
+		}
+		if reason != "" {
+			plan.Kept = append(plan.Kept, KeptSet{Set: s, Reason: reason})
+			continue
+		}
+		plan.Deleted = append(plan.Deleted, s)
+	}
+	return plan
 }
 
 func (c *Client) deleteSet(ctx context.Context, s Set) error {

@@ -80,6 +80,7 @@ type Server struct {
 	failNext  map[string]int // disk id -> snapshots that will end failed
 	calls     map[string]int
 	hooks     []func(action string, params url.Values)
+	before    []func(action string, params url.Values)
 }
 
 type accessKey struct {
@@ -400,6 +401,16 @@ func (s *Server) OnAction(f func(action string, params url.Values)) {
 	s.hooks = append(s.hooks, f)
 }
 
+// BeforeAction registers a hook run before each API call is handled, with
+// the call's parameters; tests use it to change the world between two of a
+// client's calls (another tool taking snapshots between a count and a
+// create). It may call the Server's methods.
+func (s *Server) BeforeAction(f func(action string, params url.Values)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.before = append(s.before, f)
+}
+
 // Calls is how many calls of an action were answered successfully.
 func (s *Server) Calls(action string) int {
 	s.mu.Lock()
@@ -449,7 +460,11 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	latency := s.latency
+	before := append([]func(string, url.Values){}, s.before...)
 	s.mu.Unlock()
+	for _, h := range before {
+		h(params.Get("Action"), params)
+	}
 	if latency > 0 {
 		select {
 		case <-time.After(latency):
