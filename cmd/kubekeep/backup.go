@@ -16,8 +16,8 @@ func init() {
 		if err != nil {
 			return "", 0, err
 		}
-		if res.Status != backup.StatusOK {
-			return "", 0, fmt.Errorf("local backup %s has no verified etcd snapshot (%s): refusing to tag a cloud snapshot with it; use --skip-backup to snapshot anyway", res.ID, res.Status)
+		if !res.Good {
+			return "", 0, fmt.Errorf("local backup %s is not a good version (%s): refusing to tag a cloud snapshot with it; use --skip-backup to snapshot anyway", res.ID, res.Status)
 		}
 		return res.ID, res.Etcd.Revision, nil
 	}
