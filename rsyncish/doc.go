@@ -49,6 +49,13 @@
 // rendering, so key\xff and key\xfe stay two files (TestNonUTF8Names).
 // Format 1 stored such names with U+FFFD and could merge them.
 //
+// The store writes nothing but regular files and directories, and opens
+// every store file through one path that never blocks (Lstat first, then
+// O_NONBLOCK|O_NOFOLLOW and fstat; directories O_DIRECTORY): a FIFO, device
+// or symlink planted anywhere in it is refused as damage and named by
+// verify, instead of hanging a command in an open(2) that no signal ends
+// (TestFIFOInStore).
+//
 // Temp files carry the writer's pid (name.tmp-<pid>-<rand>), so cleaning
 // leftovers under the lock never removes the file of a live process.
 //

@@ -52,7 +52,7 @@ func pidAlive(pid int) bool {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	d, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
@@ -174,6 +174,27 @@ func openStoreFile(path string) (*os.File, error) {
 	if !st.Mode().IsRegular() {
 		f.Close()
 		return nil, &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", ErrNotRegular, fileKind(st.Mode()))}
+	}
+	return f, nil
+}
+
+// openLockFile opens (creating it 0600) a file the store keeps open for
+// writing, the lock or a scratch file, with the same care as
+// openStoreFile: never blocking, refusing anything but a regular file.
+func openLockFile(path string, flag int) (*os.File, error) {
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", ErrNotRegular, fileKind(fi.Mode()))}
+	}
+	f, err := os.OpenFile(path, flag|os.O_CREATE|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%w (%s)", ErrNotRegular, fileKind(st.Mode()))
+		}
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	return f, nil
 }

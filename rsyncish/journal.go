@@ -51,7 +51,7 @@ func (s *Store) Journal(name string) (*Journal, error) {
 
 // Journals lists the journal names in the store.
 func (s *Store) Journals() ([]string, error) {
-	ents, err := os.ReadDir(s.path(journalsDir))
+	ents, err := readStoreDir(s.path(journalsDir))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
@@ -102,7 +102,7 @@ func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 
 // List returns the segments ordered by first revision (then time).
 func (j *Journal) List() ([]SegmentInfo, error) {
-	ents, err := os.ReadDir(j.dir)
+	ents, err := readStoreDir(j.dir)
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.name, err)
 	}
@@ -139,7 +139,7 @@ func (j *Journal) Read(si SegmentInfo) ([]byte, error) {
 	if si.File != filepath.Base(si.File) {
 		return nil, fmt.Errorf("journal %s: bad segment name %q", j.name, si.File)
 	}
-	raw, err := os.ReadFile(filepath.Join(j.dir, si.File))
+	raw, err := readStoreFile(filepath.Join(j.dir, si.File))
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.name, err)
 	}

@@ -121,7 +121,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger}
-	data, err := os.ReadFile(filepath.Join(dir, configFile))
+	data, err := readStoreFile(filepath.Join(dir, configFile))
 	switch {
 	case err == nil:
 		if err := format.UnsealJSON(data, &s.cfg); err != nil {
@@ -135,7 +135,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		// Never scatter a store into a directory holding something else
 		// (the bare mountpoint, /data/backup with other tools' files).
-		if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		if ents, _ := readStoreDir(dir); len(ents) > 0 {
 			return nil, fmt.Errorf("%s is not empty and is not a kubekeep store (no %s); use an empty or new directory", dir, configFile)
 		}
 		if err := s.create(); err != nil {
@@ -238,12 +238,12 @@ func (s *Store) Lock(ctx context.Context) (unlock func() error, err error) {
 		return nil, fmt.Errorf("%w: already held by this process (pid %d)", ErrLocked, os.Getpid())
 	}
 	s.mu.Unlock()
-	f, err := os.OpenFile(s.path(lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openLockFile(s.path(lockFile), os.O_RDWR)
 	if err != nil {
 		return nil, fmt.Errorf("store lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(s.path(lockFile))
+		holder, _ := readStoreFile(s.path(lockFile))
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			who := strings.TrimSpace(string(holder))
@@ -317,7 +317,7 @@ func (s *Store) cleanLeftovers() error {
 	if err != nil {
 		return err
 	}
-	packs, err := os.ReadDir(s.path(packsDir))
+	packs, err := readStoreDir(s.path(packsDir))
 	if err != nil {
 		return err
 	}
@@ -332,7 +332,7 @@ func (s *Store) cleanLeftovers() error {
 			}
 		}
 	}
-	marks, err := os.ReadDir(s.path(verifiedDir))
+	marks, err := readStoreDir(s.path(verifiedDir))
 	if err != nil {
 		return err
 	}
@@ -390,7 +390,7 @@ func infoFromHeader(h *format.Header) VersionInfo {
 // Versions lists committed versions, oldest first (newest last). A manifest
 // whose header cannot be read is skipped with a warning here; Verify reports it.
 func (s *Store) Versions() ([]VersionInfo, error) {
-	ents, err := os.ReadDir(s.path(versionsDir))
+	ents, err := readStoreDir(s.path(versionsDir))
 	if err != nil {
 		return nil, fmt.Errorf("listing versions: %w", err)
 	}
@@ -428,7 +428,7 @@ func sortVersions(vs []VersionInfo) {
 }
 
 func (s *Store) readHeader(id string) (*format.Header, error) {
-	f, err := os.Open(s.path(versionsDir, id+manifestExt))
+	f, err := openStoreFile(s.path(versionsDir, id+manifestExt))
 	if err != nil {
 		return nil, err
 	}
@@ -448,7 +448,7 @@ func (s *Store) manifest(id string) (*format.Manifest, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("version %q: %w", id, ErrNotFound)
 	}
-	data, err := os.ReadFile(s.path(versionsDir, id+manifestExt))
+	data, err := readStoreFile(s.path(versionsDir, id+manifestExt))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("version %s: %w", id, ErrNotFound)
 	}
@@ -519,7 +519,7 @@ func (s *Store) MarkVerified(id string, v Verification) error {
 }
 
 func (s *Store) readVerification(id string) (*Verification, error) {
-	data, err := os.ReadFile(s.path(verifiedDir, id))
+	data, err := readStoreFile(s.path(verifiedDir, id))
 	if err != nil {
 		return nil, err
 	}
@@ -558,7 +558,7 @@ func (s *Store) OpenScratch(name string) (*os.File, error) {
 	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") || strings.Contains(name, tmpMarker) {
 		return nil, fmt.Errorf("scratch file name %q is not allowed", name)
 	}
-	f, err := os.OpenFile(s.path(tmpDir, name), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openLockFile(s.path(tmpDir, name), os.O_RDWR)
 	if err != nil {
 		return nil, fmt.Errorf("store scratch file: %w", err)
 	}

@@ -374,9 +374,11 @@ func (w *VersionWriter) addOne(t walked) error {
 }
 
 func (w *VersionWriter) readFile(t walked, e *format.Entry) error {
-	f, err := os.OpenFile(t.src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
+	// O_NONBLOCK: a file swapped for a FIFO since the walk must not hang
+	// the backup in open(2); the fstat below then skips it.
+	f, err := os.OpenFile(t.src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, syscall.EPERM) {
-		f, err = os.OpenFile(t.src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		f, err = os.OpenFile(t.src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		e.Type = "" // vanished since the walk
