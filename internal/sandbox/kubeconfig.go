@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	clientcmdv1 "k8s.io/client-go/tools/clientcmd/api/v1"
@@ -74,21 +75,42 @@ func (r *Root) writeKubeconfig(file, server, user string, auth clientcmdv1.AuthI
 	return r.writeFile(KubernetesDir+"/"+file, data, 0o600)
 }
 
+// criSocket is kubeadm's default CRI socket (constants.DefaultCRISocket).
+const criSocket = "unix:///var/run/containerd/containerd.sock"
+
 // writeKubelet writes what kubeadm and the kubelet leave in /var/lib/kubelet:
-// config.yaml, kubeadm-flags.env, the self-signed serving pair and the
-// rotated client cert behind the kubelet-client-current.pem symlink. The
-// kubelet writes that symlink with an absolute target; here it is relative
-// so that, as on a host, it resolves (an absolute one would point out of
-// the sandbox and dangle).
+// config.yaml, kubeadm-flags.env, from 1.34 instance-config.yaml, the
+// self-signed serving pair and the rotated client cert behind the
+// kubelet-client-current.pem symlink. The kubelet writes that symlink with
+// an absolute target; here it is relative so that, as on a host, it
+// resolves (an absolute one would point out of the sandbox and dangle).
+//
+// From 1.34 kubeadm's NodeLocalCRISocket gate is on by default
+// (cmd/kubeadm/app/phases/kubelet): the CRI socket leaves kubeadm-flags.env
+// and the node annotation for instance-config.yaml, which kubeadm also
+// patches into config.yaml, and which `kubeadm upgrade` reads back.
 func (r *Root) writeKubelet() error {
-	if err := r.writeFile(KubeletDir+"/config.yaml", []byte(kubeletConfig), 0o644); err != nil {
+	config := kubeletConfig
+	var args []string
+	if r.minor() >= 34 {
+		config = strings.Replace(config, "containerRuntimeEndpoint: \"\"\n", "containerRuntimeEndpoint: "+criSocket+"\n", 1)
+		// WriteInstanceConfigToDisk: one %q-quoted line, 0644.
+		instance := fmt.Sprintf("containerRuntimeEndpoint: %q\n", criSocket)
+		if err := r.writeFile(KubeletDir+"/instance-config.yaml", []byte(instance), 0o644); err != nil {
+			return err
+		}
+	} else {
+		if r.minor() < 27 {
+			args = append(args, "--container-runtime=remote")
+		}
+		args = append(args, "--container-runtime-endpoint="+criSocket)
+	}
+	args = append(args, "--pod-infra-container-image=registry.k8s.io/pause:"+pauseImageTag[r.minor()])
+	if err := r.writeFile(KubeletDir+"/config.yaml", []byte(config), 0o644); err != nil {
 		return err
 	}
-	args := "--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:" + pauseImageTag[r.minor()]
-	if r.minor() < 27 {
-		args = "--container-runtime=remote " + args
-	}
-	if err := r.writeFile(KubeletDir+"/kubeadm-flags.env", []byte("KUBELET_KUBEADM_ARGS=\""+args+"\"\n"), 0o644); err != nil {
+	flags := fmt.Sprintf("KUBELET_KUBEADM_ARGS=%q\n", strings.Join(args, " "))
+	if err := r.writeFile(KubeletDir+"/kubeadm-flags.env", []byte(flags), 0o644); err != nil {
 		return err
 	}
 

@@ -373,9 +373,62 @@ func TestVersionDifferences(t *testing.T) {
 	if err != nil || !strings.Contains(string(flags), "--container-runtime=remote") || !strings.Contains(string(flags), "pause:3.8") {
 		t.Errorf("v1.25 kubeadm-flags.env: %s %v", flags, err)
 	}
-	c34 := readPod(t, build(t, Options{KubernetesVersion: "v1.34.0"}), "etcd").Spec.Containers[0]
+	r34 := build(t, Options{KubernetesVersion: "v1.34.0"})
+	c34 := readPod(t, r34, "etcd").Spec.Containers[0]
 	if c34.Image != "registry.k8s.io/etcd:3.6.4-0" || !slices.Contains(c34.Command, "--feature-gates=InitialCorruptCheck=true") {
 		t.Errorf("v1.34 etcd: %s %v", c34.Image, c34.Command)
+	}
+}
+
+// TestCRISocketMovesIn134: kubeadm 1.34 (NodeLocalCRISocket on by default)
+// writes the CRI socket to instance-config.yaml, and patches it into
+// config.yaml, instead of passing --container-runtime-endpoint in
+// kubeadm-flags.env; earlier releases do the opposite.
+func TestCRISocketMovesIn134(t *testing.T) {
+	const sock = "unix:///var/run/containerd/containerd.sock"
+	for _, tc := range []struct {
+		version  string
+		instance bool
+	}{{"v1.31.1", false}, {"v1.33.5", false}, {"v1.34.0", true}} {
+		r := build(t, Options{KubernetesVersion: tc.version})
+		flags, err := os.ReadFile(r.Path(KubeletDir + "/kubeadm-flags.env"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		config, err := os.ReadFile(r.Path(KubeletDir + "/config.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kc struct {
+			ContainerRuntimeEndpoint string `json:"containerRuntimeEndpoint"`
+		}
+		if err := yaml.Unmarshal(config, &kc); err != nil {
+			t.Fatal(err)
+		}
+		instance, err := os.ReadFile(r.Path(KubeletDir + "/instance-config.yaml"))
+		if !tc.instance {
+			if err == nil {
+				t.Errorf("%s: instance-config.yaml exists; kubeadm writes it from 1.34", tc.version)
+			}
+			if !strings.Contains(string(flags), "--container-runtime-endpoint="+sock) || kc.ContainerRuntimeEndpoint != "" {
+				t.Errorf("%s: the socket belongs in kubeadm-flags.env: %s; config.yaml has %q", tc.version, flags, kc.ContainerRuntimeEndpoint)
+			}
+			continue
+		}
+		if err != nil || string(instance) != `containerRuntimeEndpoint: "`+sock+`"`+"\n" {
+			t.Errorf("%s: instance-config.yaml %q, %v", tc.version, instance, err)
+		}
+		if st, err := os.Stat(r.Path(KubeletDir + "/instance-config.yaml")); err != nil {
+			t.Errorf("%s: %v", tc.version, err)
+		} else if st.Mode() != 0o644 {
+			t.Errorf("%s: instance-config.yaml mode %v, want 0644", tc.version, st.Mode())
+		}
+		if strings.Contains(string(flags), "container-runtime-endpoint") || string(flags) != `KUBELET_KUBEADM_ARGS="--pod-infra-container-image=registry.k8s.io/pause:3.10.1"`+"\n" {
+			t.Errorf("%s: kubeadm-flags.env %q", tc.version, flags)
+		}
+		if kc.ContainerRuntimeEndpoint != sock {
+			t.Errorf("%s: config.yaml containerRuntimeEndpoint %q, want the instance config's %s", tc.version, kc.ContainerRuntimeEndpoint, sock)
+		}
 	}
 }
 
