@@ -1,8 +1,3 @@
-// Package layout works out what to back up on a kubeadm control-plane node
-// from its static-pod manifests: every hostPath the control plane mounts,
-// the files a rebuild needs that no manifest names, and how to reach etcd.
-// It only reads below a root directory, so it runs the same on a host
-// (root "/") and on a sandbox tree.
 package layout
 
 import (
@@ -12,7 +7,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -31,7 +25,7 @@ const (
 	RoleKubelet    Role = "kubelet"
 )
 
-// Kinds of path, from lstat under the root.
+// Kinds of path: what lstat says of the path, or of its Target.
 const (
 	KindFile    = "file"
 	KindDir     = "dir"
@@ -60,19 +54,37 @@ type Set struct {
 	Excluded []Excluded `json:"excluded"`
 	// Missing are paths discovery found but the root does not hold; each
 	// also has a warning.
-	Missing  []Path   `json:"missing"`
-	Etcd     Etcd     `json:"etcd"`
+	Missing []Path `json:"missing"`
+	Etcd    Etcd   `json:"etcd"`
+	// Warnings are everything an operator should read, Problems included.
 	Warnings []string `json:"warnings"`
+	// Problems are what makes a backup of this set degraded: something
+	// could not be discovered (a manifest that does not parse, is too big
+	// or cannot be read) or was left out (hostPath /, a kernel filesystem,
+	// a path that cannot be looked up). Each is a sentence for people and
+	// is also in Warnings. Empty, never null, when the set is whole.
+	Problems []string `json:"problems"`
 }
 
 // Path is one path to back up, as a host path.
+//
+// When Path goes through a symlink (itself or any parent), Target is the
+// host path the chain resolves to, resolved inside the root (see Resolve),
+// and Kind and Size are the target's: the kubelet follows links when it
+// mounts a hostPath, so what the pods see is the target. Consumers must
+// read the content from Target when it is set, store it under Path, and
+// record the link itself too; symlinks below the target stay links. A
+// link that leads nowhere (dangling, a loop) has Kind "symlink" and no
+// Target: only the link is there to keep.
 type Path struct {
 	Path    string   `json:"path"`
 	Kind    string   `json:"kind"`
 	Role    Role     `json:"role"`
 	Sources []Source `json:"sources"`
+	Target  string   `json:"target,omitempty"`
 	// Size is the byte count of the file, or of the regular files below a
-	// directory (symlinks not followed, Exclude subtrees left out).
+	// directory (symlinks not followed, Exclude subtrees left out), read
+	// at Target when it is set.
 	Size int64 `json:"size"`
 	// Exclude lists paths below this one that a walk must leave out.
 	Exclude []string `json:"exclude,omitempty"`
@@ -187,25 +199,30 @@ func cleanHostPath(p string) (string, error) {
 }
 
 // Discover reads root's static-pod manifests and returns the backup set.
-// A missing manifests dir or a manifest that cannot be trusted is an error;
-// paths that do not exist under root are warnings.
+// A missing manifests dir is an error; a manifest that cannot be read or
+// trusted, and paths left out, are Problems; paths that do not exist under
+// root are warnings.
 func Discover(root string, opts Options) (*Set, error) {
 	d := &discovery{root: root, entries: map[string]*entry{}}
 	dir, err := Join(root, ManifestsDir)
 	if err != nil {
 		return nil, err
 	}
-	st, err := os.Stat(dir)
+	dirTarget, err := Resolve(root, ManifestsDir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("layout: no static pod manifests dir %s: is root %q a kubeadm control-plane node?", dir, root)
 		}
+		return nil, fmt.Errorf("layout: %s: %w", dir, err)
+	}
+	st, err := os.Stat(filepath.Join(root, filepath.FromSlash(dirTarget)))
+	if err != nil {
 		return nil, fmt.Errorf("layout: %w", err)
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("layout: %s is not a directory", dir)
 	}
-	pods, err := d.readManifests(dir)
+	pods, err := d.readManifests(dirTarget)
 	if err != nil {
 		return nil, err
 	}
@@ -247,10 +264,20 @@ type discovery struct {
 	entries  map[string]*entry
 	etcd     Etcd
 	warnings []string
+	problems []string
+	unparsed []string // manifests skipped as unreadable or invalid
 }
 
 func (d *discovery) warnf(format string, args ...any) {
 	d.warnings = append(d.warnings, fmt.Sprintf(format, args...))
+}
+
+// problemf records a problem: the backup of this set is degraded. It is a
+// warning too.
+func (d *discovery) problemf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	d.problems = append(d.problems, msg)
+	d.warnings = append(d.warnings, msg)
 }
 
 func (d *discovery) add(p string, role Role, src Source, fileType bool) {
@@ -277,39 +304,6 @@ var roleRank = map[Role]int{
 	RolePKI: 4, RoleKubeconfig: 5, RoleKubelet: 6, RoleExtra: 7,
 }
 
-// rebuildPaths are what a `kubeadm init` rebuild needs that no manifest
-// mounts. Kubeconfigs count only when present: super-admin.conf exists from
-// kubeadm 1.29 on.
-var rebuildPaths = []struct {
-	path     string
-	role     Role
-	optional bool
-	file     bool
-	note     string
-}{
-	{"/etc/kubernetes/pki", RolePKI, false, false, "cluster CAs and service-account keys"},
-	{"/etc/kubernetes/admin.conf", RoleKubeconfig, true, true, "admin kubeconfig"},
-	{"/etc/kubernetes/super-admin.conf", RoleKubeconfig, true, true, "break-glass kubeconfig (kubeadm 1.29+)"},
-	{"/etc/kubernetes/kubelet.conf", RoleKubeconfig, true, true, "kubelet kubeconfig; `kubeadm certs renew` does not renew it"},
-	{"/etc/kubernetes/controller-manager.conf", RoleKubeconfig, true, true, "controller-manager kubeconfig"},
-	{"/etc/kubernetes/scheduler.conf", RoleKubeconfig, true, true, "scheduler kubeconfig"},
-	{ManifestsDir, RoleManifests, false, false, "static pod manifests, restored last"},
-	{"/var/lib/kubelet/config.yaml", RoleKubelet, false, true, "kubelet configuration"},
-	{"/var/lib/kubelet/kubeadm-flags.env", RoleKubelet, false, true, "kubelet flags kubeadm wrote"},
-	{"/var/lib/kubelet/pki", RoleKubelet, false, false, "kubelet client and serving certs"},
-}
-
-func (d *discovery) addRebuildPaths() {
-	for _, rp := range rebuildPaths {
-		if rp.optional {
-			if _, err := os.Lstat(filepath.Join(d.root, rp.path)); err != nil {
-				continue
-			}
-		}
-		d.add(rp.path, rp.role, Source{From: FromKubeadm, Note: rp.note}, rp.file)
-	}
-}
-
 func (d *discovery) addExtra(extra []string) error {
 	ps, err := cleanAll(extra, "extra")
 	if err != nil {
@@ -319,172 +313,6 @@ func (d *discovery) addExtra(extra []string) error {
 		d.add(p, RoleExtra, Source{From: FromExtra, Note: "paths.extra"}, false)
 	}
 	return nil
-}
-
-// finish stats every path, applies excludes, removes nested paths and
-// returns the set in path order.
-func (d *discovery) finish(excludes []string) (*Set, error) {
-	s := &Set{Paths: []Path{}, Skipped: []Skipped{}, Excluded: []Excluded{}, Missing: []Path{}, Etcd: d.etcd}
-	keys := make([]string, 0, len(d.entries))
-	for k := range d.entries {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-
-	used := map[string]bool{}
-	var live []*entry
-	for _, k := range keys {
-		e := d.entries[k]
-		if ex := matchExclude(k, excludes); ex != "" {
-			used[ex] = true
-			s.Excluded = append(s.Excluded, Excluded{Path: k, Exclude: ex})
-			continue
-		}
-		live = append(live, e)
-	}
-
-	kinds := map[string]string{}
-	var present []*entry
-	for _, e := range live {
-		kind, err := d.kind(e.path)
-		if err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("layout: %w", err)
-			}
-			k := KindDir
-			if e.fileType {
-				k = KindFile
-			}
-			s.Missing = append(s.Missing, Path{Path: e.path, Kind: k, Role: e.role, Sources: e.sources})
-			d.warnf("%s (%s, from %s) does not exist under the root; nothing to back up there", e.path, e.role, describeSources(e.sources))
-			continue
-		}
-		kinds[e.path] = kind
-		present = append(present, e)
-	}
-
-	// Sorted order puts every ancestor before its descendants, so the
-	// first kept ancestor found is the outermost one.
-	var kept []*entry
-	for _, e := range present {
-		var cover *entry
-		for _, k := range kept {
-			if k.path != e.path && within(e.path, k.path) && kinds[k.path] == KindDir {
-				cover = k
-				break
-			}
-		}
-		// etcd's data dir is snapshotted, not copied: it stays its own
-		// entry so nothing copies the live bbolt file as part of a parent.
-		if cover != nil && e.role != RoleEtcdData {
-			s.Skipped = append(s.Skipped, Skipped{Path: e.path, CoveredBy: cover.path, Sources: e.sources})
-			continue
-		}
-		if cover != nil {
-			d.warnf("etcd data dir %s is inside %s (%s): a walk of %s must leave it out; etcd is backed up by snapshot",
-				e.path, cover.path, cover.role, cover.path)
-		}
-		kept = append(kept, e)
-	}
-
-	for _, e := range kept {
-		p := Path{Path: e.path, Kind: kinds[e.path], Role: e.role, Sources: e.sources}
-		for _, ex := range excludes {
-			if ex != e.path && within(ex, e.path) {
-				used[ex] = true
-				p.Exclude = append(p.Exclude, ex)
-			}
-		}
-		for _, o := range kept {
-			if o != e && o.role == RoleEtcdData && within(o.path, e.path) {
-				p.Exclude = append(p.Exclude, o.path)
-			}
-		}
-		size, err := d.size(p)
-		if err != nil {
-			return nil, fmt.Errorf("layout: %w", err)
-		}
-		p.Size = size
-		s.Paths = append(s.Paths, p)
-	}
-	for _, ex := range excludes {
-		if !used[ex] {
-			d.warnf("exclude %s matches nothing in the backup set", ex)
-		}
-	}
-	s.Warnings = append([]string{}, d.warnings...)
-	return s, nil
-}
-
-func matchExclude(p string, excludes []string) string {
-	for _, ex := range excludes {
-		if within(p, ex) {
-			return ex
-		}
-	}
-	return ""
-}
-
-func (d *discovery) kind(hostPath string) (string, error) {
-	st, err := os.Lstat(filepath.Join(d.root, hostPath))
-	if err != nil {
-		return "", err
-	}
-	switch m := st.Mode(); {
-	case m.IsDir():
-		return KindDir, nil
-	case m.IsRegular():
-		return KindFile, nil
-	case m&fs.ModeSymlink != 0:
-		return KindSymlink, nil
-	}
-	return KindOther, nil
-}
-
-// size adds up regular files without following symlinks, so a link out of
-// a directory is neither counted nor walked.
-func (d *discovery) size(p Path) (int64, error) {
-	full := filepath.Join(d.root, p.Path)
-	if p.Kind != KindDir {
-		if p.Kind != KindFile {
-			return 0, nil
-		}
-		st, err := os.Lstat(full)
-		if err != nil {
-			return 0, err
-		}
-		return st.Size(), nil
-	}
-	var total int64
-	err := filepath.WalkDir(full, func(fp string, de fs.DirEntry, err error) error {
-		if err != nil {
-			// An unreadable subdir is the backup's problem to report;
-			// the size is an estimate.
-			if de != nil && de.IsDir() && fp != full {
-				return fs.SkipDir
-			}
-			return err
-		}
-		rel, _ := filepath.Rel(d.root, fp)
-		host := "/" + filepath.ToSlash(rel)
-		for _, ex := range p.Exclude {
-			if within(host, ex) {
-				if de.IsDir() {
-					return fs.SkipDir
-				}
-				return nil
-			}
-		}
-		if de.Type().IsRegular() {
-			info, err := de.Info()
-			if err != nil {
-				return nil
-			}
-			total += info.Size()
-		}
-		return nil
-	})
-	return total, err
 }
 
 func describeSources(srcs []Source) string {

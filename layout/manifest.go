@@ -17,17 +17,17 @@ import (
 
 // ManifestError is a static pod manifest kubekeep cannot trust, positioned
 // so an operator can open the file at the line.
+// Error always reads "file:line: msg".
 type ManifestError struct {
 	File string
-	Line int // 0 when the YAML library gave none
+	// Line is where the problem is; 1 when it concerns the whole file
+	// (empty, not a valid Pod as a whole) or the decoder gave no position.
+	Line int
 	Msg  string
 }
 
 func (e *ManifestError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
-	}
-	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	return fmt.Sprintf("%s:%d: %s", e.File, max(e.Line, 1), e.Msg)
 }
 
 // maxNodes bounds the YAML→JSON conversion: aliases can make a small file
@@ -42,7 +42,7 @@ var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): `)
 // path without "..": those paths are later read below the root.
 func ParseManifest(file string, data []byte) (*corev1.Pod, error) {
 	fail := func(line int, format string, args ...any) error {
-		return &ManifestError{File: file, Line: line, Msg: fmt.Sprintf(format, args...)}
+		return &ManifestError{File: file, Line: max(line, 1), Msg: fmt.Sprintf(format, args...)}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
@@ -73,7 +73,7 @@ func ParseManifest(file string, data []byte) (*corev1.Pod, error) {
 	if err != nil {
 		var me *ManifestError
 		if errors.As(err, &me) {
-			me.File = file
+			me.File, me.Line = file, max(me.Line, 1)
 		}
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func yamlError(file string, err error) error {
 		line, _ := strconv.Atoi(m[1])
 		return &ManifestError{File: file, Line: line, Msg: "not valid YAML: " + msg[len(m[0]):]}
 	}
-	return &ManifestError{File: file, Msg: "not valid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+	return &ManifestError{File: file, Line: 1, Msg: "not valid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
 }
 
 func nodeKind(n *yaml.Node) string {

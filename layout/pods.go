@@ -24,8 +24,17 @@ type staticPod struct {
 // "kube-apiserver.yaml.bak" there runs as a second apiserver.
 var manifestExts = map[string]bool{".yaml": true, ".yml": true, ".json": true}
 
-func (d *discovery) readManifests(dir string) ([]staticPod, error) {
-	ents, err := os.ReadDir(dir)
+// MaxManifestSize bounds a static pod manifest: kubeadm's are a few KiB, and
+// a larger file is refused (a Problem) before it is read whole.
+const MaxManifestSize = 1 << 20
+
+// readManifests parses the manifests in the manifests dir (dirTarget is
+// where it resolves). A manifest that cannot be read or parsed is skipped
+// with a problem naming file:line; the file itself is still backed up with
+// the dir. A symlinked manifest is followed inside the root, as the kubelet
+// follows it, and the file it leads to joins the set.
+func (d *discovery) readManifests(dirTarget string) ([]staticPod, error) {
+	ents, err := os.ReadDir(filepath.Join(d.root, filepath.FromSlash(dirTarget)))
 	if err != nil {
 		return nil, fmt.Errorf("layout: %w", err)
 	}
@@ -37,26 +46,43 @@ func (d *discovery) readManifests(dir string) ([]staticPod, error) {
 			continue
 		}
 		host := ManifestsDir + "/" + name
-		full := filepath.Join(dir, name)
-		switch {
-		case e.Type()&os.ModeSymlink != 0:
-			d.warnf("%s is a symlink; kubekeep does not follow links out of the manifests dir", host)
-			continue
-		case e.IsDir():
-			continue
-		case !e.Type().IsRegular():
-			continue
-		case !manifestExts[strings.ToLower(filepath.Ext(name))]:
+		linkTarget := ""
+		if e.Type()&os.ModeSymlink != 0 {
+			target, err := Resolve(d.root, host)
+			var st os.FileInfo
+			if err == nil {
+				st, err = os.Stat(filepath.Join(d.root, filepath.FromSlash(target)))
+			}
+			if err != nil {
+				d.warnf("%s is a symlink that leads to no file under the root (%v); the kubelet cannot load it either", host, err)
+				continue
+			}
+			if !st.Mode().IsRegular() {
+				continue
+			}
+			linkTarget = target
+		} else if !e.Type().IsRegular() {
+			continue // the kubelet does not recurse into dirs
+		}
+		if !manifestExts[strings.ToLower(filepath.Ext(name))] {
 			d.warnf("%s is not a .yaml/.yml/.json manifest but the kubelet loads it too; move it out of %s", host, ManifestsDir)
 			continue
 		}
-		data, err := os.ReadFile(full)
+		data, err := d.readBounded(host, MaxManifestSize)
 		if err != nil {
-			return nil, fmt.Errorf("layout: %w", err)
+			d.unparsed = append(d.unparsed, host)
+			d.problemf("%s: cannot read it as a manifest: %v; not parsed, so the hostPaths of its pod are not discovered "+
+				"(the file is backed up with %s)", host, err, ManifestsDir)
+			continue
 		}
-		pod, err := ParseManifest(full, data)
+		pod, err := ParseManifest(host, data)
 		if err != nil {
-			return nil, err
+			d.unparsed = append(d.unparsed, host)
+			d.problemf("%v; skipped, so the hostPaths of its pod are not discovered (the file is backed up with %s)", err, ManifestsDir)
+			continue
+		}
+		if linkTarget != "" && !within(linkTarget, dirTarget) {
+			d.add(linkTarget, RoleManifests, Source{From: FromKubeadm, Note: "the static pod manifest " + host + " links to"}, true)
 		}
 		if prev, dup := seen[pod.Name]; dup {
 			d.warnf("%s and %s both define pod %q; the kubelet runs only one of them", prev, host, pod.Name)
@@ -233,6 +259,10 @@ func (d *discovery) findEtcd(pods []staticPod) Etcd {
 		apiKey = d.hostFile(apiPod, c, apiFlags, "etcd-keyfile")
 	}
 
+	if etcdPod == nil && len(d.unparsed) > 0 {
+		d.warnf("no etcd manifest parsed; etcd may be the pod of %s, which could not be parsed, so it is taken as external",
+			strings.Join(d.unparsed, ", "))
+	}
 	if etcdPod == nil {
 		if apiPod == nil {
 			d.warnf("no etcd or kube-apiserver manifest in %s: etcd cannot be located", ManifestsDir)
@@ -299,8 +329,14 @@ func (d *discovery) hostFile(sp *staticPod, c corev1.Container, flags map[string
 	return host
 }
 
+// exists reports whether hostPath leads to something under the root, its
+// symlinks followed inside the root.
 func (d *discovery) exists(hostPath string) bool {
-	_, err := os.Stat(filepath.Join(d.root, hostPath))
+	target, err := Resolve(d.root, hostPath)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(filepath.Join(d.root, filepath.FromSlash(target)))
 	return err == nil
 }
 
