@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -28,16 +29,26 @@ the manifests themselves), paths.extra, minus paths.exclude; nested paths are
 folded into the directory that holds them. Also shows how kubekeep reaches
 etcd (endpoints, CA, client cert, data dir, member name).
 
-Nothing is written. Warnings (missing paths, flags naming files on no
-volume, stray files in the manifests dir) are printed but do not fail.
+A path that goes through a symlink is shown as what the pods see, its
+kind and size those of the target ("dir -> /data/pki"); the link is kept
+too. Nothing is written; plan fails only without a manifests dir:
+
+  Problems make every backup of this set degraded: a manifest that does
+  not parse (file:line), is over 1 MiB or cannot be read, skipped while the
+  rest is discovered; hostPath /, /proc, /sys, /dev or another kernel
+  filesystem, left out (list it in paths.exclude to acknowledge it).
+  Warnings are the rest: missing paths, dangling links, /run paths left
+  out, flags naming files on no volume, stray files in the manifests dir.
 
 With -o json the output is a stable contract for scripts, host paths as on
 the host (no --root prefix):
-  {"paths":[{"path","kind","role","sources":[...],"size","exclude"}],
+  {"paths":[{"path","kind","role","sources":[...],"target","size","exclude"}],
    "skipped":[{"path","coveredBy"}], "excluded":[{"path","exclude"}],
    "missing":[...], "etcd":{"external","endpoints","caFile","certFile",
    "keyFile","dataDir","name","initialCluster","peerURLs","image","manifest"},
-   "warnings":[...]}
+   "warnings":[...], "problems":[...]}
+"target" is set when the path goes through a symlink; every problem is
+also in "warnings".
 Roles: etcd-data, pki, kubeconfig, ca-bundle, plugin-dir, extra, manifests,
 kubelet. etcd settings in the config file replace what was discovered.`,
 		Example: `  kubekeep plan
@@ -106,7 +117,11 @@ func planTable(w io.Writer, s *layout.Set) error {
 		if p.Role == layout.RoleEtcdData {
 			reason += "; backed up by etcd snapshot, never copied live"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", path, p.Kind, p.Role, humanBytes(p.Size), reason)
+		kind := p.Kind
+		if p.Target != "" {
+			kind += " -> " + p.Target
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", path, kind, p.Role, humanBytes(p.Size), reason)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -157,9 +172,22 @@ func planTable(w io.Writer, s *layout.Set) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(s.Warnings) > 0 {
+	if len(s.Problems) > 0 {
+		fmt.Fprintln(w, "\nProblems (every backup of this set is degraded):")
+		for _, msg := range s.Problems {
+			fmt.Fprintf(w, "  - %s\n", msg)
+		}
+	}
+	// Problems are warnings too; each is printed once.
+	var rest []string
+	for _, msg := range s.Warnings {
+		if !slices.Contains(s.Problems, msg) {
+			rest = append(rest, msg)
+		}
+	}
+	if len(rest) > 0 {
 		fmt.Fprintln(w, "\nWarnings:")
-		for _, msg := range s.Warnings {
+		for _, msg := range rest {
 			fmt.Fprintf(w, "  - %s\n", msg)
 		}
 	}

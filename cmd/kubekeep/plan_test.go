@@ -139,3 +139,75 @@ func TestPlanEtcdOverrideAndErrors(t *testing.T) {
 		t.Errorf("-o xml: %v", err)
 	}
 }
+
+// TestPlanSymlinkAndProblems: the pki dir a symlink to a directory
+// elsewhere shows as that directory with its real size (it showed
+// "symlink 0B"); a manifest that does not parse is a problem naming
+// file:line and plan still succeeds with the rest of the node (it failed).
+func TestPlanSymlinkAndProblems(t *testing.T) {
+	r, err := sandbox.Build(t.TempDir(), sandbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkiSize int64
+	err = filepath.WalkDir(r.Path("/etc/kubernetes/pki"), func(_ string, de os.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() {
+			fi, _ := de.Info()
+			pkiSize += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(r.Path("/data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(r.Path("/etc/kubernetes/pki"), r.Path("/data/pki")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/data/pki", r.Path("/etc/kubernetes/pki")); err != nil {
+		t.Fatal(err)
+	}
+	bad := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n  containers: oops\n" // line 6 is wrong
+	if err := os.WriteFile(r.Path(layout.ManifestsDir+"/broken.yaml"), []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := runPlanCLI(t, "plan", "--root", r.Dir, "-o", "json")
+	if err != nil {
+		t.Fatalf("plan failed on one bad manifest: %v", err)
+	}
+	var set layout.Set
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&set); err != nil {
+		t.Fatal(err)
+	}
+	pki, _ := set.Lookup("/etc/kubernetes/pki")
+	if pki.Kind != layout.KindDir || pki.Target != "/data/pki" || pki.Size != pkiSize {
+		t.Errorf("pki %+v; want dir -> /data/pki, %d bytes", pki, pkiSize)
+	}
+	if len(set.Problems) != 1 || !strings.HasPrefix(set.Problems[0], layout.ManifestsDir+"/broken.yaml:6: ") {
+		t.Errorf("problems %q", set.Problems)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &raw); err != nil || raw["problems"] == nil {
+		t.Errorf("JSON lacks \"problems\": %v", err)
+	}
+	if _, ok := set.Lookup("/var/lib/etcd"); !ok || set.Etcd.Name != r.Opts.NodeName {
+		t.Errorf("the rest of the node: %v %+v", set.HostPaths(), set.Etcd)
+	}
+
+	tout, err := runPlanCLI(t, "plan", "--root", r.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tout, "dir -> /data/pki") || !strings.Contains(tout, humanBytes(pkiSize)) ||
+		!strings.Contains(tout, "Problems (every backup of this set is degraded):\n  - "+layout.ManifestsDir+"/broken.yaml:6: ") {
+		t.Errorf("table:\n%s", tout)
+	}
+	if strings.Count(tout, "broken.yaml:6:") != 1 {
+		t.Errorf("the problem is printed more than once:\n%s", tout)
+	}
+}
