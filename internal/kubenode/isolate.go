@@ -79,9 +79,9 @@ func Isolated() bool { return os.Getenv(childEnv) != "" }
 //
 // Code outside fn in the same test runs twice (in the parent and in the
 // child): keep it out, or guard what must run only outside with
-// `if kubenode.Isolated() { return }` after RunIsolated. Tests that call RunIsolated may run in parallel
-// (t.Parallel before RunIsolated): every child has its own namespaces,
-// ports and files.
+// `if kubenode.Isolated() { return }` after RunIsolated. Tests that call
+// RunIsolated may run in parallel (t.Parallel before RunIsolated): every
+// child has its own namespaces, ports and files.
 func RunIsolated(t *testing.T, fn func(t *testing.T)) {
 	t.Helper()
 	if name := os.Getenv(childEnv); name != "" {

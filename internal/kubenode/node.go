@@ -47,8 +47,10 @@ const (
 
 // Options chooses the node Init makes. Zero values take the defaults.
 type Options struct {
-	NodeName          string // default Hostname (cp1)
-	AdvertiseAddress  string // default Address (10.127.0.1)
+	NodeName string // default Hostname (cp1)
+	// AdvertiseAddress defaults to Address (10.127.0.1); another one must
+	// be on lo first (AddAddress).
+	AdvertiseAddress  string
 	KubernetesVersion string // default KubernetesVersion (v1.34.4)
 	// ControlPlaneEndpoint, if set, goes into the ClusterConfiguration
 	// (e.g. "10.127.0.1:6443"); empty, kubeconfigs name the advertise
