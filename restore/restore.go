@@ -263,6 +263,9 @@ func (r *runner) resumeCommand(rest []string) string {
 	if r.opts.Revision > 0 {
 		fmt.Fprintf(&b, " --revision %d", r.opts.Revision)
 	}
+	if r.opts.APIServer != "" {
+		b.WriteString(" --apiserver " + r.opts.APIServer)
+	}
 	for _, p := range rest {
 		b.WriteString(" --phase ")
 		b.WriteString(p)
