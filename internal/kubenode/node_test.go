@@ -305,8 +305,14 @@ func TestNode(t *testing.T) {
 		if len(changed) > 0 {
 			t.Errorf("kubeadm init --dry-run changed files outside /etc/kubernetes/tmp:\n%s", strings.Join(changed, "\n"))
 		}
-		t.Logf("kubeadm init --dry-run without KUBEADM_INIT_DRYRUN_DIR left %d entries under /etc/kubernetes/tmp, e.g. %v",
-			len(dryRunDirs), dryRunDirs[:min(len(dryRunDirs), 3)])
+		var tmpList []string
+		for _, k := range dryRunDirs {
+			tmpList = append(tmpList, k+" "+strings.Fields(after[k])[0])
+		}
+		t.Logf("kubeadm init --dry-run without KUBEADM_INIT_DRYRUN_DIR left under /etc/kubernetes/tmp:\n%s", strings.Join(tmpList, "\n"))
+		// What a restore could take the kubelet's config from.
+		kc := n.Kubectl(t, "get", "configmap", "-n", "kube-system", "kubelet-config", "-o", "jsonpath={.data.kubelet}")
+		t.Logf("kube-system/kubelet-config carries maxPods: 42: %v", strings.Contains(kc, "maxPods: 42"))
 		if err := n.WaitReady(ctx); err != nil {
 			t.Errorf("control plane after the dry runs: %v", err)
 		}
