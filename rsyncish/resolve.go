@@ -186,9 +186,30 @@ func (w *VersionWriter) Lacks(ref string, exclude []string) (*Loss, error) {
 	if w.done {
 		return nil, errors.New("version already committed or aborted")
 	}
-	m, err := w.s.manifest(ref)
-	if err != nil {
-		return nil, err
+	// The parent's files are in memory already (the common case: the
+	// reference is the previous version); another version's manifest is
+	// read.
+	var refPaths, refFiles []string
+	if ref != "" && ref == w.parent {
+		h, err := w.s.readHeader(ref)
+		if err != nil {
+			return nil, fmt.Errorf("version %s: %w", ref, err)
+		}
+		refPaths = h.Paths
+		for p := range w.prevFiles {
+			refFiles = append(refFiles, p)
+		}
+	} else {
+		m, err := w.s.manifest(ref)
+		if err != nil {
+			return nil, err
+		}
+		refPaths = m.Header.Paths
+		for _, e := range m.Entries {
+			if e.Type == format.TypeFile {
+				refFiles = append(refFiles, e.Path)
+			}
+		}
 	}
 	have := make(map[string]bool, len(w.entries))
 	for _, e := range w.entries {
@@ -197,24 +218,24 @@ func (w *VersionWriter) Lacks(ref string, exclude []string) (*Loss, error) {
 		}
 	}
 	loss := &Loss{Ref: ref}
-	byPath := make([]PathLoss, len(m.Header.Paths))
-	for i, p := range m.Header.Paths {
+	byPath := make([]PathLoss, len(refPaths))
+	for i, p := range refPaths {
 		byPath[i].Path = p
 	}
-	for _, e := range m.Entries {
-		if e.Type != format.TypeFile || excluded(e.Path, exclude) {
+	for _, f := range refFiles {
+		if excluded(f, exclude) {
 			continue
 		}
 		loss.Files++
-		gone := !have[e.Path]
+		gone := !have[f]
 		if gone {
-			loss.Missing = append(loss.Missing, e.Path)
+			loss.Missing = append(loss.Missing, f)
 		}
 		// The longest top-level path holding the file (they do not nest
 		// in a version AddTree wrote, but an older one may).
 		best := -1
-		for i, p := range m.Header.Paths {
-			if within(e.Path, p) && (best < 0 || len(p) > len(m.Header.Paths[best])) {
+		for i, p := range refPaths {
+			if within(f, p) && (best < 0 || len(p) > len(refPaths[best])) {
 				best = i
 			}
 		}

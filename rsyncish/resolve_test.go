@@ -111,25 +111,29 @@ func TestLacksNamesLostFiles(t *testing.T) {
 	}
 	unlock := lockTest(t, s)
 	defer unlock()
-	w, err := s.NewVersion(t.Context(), WriteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Abort()
-	if err := w.AddTree(root, paths, nil); err != nil {
-		t.Fatal(err)
-	}
-	loss, err := w.Lacks(ref.ID, []string{"/var/lib/kubelet"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := &Loss{Ref: ref.ID, Files: 6, Missing: []string{"/etc/kubernetes/admin.conf", "/etc/kubernetes/manifests/etcd.yaml",
-		"/etc/kubernetes/manifests/kube-apiserver.yaml", "/etc/kubernetes/pki/ca.key"},
-		Paths: []PathLoss{{"/etc/kubernetes/pki", 3, 1}, {"/etc/kubernetes/manifests", 2, 2}, {"/etc/kubernetes/admin.conf", 1, 1}}}
-	if !reflect.DeepEqual(loss, want) {
-		t.Errorf("Lacks = %+v\nwant   %+v", loss, want)
-	}
-	if _, err := w.Lacks("20990101T000000Z-00000000", nil); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Lacks of a missing version: %v", err)
+	// ref as the writer's parent (its files are in memory) and not (its
+	// manifest is read): the same answer.
+	for _, parent := range []string{"", "none"} {
+		w, err := s.NewVersion(t.Context(), WriteOptions{Parent: parent})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddTree(root, paths, nil); err != nil {
+			t.Fatal(err)
+		}
+		loss, err := w.Lacks(ref.ID, []string{"/var/lib/kubelet"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := &Loss{Ref: ref.ID, Files: 6, Missing: []string{"/etc/kubernetes/admin.conf", "/etc/kubernetes/manifests/etcd.yaml",
+			"/etc/kubernetes/manifests/kube-apiserver.yaml", "/etc/kubernetes/pki/ca.key"},
+			Paths: []PathLoss{{"/etc/kubernetes/pki", 3, 1}, {"/etc/kubernetes/manifests", 2, 2}, {"/etc/kubernetes/admin.conf", 1, 1}}}
+		if !reflect.DeepEqual(loss, want) {
+			t.Errorf("parent %q: Lacks = %+v\nwant   %+v", parent, loss, want)
+		}
+		if _, err := w.Lacks("20990101T000000Z-00000000", nil); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Lacks of a missing version: %v", err)
+		}
+		w.Abort()
 	}
 }
