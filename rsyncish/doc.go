@@ -18,10 +18,24 @@
 // Repair, NewVersion and leftover cleaning do. The journal (etcd watch
 // deltas) is appended without the lock.
 //
+// # Readers
+//
+// OpenStream and OpenFile (until the reader is closed) and RestoreFiles
+// hold a shared flock on readlock; Prune and Repair take it exclusively for
+// everything they remove, after waiting (up to 10 minutes, or their
+// context) for the readers that started before them, and readers that
+// start meanwhile wait for them. So a reader never finds a pack gone that
+// the index it loaded named, which it would have to report as damage
+// (TestReadersVsPrune), and callers need no locking of their own. Backups
+// do not touch readlock: readers never wait for a backup. A store whose
+// readlock cannot be created (a read-only mount) is read without it.
+//
 // # Layout
 //
 //	config.json              store id and format, sealed (blake3 trailer)
-//	lock                     flock target; holds the holder's pid
+//	lock                     flock target of the writer lock; holds the holder's pid
+//	readlock                 flock target: readers share it, Prune and Repair
+//	                         take it exclusively (see Readers)
 //	packs/<rand>.pack        blobs back to back, no header: every byte is
 //	                         covered by some blob's blake3 ID
 //	index/<rand>.idx         the pack's blob list (format.EncodeIndex), sealed

@@ -93,7 +93,9 @@ const repackThreshold = 0.3
 // before the pack; a rewritten pack is durable with its index before the
 // old index goes. A crash leaves only orphans that the next Lock removes,
 // or duplicate blobs that the next prune removes. If any manifest cannot be
-// read, nothing is swept: its references are unknown.
+// read, nothing is swept: its references are unknown. A real run holds the
+// read lock exclusively (waiting for the readers that started before it),
+// so no reader ever finds a pack gone that its index named.
 func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) (*PruneResult, error) {
 	if err := s.holdsLock(); err != nil {
 		return nil, err
@@ -115,6 +117,13 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 		}
 	}
 	if !dryRun {
+		// Readers that started before hold the read lock: wait for them,
+		// and keep new ones out until every removal is done.
+		release, err := s.exclusive(ctx)
+		if err != nil {
+			return res, fmt.Errorf("prune: %w", err)
+		}
+		defer release()
 		for _, v := range res.Remove {
 			if err := ctx.Err(); err != nil {
 				return res, err

@@ -1,9 +1,11 @@
 package rsyncish
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"path/filepath"
+	"sync"
 
 	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
@@ -13,6 +15,7 @@ import (
 type extentReader struct {
 	br    *blobReader
 	own   bool
+	done  func() // releases the read lock
 	exts  format.Extents
 	cur   []byte // rest of the current extent
 	buf   []byte
@@ -58,13 +61,41 @@ func (r *extentReader) Read(p []byte) (int, error) {
 }
 
 func (r *extentReader) Close() error {
+	if r.done != nil {
+		defer r.done()
+		r.done = nil
+	}
 	if r.own {
 		return r.br.Close()
 	}
 	return nil
 }
 
-func (s *Store) openEntry(id string, match func(*format.Entry) bool, what string) (io.ReadCloser, int64, error) {
+// releaser closes c, then releases the read lock, once.
+type releaser struct {
+	c    io.Closer
+	once sync.Once
+	done func()
+}
+
+func (r *releaser) Close() error {
+	err := r.c.Close()
+	r.once.Do(r.done)
+	return err
+}
+
+// openEntry opens one entry of version id under the read lock, which the
+// returned reader holds until it is closed: a prune waits for it.
+func (s *Store) openEntry(id string, match func(*format.Entry) bool, what string) (rc io.ReadCloser, size int64, err error) {
+	release, err := s.readLock(context.Background())
+	if err != nil {
+		return nil, 0, err
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
 	m, err := s.manifest(id)
 	if err != nil {
 		return nil, 0, err
@@ -80,9 +111,9 @@ func (s *Store) openEntry(id string, match func(*format.Entry) bool, what string
 		}
 		br := newBlobReader(s, x)
 		if e.Size >= prefetchMinSize {
-			return newPrefetchReader(br, e.Extents, br), e.Size, nil
+			return newPrefetchReader(br, e.Extents, &releaser{c: br, done: release}), e.Size, nil
 		}
-		return &extentReader{br: br, own: true, exts: e.Extents}, e.Size, nil
+		return &extentReader{br: br, own: true, exts: e.Extents, done: release}, e.Size, nil
 	}
 	return nil, 0, fmt.Errorf("version %s has no %s: %w", id, what, ErrNotFound)
 }

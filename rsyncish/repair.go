@@ -74,12 +74,18 @@ type DamagedVersion struct {
 // with its index, so no index refers to data the store cannot produce and
 // the next backup stores what was lost again. It then lists the versions
 // that still lack data and drops their verification marks. The caller
-// holds the lock. Like every writer, it is crash-safe: a new pack and its
-// index are durable before the old index goes.
+// holds the lock; Repair holds the read lock exclusively, as Prune does.
+// Like every writer, it is crash-safe: a new pack and its index are durable
+// before the old index goes.
 func (s *Store) Repair(ctx context.Context, opts RepairOptions) (*RepairResult, error) {
 	if err := s.holdsLock(); err != nil {
 		return nil, err
 	}
+	release, err := s.exclusive(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("repair: %w", err)
+	}
+	defer release()
 	res := &RepairResult{Packs: []PackRepair{}, Damaged: []DamagedVersion{}}
 	damage, _, err := s.readDamage()
 	if err != nil {

@@ -52,8 +52,14 @@ func toFileMode(m uint32) os.FileMode {
 // Symlink mtimes are not restored. Every write goes through an os.Root on
 // toDir, so neither a stored path nor a symlink restored earlier can lead a
 // write outside toDir; a version holding any unsafe path (absolute-escaping
-// or with "..") is refused before anything is written.
+// or with "..") is refused before anything is written. It holds the read
+// lock throughout, so a prune waits for it.
 func (s *Store) RestoreFiles(ctx context.Context, id, toDir string, filter func(hostPath string) bool) error {
+	release, err := s.readLock(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	m, err := s.manifest(id)
 	if err != nil {
 		return err

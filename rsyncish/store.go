@@ -567,7 +567,7 @@ func (s *Store) OpenScratch(name string) (*os.File, error) {
 
 // Aux files live at the top of the store so that an operator with nothing
 // but the second disk finds them: the kubekeep binary and RESTORE.md.
-var reservedNames = map[string]bool{configFile: true, lockFile: true}
+var reservedNames = map[string]bool{configFile: true, lockFile: true, readLockFile: true, damageFile: true}
 
 // WriteAux atomically writes a top-level extra file (perm is masked to
 // owner-only bits: 0600 for RESTORE.md, 0700 for the binary).
