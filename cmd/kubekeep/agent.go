@@ -104,6 +104,7 @@ func agentSettings(cmd *cobra.Command, g *globalOptions, o *agentOptions) (confi
 	if err := cfg.Validate("flags", nil); err != nil {
 		return config.Config{}, "", err
 	}
+	logConfigWarnings(g.logger, cfg)
 	return cfg, path, nil
 }
 

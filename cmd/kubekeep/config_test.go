@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,5 +36,88 @@ func TestEtcdFlagsOverrideTheFile(t *testing.T) {
 	e := got.Etcd
 	if strings.Join(e.Endpoints, ",") != strings.Join(want.Endpoints, ",") || e.CAFile != want.CAFile || e.CertFile != want.CertFile || e.KeyFile != want.KeyFile {
 		t.Errorf("etcd settings %+v, want %+v", e, want)
+	}
+}
+
+// Issue 13: `config validate` reports every problem of a file at once, as
+// file:line: key: problem, in the order of the file.
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "kubekeep.yaml")
+	doc := "store:\n  pth: /x\n  blockSize: 48KiB\n  path: /a\n  path: /b\nschedules:\n  backup: often\n  prune: 10ms\nlog:\n  level: loud\n"
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runKubekeep(t, "", "config", "validate", "--config", file)
+	if err == nil || strings.Contains(out, "config OK") {
+		t.Fatalf("an invalid file passed: %q %v", out, err)
+	}
+	want := []string{
+		file + ":2: store.pth: unknown setting",
+		file + ":3: store.blockSize: must be a power of two",
+		file + ":5: store.path: set twice (first at line 4)",
+		file + ":7: schedules.backup: wrong type",
+		file + ":8: schedules.prune: must be at least 1s",
+		file + ":10: log.level: must be debug",
+	}
+	got := strings.Split(err.Error(), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("want %d problems, got %d:\n%s", len(want), len(got), err)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("problem %d: got %q, want %q…", i+1, got[i], want[i])
+		}
+	}
+}
+
+// Issue 13: metrics on every interface is valid, but validate says what it
+// exposes; the file still passes.
+func TestConfigValidatePrintsWarnings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "kubekeep.yaml")
+	if err := os.WriteFile(file, []byte("root: /\nmetrics:\n  listen: \":9477\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := runKubekeep(t, "", "config", "validate", "--config", file)
+	if err != nil || out != "config OK\n" {
+		t.Fatalf("a valid file with a warning must pass: %q %v", out, err)
+	}
+	want := file + `:3: metrics.listen: warning: ":9477" listens on every interface`
+	if !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("stderr %q, want one line starting %q", stderr, want)
+	}
+
+	if err := os.WriteFile(file, []byte("metrics:\n  listen: 127.0.0.1:9477\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := runKubekeep(t, "", "config", "validate", "--config", file); err != nil || stderr != "" {
+		t.Fatalf("loopback: %q %v", stderr, err)
+	}
+}
+
+// The agent logs the same warning for the settings it runs with (the
+// --metrics-listen flag included), at start and on every reload: both go
+// through agentSettings.
+func TestConfigWarningsLoggedByAgent(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "kubekeep.yaml")
+	if err := os.WriteFile(file, []byte("root: /\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	g := &globalOptions{configFile: file, stdout: io.Discard, stderr: io.Discard,
+		logger: slog.New(slog.NewJSONHandler(&logs, nil))}
+	cmd := newAgentCommand(g)
+	if err := cmd.ParseFlags([]string{"--metrics-listen", "0.0.0.0:9477"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := agentSettings(cmd, g, &agentOptions{metricsListen: "0.0.0.0:9477"}); err != nil {
+		t.Fatal(err)
+	}
+	var entry map[string]any
+	if err := json.Unmarshal(logs.Bytes(), &entry); err != nil {
+		t.Fatalf("want one JSON log line, got %q: %v", logs.String(), err)
+	}
+	if entry["level"] != "WARN" || entry["setting"] != "metrics.listen" ||
+		!strings.Contains(entry["msg"].(string), `"0.0.0.0:9477" listens on every interface`) {
+		t.Fatalf("log %v", entry)
 	}
 }
