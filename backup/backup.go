@@ -131,7 +131,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		res.Set = set
 		res.Warnings = append(res.Warnings, set.Warnings...)
-		res.Problems = append(res.Problems, setProblems(set)...)
+		res.Problems = append(res.Problems, set.Problems...)
 	}
 	hostPaths, treeExclude := filePaths(set, opts)
 	if len(hostPaths) == 0 {

@@ -113,25 +113,6 @@ func (s State) String() string {
 	return out
 }
 
-// setProblems is layout's Set.Problems. It is read through the set's JSON
-// form ("problems") so that this package builds whether or not layout has
-// the field yet.
-// TODO: use set.Problems directly once layout.Set has it.
-func setProblems(set *layout.Set) []string {
-	if set == nil {
-		return nil
-	}
-	b, err := json.Marshal(set)
-	if err != nil {
-		return nil
-	}
-	var p struct {
-		Problems []string `json:"problems"`
-	}
-	_ = json.Unmarshal(b, &p)
-	return p.Problems
-}
-
 // referenceVersion is the newest version with no problems: what a new
 // version's file set is compared with.
 func referenceVersion(store *rsyncish.Store) (rsyncish.VersionInfo, bool, error) {
