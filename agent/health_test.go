@@ -108,12 +108,10 @@ func TestDegradedBackupShowsInHealthMetricsAndStatus(t *testing.T) {
 	}
 }
 
-// A backup that keeps failing (here a manifest discovery cannot read)
-// turns /healthz 503 at once, not only after three intervals without any
-// success: with one bad manifest the agent failed 6 of 7 runs while
-// /healthz said ok. Once discovery reports such a manifest as a problem
-// instead of failing, the versions are degraded, which is a 503 as well.
-func TestFailingBackupsAreUnhealthy(t *testing.T) {
+// A manifest discovery cannot parse: with it the agent failed 6 of 7
+// backups while /healthz said ok. Discovery now reports it as a problem,
+// so the versions commit degraded, and /healthz is 503 naming the file.
+func TestBadManifestIsUnhealthy(t *testing.T) {
 	root := testetcd.SandboxT(t)
 	testetcd.StartT(t, root)
 	dir := storeDir(t)
@@ -137,6 +135,33 @@ func TestFailingBackupsAreUnhealthy(t *testing.T) {
 	_, body := scrape(t, a, "/healthz")
 	if !strings.Contains(body, "broken.yaml") {
 		t.Errorf("/healthz does not say what is wrong: %s", body)
+	}
+}
+
+// The last backup run failed: /healthz is 503 at once, with the error,
+// not only after three intervals without any success; the next good run
+// clears it.
+func TestHealthFailingBackupRuns(t *testing.T) {
+	a, _ := newAgent(t, testSettings(testetcd.SandboxT(t), storeDir(t)), nil)
+	a.storeOK.Store(true)
+	now := time.Now().UTC()
+	ok, fail := now.Add(-time.Minute), now.Add(-10*time.Second)
+	a.state = FileState{Started: now.Add(-time.Hour), Jobs: map[string]*JobState{
+		JobBackup: {LastSuccess: &ok, LastFailure: &fail, Failures: 2, LastError: "backup: store files: reading /etc/kubernetes/pki: permission denied"},
+	}}
+	a.newest = &VersionRef{ID: "v1", Status: "ok", Good: true}
+	healthy, problems := a.health()
+	if healthy || !strings.Contains(strings.Join(problems, "\n"), "last 2 backup run(s) failed: backup: store files: reading /etc/kubernetes/pki") {
+		t.Errorf("health with failing backups = %v %q", healthy, problems)
+	}
+	later := now
+	a.state.Jobs[JobBackup] = &JobState{LastSuccess: &later, LastFailure: &fail}
+	if healthy, problems := a.health(); !healthy {
+		t.Errorf("health after a good run = %v %q", healthy, problems)
+	}
+	a.newest = &VersionRef{ID: "v2", Status: "etcd-failed"}
+	if healthy, problems := a.health(); healthy || !strings.Contains(strings.Join(problems, "\n"), "v2 is etcd-failed") {
+		t.Errorf("health with an etcd-failed newest version = %v %q", healthy, problems)
 	}
 }
 
