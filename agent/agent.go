@@ -7,6 +7,12 @@
 // metrics. A failed job is retried with backoff; the agent never exits
 // because of one. A missing or read-only second disk stops all writes
 // until it is back.
+//
+// A version that commits but is not good (etcd-failed, degraded: see the
+// backup package) is an alert, not a quiet success: it is logged at error
+// level, kubekeep_backup_degraded / kubekeep_newest_backup_good say so,
+// `kubekeep status` lists its problems, and /healthz answers 503 until a
+// good version follows, as it does while the last backup run failed.
 package agent
 
 import (
