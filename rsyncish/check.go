@@ -136,11 +136,12 @@ func (v *verifier) blob(id format.ID) *blobState {
 func (v *verifier) problem(p Problem) { v.r.Problems = append(v.r.Problems, p) }
 
 func (v *verifier) config() {
+	const hint = " (every version is still readable; kubekeep repair rebuilds it from what the manifests record)"
 	var cfg format.Config
 	if data, err := readStoreFile(v.s.path(configFile)); err != nil {
-		v.problem(Problem{Kind: "config", Object: configFile, Detail: err.Error()})
+		v.problem(Problem{Kind: "config", Object: configFile, Detail: err.Error() + hint})
 	} else if err := format.UnsealJSON(data, &cfg); err != nil {
-		v.problem(Problem{Kind: "config", Object: configFile, Detail: err.Error()})
+		v.problem(Problem{Kind: "config", Object: configFile, Detail: err.Error() + hint})
 	}
 }
 

@@ -103,13 +103,9 @@ func TestBitRot(t *testing.T) {
 				t.Fatal(err)
 			}
 			flips++
+			// A damaged config.json locks nobody out (the manifests
+			// record what it held), but verify reports it.
 			s, err := Open(dir, Options{AllowSameFilesystem: true, Logger: testLogger(t), NoCreate: true})
-			if rel == configFile {
-				if err == nil {
-					t.Errorf("flip in %s at %d: store opened", rel, at)
-				}
-				continue
-			}
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -32,7 +32,12 @@
 //
 // # Layout
 //
-//	config.json              store id and format, sealed (blake3 trailer)
+//	config.json              store id, format and creation time, sealed (blake3
+//	                         trailer); every manifest header records the same
+//	                         ("store"), so a damaged config.json locks nobody
+//	                         out: Open works from the manifests with a warning,
+//	                         verify reports it, Repair writes it again
+//	                         (TestDamagedConfig)
 //	lock                     flock target of the writer lock; holds the holder's pid
 //	readlock                 flock target: readers share it, Prune and Repair
 //	                         take it exclusively (see Readers)

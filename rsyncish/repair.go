@@ -22,6 +22,9 @@ type RepairOptions struct {
 
 // RepairResult says what Repair did and what stays damaged.
 type RepairResult struct {
+	// Config says what was wrong with config.json and what was written
+	// instead; empty when it was sound.
+	Config       string       `json:"config,omitempty"`
 	PacksChecked int          `json:"packsChecked"`
 	Packs        []PackRepair `json:"packs"`
 	// BlobsSalvaged were copied out of damaged packs into new ones;
@@ -67,7 +70,8 @@ type DamagedVersion struct {
 }
 
 // Repair makes the store consistent again after damage, like restic's
-// repair index and repair packs: every damaged pack (missing, of the wrong
+// repair index and repair packs: a damaged config.json is written again
+// from what the manifests record; every damaged pack (missing, of the wrong
 // size, with a damaged index, holding blobs verify found rotten, or with
 // ReadData any blob that does not hash right) has its readable blobs
 // copied to a new pack, each checked against its hash, and is then removed
@@ -87,6 +91,9 @@ func (s *Store) Repair(ctx context.Context, opts RepairOptions) (*RepairResult, 
 	}
 	defer release()
 	res := &RepairResult{Packs: []PackRepair{}, Damaged: []DamagedVersion{}}
+	if res.Config, err = s.rebuildConfig(); err != nil {
+		return res, err
+	}
 	damage, _, err := s.readDamage()
 	if err != nil {
 		s.log.Warn("repair: the damage record is unreadable; checking every pack", "err", err)

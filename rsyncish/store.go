@@ -58,6 +58,7 @@ type Store struct {
 	cfg  format.Config
 
 	mu     sync.Mutex
+	cfgErr error // config.json unusable: cfg is what the manifests record
 	locked bool
 	idx    *index // loaded on demand; the writer adds to it
 }
@@ -122,27 +123,38 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger}
 	data, err := readStoreFile(filepath.Join(dir, configFile))
-	switch {
-	case err == nil:
-		if err := format.UnsealJSON(data, &s.cfg); err != nil {
-			return nil, fmt.Errorf("store %s: %s: %w", dir, configFile, err)
-		}
-		if s.cfg.Format < 1 || s.cfg.Format > format.StoreFormat {
+	if err == nil {
+		if err = format.UnsealJSON(data, &s.cfg); err == nil && (s.cfg.Format < 1 || s.cfg.Format > format.StoreFormat) {
 			return nil, fmt.Errorf("store %s: format %d, this kubekeep reads formats 1 to %d: use a newer kubekeep (the store's own copy, %s/kubekeep, is the one that wrote it)", dir, s.cfg.Format, format.StoreFormat, dir)
 		}
-	case errors.Is(err, fs.ErrNotExist) && opts.NoCreate:
-		return nil, fmt.Errorf("store %s: %w (no %s)", dir, fs.ErrNotExist, configFile)
-	case errors.Is(err, fs.ErrNotExist):
-		// Never scatter a store into a directory holding something else
-		// (the bare mountpoint, /data/backup with other tools' files).
-		if ents, _ := readStoreDir(dir); len(ents) > 0 {
-			return nil, fmt.Errorf("%s is not empty and is not a kubekeep store (no %s); use an empty or new directory", dir, configFile)
+	}
+	if err != nil {
+		// A damaged (or lost) config.json: what it held is in every
+		// manifest. Without one, this is no store (or an empty one).
+		cfgErr := fmt.Errorf("%s: %w", configFile, err)
+		cfg, ok, rerr := s.recoverConfig()
+		switch {
+		case ok:
+			s.cfg, s.cfgErr = cfg, cfgErr
+			s.log.Warn("the store's config.json cannot be used; working from what the version manifests record (kubekeep repair rebuilds it)",
+				"store", dir, "err", err, "storeId", cfg.StoreID, "format", cfg.Format)
+		case !errors.Is(err, fs.ErrNotExist):
+			if rerr == nil {
+				rerr = errors.New("no readable version manifest to recover it from")
+			}
+			return nil, fmt.Errorf("store %s: %w (%w)", dir, cfgErr, rerr)
+		case opts.NoCreate:
+			return nil, fmt.Errorf("store %s: %w (no %s)", dir, fs.ErrNotExist, configFile)
+		default:
+			// Never scatter a store into a directory holding something else
+			// (the bare mountpoint, /data/backup with other tools' files).
+			if ents, _ := readStoreDir(dir); len(ents) > 0 {
+				return nil, fmt.Errorf("%s is not empty and is not a kubekeep store (no %s); use an empty or new directory", dir, configFile)
+			}
+			if err := s.create(); err != nil {
+				return nil, fmt.Errorf("creating store %s: %w", dir, err)
+			}
 		}
-		if err := s.create(); err != nil {
-			return nil, fmt.Errorf("creating store %s: %w", dir, err)
-		}
-	default:
-		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
 	// Directories are (re)created on every open: a store copied without its
 	// empty directories must still work.
@@ -185,8 +197,8 @@ func (s *Store) create() error {
 func (s *Store) upgradeFormat() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cfg.Format >= format.StoreFormat {
-		return nil
+	if s.cfg.Format >= format.StoreFormat || s.cfgErr != nil {
+		return nil // a damaged config.json is Repair's to write
 	}
 	cfg := s.cfg
 	cfg.Format = format.StoreFormat

@@ -467,7 +467,9 @@ func (w *VersionWriter) Commit() (VersionInfo, error) {
 		}
 		return a.Path < b.Path
 	})
-	h := format.Header{ID: w.id, Time: w.start, BlockSize: w.bs, Parent: w.parent, Paths: w.paths, Skipped: w.skipped}
+	cfg := w.s.config()
+	cfg.Format = format.StoreFormat // what this manifest is written in
+	h := format.Header{ID: w.id, Time: w.start, BlockSize: w.bs, Parent: w.parent, Paths: w.paths, Skipped: w.skipped, Store: &cfg}
 	for _, e := range w.entries {
 		switch e.Type {
 		case format.TypeFile:

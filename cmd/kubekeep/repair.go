@@ -27,6 +27,9 @@ func newRepairCommand(g *globalOptions) *cobra.Command {
 		Long: `Repair the store after damage that verify reported (like restic's repair
 index and repair packs):
 
+  - a damaged or lost config.json is written again from what the version
+    manifests record (until then every command works from the manifests,
+    with a warning);
   - every damaged pack (missing, of the wrong size, with a damaged index, or
     holding blocks an earlier verify --read-data found rotten; with
     --read-data, any block that does not match its hash) has its readable
@@ -43,7 +46,8 @@ naming them until they heal or are pruned. Repair never removes a version.
 Exit status: 0 the store is whole, 1 versions remain damaged (listed),
 2 the repair could not run (no store, lock held, I/O error).
 
--o json prints {"packsChecked", "packs": [{"pack", "problem",
+-o json prints {"config" (what was wrong with config.json, when it was),
+"packsChecked", "packs": [{"pack", "problem",
 "salvaged", "spare", "lost"}], "blobsSalvaged", "blobsLost", "damaged":
 [{"id", "manifest", "paths", "blobs"}], "marksDropped"}.`,
 		Args: cobra.NoArgs,
@@ -77,6 +81,9 @@ func runRepair(cmd *cobra.Command, g *globalOptions, o *repairOptions) error {
 			return operational(err)
 		}
 	} else {
+		if res.Config != "" {
+			fmt.Fprintln(g.stdout, res.Config)
+		}
 		for _, p := range res.Packs {
 			fmt.Fprintf(g.stdout, "pack %s: %s; %d blocks salvaged, %d had a copy elsewhere, %d lost\n", p.Pack, p.Problem, p.Salvaged, p.Spare, p.Lost)
 		}

@@ -71,3 +71,31 @@ func TestRepairCommand(t *testing.T) {
 		t.Errorf("repair of a locked store: exit %d (%v), want 2", exitCode(err), err)
 	}
 }
+
+// TestDamagedConfigCommands: with one byte of config.json changed, the
+// read-only commands still work (with a warning) and repair rebuilds it.
+func TestDamagedConfigCommands(t *testing.T) {
+	dir, ids, _ := storeWithVersions(t, 2)
+	p := filepath.Join(dir, "config.json")
+	data, _ := os.ReadFile(p)
+	data[15] ^= 1
+	os.WriteFile(p, data, 0o600)
+	out, err := runCLI(t, "versions", "--store", dir)
+	if err != nil || !strings.Contains(out, ids[1]) {
+		t.Fatalf("versions with a damaged config.json: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, "restore", "files", "--store", dir, "--version", ids[0], "--to", t.TempDir()); err != nil {
+		t.Fatalf("restore with a damaged config.json: %v", err)
+	}
+	out, err = runCLI(t, "verify", "--store", dir)
+	if exitCode(err) != 1 || !strings.Contains(out, "config.json") {
+		t.Fatalf("verify: exit %d\n%s", exitCode(err), out)
+	}
+	out, err = runCLI(t, "repair", "--store", dir)
+	if exitCode(err) != 0 || !strings.Contains(out, "rebuilt") {
+		t.Fatalf("repair: exit %d (%v)\n%s", exitCode(err), err, out)
+	}
+	if out, err := runCLI(t, "verify", "--store", dir, "--read-data"); err != nil {
+		t.Fatalf("verify after repair: %v\n%s", err, out)
+	}
+}

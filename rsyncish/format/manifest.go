@@ -58,6 +58,13 @@ type Header struct {
 	Stats    Stats          `json:"stats"`
 	// Meta is the caller's JSON (the etcd snapshot info under "etcd").
 	Meta map[string]json.RawMessage `json:"meta,omitempty"`
+	// Store is what the store's config.json held when the version was
+	// written, so that a damaged config.json can be rebuilt from any
+	// manifest (absent in versions written before it was recorded).
+	Store *Config `json:"store,omitempty"`
+	// ManifestFormat is the format of the manifest it was read from (1 or
+	// 2), from its magic line; not stored in the header.
+	ManifestFormat int `json:"-"`
 }
 
 // StreamHeader names a stored stream and its size.
@@ -200,6 +207,10 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 	if err := decodeHeader(line, &m.Header); err != nil {
 		return nil, err
 	}
+	m.Header.ManifestFormat = 1
+	if v2 {
+		m.Header.ManifestFormat = 2
+	}
 	for n := 1; len(rest) > 0; n++ {
 		line, rest, ok = bytes.Cut(rest, []byte("\n"))
 		if !ok {
@@ -249,6 +260,10 @@ func ReadManifestHeader(r io.Reader) (*Header, error) {
 	h := &Header{}
 	if err := decodeHeader(line, h); err != nil {
 		return nil, err
+	}
+	h.ManifestFormat = 1
+	if magic == ManifestMagic+"\n" {
+		h.ManifestFormat = 2
 	}
 	return h, nil
 }
