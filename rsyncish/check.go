@@ -408,8 +408,21 @@ func (v *verifier) journals() error {
 			r.BytesRead += int64(len(data))
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name + "/" + si.File,
-					Detail: err.Error(), Paths: []string{fmt.Sprintf("%s revisions %d-%d", name, si.First, si.Last)}})
+					Detail: err.Error() + " (a point-in-time restore to an earlier revision still works)",
+					Paths:  []string{fmt.Sprintf("%s revisions %d-%d", name, si.First, si.Last)}})
 			}
+		}
+		if _, err := j.Breaks(); err != nil {
+			v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name, Detail: err.Error()})
+		}
+		gaps, err := j.Gaps()
+		if err != nil {
+			return err
+		}
+		for _, g := range gaps {
+			v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name,
+				Detail: fmt.Sprintf("gap: no segment holds revisions %d-%d (a segment was lost); a point-in-time restore cannot reach past revision %d from a snapshot before it", g.From, g.To, g.From-1),
+				Paths:  []string{fmt.Sprintf("%s revisions %d-%d", name, g.From, g.To)}})
 		}
 	}
 	return nil

@@ -60,6 +60,10 @@ func richStore(t *testing.T) (dir string, ids []string) {
 	if err := j.Append([]byte("put /registry/x"), 10, 12, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// A chain restarted after a gap: the journal records a break.
+	if err := j.Append([]byte("put /registry/y"), 20, 22, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	return dir, []string{v1.ID, v2.ID}
 }
 

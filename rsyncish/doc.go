@@ -51,6 +51,13 @@
 //	damage.json              the blobs verify --read-data found rotten, by pack
 //	                         (format.Damage), sealed; absent when none
 //	journals/<name>/<first>-<last>-<ns>.seg   checksummed delta segments
+//	journals/<name>/<from>-<to>.break         sealed: revisions from..to were
+//	                         never recorded because the chain restarted (Append
+//	                         writes it when a segment does not follow the tail);
+//	                         any other hole between segments is a lost segment,
+//	                         which verify reports as a gap (Journal.Gaps). A
+//	                         replay reads only the segments up to its target
+//	                         (Journal.Needed), so damage after it blocks nothing
 //	tmp/                     scratch on the store's filesystem (CreateTemp; OpenScratch
 //	                         files such as the snapshot check copy persist)
 //	RESTORE.md, kubekeep     top-level extras for a rebuild from the disk

@@ -25,6 +25,10 @@ type Journal struct {
 	name string
 	dir  string
 	mu   sync.Mutex
+	// tail is the highest revision appended, once known (loaded from the
+	// directory at the first Append).
+	tail    uint64
+	hasTail bool
 }
 
 // SegmentInfo describes one journal segment.
@@ -94,9 +98,27 @@ func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 	if free, err := freeBytes(j.dir); err == nil && free < int64(len(data))+j.s.opts.MinFree {
 		return fmt.Errorf("journal %s: %w: %s free, minFree %s", j.name, ErrNoSpace, human(free), human(j.s.opts.MinFree))
 	}
+	if !j.hasTail {
+		segs, err := j.List()
+		if err != nil {
+			return err
+		}
+		for _, si := range segs {
+			j.tail, j.hasTail = max(j.tail, si.Last), true
+		}
+	}
+	if j.hasTail && first > j.tail+1 {
+		// The chain restarts after a gap (a new snapshot after
+		// compaction or a broken watch): say so durably, so that verify
+		// tells this gap from a segment lost later.
+		if err := j.markBreak(j.tail+1, first-1, t); err != nil {
+			return err
+		}
+	}
 	if err := writeFileAtomic(filepath.Join(j.dir, segName(first, last, t)), data, 0o600); err != nil {
 		return fmt.Errorf("journal %s: %w", j.name, err)
 	}
+	j.tail, j.hasTail = max(j.tail, last), true
 	return nil
 }
 
@@ -153,6 +175,147 @@ func (j *Journal) Read(si SegmentInfo) ([]byte, error) {
 	return seg.Data, nil
 }
 
+// Break is a declared hole in a journal: revisions From..To were never
+// recorded because the chain restarted after them (Append writes it when a
+// segment does not follow the journal's tail).
+type Break struct {
+	From, To uint64
+	Time     time.Time
+	File     string
+}
+
+const breakExt = ".break"
+
+func breakName(from, to uint64) string { return fmt.Sprintf("%020d-%020d%s", from, to, breakExt) }
+
+func (j *Journal) markBreak(from, to uint64, t time.Time) error {
+	data, err := format.SealJSON(map[string]any{"from": from, "to": to, "time": t.UTC()})
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(j.dir, breakName(from, to)), data, 0o600); err != nil {
+		return fmt.Errorf("journal %s: recording the break before revision %d: %w", j.name, to+1, err)
+	}
+	return nil
+}
+
+// Breaks lists the declared holes, each checked against its checksum and
+// its name (a damaged one is returned as an error naming it, after the
+// good ones).
+func (j *Journal) Breaks() ([]Break, error) {
+	ents, err := readStoreDir(j.dir)
+	if err != nil {
+		return nil, fmt.Errorf("journal %s: %w", j.name, err)
+	}
+	var out []Break
+	var bad []string
+	for _, e := range ents {
+		base, ok := strings.CutSuffix(e.Name(), breakExt)
+		if !ok {
+			continue
+		}
+		var b struct {
+			From, To uint64
+			Time     time.Time
+		}
+		data, err := readStoreFile(filepath.Join(j.dir, e.Name()))
+		if err == nil {
+			err = format.UnsealJSON(data, &b)
+		}
+		if err == nil && base+breakExt != breakName(b.From, b.To) {
+			err = errors.New("does not hold what its name says")
+		}
+		if err != nil {
+			bad = append(bad, e.Name()+": "+err.Error())
+			continue
+		}
+		out = append(out, Break{From: b.From, To: b.To, Time: b.Time, File: e.Name()})
+	}
+	if len(bad) > 0 {
+		return out, fmt.Errorf("journal %s: damaged break record %s", j.name, strings.Join(bad, "; "))
+	}
+	return out, nil
+}
+
+// Gap is a run of revisions no segment holds and no break declares: a
+// segment that was lost (deleted, or never made it to disk).
+type Gap struct{ From, To uint64 }
+
+// Gaps returns the undeclared holes between the journal's segments (in
+// the revision ranges their names give, so a damaged segment is not a
+// gap; Verify reports it by itself).
+func (j *Journal) Gaps() ([]Gap, error) {
+	segs, err := j.List()
+	if err != nil {
+		return nil, err
+	}
+	breaks, _ := j.Breaks()
+	declared := func(from, to uint64) bool {
+		for _, b := range breaks {
+			if b.From <= from && b.To >= to {
+				return true
+			}
+		}
+		return false
+	}
+	var out []Gap
+	var covered uint64
+	for i, si := range segs {
+		if i > 0 && si.First > covered+1 && !declared(covered+1, si.First-1) {
+			out = append(out, Gap{From: covered + 1, To: si.First - 1})
+		}
+		covered = max(covered, si.Last)
+	}
+	return out, nil
+}
+
+// Needed returns the segments a replay from a snapshot at afterRev needs to
+// reach untilRev (0: no revision target) or untilTime (zero: no time
+// target), in order: those holding a revision after afterRev, up to and
+// including the first that reaches the target (all of them without a
+// target). A restore that reads only these is not blocked by damage in
+// segments after its target.
+func (j *Journal) Needed(afterRev, untilRev uint64, untilTime time.Time) ([]SegmentInfo, error) {
+	segs, err := j.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []SegmentInfo
+	for _, si := range segs {
+		if si.Last <= afterRev {
+			continue
+		}
+		if untilRev > 0 && si.First > untilRev {
+			break
+		}
+		out = append(out, si)
+		if untilRev > 0 && si.Last >= untilRev {
+			break
+		}
+		if !untilTime.IsZero() && !si.Time.Before(untilTime) {
+			break
+		}
+	}
+	return out, nil
+}
+
+// ReadNeeded reads the segments Needed returns, each checked.
+func (j *Journal) ReadNeeded(afterRev, untilRev uint64, untilTime time.Time) ([][]byte, []SegmentInfo, error) {
+	segs, err := j.Needed(afterRev, untilRev, untilTime)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([][]byte, 0, len(segs))
+	for _, si := range segs {
+		data, err := j.Read(si)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, data)
+	}
+	return out, segs, nil
+}
+
 // Trim removes the segments whose revisions all lie before beforeRevision
 // (the revision of the oldest snapshot still kept). It returns how many
 // segments it removed.
@@ -170,6 +333,15 @@ func (j *Journal) Trim(beforeRevision uint64) (int, error) {
 			return n, fmt.Errorf("journal %s: %w", j.name, err)
 		}
 		n++
+	}
+	// Breaks before what is kept declare nothing any more.
+	breaks, _ := j.Breaks()
+	for _, b := range breaks {
+		if b.To < beforeRevision {
+			if err := os.Remove(filepath.Join(j.dir, b.File)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return n, fmt.Errorf("journal %s: %w", j.name, err)
+			}
+		}
 	}
 	if n > 0 {
 		return n, syncDir(j.dir)
