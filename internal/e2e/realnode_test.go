@@ -190,6 +190,11 @@ func rebuild(t *testing.T, etcdMount bool) {
 	if waitFor(60*time.Second, func() bool { return len(versions(t)) > nVersions }) {
 		nVersions = len(versions(t))
 	}
+	for _, v := range versions(t) {
+		if v.Good {
+			good = v.ID // the newest good version before the disaster
+		}
+	}
 
 	// The disaster: etcd's data, the PKI and admin.conf gone.
 	wipe(t, kubenode.EtcdDataDir, etcdMount)
@@ -253,6 +258,11 @@ func rebuild(t *testing.T, etcdMount bool) {
 		if err := exec.Command("mountpoint", "-q", kubenode.EtcdDataDir).Run(); err != nil {
 			t.Errorf("%s is no longer a mount point after the restore", kubenode.EtcdDataDir)
 		}
+		// The damaged member's WAL is kept, inside the mount.
+		kept, _ := filepath.Glob(filepath.Join(kubenode.EtcdDataDir, ".kubekeep-old-*", "member", "wal", "*.wal"))
+		if len(kept) == 0 {
+			t.Errorf("the old data dir's WAL was not kept inside the mount:\n%s", run(t, "find", kubenode.EtcdDataDir, "-maxdepth", "3"))
+		}
 	}
 
 	// Life goes on: new versions read back.
@@ -295,8 +305,9 @@ func whoami(t *testing.T, n *kubenode.Node, token string) string {
 	return out
 }
 
-// wipe removes the etcd data dir, or everything in it when it is a mount
-// point (the mount stays).
+// wipe removes the etcd data dir; when it is a mount point, the db goes
+// and the WAL stays (damage, not an empty disk), so the restore has old
+// data to keep inside the mount.
 func wipe(t *testing.T, dir string, mount bool) {
 	t.Helper()
 	if !mount {
@@ -305,14 +316,8 @@ func wipe(t *testing.T, dir string, mount bool) {
 		}
 		return
 	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
+	if err := os.Remove(filepath.Join(dir, "member", "snap", "db")); err != nil {
 		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
