@@ -415,11 +415,18 @@ func (v *verifier) journals() error {
 		if _, err := j.Breaks(); err != nil {
 			v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name, Detail: err.Error()})
 		}
+		if _, _, err := j.since(); err != nil {
+			v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name + "/" + sinceFile, Detail: err.Error()})
+		}
 		gaps, err := j.Gaps()
 		if err != nil {
 			return err
 		}
 		for _, g := range gaps {
+			if g.Undeclared {
+				r.Warnings = append(r.Warnings, fmt.Sprintf("journal %s: no segment holds revisions %d-%d, from before kubekeep recorded chain restarts (a restart after compaction, or a lost segment); a point-in-time restore cannot pass them", name, g.From, g.To))
+				continue
+			}
 			v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name,
 				Detail: fmt.Sprintf("gap: no segment holds revisions %d-%d (a segment was lost); a point-in-time restore cannot reach past revision %d from a snapshot before it", g.From, g.To, g.From-1),
 				Paths:  []string{fmt.Sprintf("%s revisions %d-%d", name, g.From, g.To)}})

@@ -58,6 +58,9 @@
 //	                         which verify reports as a gap (Journal.Gaps). A
 //	                         replay reads only the segments up to its target
 //	                         (Journal.Needed), so damage after it blocks nothing
+//	journals/<name>/breaks-since  sealed: the tail when a kubekeep that records
+//	                         breaks first appended; older holes may be restarts
+//	                         and are warnings, not damage
 //	tmp/                     scratch on the store's filesystem (CreateTemp; OpenScratch
 //	                         files such as the snapshot check copy persist)
 //	RESTORE.md, kubekeep     top-level extras for a rebuild from the disk

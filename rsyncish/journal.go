@@ -106,6 +106,9 @@ func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 		for _, si := range segs {
 			j.tail, j.hasTail = max(j.tail, si.Last), true
 		}
+		if err := j.markSince(); err != nil {
+			return err
+		}
 	}
 	if j.hasTail && first > j.tail+1 {
 		// The chain restarts after a gap (a new snapshot after
@@ -237,14 +240,56 @@ func (j *Journal) Breaks() ([]Break, error) {
 	return out, nil
 }
 
+// sinceFile records the revision from which the journal's chain restarts
+// are declared: segments appended by a kubekeep that wrote no breaks leave
+// holes nobody can tell from lost segments.
+const sinceFile = "breaks-since"
+
+func (j *Journal) markSince() error {
+	if _, err := os.Lstat(filepath.Join(j.dir, sinceFile)); err == nil {
+		return nil
+	}
+	data, err := format.SealJSON(map[string]uint64{"revision": j.tail})
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(j.dir, sinceFile), data, 0o600); err != nil {
+		return fmt.Errorf("journal %s: %w", j.name, err)
+	}
+	return nil
+}
+
+// since returns the revision from which breaks are declared; ok is false
+// when no kubekeep that declares them has appended yet.
+func (j *Journal) since() (rev uint64, ok bool, err error) {
+	data, err := readStoreFile(filepath.Join(j.dir, sinceFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	var v struct{ Revision uint64 }
+	if err == nil {
+		err = format.UnsealJSON(data, &v)
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("journal %s: %s: %w", j.name, sinceFile, err)
+	}
+	return v.Revision, true, nil
+}
+
 // Gap is a run of revisions no segment holds and no break declares: a
-// segment that was lost (deleted, or never made it to disk).
-type Gap struct{ From, To uint64 }
+// segment that was lost (deleted, or never made it to disk). Undeclared is
+// set for a gap from before the journal declared its chain restarts: it
+// may be a restart as well as a loss.
+type Gap struct {
+	From, To   uint64
+	Undeclared bool
+}
 
 // Gaps returns the undeclared holes between the journal's segments (in
 // the revision ranges their names give, so a damaged segment is not a
 // gap; Verify reports it by itself).
 func (j *Journal) Gaps() ([]Gap, error) {
+	since, sinceOK, _ := j.since() // damaged: every gap is undeclared; verify reports it
 	segs, err := j.List()
 	if err != nil {
 		return nil, err
@@ -262,7 +307,7 @@ func (j *Journal) Gaps() ([]Gap, error) {
 	var covered uint64
 	for i, si := range segs {
 		if i > 0 && si.First > covered+1 && !declared(covered+1, si.First-1) {
-			out = append(out, Gap{From: covered + 1, To: si.First - 1})
+			out = append(out, Gap{From: covered + 1, To: si.First - 1, Undeclared: !sinceOK || si.First-1 <= since})
 		}
 		covered = max(covered, si.Last)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
 
 // TestJournalGaps: a segment lost from the middle of a delta chain is a
@@ -113,4 +115,50 @@ func TestJournalGaps(t *testing.T) {
 	if b, err := j.Breaks(); err != nil || len(b) != 0 {
 		t.Errorf("breaks after trim: %v %v", b, err)
 	}
+}
+
+// TestJournalGapsBeforeBreaks: a hole from before the journal declared
+// its restarts (an older kubekeep appended it) may be a restart: it is a
+// warning, not damage. Holes after the first declaring Append are damage.
+func TestJournalGapsBeforeBreaks(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	j, _ := s.Journal("etcd-deltas")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	old := func(first, last uint64) { // as the format-1 code wrote them
+		data := encodeTestSegment(first, last, t0)
+		if err := os.WriteFile(filepath.Join(j.dir, segName(first, last, t0)), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old(10, 19)
+	old(30, 39)
+	check := func(wantProblems, wantWarnings int) {
+		t.Helper()
+		unlock := lockTest(t, s)
+		defer unlock()
+		rep, err := s.Verify(context.Background(), false)
+		if err != nil || len(rep.Problems) != wantProblems || len(rep.Warnings) != wantWarnings {
+			t.Fatalf("verify: %v problems %v warnings %v", err, rep.Problems, rep.Warnings)
+		}
+	}
+	check(0, 1)
+	j2, _ := s.Journal("etcd-deltas")
+	if err := j2.Append([]byte("x"), 40, 49, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := j2.Append([]byte("x"), 50, 59, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := j2.Append([]byte("x"), 60, 69, t0); err != nil {
+		t.Fatal(err)
+	}
+	check(0, 1)
+	segs, _ := j2.List()
+	os.Remove(filepath.Join(j.dir, segs[3].File)) // 50-59
+	check(1, 1)
+}
+
+func encodeTestSegment(first, last uint64, t time.Time) []byte {
+	return format.EncodeSegment(format.Segment{First: first, Last: last, Time: t, Data: []byte("old")})
 }
