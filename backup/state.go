@@ -52,9 +52,9 @@ import (
 // Meta keys of a version's manifest, beside MetaEtcd, MetaLayout and
 // MetaStatus.
 const (
-	MetaProblems = "problems"     // []string: why the version is degraded
-	MetaOrigin   = "origin"       // who took it: OriginAgent, OriginCLI, OriginSafety
-	MetaAccepted = "acceptedLoss" // rsyncish.Loss accepted with AcceptMissing
+	MetaProblems = "problems"          // []string: why the version is degraded
+	MetaOrigin   = rsyncish.MetaOrigin // who took it: OriginAgent, OriginCLI, OriginSafety
+	MetaAccepted = "acceptedLoss"      // rsyncish.Loss accepted with AcceptMissing
 )
 
 // Origins of a version (Options.Origin).
@@ -62,9 +62,10 @@ const (
 	OriginAgent = "agent"
 	OriginCLI   = "cli"
 	// OriginSafety is the version a restore takes of the node's current
-	// state before it overwrites anything. Like any version it is "latest"
-	// only when it is good.
-	OriginSafety = "restore-safety"
+	// state before it overwrites anything. It is never "latest", good or
+	// not (rsyncish.OriginSafety): a re-run of a restore phase with
+	// --version latest lands on what the restore restored from.
+	OriginSafety = rsyncish.OriginSafety
 )
 
 // MustKeep are the files, relative to a PKI dir, that a control plane

@@ -102,7 +102,9 @@ func (r *runner) asideDir(what string) string {
 // restore overwrites is lost; the old etcd data dir is kept too (moved
 // aside by the etcd phase), this version is the copy on the second disk.
 func (r *runner) safety(ctx context.Context) error {
-	opts := backup.Options{Root: r.opts.Root, Store: r.opts.Store, Etcd: r.opts.Etcd, Logger: r.opts.Logger}
+	// Origin: a safety version is never what "latest" means, so a re-run
+	// of a phase with --version latest lands on the version restored from.
+	opts := backup.Options{Root: r.opts.Root, Store: r.opts.Store, Etcd: r.opts.Etcd, Logger: r.opts.Logger, Origin: backup.OriginSafety}
 	what := "a backup of the node's current state (discovered from its manifests)"
 	if _, err := layout.Discover(r.opts.Root, layout.Options{}); err != nil {
 		// No usable manifests (a fresh VM, or the stop phase already

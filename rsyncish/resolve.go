@@ -20,9 +20,19 @@ import (
 // resolves to it: a restore or a `get --version latest` must not land on
 // the broken state a backup captured seconds after the failure it is meant
 // to undo (or on the safety version a restore took of that state).
+//
+// A version may also record who took it under Meta[MetaOrigin]. One origin
+// changes what "latest" means: OriginSafety, the copy a restore takes of
+// the state it is about to replace. It is never "latest", good or not: a
+// re-run of a restore phase with --version latest must land on what the
+// restore restored from, not on the state it was undoing.
 const (
 	// MetaStatus is the meta key of a version's status (a JSON string).
 	MetaStatus = "status"
+	// MetaOrigin is the meta key of who took a version (a JSON string).
+	MetaOrigin = "origin"
+	// OriginSafety is the origin of a restore's safety version.
+	OriginSafety = "restore-safety"
 	// StatusOK is the status of a good version.
 	StatusOK = "ok"
 	// Latest resolves to the newest good version ("" means the same).
@@ -49,12 +59,29 @@ func (v VersionInfo) Status() string {
 	return s
 }
 
-// Good reports whether "latest" may resolve to v: it recorded no status,
-// or StatusOK.
+// Good reports whether v is a good version: it recorded no status, or
+// StatusOK.
 func (v VersionInfo) Good() bool {
 	st := v.Status()
 	return st == "" || st == StatusOK
 }
+
+// Origin is who took the version (Meta[MetaOrigin]), "" when unrecorded.
+func (v VersionInfo) Origin() string {
+	raw, ok := v.Meta[MetaOrigin]
+	if !ok {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// Latest reports whether "latest" may resolve to v: it is good and not a
+// restore's safety version.
+func (v VersionInfo) Latest() bool { return v.Good() && v.Origin() != OriginSafety }
 
 // Resolve turns a version name into an ID:
 //
@@ -126,10 +153,11 @@ func (s *Store) NewestGood() (VersionInfo, error) {
 }
 
 // NewestGoodOf is NewestGood over a listing the caller already holds
-// (oldest first, as Versions returns it); ok is false when none is good.
+// (oldest first, as Versions returns it): the newest version "latest" may
+// resolve to (VersionInfo.Latest); ok is false when there is none.
 func NewestGoodOf(vs []VersionInfo) (v VersionInfo, ok bool) {
 	for i := len(vs) - 1; i >= 0; i-- {
-		if vs[i].Good() {
+		if vs[i].Latest() {
 			return vs[i], true
 		}
 	}
@@ -149,7 +177,11 @@ func (s *Store) newestGood(vs []VersionInfo) (VersionInfo, error) {
 	if n := vs[len(vs)-1]; n.ID != v.ID {
 		var passed []string
 		for i := len(vs) - 1; i >= 0 && vs[i].ID != v.ID; i-- {
-			passed = append(passed, vs[i].ID+" ("+vs[i].Status()+")")
+			why := vs[i].Status()
+			if vs[i].Origin() == OriginSafety {
+				why += ", a restore's safety version"
+			}
+			passed = append(passed, vs[i].ID+" ("+why+")")
 		}
 		s.log.Warn("latest is the newest good version; newer versions are not good and were passed over",
 			"latest", v.ID, "passedOver", passed)

@@ -137,3 +137,36 @@ func TestLacksNamesLostFiles(t *testing.T) {
 		w.Abort()
 	}
 }
+
+// A restore's safety version is never "latest", even when it is good (a
+// restore of a healthy node after a bad helm upgrade): a re-run of a
+// restore phase with --version latest must land on what the restore
+// restored from. Before, a good safety version became latest.
+func TestResolveLatestSkipsSafetyVersions(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "etc/kubernetes/pki/ca.key"), []byte("key"), 0o600)
+	s, err := Open(filepath.Join(t.TempDir(), "store"), Options{AllowSameFilesystem: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := statusVersion(t, s, root, "ok")
+	safety := commitVersion(t, s, func(w *VersionWriter) error {
+		if err := w.AddTree(root, []string{"/etc"}, nil); err != nil {
+			return err
+		}
+		if err := w.SetMeta(MetaStatus, StatusOK); err != nil {
+			return err
+		}
+		return w.SetMeta(MetaOrigin, OriginSafety)
+	})
+	if id, err := s.Resolve(Latest); err != nil || id != restored.ID {
+		t.Errorf("Resolve(latest) = %s, %v; want %s, not the good safety version %s", id, err, restored.ID, safety.ID)
+	}
+	if id, err := s.Resolve(Newest); err != nil || id != safety.ID {
+		t.Errorf("Resolve(newest) = %s, %v; want the safety version %s", id, err, safety.ID)
+	}
+	vi, err := s.Version(safety.ID)
+	if err != nil || !vi.Good() || vi.Latest() || vi.Origin() != OriginSafety {
+		t.Errorf("safety version: good=%v latest=%v origin=%q err=%v", vi.Good(), vi.Latest(), vi.Origin(), err)
+	}
+}
