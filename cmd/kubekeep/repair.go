@@ -44,15 +44,18 @@ and removes their verification marks (a damaged version must never be
 naming them until they heal or are pruned. Repair never removes a version.
 
 Exit status: 0 the store is whole, 1 versions remain damaged (listed),
-2 the repair could not run (no store, lock held, I/O error).
+2 the repair could not run (usage, config, no store, lock held, I/O error).
 
 -o json prints {"config" (what was wrong with config.json, when it was),
 "packsChecked", "packs": [{"pack", "problem",
 "salvaged", "spare", "lost"}], "blobsSalvaged", "blobsLost", "damaged":
 [{"id", "manifest", "paths", "blobs"}], "marksDropped"}.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runRepair(cmd, g, o) },
+		Args: func(cmd *cobra.Command, args []string) error { return operational(cobra.NoArgs(cmd, args)) },
+		// Its own config resolution, so that a bad config exits 2 too.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return operational(g.resolve(cmd)) },
+		RunE:              func(cmd *cobra.Command, _ []string) error { return runRepair(cmd, g, o) },
 	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return operational(err) })
 	cmd.Flags().BoolVar(&o.readData, "read-data", false, "re-hash every pack, not only those known to be damaged")
 	cmd.Flags().DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for a running backup or prune to finish")
 	outputFlag(cmd, &o.output, "text", "json")
@@ -114,6 +117,9 @@ func runRepair(cmd *cobra.Command, g *globalOptions, o *repairOptions) error {
 // held, an I/O error) exit 2, so that 1 keeps meaning "damage" for
 // scripts of verify and repair.
 func operational(err error) error {
+	if err == nil {
+		return nil
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return err

@@ -99,3 +99,40 @@ func TestDamagedConfigCommands(t *testing.T) {
 		t.Fatalf("verify after repair: %v\n%s", err, out)
 	}
 }
+
+// TestVerifyExitCodes: 1 means damage and nothing else; a check that
+// cannot run exits 2.
+func TestVerifyExitCodes(t *testing.T) {
+	dir, _, _ := storeWithVersions(t, 1)
+	badCfg := filepath.Join(t.TempDir(), "kubekeep.yaml")
+	os.WriteFile(badCfg, []byte("store:\n  pth: x\n"), 0o600)
+	for name, args := range map[string][]string{
+		"no store":        {"verify", "--store", filepath.Join(t.TempDir(), "nope")},
+		"no store path":   {"verify"},
+		"bad flag":        {"verify", "--store", dir, "--no-such-flag"},
+		"bad output":      {"verify", "--store", dir, "-o", "yaml"},
+		"an argument":     {"verify", "--store", dir, "extra"},
+		"bad config":      {"verify", "--store", dir, "--config", badCfg},
+		"repair no store": {"repair", "--store", filepath.Join(t.TempDir(), "nope")},
+	} {
+		if _, err := runCLI(t, args...); exitCode(err) != 2 {
+			t.Errorf("%s: exit %d (%v), want 2", name, exitCode(err), err)
+		}
+	}
+	s, err := rsyncish.Open(dir, rsyncish.Options{NoCreate: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := s.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = runCLI(t, "verify", "--store", dir, "--wait", "0s")
+	unlock()
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("lock held: exit %d (%v), want 2", exitCode(err), err)
+	}
+	if _, err := runCLI(t, "verify", "--store", dir); exitCode(err) != 0 {
+		t.Errorf("clean store: exit %d (%v)", exitCode(err), err)
+	}
+}

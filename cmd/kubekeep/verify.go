@@ -19,17 +19,31 @@ func newVerifyCommand(g *globalOptions) *cobra.Command {
 	o := &verifyOptions{}
 	cmd := &cobra.Command{
 		Use:   "verify",
-		Short: "Check the store; exit 1 when anything is damaged",
+		Short: "Check the store; exit 1 when anything is damaged, 2 when it cannot check",
 		Long: `Check the store on the second disk: every manifest, pack index, journal
 segment and verification mark against its checksum, every pack against its
 index, every block a version references for presence. With --read-data,
 every stored block is read back and re-hashed (catches bit rot).
 
-Each problem names the version(s) and path(s) it damages. Exit status: 0
-clean, 1 damage found, other values when the check could not run.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runVerify(cmd, g, o) },
+Each problem names the version(s) and path(s) it damages. The rotten
+blocks --read-data finds are recorded in the store, so that no later
+backup builds on them and every later verify keeps naming them;
+kubekeep repair makes the store consistent again.
+
+Exit status: 0 clean (warnings are printed but are no damage), 1 damage
+found, 2 the check could not run: a usage or config error, no store at
+the path, the store locked by a backup or prune for longer than --wait,
+an I/O error. Scripts can treat 1 alone as "the backups are damaged".
+
+-o json prints {"versions", "packs", "blobs", "segments", "bytesRead",
+"readData", "problems": [{"kind", "object", "detail", "versions",
+"paths"}], "warnings"}.`,
+		Args: func(cmd *cobra.Command, args []string) error { return operational(cobra.NoArgs(cmd, args)) },
+		// Its own config resolution, so that a bad config exits 2 too.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return operational(g.resolve(cmd)) },
+		RunE:              func(cmd *cobra.Command, _ []string) error { return runVerify(cmd, g, o) },
 	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return operational(err) })
 	cmd.Flags().BoolVar(&o.readData, "read-data", false, "read and re-hash every stored block")
 	cmd.Flags().DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for a running backup or prune to finish")
 	outputFlag(cmd, &o.output, "text", "json")
@@ -38,25 +52,26 @@ clean, 1 damage found, other values when the check could not run.`,
 
 func runVerify(cmd *cobra.Command, g *globalOptions, o *verifyOptions) error {
 	if err := checkOutput(o.output, "text", "json"); err != nil {
-		return err
+		return operational(err)
 	}
 	s, err := openStoreMode(g, false)
 	if err != nil {
-		return err
+		return operational(err)
 	}
-	// The lock keeps a prune from removing what is being checked.
+	// The lock keeps a prune from removing what is being checked, and
+	// lets verify record what it found.
 	unlock, err := s.LockWait(cmd.Context(), o.wait)
 	if err != nil {
-		return err
+		return operational(err)
 	}
 	defer unlock()
 	rep, err := s.Verify(cmd.Context(), o.readData)
 	if err != nil {
-		return err
+		return operational(err)
 	}
 	if o.output == "json" {
 		if err := writeJSON(g.stdout, rep); err != nil {
-			return err
+			return operational(err)
 		}
 	} else {
 		for _, p := range rep.Problems {
