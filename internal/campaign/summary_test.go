@@ -15,7 +15,17 @@ type summary struct {
 	mu     sync.Mutex
 	counts map[string]map[string]int // kind -> counter -> n
 	notes  []string
+	hits   map[string]int // known bug id -> checks it failed
 	start  time.Time
+}
+
+func (s *summary) hit(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hits == nil {
+		s.hits = map[string]int{}
+	}
+	s.hits[id]++
 }
 
 func newSummary() *summary {
@@ -100,6 +110,13 @@ func (s *summary) table(k knobs) string {
 		lost += m["data lost"]
 	}
 	fmt.Fprintf(&b, "\ndata lost: %d (must be 0)\n", lost)
+	for _, kb := range knownBugs {
+		if n := s.hits[kb.id]; n > 0 {
+			fmt.Fprintf(&b, "known bug %s: %d failed check(s): %s\n", kb.id, n, kb.desc)
+		} else {
+			fmt.Fprintf(&b, "known bug %s: not met in this run (fixed, or this seed did not reach it)\n", kb.id)
+		}
+	}
 	for _, n := range s.notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}

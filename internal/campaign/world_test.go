@@ -100,9 +100,12 @@ func newWorld(t *testing.T, bin string, rng *rand.Rand, sum *summary, kind strin
 
 func (w *world) writeConfig() {
 	w.cfgFile = filepath.Join(w.t.TempDir(), "kubekeep.yaml")
-	mp := ""
+	// store.path is also in the file (--store repeats it): a file with
+	// store.mountpoint and no store.path fails validation against the
+	// default path before the flag applies.
+	mp := "  path: " + w.store + "\n"
 	if w.mountpoint != "" {
-		mp = "  mountpoint: " + w.mountpoint + "\n"
+		mp += "  mountpoint: " + w.mountpoint + "\n"
 	}
 	cfg := "store:\n" + mp + `  minFree: 0B
 schedules:
