@@ -194,7 +194,7 @@ func (w *world) verify(c *checker) (*verifyReport, result) {
 type versionJSON struct {
 	ID     string `json:"id"`
 	Status string `json:"status"`
-	Etcd *struct {
+	Etcd   *struct {
 		Revision int64 `json:"revision"`
 	} `json:"etcd"`
 }
