@@ -101,7 +101,7 @@ func (w *VersionWriter) store(r io.Reader, prev *format.Entry, size int64) (form
 	var total int64
 	var pi prevIter
 	if prev != nil {
-		pi = prevIter{exts: prev.Extents}
+		pi = newPrevIter(prev.Extents)
 	}
 	var err error
 	for b := range out {
@@ -159,7 +159,7 @@ func (w *VersionWriter) consume(b *batch, base int64, exts format.Extents, pi *p
 		ln := min(w.bs, b.n-i*w.bs)
 		old := pi.block(base+int64(i*w.bs), ln, w.bs)
 		if b.hole || b.ids[i].IsZero() {
-			exts = append(exts, format.Extent{ID: format.ZeroID, Len: uint32(ln)})
+			exts = appendZeros(exts, ln)
 			continue
 		}
 		id, data := b.ids[i], b.buf[i*w.bs:i*w.bs+ln]
@@ -181,31 +181,59 @@ func (w *VersionWriter) consume(b *batch, base int64, exts format.Extents, pi *p
 	return exts, nil
 }
 
-// prevIter walks the previous version's extents block by block; extents
-// never cross block boundaries, so each block's extents are a contiguous run.
+// prevIter walks the previous version's extents block by block. Data
+// extents never cross block boundaries, so a block's data extents are a
+// contiguous run; a run of zeros may span many blocks and is cut to the
+// block asked for.
 type prevIter struct {
 	exts format.Extents
+	size int64 // what the extents cover
 	i    int
-	pos  int64
+	pos  int64 // file offset of exts[i]
+}
+
+func newPrevIter(exts format.Extents) prevIter {
+	return prevIter{exts: exts, size: exts.Total()}
 }
 
 func (p *prevIter) block(off int64, ln, bs int) format.Extents {
-	for p.i < len(p.exts) && p.pos < off {
+	if off >= p.size || min(int64(bs), p.size-off) != int64(ln) {
+		return nil // the block changed size (file grew or shrank): store it whole
+	}
+	for p.i < len(p.exts) && p.pos+int64(p.exts[p.i].Len) <= off {
 		p.pos += int64(p.exts[p.i].Len)
 		p.i++
 	}
-	if p.pos != off {
-		return nil
+	end := off + int64(ln)
+	var out format.Extents
+	for j, pos := p.i, p.pos; j < len(p.exts) && pos < end; j++ {
+		x := p.exts[j]
+		xa, xb := pos, pos+int64(x.Len)
+		pos = xb
+		if x.ID.IsZero() {
+			out = append(out, format.Extent{ID: format.ZeroID, Len: uint32(min(xb, end) - max(xa, off))})
+			continue
+		}
+		if xa < off || xb > end {
+			return nil // a data extent across the block: not this store's making
+		}
+		out = append(out, x)
 	}
-	j, end := p.i, p.pos
-	for j < len(p.exts) && end < off+int64(bs) {
-		end += int64(p.exts[j].Len)
-		j++
+	return out
+}
+
+// maxZeroRun bounds one extent of zeros (a multiple of every block size):
+// a 10 GiB hole is 5 extents, not 163,840.
+const maxZeroRun = 1 << 31
+
+// appendZeros appends n zero bytes to exts, extending a run of zeros that
+// ends it.
+func appendZeros(exts format.Extents, n int) format.Extents {
+	if k := len(exts) - 1; k >= 0 && exts[k].ID.IsZero() && int64(exts[k].Len)+int64(n) <= maxZeroRun {
+		exts[k].Len += uint32(n)
+		return exts
 	}
-	if end-off != int64(ln) {
-		return nil // the block changed size (file grew or shrank): store it whole
-	}
-	return p.exts[p.i:j]
+	return append(exts, format.Extent{ID: format.ZeroID, Len: uint32(n)})
 }
 
 // delta compares a changed block with its previous content page by page and

@@ -93,7 +93,9 @@
 // Files and streams are cut into fixed, page-aligned blocks (64 KiB by
 // default) addressed by blake3-256. All-zero blocks, and holes found with
 // SEEK_DATA (etcd preallocates WAL segments to 64 MB), are stored as
-// nothing. A block the store already has costs nothing. A changed block
+// nothing: a run of them is one zero extent of up to 2 GiB in the manifest
+// (a 10 GiB sparse file with one block of data: 1.2 KiB of manifest,
+// TestSparseManifest), the only extents that may span blocks. A block the store already has costs nothing. A changed block
 // whose file had a previous version is compared with its previous content
 // 4 KiB page by page: unchanged pages become references into the old blobs
 // (an extent is blob+offset+length) and only runs of changed pages are
