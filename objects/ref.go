@@ -2,6 +2,7 @@ package objects
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -174,7 +175,9 @@ func etcdPrefix(group, resource string) string {
 
 // ParseRef reads RESOURCE[.GROUP][/NAMESPACE]/NAME. RESOURCE may be a
 // plural, a singular or a kubectl short name ("cm", "deploy"); a custom
-// resource is written plural.group ("widgets.example.com"). A known
+// resource is written plural.group ("widgets.example.com"); a group has no
+// empty label, so "deployments." is refused rather than read as a core
+// resource that would print back as apps' deployments. A known
 // namespaced resource needs a namespace, a known cluster-scoped one must not
 // have one.
 func ParseRef(s string) (Ref, error) {
@@ -224,9 +227,15 @@ func lookupResource(s string) (*resourceInfo, string, string, error) {
 	if ri, ok := byName[low]; ok {
 		return ri, ri.group, ri.resource, nil
 	}
-	plural, group, _ := strings.Cut(low, ".")
+	plural, group, dotted := strings.Cut(low, ".")
 	if plural == "" || strings.ContainsAny(low, " \t\n\x00") {
 		return nil, "", "", fmt.Errorf("bad resource name %q", s)
+	}
+	// "deployments." would be the core group spelled with a dot, which
+	// String never prints: read back as "deployments", it would be apps'
+	// Deployments. A group is a DNS name: no empty label anywhere.
+	if dotted && slices.Contains(strings.Split(group, "."), "") {
+		return nil, "", "", fmt.Errorf("bad resource name %q: empty API group label (core resources take no group: write %q)", s, plural)
 	}
 	if ri, ok := byGroupResource[group+"/"+plural]; ok {
 		return ri, ri.group, ri.resource, nil

@@ -47,7 +47,10 @@ func TestParseRef(t *testing.T) {
 			t.Errorf("%s: ParseRef(%s) = %+v %v", in, got.String(), again, err)
 		}
 	}
-	for _, bad := range []string{"", "cm", "cm/foo", "ns/a/b", "a/b/c/d", "cm//x", "cm/../x", "/ns/x", "secrets/x/"} {
+	for _, bad := range []string{"", "cm", "cm/foo", "ns/a/b", "a/b/c/d", "cm//x", "cm/../x", "/ns/x", "secrets/x/",
+		// An empty group label: "deployments." read as core "deployments"
+		// printed "deployments/0", which reads back as apps' (FuzzParseRef).
+		"deploYments./0", "deploy./ns/x", "widgets.example.com./ns/x", "widgets.example..com/ns/x", "widgets..com/x"} {
 		if r, err := ParseRef(bad); err == nil {
 			t.Errorf("%q parsed as %+v", bad, r)
 		}
