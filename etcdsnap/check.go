@@ -21,15 +21,16 @@ func init() {
 }
 
 type checkResult struct {
-	Stats         DBStats `json:"stats"`
-	KubeadmConfig []byte  `json:"kubeadmConfig,omitempty"`
-	Err           string  `json:"err,omitempty"`
-	Kind          string  `json:"kind,omitempty"`
+	Stats DBStats `json:"stats"`
+	// Exports are the newest stored values of kubeadm's ConfigMaps, by key.
+	Exports map[string][]byte `json:"exports,omitempty"`
+	Err     string            `json:"err,omitempty"`
+	Kind    string            `json:"kind,omitempty"`
 }
 
 func runCheckChild(path string) {
-	st, kubeadmConfig, err := checkDB(path)
-	res := checkResult{Stats: st, KubeadmConfig: kubeadmConfig}
+	st, exports, err := checkDB(path)
+	res := checkResult{Stats: st, Exports: exports}
 	if err != nil {
 		res.Err = err.Error()
 		var e *Error
@@ -61,8 +62,9 @@ func CheckDB(path string) (DBStats, error) {
 }
 
 // checkInChild runs checkDB in a child process and also returns the newest
-// stored kubeadm-config value (nil when the image has none).
-func checkInChild(path string) (DBStats, []byte, error) {
+// stored values of kubeadm's ConfigMaps, by etcd key (absent when the image
+// has none).
+func checkInChild(path string) (DBStats, map[string][]byte, error) {
 	var st DBStats
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -98,7 +100,7 @@ func checkInChild(path string) (DBStats, []byte, error) {
 		}
 		return res.Stats, nil, &Error{Op: "check db", File: path, Kind: kind, Err: errors.New(res.Err)}
 	}
-	return res.Stats, res.KubeadmConfig, nil
+	return res.Stats, res.Exports, nil
 }
 
 // firstLines keeps the panic message and drops the goroutine dump.

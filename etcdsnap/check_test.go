@@ -402,3 +402,61 @@ func markers(t *testing.T, path string) []int64 {
 	}
 	return revs
 }
+
+// The check pass exports kubeadm's three configuration documents, each the
+// newest stored value of its ConfigMap: the ClusterConfiguration, the
+// kubelet's (kube-system/kubelet-config, key kubelet) and kube-proxy's
+// (kube-system/kube-proxy, key config.conf). A ConfigMap deleted before the
+// snapshot is not exported; an image without one says ErrNotFound.
+func TestCheckExportsKubeadmDocuments(t *testing.T) {
+	r := testetcd.SandboxT(t)
+	srv := testetcd.StartT(t, r)
+	ctx := ctxT(t)
+	if _, err := srv.LoadCluster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cli := srv.ClientT(t)
+	cm := func(name, key, doc string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system"}, Data: map[string]string{key: doc}}
+	}
+	kubelet1 := "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmaxPods: 110\n"
+	kubelet2 := "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmaxPods: 42\n"
+	proxy := "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n"
+	for _, o := range []*corev1.ConfigMap{cm("kubelet-config", "kubelet", kubelet1), cm("kube-proxy", "config.conf", proxy), cm("kubelet-config", "kubelet", kubelet2)} {
+		if _, err := testetcd.PutObject(ctx, cli, "configmaps", o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "snap.db")
+	info := snapshotToFile(t, clientConfig(r, srv.Endpoint()), path)
+	for kind, want := range map[string]string{
+		etcdsnap.KindClusterConfiguration:   testetcd.ClusterConfiguration(r.Opts.KubernetesVersion, r.Opts.AdvertiseAddress),
+		etcdsnap.KindKubeletConfiguration:   kubelet2,
+		etcdsnap.KindKubeProxyConfiguration: proxy,
+	} {
+		got, err := info.KubeadmDocument(kind)
+		if err != nil || string(got) != want {
+			t.Errorf("%s from the check: %v\n%s\nwant:\n%s", kind, err, got, want)
+		}
+		if got, err := etcdsnap.ExportKubeadmDocument(path, kind); err != nil || string(got) != want {
+			t.Errorf("ExportKubeadmDocument(%s): %v\n%s", kind, err, got)
+		}
+	}
+
+	// kube-proxy's ConfigMap deleted (kubeadm's addon phase skipped, or
+	// removed by hand): the next snapshot has no such document.
+	if _, err := cli.Delete(ctx, testetcd.Key("configmaps", "kube-system", "kube-proxy")); err != nil {
+		t.Fatal(err)
+	}
+	path2 := filepath.Join(t.TempDir(), "snap2.db")
+	info2 := snapshotToFile(t, clientConfig(r, srv.Endpoint()), path2)
+	if got, err := info2.KubeadmDocument(etcdsnap.KindKubeProxyConfiguration); !errors.Is(err, etcdsnap.ErrNotFound) {
+		t.Errorf("KubeProxyConfiguration after its ConfigMap was deleted: %v %q", err, got)
+	}
+	if got, err := info2.KubeadmDocument(etcdsnap.KindKubeletConfiguration); err != nil || string(got) != kubelet2 {
+		t.Errorf("KubeletConfiguration: %v %q", err, got)
+	}
+	if _, err := info2.KubeadmDocument("InitConfiguration"); err == nil {
+		t.Error("an unknown kind was exported")
+	}
+}

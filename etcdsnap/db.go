@@ -86,9 +86,11 @@ func openDB(path string) (*bolt.DB, error) {
 // objects, get and diff can read.
 // It can crash the process on a damaged image: see CheckDB.
 //
-// On the way it keeps the newest stored value of KubeadmConfigKey, so the
-// ClusterConfiguration comes out of the same pass instead of a second scan.
-func checkDB(path string) (st DBStats, kubeadmConfig []byte, err error) {
+// On the way it keeps the newest stored value of each of kubeadm's
+// ConfigMaps (kubeadmExportKeys), so the ClusterConfiguration, the
+// KubeletConfiguration and the KubeProxyConfiguration come out of the same
+// pass instead of a second scan.
+func checkDB(path string) (st DBStats, exports map[string][]byte, err error) {
 	db, err := openDB(path)
 	if err != nil {
 		return st, nil, err
@@ -99,9 +101,10 @@ func checkDB(path string) (st DBStats, kubeadmConfig []byte, err error) {
 			err = &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: fmt.Errorf("bbolt: %v", r)}
 		}
 	}()
-	fail := func(err error) (DBStats, []byte, error) {
+	fail := func(err error) (DBStats, map[string][]byte, error) {
 		return st, nil, &Error{Op: "check db", File: path, Kind: ErrCorruptDB, Err: err}
 	}
+	exports = map[string][]byte{}
 	st.PageSize = db.Info().PageSize
 	err = db.View(func(tx *bolt.Tx) error {
 		st.Size = tx.Size()
@@ -148,14 +151,14 @@ func checkDB(path string) (st DBStats, kubeadmConfig []byte, err error) {
 			} else {
 				live[string(e.Key)] = struct{}{}
 			}
-			if string(e.Key) == KubeadmConfigKey {
-				kubeadmConfig = nil
+			if isExportKey(e.Key) {
+				delete(exports, string(e.Key))
 				if !e.Tombstone {
 					var kv mvccpb.KeyValue
 					if err := kv.Unmarshal(v); err != nil {
 						return fmt.Errorf("entry at revision %s: %w", e.Revision, err)
 					}
-					kubeadmConfig = kv.Value
+					exports[string(e.Key)] = kv.Value
 				}
 			}
 			return nil
@@ -166,7 +169,7 @@ func checkDB(path string) (st DBStats, kubeadmConfig []byte, err error) {
 	if err != nil {
 		return fail(err)
 	}
-	return st, kubeadmConfig, nil
+	return st, exports, nil
 }
 
 // ReadKeys returns every live key of the image at its newest revision,
@@ -292,8 +295,51 @@ func scan(dbPath string, rev int64, fn func(kv *mvccpb.KeyValue, tomb bool) bool
 	return nil
 }
 
-// KubeadmConfigKey is where kubeadm keeps its ClusterConfiguration.
-const KubeadmConfigKey = "/registry/configmaps/kube-system/kubeadm-config"
+// Where kubeadm keeps its configuration, in ConfigMaps of kube-system:
+// kubeadm init writes them, `kubeadm upgrade` and `kubeadm join` read them.
+const (
+	// KubeadmConfigKey holds the ClusterConfiguration (data key
+	// ClusterConfiguration).
+	KubeadmConfigKey = "/registry/configmaps/kube-system/kubeadm-config"
+	// KubeletConfigKey holds the cluster's KubeletConfiguration (data key
+	// kubelet): what kubeadm init --config's KubeletConfiguration document
+	// said, custom settings (maxPods, eviction thresholds…) included.
+	KubeletConfigKey = "/registry/configmaps/kube-system/kubelet-config"
+	// KubeProxyConfigKey holds the KubeProxyConfiguration (data key
+	// config.conf), which the kube-proxy addon phase writes.
+	KubeProxyConfigKey = "/registry/configmaps/kube-system/kube-proxy"
+)
+
+// Kinds of the configuration documents kubeadm keeps in those ConfigMaps.
+const (
+	KindClusterConfiguration   = "ClusterConfiguration"
+	KindKubeletConfiguration   = "KubeletConfiguration"
+	KindKubeProxyConfiguration = "KubeProxyConfiguration"
+)
+
+// kubeadmDoc says where one kind of document is kept.
+type kubeadmDoc struct{ key, dataKey string }
+
+// kubeadmDocs are the documents the check exports, by kind.
+var kubeadmDocs = map[string]kubeadmDoc{
+	KindClusterConfiguration:   {KubeadmConfigKey, "ClusterConfiguration"},
+	KindKubeletConfiguration:   {KubeletConfigKey, "kubelet"},
+	KindKubeProxyConfiguration: {KubeProxyConfigKey, "config.conf"},
+}
+
+// KubeadmKinds lists the kinds of document the backup's check exports, in
+// the order kubeadm init --config takes them.
+func KubeadmKinds() []string {
+	return []string{KindClusterConfiguration, KindKubeletConfiguration, KindKubeProxyConfiguration}
+}
+
+func isExportKey(key []byte) bool {
+	switch string(key) {
+	case KubeadmConfigKey, KubeletConfigKey, KubeProxyConfigKey:
+		return true
+	}
+	return false
+}
 
 // ErrNotFound: the key or data item is not in the image.
 var ErrNotFound = errors.New("not found")
@@ -302,36 +348,72 @@ var ErrNotFound = errors.New("not found")
 // ConfigMap kube-system/kubeadm-config as stored in the image: what
 // `kubeadm init --config` needs before etcd runs again.
 func ExportClusterConfiguration(dbPath string) ([]byte, error) {
-	kv, found, err := Get(dbPath, KubeadmConfigKey)
+	return ExportKubeadmDocument(dbPath, KindClusterConfiguration)
+}
+
+// ExportKubeadmDocument returns the document of kind (KubeadmKinds) as the
+// image stores it in its ConfigMap; it wraps ErrNotFound when the image has
+// no such ConfigMap or the ConfigMap no such data key.
+func ExportKubeadmDocument(dbPath, kind string) ([]byte, error) {
+	d, ok := kubeadmDocs[kind]
+	if !ok {
+		return nil, fmt.Errorf("no kubeadm document of kind %q (kinds: %s)", kind, strings.Join(KubeadmKinds(), ", "))
+	}
+	kv, found, err := Get(dbPath, d.key)
 	if err != nil {
 		return nil, err
 	}
 	if !found {
-		return nil, fmt.Errorf("%s in %s: %w", KubeadmConfigKey, dbPath, ErrNotFound)
+		return nil, fmt.Errorf("%s in %s: %w", d.key, dbPath, ErrNotFound)
 	}
-	doc, err := clusterConfigurationOf(kv.Value)
+	doc, err := kubeadmDocumentOf(kind, kv.Value)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dbPath, err)
 	}
 	return doc, nil
 }
 
-// clusterConfigurationOf decodes a stored kubeadm-config ConfigMap and
-// returns its ClusterConfiguration document.
-func clusterConfigurationOf(value []byte) ([]byte, error) {
+// kubeadmDocumentOf decodes a stored ConfigMap and returns the document of
+// kind it holds.
+func kubeadmDocumentOf(kind string, value []byte) ([]byte, error) {
+	d := kubeadmDocs[kind]
 	obj, err := DecodeObject(value)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", KubeadmConfigKey, err)
+		return nil, fmt.Errorf("%s: %w", d.key, err)
 	}
 	cm, ok := obj.(*corev1.ConfigMap)
 	if !ok {
-		return nil, fmt.Errorf("%s holds a %T, not a ConfigMap", KubeadmConfigKey, obj)
+		return nil, fmt.Errorf("%s holds a %T, not a ConfigMap", d.key, obj)
 	}
-	doc, ok := cm.Data["ClusterConfiguration"]
+	doc, ok := cm.Data[d.dataKey]
 	if !ok {
-		return nil, fmt.Errorf("%s has no ClusterConfiguration data key: %w", KubeadmConfigKey, ErrNotFound)
+		return nil, fmt.Errorf("%s has no %s data key: %w", d.key, d.dataKey, ErrNotFound)
 	}
 	return []byte(doc), nil
+}
+
+// KubeadmDocument returns the document of kind (KubeadmKinds) the image
+// Check looked at holds. It wraps ErrNotFound when the image has none (an
+// external or non-kubeadm etcd; kube-proxy left out with
+// --skip-phases=addon/kube-proxy).
+func (i *Info) KubeadmDocument(kind string) ([]byte, error) {
+	d, ok := kubeadmDocs[kind]
+	if !ok {
+		return nil, fmt.Errorf("no kubeadm document of kind %q", kind)
+	}
+	v := i.exports[d.key]
+	if v == nil {
+		return nil, fmt.Errorf("%s: %w", d.key, ErrNotFound)
+	}
+	return kubeadmDocumentOf(kind, v)
+}
+
+// ClusterConfiguration returns the kubeadm ClusterConfiguration the image
+// Check looked at holds (ConfigMap kube-system/kubeadm-config): what
+// `kubeadm init --config` needs before etcd runs again. It wraps
+// ErrNotFound when the image has none (an external or non-kubeadm etcd).
+func (i *Info) ClusterConfiguration() ([]byte, error) {
+	return i.KubeadmDocument(KindClusterConfiguration)
 }
 
 // ErrEncrypted: the value is encrypted at rest by the apiserver and cannot

@@ -50,19 +50,9 @@ type Info struct {
 	Duration       float64   `json:"durationSeconds,omitempty"`
 	Error          string    `json:"error,omitempty"`
 
-	// kubeadmConfig is the stored value of KubeadmConfigKey Check found.
-	kubeadmConfig []byte
-}
-
-// ClusterConfiguration returns the kubeadm ClusterConfiguration the image
-// Check looked at holds (ConfigMap kube-system/kubeadm-config): what
-// `kubeadm init --config` needs before etcd runs again. It wraps
-// ErrNotFound when the image has none (an external or non-kubeadm etcd).
-func (i *Info) ClusterConfiguration() ([]byte, error) {
-	if i.kubeadmConfig == nil {
-		return nil, fmt.Errorf("%s: %w", KubeadmConfigKey, ErrNotFound)
-	}
-	return clusterConfigurationOf(i.kubeadmConfig)
+	// exports are the stored values of kubeadm's ConfigMaps Check found,
+	// by etcd key (KubeadmDocument).
+	exports map[string][]byte
 }
 
 // Check opens the materialised image at path (the bytes written to the
@@ -71,8 +61,8 @@ func (i *Info) ClusterConfiguration() ([]byte, error) {
 // API snapshot also needs its trailer to have matched. On failure Error is
 // set and Verified stays false.
 func (i *Info) Check(path string) (DBStats, error) {
-	st, kubeadmConfig, err := checkInChild(path)
-	i.kubeadmConfig = kubeadmConfig
+	st, exports, err := checkInChild(path)
+	i.exports = exports
 	if err != nil {
 		i.Verified = false
 		i.Error = err.Error()
