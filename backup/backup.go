@@ -1,7 +1,9 @@
 // Package backup takes one kubekeep version: it discovers the backup set
 // from the static-pod manifests, stores the files, streams a consistent
 // etcd snapshot into the same version, checks that snapshot before the
-// version commits, and exports the kubeadm ClusterConfiguration beside it.
+// version commits, and exports beside it the kubeadm ClusterConfiguration
+// and the cluster's KubeletConfiguration and KubeProxyConfiguration (what
+// `kubeadm init --config` needs to rebuild the node as it was).
 //
 // It is the one place that knows how layout, etcdsnap and rsyncish fit
 // together; the CLI, the agent, the cloud snapshot and a restore's safety
@@ -36,6 +38,11 @@ import (
 const (
 	EtcdSnapshotStream         = "etcd/snapshot.db"
 	ClusterConfigurationStream = "kubeadm/ClusterConfiguration.yaml"
+	// The kubelet's and kube-proxy's cluster-wide configurations
+	// (ConfigMaps kube-system/kubelet-config and kube-proxy): kubeadm init
+	// rewrites both with defaults unless its config carries them.
+	KubeletConfigurationStream   = "kubeadm/KubeletConfiguration.yaml"
+	KubeProxyConfigurationStream = "kubeadm/KubeProxyConfiguration.yaml"
 )
 
 // Meta keys of a version's manifest (more in state.go).
@@ -335,6 +342,16 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 		log.Warn("no kubeadm ClusterConfiguration in etcd; a rebuild will need one by hand", "err", err)
 	} else if _, err := w.AddStream(ClusterConfigurationStream, bytes.NewReader(cfg)); err != nil {
 		return &info, fmt.Errorf("store ClusterConfiguration: %w", err)
+	}
+	for _, d := range []struct{ kind, stream string }{
+		{etcdsnap.KindKubeletConfiguration, KubeletConfigurationStream},
+		{etcdsnap.KindKubeProxyConfiguration, KubeProxyConfigurationStream},
+	} {
+		if cfg, err := info.KubeadmDocument(d.kind); err != nil {
+			log.Info("no "+d.kind+" in etcd; a rebuild takes kubeadm's defaults for it", "err", err)
+		} else if _, err := w.AddStream(d.stream, bytes.NewReader(cfg)); err != nil {
+			return &info, fmt.Errorf("store %s: %w", d.kind, err)
+		}
 	}
 	log.Info("etcd snapshot stored", "endpoint", info.Endpoint, "source", info.Source, "revision", info.Revision,
 		"keys", info.Keys, "dbSize", info.DBSize)
