@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,8 +8,6 @@ import (
 	"os/exec"
 	"path"
 	"strings"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/kubekeep/kubekeep/layout"
 )
@@ -24,40 +21,6 @@ const kubeadmConfigDir = "/etc/kubernetes/kubekeep-restore"
 // turned into dashes (cmd/kubeadm/app/preflight DirAvailableCheck.Name).
 func DirAvailableCheck(dataDir string) string {
 	return "DirAvailable-" + strings.ReplaceAll(dataDir, "/", "-")
-}
-
-// InitConfig is the config `kubeadm init --config` gets: an
-// InitConfiguration pinning the old node name, then the saved
-// ClusterConfiguration unchanged.
-func InitConfig(clusterConfig []byte, nodeName string) ([]byte, error) {
-	var head struct {
-		APIVersion string `yaml:"apiVersion"`
-		Kind       string `yaml:"kind"`
-	}
-	if err := yaml.Unmarshal(clusterConfig, &head); err != nil {
-		return nil, fmt.Errorf("saved ClusterConfiguration: %w", err)
-	}
-	if head.Kind != "" && head.Kind != "ClusterConfiguration" {
-		return nil, fmt.Errorf("saved ClusterConfiguration is a %s", head.Kind)
-	}
-	if head.APIVersion == "" {
-		head.APIVersion = "kubeadm.k8s.io/v1beta4"
-	}
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "apiVersion: %s\nkind: InitConfiguration\n", head.APIVersion)
-	if nodeName != "" {
-		// Quoted: a node name like "0123" must stay a string.
-		fmt.Fprintf(&b, "nodeRegistration:\n  name: %q\n", nodeName)
-	}
-	b.WriteString("---\n")
-	if head.Kind == "" {
-		fmt.Fprintf(&b, "apiVersion: %s\nkind: ClusterConfiguration\n", head.APIVersion)
-	}
-	b.Write(clusterConfig)
-	if !bytes.HasSuffix(clusterConfig, []byte("\n")) {
-		b.WriteByte('\n')
-	}
-	return b.Bytes(), nil
 }
 
 // kubeadm brings the control plane back: the backed-up manifests when the
@@ -124,7 +87,11 @@ func (r *runner) kubeadm(ctx context.Context) error {
 			}
 		}
 	}
-	cfg, err := InitConfig(a.clusterConfig, a.nodeName)
+	settings, pinned, err := r.initSettings(a)
+	if err != nil {
+		return err
+	}
+	cfg, err := InitConfig(settings)
 	if err != nil {
 		return err
 	}
@@ -133,7 +100,11 @@ func (r *runner) kubeadm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.do(fmt.Sprintf("write %s (0600): the saved ClusterConfiguration with nodeRegistration.name %q", cfgHost, a.nodeName), func() error {
+	what := fmt.Sprintf("the saved ClusterConfiguration with nodeRegistration.name %q", a.nodeName)
+	if len(pinned) > 0 {
+		what += "; " + strings.Join(pinned, "; ")
+	}
+	if err := r.do(fmt.Sprintf("write %s (0600): %s", cfgHost, what), func() error {
 		root, err := r.root()
 		if err != nil {
 			return err

@@ -25,6 +25,15 @@
 //     held by no etcd. The dry run plans with the same code, so it shows
 //     exactly what the run does.
 //
+// The kubeadm phase puts the manifests back on an unchanged node; on a
+// changed one it runs kubeadm init with a config (InitConfig) made of the
+// saved ClusterConfiguration and what kubeadm would otherwise detect or
+// default differently from the node that was backed up: the node name, the
+// CRI socket (kubeadm 1.34 keeps it only in instance-config.yaml), the
+// apiserver's advertise address and port while this host still has that
+// address, and the cluster's KubeletConfiguration and
+// KubeProxyConfiguration as the backup exported them from etcd.
+//
 // The verify phase waits, bounded, for etcd and then the apiserver's
 // /readyz, and fails saying it timed out when either never gets ready.
 package restore

@@ -8,10 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
@@ -303,10 +306,31 @@ echo "[init] pretending to be kubeadm"
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The fixture is a kubeadm 1.31 node: its CRI socket is in
+	// kubeadm-flags.env; its etcd has no kubelet-config, so the
+	// KubeletConfiguration is the node's config.yaml; the apiserver's
+	// address (10.0.0.5) is not this new host's, so kubeadm picks one.
 	saved := testetcd.ClusterConfiguration(f.root.Opts.KubernetesVersion, f.root.Opts.AdvertiseAddress)
-	wantCfg := "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nnodeRegistration:\n  name: \"master-1\"\n---\n" + saved
-	if string(cfg) != wantCfg {
-		t.Errorf("config given to kubeadm:\n%s\nwant:\n%s", cfg, wantCfg)
+	head := "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nnodeRegistration:\n  name: \"master-1\"\n" +
+		"  criSocket: \"unix:///var/run/containerd/containerd.sock\"\n---\n" + saved + "---\n"
+	if !strings.HasPrefix(string(cfg), head) {
+		t.Errorf("config given to kubeadm:\n%s\nwant it to start with:\n%s", cfg, head)
+	} else {
+		var got, want map[string]any
+		nodeKC, err := os.ReadFile(f.root.Path("/var/lib/kubelet/config.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(nodeKC, &want); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, "containerRuntimeEndpoint")
+		if err := yaml.Unmarshal(cfg[len(head):], &got); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("the KubeletConfiguration given to kubeadm (%v):\n%s\nthe node's config.yaml:\n%s", err, cfg[len(head):], nodeKC)
+		}
+	}
+	if !strings.Contains(out.String(), "advertised 10.0.0.5, which this host does not have (10.9.9.9): the advertise address is left to kubeadm") {
+		t.Errorf("the account does not say the advertise address is left to kubeadm:\n%s", out.String())
 	}
 	if fi, err := os.Stat(cfgPath); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("config file mode: %v %v", fi, err)

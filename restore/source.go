@@ -205,6 +205,16 @@ func (src *source) readFile(store *rsyncish.Store, hostPath string) ([]byte, err
 	return b, nil
 }
 
+// hasStream says whether the version holds the named stream.
+func (src *source) hasStream(name string) bool {
+	for _, sh := range src.info.Streams {
+		if sh.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 func (src *source) entry(hostPath string) (rsyncish.Entry, bool) {
 	for _, e := range src.entries {
 		if e.Path == hostPath {
