@@ -207,3 +207,35 @@ func TestENOSPC(t *testing.T) {
 		t.Errorf("tree on the store's disk: %v, want ErrSameFS", err)
 	}
 }
+
+// TestFreshExt4AsStore: a freshly made ext4 filesystem mounted as the
+// store path holds lost+found and nothing else; that is an empty
+// directory, not another tool's data.
+func TestFreshExt4AsStore(t *testing.T) {
+	mnt := loopFS(t, 16<<20)
+	if _, err := os.Stat(filepath.Join(mnt, "lost+found")); err != nil {
+		t.Fatalf("mkfs.ext4 made no lost+found: %v", err)
+	}
+	root := t.TempDir()
+	sampleTree(t, root)
+	s, err := Open(mnt, Options{Mountpoint: mnt, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("a fresh ext4 as store.path: %v", err)
+	}
+	vi := backup(t, s, root, "/etc/kubernetes")
+	unlock := lockTest(t, s)
+	defer unlock()
+	if rep, err := s.Verify(context.Background(), true); err != nil || !rep.Clean() || len(rep.Warnings) != 0 || rep.Versions != 1 {
+		t.Fatalf("verify: %v %+v", err, rep)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "lost+found")); err != nil {
+		t.Errorf("lost+found gone: %v", err)
+	}
+	// Anything else still makes it someone else's directory.
+	other := loopFS(t, 16<<20)
+	writeFile(t, filepath.Join(other, "data.tar"), []byte("x"), 0o600)
+	if _, err := Open(other, Options{Mountpoint: other, Logger: testLogger(t)}); err == nil {
+		t.Error("a store was created beside another tool's file")
+	}
+	_ = vi
+}

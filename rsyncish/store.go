@@ -148,8 +148,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		default:
 			// Never scatter a store into a directory holding something else
 			// (the bare mountpoint, /data/backup with other tools' files).
-			if ents, _ := readStoreDir(dir); len(ents) > 0 {
-				return nil, fmt.Errorf("%s is not empty and is not a kubekeep store (no %s); use an empty or new directory", dir, configFile)
+			// A fresh ext4 mounted as the store path holds lost+found: that
+			// directory is empty for our purposes.
+			if ents, _ := readStoreDir(dir); len(foreign(ents)) > 0 {
+				return nil, fmt.Errorf("%s is not empty and is not a kubekeep store (no %s; it holds %s); use an empty or new directory", dir, configFile, strings.Join(foreign(ents), ", "))
 			}
 			if err := s.create(); err != nil {
 				return nil, fmt.Errorf("creating store %s: %w", dir, err)
@@ -166,6 +168,22 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// foreign returns the names in a would-be store directory that make it
+// someone else's: everything but a filesystem's lost+found directory.
+func foreign(ents []fs.DirEntry) []string {
+	var out []string
+	for _, e := range ents {
+		if e.Name() == "lost+found" && e.IsDir() {
+			continue
+		}
+		out = append(out, e.Name())
+	}
+	if len(out) > 5 {
+		out = append(out[:5], "...")
+	}
+	return out
 }
 
 func (s *Store) create() error {
