@@ -67,10 +67,11 @@ type Report struct {
 // Clean reports whether no problem was found.
 func (r *Report) Clean() bool { return len(r.Problems) == 0 }
 
-// Verify checks the store: every index, manifest, verification mark and
-// journal segment against its checksum; every pack against its index's
-// size; every referenced blob for presence; with readData, every blob of
-// every pack against its hash. Holding the lock gives a consistent view (a
+// Verify checks the store: config.json, every index, manifest,
+// verification mark and journal segment against its checksum; every pack
+// against its index's size; every referenced blob for presence; every
+// journal for gaps; the rescue kit against its recorded hashes; with
+// readData, every blob of every pack against its hash. Holding the lock gives a consistent view (a
 // concurrent prune could otherwise remove what it is looking at), and lets
 // Verify record the rotten blobs it found in the damage record, which
 // keeps every later backup from referring to them and every later verify
@@ -93,8 +94,9 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 	if err := v.journals(); err != nil {
 		return nil, err
 	}
+	v.aux()
 	if s.holdsLock() == nil {
-		if err := s.writeDamage(v.rot); err != nil {
+		if err := s.writeDamageAll(v.rot, v.auxBad); err != nil {
 			v.r.Warnings = append(v.r.Warnings, "could not record the damage found: "+err.Error())
 		}
 	}
@@ -109,8 +111,9 @@ type verifier struct {
 	// blobs holds, per blob, its good copies and why a copy is bad.
 	blobs map[format.ID]*blobState
 	hits  map[format.ID]*hit
-	// rot is the damage record as it stands after this run.
+	// rot and auxBad are the damage record as it stands after this run.
 	rot      rotten
+	auxBad   []string
 	versions map[string]bool
 }
 

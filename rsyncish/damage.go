@@ -50,16 +50,32 @@ func (s *Store) readDamage() (rotten, time.Time, error) {
 	return out, d.Time, nil
 }
 
-// writeDamage publishes the damage record (removes it when empty). The
-// caller holds the lock.
-func (s *Store) writeDamage(r rotten) error {
-	if len(r) == 0 {
+// damagedAux returns the aux files the damage record names.
+func (s *Store) damagedAux() []string {
+	data, err := readStoreFile(s.path(damageFile))
+	if err != nil {
+		return nil
+	}
+	var d format.Damage
+	if format.UnsealJSON(data, &d) != nil {
+		return nil
+	}
+	return d.Aux
+}
+
+// writeDamage publishes the damage record's packs, keeping its aux list.
+// The caller holds the lock.
+func (s *Store) writeDamage(r rotten) error { return s.writeDamageAll(r, s.damagedAux()) }
+
+// writeDamageAll publishes the damage record (removes it when empty).
+func (s *Store) writeDamageAll(r rotten, aux []string) error {
+	if len(r) == 0 && len(aux) == 0 {
 		if err := os.Remove(s.path(damageFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("removing %s: %w", damageFile, err)
 		}
 		return nil
 	}
-	d := format.Damage{Time: time.Now().UTC(), Packs: map[string][]string{}}
+	d := format.Damage{Time: time.Now().UTC(), Packs: map[string][]string{}, Aux: aux}
 	for pack, set := range r {
 		ids := make([]string, 0, len(set))
 		for id := range set {

@@ -49,6 +49,9 @@ func richStore(t *testing.T) (dir string, ids []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := s.WriteAux("RESTORE.md", []byte("how to restore\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	unlock()
 	if err := s.MarkVerified(v1.ID, Verification{Method: "drill"}); err != nil {
 		t.Fatal(err)

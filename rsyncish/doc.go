@@ -65,6 +65,10 @@
 //	                         files such as the snapshot check copy persist)
 //	RESTORE.md, kubekeep     top-level extras for a rebuild from the disk
 //	                         alone (WriteAux)
+//	aux.json                 sealed: size and blake3 of each extra as written
+//	                         (format.AuxFiles), so verify catches a rotted
+//	                         rescue kit and AuxNeedsWrite tells the backup to
+//	                         write it again (TestAuxHash)
 //
 // # Formats
 //

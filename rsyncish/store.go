@@ -318,10 +318,11 @@ func (s *Store) holdsLock() error {
 	return nil
 }
 
-// cleanLeftovers removes what a killed run leaves: temp files of dead
-// processes, packs that never got their index (a pack is written before its
-// index, and only the lock holder writes packs), and verification marks of
-// versions that are gone. Called with the lock held.
+// cleanLeftovers removes what a killed run leaves: temp files and temp
+// directories (the restore drill's scratch data dir, with all it holds) of
+// dead processes, packs that never got their index (a pack is written
+// before its index, and only the lock holder writes packs), and
+// verification marks of versions that are gone. Called with the lock held.
 func (s *Store) cleanLeftovers() error {
 	var removed []string
 	rm := func(p string) error {
@@ -337,7 +338,20 @@ func (s *Store) cleanLeftovers() error {
 			return err
 		}
 		if d.IsDir() {
-			return nil
+			pid, ok := tmpOwner(d.Name())
+			if !ok || p == s.dir {
+				return nil
+			}
+			// A temp dir is its maker's whole: nothing below it is
+			// the store's, so it is never walked, only removed once
+			// its maker is dead.
+			if !pidAlive(pid) {
+				if err := os.RemoveAll(p); err != nil {
+					return err
+				}
+				removed = append(removed, strings.TrimPrefix(p, s.dir+"/")+"/")
+			}
+			return filepath.SkipDir
 		}
 		if pid, ok := tmpOwner(d.Name()); ok && !pidAlive(pid) {
 			return rm(p)
@@ -593,29 +607,6 @@ func (s *Store) OpenScratch(name string) (*os.File, error) {
 		return nil, fmt.Errorf("store scratch file: %w", err)
 	}
 	return f, nil
-}
-
-// Aux files live at the top of the store so that an operator with nothing
-// but the second disk finds them: the kubekeep binary and RESTORE.md.
-var reservedNames = map[string]bool{configFile: true, lockFile: true, readLockFile: true, damageFile: true}
-
-// WriteAux atomically writes a top-level extra file (perm is masked to
-// owner-only bits: 0600 for RESTORE.md, 0700 for the binary).
-func (s *Store) WriteAux(name string, data []byte, perm os.FileMode) error {
-	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") || reservedNames[name] || strings.Contains(name, tmpMarker) {
-		return fmt.Errorf("aux file name %q is not allowed", name)
-	}
-	for _, d := range storeDirs {
-		if name == d {
-			return fmt.Errorf("aux file name %q is a store directory", name)
-		}
-	}
-	perm &= 0o700
-	if err := writeFileAtomic(s.path(name), data, perm); err != nil {
-		return fmt.Errorf("writing %s to the store: %w", name, err)
-	}
-	// The temp file was created with perm under the umask; make it exact.
-	return os.Chmod(s.path(name), perm)
 }
 
 // Usage returns the bytes the store occupies on disk and the bytes still

@@ -201,4 +201,23 @@ type Verification struct {
 type Damage struct {
 	Time  time.Time           `json:"time"`
 	Packs map[string][]string `json:"packs"` // pack id -> blob ids (hex)
+	// Aux are the top-level extras (the rescue kit) that did not match
+	// their recorded hash: the next WriteAux of each clears it.
+	Aux []string `json:"aux,omitempty"`
+}
+
+// AuxFiles is the store's aux.json: what WriteAux wrote, so that verify can
+// tell a rotted rescue kit (the kubekeep binary, RESTORE.md) from a good one.
+type AuxFiles struct {
+	Files map[string]AuxFile `json:"files"`
+}
+
+// AuxFile is one recorded aux file.
+type AuxFile struct {
+	Size   int64     `json:"size"`
+	Blake3 string    `json:"blake3"`
+	Time   time.Time `json:"time"`
+	// Prev is the hash of the copy being replaced while a WriteAux is under
+	// way (a crash may leave either copy); empty otherwise.
+	Prev string `json:"prev,omitempty"`
 }
