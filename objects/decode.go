@@ -150,18 +150,14 @@ func reveal(key string, raw []byte, kr *Keyring) ([]byte, *Encryption, error) {
 	if !bytes.HasPrefix(raw, []byte(encPrefix)) {
 		return raw, nil, nil
 	}
-	enc, err := ParseEncryption(raw)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", key, err)
-	}
 	if kr == nil {
+		enc, err := ParseEncryption(raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", key, err)
+		}
 		return nil, enc, &EncryptedError{Key: key, Encryption: *enc}
 	}
-	p, err := kr.Decrypt(key, raw)
-	if err != nil {
-		return nil, enc, err
-	}
-	return p, enc, nil
+	return kr.decrypt(key, raw)
 }
 
 // plaintext is reveal for callers that need only the bytes.

@@ -16,7 +16,9 @@
 // Values are protobuf ("k8s\x00", built-in types, decoded with client-go's
 // scheme), JSON or CBOR (custom resources, CRDs), optionally encrypted at
 // rest ("k8s:enc:<provider>:v1:<key>:"); a Keyring built from the
-// apiserver's EncryptionConfiguration decrypts aescbc, aesgcm and secretbox.
+// apiserver's EncryptionConfiguration decrypts aescbc, aesgcm and secretbox,
+// finding each value's key by that whole prefix as the apiserver does (a
+// key's name may hold colons).
 //
 // Object.Manifest is what `kubectl apply` takes back: server-set metadata
 // (resourceVersion, uid, managedFields, creationTimestamp, generation,

@@ -188,32 +188,48 @@ func checkKeySize(provider string, n int) error {
 
 // Decrypt returns the plaintext of a value stored at etcdKey.
 func (k *Keyring) Decrypt(etcdKey string, raw []byte) ([]byte, error) {
-	enc, err := ParseEncryption(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", etcdKey, err)
-	}
-	if enc.Provider == ProviderKMS {
-		return nil, &EncryptedError{Key: etcdKey, Encryption: *enc}
-	}
-	body := raw[len(encPrefix)+len(enc.Provider)+len(enc.Version)+len(enc.KeyName)+3:]
+	p, _, err := k.decrypt(etcdKey, raw)
+	return p, err
+}
+
+// decrypt is Decrypt that also says which key opened the value. Keys are
+// picked as the apiserver's prefix transformers pick them: by the whole
+// "k8s:enc:<provider>:v1:<name>:" prefix, not by splitting the value at
+// colons, since a key's name may hold colons of its own (the apiserver
+// allows any non-empty name for aescbc, aesgcm and secretbox keys).
+func (k *Keyring) decrypt(etcdKey string, raw []byte) ([]byte, *Encryption, error) {
 	var tried int
 	var lastErr error
+	var used *Encryption
 	for _, key := range k.candidates(etcdKey) {
-		if key.provider != enc.Provider || key.name != enc.KeyName {
+		// Only v1 exists for these providers; decryptBody refuses others.
+		prefix := encPrefix + key.provider + ":v1:" + key.name + ":"
+		if !bytes.HasPrefix(raw, []byte(prefix)) {
 			continue
 		}
 		tried++
-		p, err := decryptBody(key, enc.Version, etcdKey, body)
+		used = &Encryption{Provider: key.provider, Version: "v1", KeyName: key.name}
+		p, err := decryptBody(key, "v1", etcdKey, raw[len(prefix):])
 		if err == nil {
-			return p, nil
+			return p, used, nil
 		}
 		lastErr = err
 	}
-	if tried == 0 {
-		return nil, fmt.Errorf("%s is encrypted with %s, which the EncryptionConfiguration does not have (it has %s)",
-			etcdKey, enc, k.describe())
+	if tried > 0 {
+		return nil, used, fmt.Errorf("%s: decrypt with %s: %w", etcdKey, used, lastErr)
 	}
-	return nil, fmt.Errorf("%s: decrypt with %s: %w", etcdKey, enc, lastErr)
+	enc, err := ParseEncryption(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", etcdKey, err)
+	}
+	if enc.Provider == ProviderKMS {
+		return nil, enc, &EncryptedError{Key: etcdKey, Encryption: *enc}
+	}
+	if enc.Version != "v1" && (enc.Provider == ProviderAESCBC || enc.Provider == ProviderAESGCM || enc.Provider == ProviderSecretbox) {
+		return nil, enc, fmt.Errorf("%s: unknown %s format version %q", etcdKey, enc.Provider, enc.Version)
+	}
+	return nil, enc, fmt.Errorf("%s is encrypted with %s, which the EncryptionConfiguration does not have (it has %s)",
+		etcdKey, enc, k.describe())
 }
 
 // candidates lists keys from the resources[] entries that cover the key's

@@ -262,3 +262,50 @@ func TestParseEncryptionConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDecryptKeyNamesWithColons: the apiserver takes any non-empty key name
+// for aescbc, aesgcm and secretbox and marks each value with the whole name
+// ("k8s:enc:aescbc:v1:team:2024:"). Splitting the value at its colons read
+// that as key "team": the wrong key, or none (and a name over 256 bytes as
+// a malformed prefix). FuzzParseEncryptionConfig checks the round trip for
+// every key a config it accepts holds.
+func TestDecryptKeyNamesWithColons(t *testing.T) {
+	teamKey := bytes.Repeat([]byte{0x55}, 32)
+	long := strings.Repeat("k", 300)
+	kr, err := ParseEncryptionConfig([]byte(`kind: EncryptionConfiguration
+resources:
+- resources: [secrets]
+  providers:
+  - aescbc:
+      keys:
+      - {name: "team", secret: "` + b64(cbcKey) + `"}
+      - {name: "team:2024", secret: "` + b64(teamKey) + `"}
+      - {name: "` + long + `", secret: "` + b64(oldKey) + `"}
+  - aesgcm:
+      keys:
+      - {name: "gcm:a:b", secret: "` + b64(gcmKey) + `"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const etcdKey = "/registry/secrets/default/w1"
+	plain := []byte(widgetJSON)
+	for name, v := range map[string][]byte{
+		"team":      handCBC(t, "team", cbcKey, plain),
+		"team:2024": handCBC(t, "team:2024", teamKey, plain),
+		long:        handCBC(t, long, oldKey, plain),
+		"gcm:a:b":   handGCM(t, "gcm:a:b", gcmKey, etcdKey, plain),
+	} {
+		got, err := kr.Decrypt(etcdKey, v)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Errorf("key %.20q: %q %v", name, got, err)
+			continue
+		}
+		o := &Object{Key: etcdKey, ModRevision: 1}
+		if err := o.decode(v, kr); err != nil {
+			t.Errorf("key %.20q: decode: %v", name, err)
+		} else if o.EncryptedBy == nil || o.EncryptedBy.KeyName != name {
+			t.Errorf("key %.20q: EncryptedBy %+v", name, o.EncryptedBy)
+		}
+	}
+}
