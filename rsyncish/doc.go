@@ -61,8 +61,12 @@
 //	journals/<name>/breaks-since  sealed: the tail when a kubekeep that records
 //	                         breaks first appended; older holes may be restarts
 //	                         and are warnings, not damage
-//	tmp/                     scratch on the store's filesystem (CreateTemp; OpenScratch
-//	                         files such as the snapshot check copy persist)
+//	tmp/                     scratch on the store's filesystem (CreateTemp;
+//	                         OpenScratch files such as the snapshot check copy
+//	                         persist)
+//	lost+found               a filesystem's own, when store.path is the root
+//	                         of a fresh ext4 (the one thing Open accepts in a
+//	                         directory it makes a store in)
 //	RESTORE.md, kubekeep     top-level extras for a rebuild from the disk
 //	                         alone (WriteAux)
 //	aux.json                 sealed: size and blake3 of each extra as written
@@ -80,7 +84,9 @@
 // bytes: a path or symlink target that is not valid UTF-8 (JSON strings
 // cannot hold it) is stored base64-encoded in "pb" / "lb" beside its lossy
 // rendering, so key\xff and key\xfe stay two files (TestNonUTF8Names).
-// Format 1 stored such names with U+FFFD and could merge them.
+// Format 1 stored such names with U+FFFD and could merge them. Format 2
+// also writes a run of zeros as one extent (see Content) and records the
+// store's config in every header.
 //
 // The store writes nothing but regular files and directories, and opens
 // every store file through one path that never blocks (Lstat first, then
@@ -99,8 +105,9 @@
 // SEEK_DATA (etcd preallocates WAL segments to 64 MB), are stored as
 // nothing: a run of them is one zero extent of up to 2 GiB in the manifest
 // (a 10 GiB sparse file with one block of data: 1.2 KiB of manifest,
-// TestSparseManifest), the only extents that may span blocks. A block the store already has costs nothing. A changed block
-// whose file had a previous version is compared with its previous content
+// TestSparseManifest), the only extents that may span blocks. A block the
+// store already has costs nothing. A changed block whose file had a
+// previous version is compared with its previous content
 // 4 KiB page by page: unchanged pages become references into the old blobs
 // (an extent is blob+offset+length) and only runs of changed pages are
 // stored, unless more than half the block changed or it would need more
@@ -115,7 +122,9 @@
 // A pack is written and fsynced, then its index is published (temp, fsync,
 // rename, fsync dir); at Commit the manifest is published the same way,
 // last. A version exists exactly when its manifest does. A killed run leaves
-// packs without an index and temp files, which the next Lock removes.
+// packs without an index and temp files, which the next Lock removes; a
+// version that fails (a full disk) or is aborted removes every pack it
+// wrote at once (TestENOSPC).
 // Prune removes manifests first, then a pack's index before the pack, and
 // writes a rewritten pack with its index before dropping the old one; a
 // crash leaves orphans (cleaned) or duplicate blobs (harmless). Checked by
