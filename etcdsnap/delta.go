@@ -24,10 +24,15 @@ type DeltaConfig struct {
 	// Flush is the longest a received change waits before it is handed
 	// to the sink: the RPO between snapshots. Default 2 s.
 	Flush time.Duration
-	// Heartbeat is how often an idle streamer asks etcd for watch progress
-	// and writes an empty segment proving that nothing changed; after 3
-	// silent heartbeats etcd must answer a read or the chain ends.
-	// Default 30 s.
+	// Heartbeat is how often a stream that heard nothing asks etcd for
+	// watch progress (on the watch's own gRPC stream) and writes etcd's
+	// answer as a progress mark: "every change up to revision R is
+	// durable, as of time T". A restore can then reach any moment up to
+	// the newest mark, not only up to the last change. It also bounds how
+	// long a loss goes unnoticed: when a progress request cannot be sent,
+	// or nothing at all (change or progress) arrives for 3 heartbeats,
+	// etcd must answer a read within one heartbeat (at least a second) or
+	// the chain ends. Default: Flush.
 	Heartbeat time.Duration
 	// MaxSegmentBytes flushes early when this many key+value bytes are
 	// pending, bounding memory under a write burst. Default 4 MiB.
@@ -41,7 +46,7 @@ func (c DeltaConfig) withDefaults() DeltaConfig {
 		c.Flush = 2 * time.Second
 	}
 	if c.Heartbeat <= 0 {
-		c.Heartbeat = 30 * time.Second
+		c.Heartbeat = c.Flush
 	}
 	if c.MaxSegmentBytes <= 0 {
 		c.MaxSegmentBytes = 4 << 20
@@ -51,6 +56,12 @@ func (c DeltaConfig) withDefaults() DeltaConfig {
 	}
 	return c
 }
+
+// stallHeartbeats is how many heartbeats a watch may stay silent while
+// etcd answers reads before the stream is restarted: a watcher that
+// catches up sends changes, and a synced one answers progress requests,
+// so a silent watch on a live etcd is stuck.
+const stallHeartbeats = 20
 
 // ErrNeedSnapshot: the delta chain cannot continue without a gap; take a
 // new snapshot and start a new streamer from its revision.
@@ -121,19 +132,57 @@ func (d *DeltaStreamer) Covered() Coverage {
 // nil) or the chain breaks: compaction past the start, a watch error, a
 // silent etcd or a failing sink all return a *NeedSnapshotError, after
 // flushing every change received so the chain is durable up to the break.
+//
+// What the watch delivers before etcd's first progress answer is written
+// as catch-up segments (Segment.CatchUp): after a restart it holds the
+// changes committed while nobody watched, whose commit times are unknown.
+// While idle, every answer to a progress request becomes a progress mark
+// (an empty segment), at most one per half heartbeat.
 func (d *DeltaStreamer) Run(ctx context.Context) error {
+	// Progress requests are routed by the context's gRPC metadata: they
+	// must carry the watch's own (require-leader) metadata, or clientv3
+	// opens a second, watcher-less stream whose answers nobody reads.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	start := d.Covered().ToRev
 	wch := d.cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(start+1), clientv3.WithProgressNotify())
 
+	hbEvery := d.cfg.Heartbeat
+	probeTimeout := max(hbEvery, time.Second)
 	cur := d.newPending()
 	pendingBytes := 0
 	var flushC <-chan time.Time
 	var flushT *time.Timer
-	hb := time.NewTicker(d.cfg.Heartbeat)
+	hb := time.NewTicker(hbEvery)
 	defer hb.Stop()
 	lastHeard := d.cfg.Now()
+	lastWrite := time.Time{}
+	// catchingUp until etcd's first progress answer: until then, what
+	// arrives was committed at some unknown moment since the resume point.
+	catchingUp := true
+
+	// One progress request in flight at a time, sent from its own
+	// goroutine: while clientv3 reconnects, the send blocks.
+	progErr := make(chan error, 1)
+	inFlight := false
+	requestProgress := func() {
+		if inFlight {
+			return
+		}
+		inFlight = true
+		go func() {
+			rctx, rcancel := context.WithTimeout(wctx, hbEvery)
+			defer rcancel()
+			progErr <- d.cli.RequestProgress(rctx)
+		}()
+	}
+	defer func() {
+		cancel()
+		if inFlight {
+			<-progErr
+		}
+	}()
+	requestProgress() // ends the catch-up as soon as etcd has sent it
 
 	flush := func() error {
 		if flushT != nil {
@@ -151,6 +200,7 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 		d.cov.Segments++
 		d.cov.Events += int64(len(cur.Events))
 		d.mu.Unlock()
+		lastWrite = d.cfg.Now()
 		cur, pendingBytes = d.newPending(), 0
 		return nil
 	}
@@ -159,6 +209,17 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 			return ferr
 		}
 		return &NeedSnapshotError{Reason: reason, Covered: d.Covered(), CompactRevision: compactRev, Err: err}
+	}
+	// probe asks etcd for a plain read: the watch said nothing, or a
+	// progress request could not even be sent.
+	probe := func(why string) error {
+		rctx, rcancel := context.WithTimeout(ctx, probeTimeout)
+		_, err := d.cli.Get(rctx, "\x00", clientv3.WithSerializable(), clientv3.WithCountOnly())
+		rcancel()
+		if err != nil && ctx.Err() == nil {
+			return broken(fmt.Sprintf("etcd not answering (%s; a read failed within %s)", why, probeTimeout), 0, err)
+		}
+		return nil
 	}
 
 	for {
@@ -169,19 +230,26 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 			if err := flush(); err != nil {
 				return err
 			}
-		case <-hb.C:
-			// A progress request is answered on the watch channel, but
-			// etcd skips the answer while the watcher is catching up, so
-			// silence alone proves nothing: only an etcd that no longer
-			// answers a plain read ends the chain.
-			rctx, rcancel := context.WithTimeout(ctx, max(d.cfg.Heartbeat, 2*time.Second))
-			err := d.cli.RequestProgress(rctx)
-			if err == nil && d.cfg.Now().Sub(lastHeard) > 3*d.cfg.Heartbeat {
-				_, err = d.cli.Get(rctx, "\x00", clientv3.WithSerializable(), clientv3.WithCountOnly())
-			}
-			rcancel()
+		case err := <-progErr:
+			inFlight = false
 			if err != nil && ctx.Err() == nil {
-				return broken(fmt.Sprintf("etcd not answering (watch silent for %s)", d.cfg.Now().Sub(lastHeard).Round(time.Millisecond)), 0, err)
+				silent := d.cfg.Now().Sub(lastHeard).Round(time.Millisecond)
+				if perr := probe(fmt.Sprintf("a watch progress request failed after %s of silence: %v", silent, err)); perr != nil {
+					return perr
+				}
+			}
+		case <-hb.C:
+			silent := d.cfg.Now().Sub(lastHeard)
+			if silent >= hbEvery || catchingUp {
+				requestProgress()
+			}
+			if silent > 3*hbEvery {
+				if err := probe(fmt.Sprintf("no watch progress for %s", silent.Round(time.Millisecond))); err != nil {
+					return err
+				}
+				if silent > stallHeartbeats*hbEvery {
+					return broken(fmt.Sprintf("watch stalled: etcd answers reads, but the watch sent nothing for %s", silent.Round(time.Millisecond)), 0, nil)
+				}
 			}
 		case resp, ok := <-wch:
 			if !ok {
@@ -201,13 +269,26 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 				}
 				return broken("watch failed", 0, err)
 			}
+			if resp.Created {
+				// The watch exists; it proves nothing about what was sent.
+				continue
+			}
 			if resp.IsProgressNotify() {
 				// Every change up to the header revision has been sent.
 				if resp.Header.Revision > cur.ToRev {
 					cur.ToRev = resp.Header.Revision
 				}
 				cur.ToTime = now
-				if len(cur.Events) == 0 {
+				if catchingUp {
+					catchingUp = false
+					if len(cur.Events) > 0 {
+						if err := flush(); err != nil {
+							return err
+						}
+						continue
+					}
+				}
+				if len(cur.Events) == 0 && now.Sub(lastWrite) >= hbEvery/2 {
 					if err := flush(); err != nil {
 						return err
 					}
@@ -228,7 +309,10 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 				cur.ToRev = max(cur.ToRev, e.ModRevision)
 				pendingBytes += len(e.Key) + len(e.Value)
 			}
-			cur.ToTime = now
+			if len(resp.Events) > 0 {
+				cur.ToTime = now
+				cur.CatchUp = cur.CatchUp || catchingUp
+			}
 			if pendingBytes >= d.cfg.MaxSegmentBytes {
 				if err := flush(); err != nil {
 					return err

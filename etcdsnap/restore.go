@@ -203,8 +203,22 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 
 type replayPlan struct{ events []Event }
 
+// unsureWindow is a stretch of time a catch-up segment leaves unknown:
+// its changes were committed after from and received by to.
+type unsureWindow struct {
+	from, to       time.Time
+	fromRev, toRev int64
+}
+
 // planReplay decodes every segment, checks the chain from the snapshot
 // revision to the target has no hole, and returns the events to apply.
+//
+// A time target is covered up to the newest moment the chain is durable
+// for: the last segment's end, which is a progress mark's time when etcd
+// was heard to be quiet after the last change. Inside a catch-up segment
+// (a watch that restarted and received what was committed meanwhile), the
+// moments between its start and its last change are refused: where they
+// fall among those changes is unknown.
 func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
 	var plan replayPlan
 	if len(cfg.Segments) == 0 {
@@ -230,9 +244,20 @@ func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
 			segs = append(segs, s)
 		}
 	}
-	sort.SliceStable(segs, func(i, j int) bool { return segs[i].FromRev < segs[j].FromRev })
+	// By start, then end; progress marks at one revision by time.
+	sort.SliceStable(segs, func(i, j int) bool {
+		a, b := segs[i], segs[j]
+		if a.FromRev != b.FromRev {
+			return a.FromRev < b.FromRev
+		}
+		if a.ToRev != b.ToRev {
+			return a.ToRev < b.ToRev
+		}
+		return a.ToTime.Before(b.ToTime)
+	})
 	covered := snapRev
 	var coveredTime, startTime time.Time
+	var unsure []unsureWindow
 	for _, s := range segs {
 		if s.FromRev > covered {
 			return plan, fmt.Errorf("deltas have a gap: revisions %d to %d are missing", covered+1, s.FromRev)
@@ -240,10 +265,16 @@ func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
 		if startTime.IsZero() {
 			startTime = s.FromTime
 		}
-		for _, e := range s.Events {
+		var first, last *Event
+		for i := range s.Events {
+			e := s.Events[i]
 			if e.ModRevision <= covered {
 				continue // already in the snapshot or an overlapping segment
 			}
+			if first == nil {
+				first = &s.Events[i]
+			}
+			last = &s.Events[i]
 			if cfg.UntilRevision > 0 && e.ModRevision > cfg.UntilRevision {
 				continue
 			}
@@ -251,6 +282,9 @@ func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
 				continue
 			}
 			plan.events = append(plan.events, e)
+		}
+		if s.CatchUp && last != nil && last.Time.After(s.FromTime) {
+			unsure = append(unsure, unsureWindow{from: s.FromTime, to: last.Time, fromRev: first.ModRevision, toRev: last.ModRevision})
 		}
 		covered = max(covered, s.ToRev)
 		if s.ToTime.After(coveredTime) {
@@ -260,12 +294,19 @@ func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
 	if cfg.UntilRevision > covered {
 		return plan, fmt.Errorf("deltas end at revision %d; revision %d is not covered", covered, cfg.UntilRevision)
 	}
-	if !cfg.UntilTime.IsZero() {
-		if cfg.UntilTime.After(coveredTime) {
-			return plan, fmt.Errorf("deltas end at %s; %s is not covered", coveredTime.Format(time.RFC3339Nano), cfg.UntilTime.Format(time.RFC3339Nano))
+	if t := cfg.UntilTime; !t.IsZero() {
+		if t.After(coveredTime) {
+			return plan, fmt.Errorf("deltas end at %s (revision %d: the newest change or progress mark that is durable); %s is not covered",
+				coveredTime.Format(time.RFC3339Nano), covered, t.Format(time.RFC3339Nano))
 		}
-		if !startTime.IsZero() && cfg.UntilTime.Before(startTime) {
-			return plan, fmt.Errorf("%s is before the snapshot (%s): restore an older snapshot", cfg.UntilTime.Format(time.RFC3339Nano), startTime.Format(time.RFC3339Nano))
+		if !startTime.IsZero() && t.Before(startTime) {
+			return plan, fmt.Errorf("%s is before the snapshot (%s): restore an older snapshot", t.Format(time.RFC3339Nano), startTime.Format(time.RFC3339Nano))
+		}
+		for _, w := range unsure {
+			if t.After(w.from) && t.Before(w.to) {
+				return plan, fmt.Errorf("%s is not covered: the delta stream was interrupted and caught up on revisions %d to %d, committed between %s and %s at times it cannot tell; restore to a moment outside that stretch (or --revision)",
+					t.Format(time.RFC3339Nano), w.fromRev, w.toRev, w.from.Format(time.RFC3339Nano), w.to.Format(time.RFC3339Nano))
+			}
 		}
 	}
 	return plan, nil

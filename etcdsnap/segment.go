@@ -10,7 +10,7 @@ import (
 
 // Segment format, version 1 (all integers varint unless noted):
 //
-//	"KKDS" | version byte (1) | flags byte (0)
+//	"KKDS" | version byte (1) | flags byte (0, or 1: catch-up)
 //	fromRev uvarint | toRev uvarint | fromTime varint | toTime varint | count uvarint
 //	count × event: type byte (1 put, 2 delete) | modRev uvarint | createRev uvarint |
 //	               version uvarint | lease varint | time varint |
@@ -21,10 +21,21 @@ import (
 // is in it, so consecutive segments chain without gaps, and an empty
 // segment still proves that nothing changed. Times are Unix nanoseconds of
 // when the watcher received the change (etcd keeps no wall time).
+//
+// An empty segment is a progress mark: etcd said that every change up to
+// toRev had been sent, and the streamer heard it at toTime, so the state
+// at toTime is the state at toRev. A segment flagged catch-up holds what a
+// watch delivered right after it (re)started, before etcd's first progress
+// answer: those changes were committed at some moment after fromTime and
+// received at their event time, so a restore refuses the moments between
+// fromTime and the last of them (Segment.CatchUp). Readers that predate
+// the flag read such a segment as an ordinary one.
 const (
 	segmentMagic   = "KKDS"
 	segmentVersion = 1
 	segmentHeader  = len(segmentMagic) + 2
+	// flagCatchUp marks a catch-up segment; other flag bits are unknown.
+	flagCatchUp = 1
 	// MaxSegmentEvents bounds what DecodeSegment will allocate for.
 	maxSegmentEvents = 1 << 24
 )
@@ -67,6 +78,11 @@ type Segment struct {
 	FromRev, ToRev   int64
 	FromTime, ToTime time.Time
 	Events           []Event
+	// CatchUp: the events arrived while a (re)started watch caught up, so
+	// each was committed after FromTime and by its own Time, not
+	// necessarily at it. A point in time between FromTime and the last
+	// event's Time cannot be restored from this chain.
+	CatchUp bool
 }
 
 // ErrBadSegment: a segment failed to decode or validate.
@@ -95,7 +111,11 @@ func (s *Segment) Encode() []byte {
 	}
 	b := make([]byte, 0, size)
 	b = append(b, segmentMagic...)
-	b = append(b, segmentVersion, 0)
+	var flags byte
+	if s.CatchUp {
+		flags |= flagCatchUp
+	}
+	b = append(b, segmentVersion, flags)
 	b = binary.AppendUvarint(b, uint64(s.FromRev))
 	b = binary.AppendUvarint(b, uint64(s.ToRev))
 	b = binary.AppendVarint(b, unixNano(s.FromTime))
@@ -196,8 +216,12 @@ func DecodeSegment(b []byte) (*Segment, error) {
 	if want, got := binary.BigEndian.Uint32(b[len(b)-4:]), crc32.Checksum(body, castagnoli); want != got {
 		return nil, fmt.Errorf("%w: checksum %08x, stored %08x", ErrBadSegment, got, want)
 	}
+	flags := b[len(segmentMagic)+1]
+	if flags&^flagCatchUp != 0 {
+		return nil, fmt.Errorf("%w: unknown flags %#02x (written by a newer kubekeep?)", ErrBadSegment, flags)
+	}
 	r := &segReader{b: body, off: segmentHeader}
-	s := &Segment{}
+	s := &Segment{CatchUp: flags&flagCatchUp != 0}
 	s.FromRev = r.rev("fromRev")
 	s.ToRev = r.rev("toRev")
 	s.FromTime = fromUnixNano(r.varint("fromTime"))

@@ -27,7 +27,7 @@ func sampleSegment() *etcdsnap.Segment {
 }
 
 func sameSegment(a, b *etcdsnap.Segment) bool {
-	if a.FromRev != b.FromRev || a.ToRev != b.ToRev || !a.FromTime.Equal(b.FromTime) || !a.ToTime.Equal(b.ToTime) || len(a.Events) != len(b.Events) {
+	if a.FromRev != b.FromRev || a.ToRev != b.ToRev || a.CatchUp != b.CatchUp || !a.FromTime.Equal(b.FromTime) || !a.ToTime.Equal(b.ToTime) || len(a.Events) != len(b.Events) {
 		return false
 	}
 	for i := range a.Events {

@@ -1,0 +1,152 @@
+package etcdsnap_test
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/internal/testetcd"
+)
+
+// TestDeltaProgressMarksAndCatchUp: an idle but live stream writes
+// progress marks, so a restore reaches a moment after the last change
+// (before, every moment after the last change was "not covered": the
+// progress requests went to a stream without watchers). A stream that
+// restarts after changes were made without it writes what it catches up
+// on as a catch-up segment, and a moment inside that stretch is refused
+// instead of restored without the changes committed before it.
+func TestDeltaProgressMarksAndCatchUp(t *testing.T) {
+	r := testetcd.SandboxT(t)
+	srv := testetcd.StartT(t, r)
+	ctx := ctxT(t)
+	cli := srv.ClientT(t)
+	if _, err := cli.Put(ctx, "/a/base", "0"); err != nil {
+		t.Fatal(err)
+	}
+	cc := clientConfig(r, srv.Endpoint())
+	dir := t.TempDir()
+	snap := filepath.Join(dir, "a.db")
+	info := snapshotToFile(t, cc, snap)
+
+	cfg := etcdsnap.DeltaConfig{Flush: 50 * time.Millisecond, Heartbeat: 100 * time.Millisecond}
+	sink := &memSink{}
+	run := func(ds *etcdsnap.DeltaStreamer) (stop func()) {
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- ds.Run(sctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("delta streamer: %v", err)
+			}
+		}
+	}
+	waitCovered := func(ds *etcdsnap.DeltaStreamer, rev int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for ds.Covered().ToRev < rev {
+			if time.Now().After(deadline) {
+				t.Fatalf("deltas cover %d, want %d", ds.Covered().ToRev, rev)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	restoreAt := func(name string, at time.Time) (map[string]string, error) {
+		t.Helper()
+		rc := restoreConfig(r, snap, filepath.Join(dir, name))
+		rc.Segments, rc.UntilTime = sink.readers(), at
+		if _, err := etcdsnap.RestoreDataDir(ctx, rc); err != nil {
+			return nil, err
+		}
+		return dbState(t, etcdsnap.DBPath(rc.DataDir)), nil
+	}
+
+	ds := etcdsnap.NewDeltaStreamer(cli, info.Revision, info.Started, sink, cfg)
+	stop := run(ds)
+	put, err := cli.Put(ctx, "/a/one", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCovered(ds, put.Header.Revision)
+	wantOne := stateAt(t, cli, put.Header.Revision)
+
+	// Idle, live: a moment well after the last change is covered.
+	time.Sleep(time.Second)
+	idleAt := time.Now().Add(-300 * time.Millisecond)
+	got, err := restoreAt("idle", idleAt)
+	if err != nil {
+		t.Fatalf("restore at %s, 700ms after the last change with the stream live: %v", idleAt.Format(time.RFC3339Nano), err)
+	}
+	sameState(t, "restore to an idle moment", wantOne, got)
+	stop()
+	if sink.err != nil {
+		t.Fatal(sink.err)
+	}
+
+	// Changes while nobody watches; the stream resumes where it was durable.
+	resume := ds.Covered()
+	two, err := cli.Put(ctx, "/a/two", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	inOutage := time.Now()
+	time.Sleep(100 * time.Millisecond)
+	three, err := cli.Put(ctx, "/a/three", "3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantThree := stateAt(t, cli, three.Header.Revision)
+	time.Sleep(100 * time.Millisecond)
+
+	ds2 := etcdsnap.NewDeltaStreamer(cli, resume.ToRev, resume.ToTime, sink, cfg)
+	stop = run(ds2)
+	waitCovered(ds2, three.Header.Revision)
+	time.Sleep(500 * time.Millisecond) // a progress mark after the catch-up
+	afterCatchUp := time.Now().Add(-100 * time.Millisecond)
+	stop()
+	if sink.err != nil {
+		t.Fatal(sink.err)
+	}
+
+	if _, err := restoreAt("in-outage", inOutage); err == nil || !strings.Contains(err.Error(), "caught up on revisions") {
+		t.Fatalf("restore to a moment while the stream was down (revision %d was committed before it, %d after): %v, want a refusal",
+			two.Header.Revision, three.Header.Revision, err)
+	}
+	got, err = restoreAt("after-catch-up", afterCatchUp)
+	if err != nil {
+		t.Fatalf("restore after the catch-up: %v", err)
+	}
+	sameState(t, "restore after the catch-up", wantThree, got)
+	// Before the stream stopped is still exact.
+	got, err = restoreAt("before-outage", idleAt)
+	if err != nil {
+		t.Fatalf("restore before the outage: %v", err)
+	}
+	sameState(t, "restore before the outage", wantOne, got)
+
+	var marks, catchUps int
+	for _, rd := range sink.readers() {
+		b, err := io.ReadAll(rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg, err := etcdsnap.DecodeSegment(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seg.Events) == 0 && seg.ToTime.After(seg.FromTime) {
+			marks++
+		}
+		if seg.CatchUp {
+			catchUps++
+		}
+	}
+	if marks < 3 || catchUps == 0 {
+		t.Errorf("%d progress marks and %d catch-up segments; want marks while idle and the resumed stream's catch-up", marks, catchUps)
+	}
+}
