@@ -17,7 +17,8 @@ import (
 
 // Problem is one piece of damage, with what it damages.
 type Problem struct {
-	// Kind: manifest, index, pack, blob, path, verified, journal, config.
+	// Kind: manifest, index, pack, blob, path, verified, journal, config,
+	// damage (the damage record), aux (the rescue kit).
 	Kind string `json:"kind"`
 	// Object is the store file at fault (relative to the store).
 	Object string `json:"object,omitempty"`
