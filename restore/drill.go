@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/etcd/api/v3/version"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.uber.org/zap"
 
 	"github.com/kubekeep/kubekeep/backup"
@@ -53,6 +54,55 @@ type DrillResult struct {
 	SnapshotKVHash string  `json:"snapshotKvHash"`
 	Seconds        float64 `json:"seconds"`
 	Verified       bool    `json:"verified"`
+	// NeedBytes is what the drill needs free on the store's filesystem
+	// (DrillSpace), FreeBytes what was free when it started.
+	NeedBytes int64 `json:"needBytes,omitempty"`
+	FreeBytes int64 `json:"freeBytes,omitempty"`
+}
+
+// ErrDrillSpace: the store's filesystem has too little free space for the
+// restore drill's scratch data dir. The drill fails before it writes
+// anything; backups go on, but no version is verified until there is
+// room. A *DrillSpaceError carries the numbers.
+var ErrDrillSpace = errors.New("not enough free space on the store's filesystem for the restore drill")
+
+// DrillSpaceError is the ErrDrillSpace a drill returns (errors.As), with
+// what it needed and what was free where.
+type DrillSpaceError struct {
+	Dir        string // where the scratch data dir goes
+	Need, Free int64
+	Detail     string // what Need is made of
+}
+
+func (e *DrillSpaceError) Error() string {
+	return fmt.Sprintf("%v: the drill needs %s free on the filesystem of %s (%s), %s is free: free %s more (kubekeep prune, or a bigger second disk); backups go on, but no version is verified until then",
+		ErrDrillSpace, mib(e.Need), e.Dir, e.Detail, mib(e.Free), mib(e.Need-e.Free))
+}
+
+func (e *DrillSpaceError) Unwrap() error { return ErrDrillSpace }
+
+// drillMargin is room for what etcd writes when it starts on the restored
+// data dir (bbolt grows its file in steps of up to 16 MiB) and a raft
+// snapshot.
+const drillMargin = 32 << 20
+
+// DrillSpace is what a drill of a version with a snapshot of snapshotBytes
+// needs free on the store's filesystem: the restored db, the WAL segment
+// etcd preallocates plus the spare one its file pipeline preallocates
+// beside it (wal.SegmentSizeBytes each), a margin, and, when the snapshot
+// cannot be streamed straight into the data dir, a checked copy of it.
+func DrillSpace(snapshotBytes int64, copied bool) (need int64, detail string) {
+	need = snapshotBytes + 2*wal.SegmentSizeBytes + drillMargin
+	detail = fmt.Sprintf("db %s + 2 WAL segments of %s that etcd preallocates + %s margin", mib(snapshotBytes), mib(wal.SegmentSizeBytes), mib(drillMargin))
+	if copied {
+		need += snapshotBytes
+		detail += fmt.Sprintf(" + a checked copy of the snapshot %s", mib(snapshotBytes))
+	}
+	return need, detail
+}
+
+func mib(n int64) string {
+	return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB"
 }
 
 // Drill proves that version versionID ("" or "latest" = newest) restores:
@@ -85,7 +135,20 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	res.RecordedRevision, res.RecordedKeys, res.RecordedSHA256 = src.etcd.Revision, src.etcd.Keys, src.etcd.SHA256
 
 	// The scratch dir sits beside the store's temp files, on the second
-	// disk, so a drill never fills the root disk it protects.
+	// disk, so a drill never fills the root disk it protects; there must
+	// be room for it first, or etcd fails half-way ("create WAL: no space
+	// left on device") and nothing says how much is missing.
+	need, spaceDetail := DrillSpace(src.snapshotSize, !streamsImage(src, nil))
+	res.NeedBytes = need
+	if free, err := freeAt(store.Dir()); err == nil {
+		res.FreeBytes = free
+		if free < need {
+			return fail(&DrillSpaceError{Dir: store.Dir(), Need: need, Free: free, Detail: spaceDetail})
+		}
+	}
+	// The marker and the scratch dir beside it carry this process's pid
+	// in their names (rsyncish temp names): when a drill is killed, the
+	// next store Lock removes both, the dir with all it holds.
 	marker, err := store.CreateTemp("drill-*")
 	if err != nil {
 		return fail(err)

@@ -307,9 +307,8 @@ func (s *snapshotFile) vouch(src *source) *etcdsnap.VerifiedImage {
 // and a file is checked whole whatever vouches for it. The returned func
 // releases what was opened.
 func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *snapshotFile, cfg *etcdsnap.RestoreConfig, recheck bool) (func(), error) {
-	if e := src.etcd; have == nil && e != nil && e.Verified && e.Revision > 0 && e.StreamBytes > 0 && e.StreamBytes == src.snapshotSize {
-		// The size check matters: the record vouches for the stream the
-		// backup wrote, and a stored stream of another length is not it.
+	if streamsImage(src, have) {
+		e := src.etcd
 		rc, size, err := store.OpenStream(src.id, backup.EtcdSnapshotStream)
 		if err != nil {
 			return nil, fmt.Errorf("version %s: open the etcd snapshot: %w", src.id, err)
@@ -335,6 +334,15 @@ func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *sn
 			sf.remove()
 		}
 	}, nil
+}
+
+// streamsImage says whether etcdImage streams the snapshot straight from
+// the store (no copy of it on disk first). The size check matters: the
+// record vouches for the stream the backup wrote, and a stored stream of
+// another length is not it.
+func streamsImage(src *source, have *snapshotFile) bool {
+	e := src.etcd
+	return have == nil && e != nil && e.Verified && e.Revision > 0 && e.StreamBytes > 0 && e.StreamBytes == src.snapshotSize
 }
 
 // snapshot materialises the snapshot once per run; check asks for the

@@ -20,7 +20,12 @@ filesystem, start an embedded etcd on it on loopback ports, and compare its
 revision, key count and a sha256 over every key and value with what the
 backup recorded and the snapshot holds. On success the version is marked
 verified: the newest verified version is the real recovery point. The scratch
-dir is removed either way. The agent runs this daily.`,
+dir is removed either way (one left by a killed drill goes with the next
+store lock: a backup, prune or drill). The agent runs this daily.
+
+The scratch dir needs free space on the store's filesystem: the db, the two
+WAL segments etcd preallocates (61 MiB each) and a margin. With less, the
+drill fails before it writes anything, saying how much it needs.`,
 		Example: `  kubekeep drill --store /data/backup/kubekeep
   kubekeep drill --store /data/backup/kubekeep --version 20261123T112831Z -o json`,
 		Args: cobra.NoArgs,
