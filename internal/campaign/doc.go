@@ -49,10 +49,16 @@
 //	KUBEKEEP_CAMPAIGN_SEED=n    the seed (printed at the start; default:
 //	                            from the clock). Choices (faults, files,
 //	                            offsets, delays, fill levels) follow the
-//	                            seed; where a SIGKILL lands inside a
-//	                            process also depends on the machine's load.
-//	KUBEKEEP_CAMPAIGN_N=n       faults per (kind, target) pair (default 1;
-//	                            about 2 minutes under -race on 2 cores)
+//	                            seed, each case from its own stream (so
+//	                            -run on one damage case repeats it; kill
+//	                            and enospc carry one store through their
+//	                            rounds and reproduce whole); where a
+//	                            SIGKILL lands inside a process also
+//	                            depends on the machine's load.
+//	KUBEKEEP_CAMPAIGN_N=n       the size (default 1: 54 faults, about 2.5
+//	                            minutes under -race on 2 cores): each kill
+//	                            and enospc target 3n times, each damage
+//	                            (file kind x mutation) n times, eio 2n
 //	KUBEKEEP_CAMPAIGN_STRICT=1  known bugs fail instead of skipping
 //	KUBEKEEP_CAMPAIGN_SUMMARY=f also write the summary table to file f
 //	KUBEKEEP_CAMPAIGN_BIN=path  campaign this kubekeep binary instead of

@@ -142,6 +142,7 @@ func runEIO(t *testing.T, bin string, k knobs, sum *summary) {
 	}
 	for i := 0; i < 2*k.n; i++ {
 		t.Run(fmt.Sprintf("%02d-backup", i), func(t *testing.T) {
+			w.rng = rngFor(k.seed, t.Name()) // each case its own choices
 			c := newChecker(t, w, fault{kind: "eio", target: "backup"}, k.strict)
 			defer c.finish()
 			w.mutate(3)

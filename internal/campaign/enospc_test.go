@@ -134,6 +134,7 @@ func runENOSPC(t *testing.T, bin string, k knobs, sum *summary) {
 	rng.Shuffle(len(rounds), func(i, j int) { rounds[i], rounds[j] = rounds[j], rounds[i] })
 	for i, target := range rounds {
 		t.Run(fmt.Sprintf("%02d-%s", i, target), func(t *testing.T) {
+			w.rng = rngFor(k.seed, t.Name()) // each case its own choices
 			c := newChecker(t, w, fault{kind: "enospc", target: target}, k.strict)
 			defer c.finish()
 			w.enospcRound(c, mnt, target)
@@ -158,7 +159,12 @@ func (w *world) leaveLevel() int64 {
 
 func noSpace(r result) bool {
 	s := strings.ToLower(r.stderr + r.stdout)
-	return strings.Contains(s, "no space") || strings.Contains(s, "not enough free space") || strings.Contains(s, "free on the store")
+	for _, say := range []string{"no space", "not enough free space", "free on the store", "enospc", "disk full", "disk is full"} {
+		if strings.Contains(s, say) {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *world) enospcRound(c *checker, mnt, target string) {
