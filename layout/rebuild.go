@@ -60,6 +60,17 @@ var rebuildPaths = []rebuildPath{
 	{"/etc/systemd/system/kubelet.service.d", RoleKubelet, true, false, "the admin's drop-ins for the kubelet unit"},
 }
 
+// RebuildPaths are the host paths a rebuild needs that no manifest names
+// (the kubelet's default PKI dir for --cert-dir), optional ones included:
+// what a restore keeps of a node whose manifests cannot be read.
+func RebuildPaths() []string {
+	out := make([]string, len(rebuildPaths))
+	for i, rp := range rebuildPaths {
+		out[i] = rp.path
+	}
+	return out
+}
+
 func (d *discovery) addRebuildPaths() {
 	certDir, certFrom := d.kubeletCertDir()
 	for _, rp := range rebuildPaths {

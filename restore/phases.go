@@ -108,13 +108,9 @@ func (r *runner) safety(ctx context.Context) error {
 	what := "a backup of the node's current state (discovered from its manifests)"
 	if _, err := layout.Discover(r.opts.Root, layout.Options{}); err != nil {
 		// No usable manifests (a fresh VM, or the stop phase already
-		// moved them): keep what the well-known kubeadm dirs hold.
-		var paths []string
-		for _, p := range []string{"/etc/kubernetes", "/var/lib/kubelet/pki", "/var/lib/kubelet/config.yaml", "/var/lib/kubelet/kubeadm-flags.env"} {
-			if r.exists(p) {
-				paths = append(paths, p)
-			}
-		}
+		// moved them): keep all of /etc/kubernetes and what else a rebuild
+		// needs (layout's list: the kubelet's files, env files, drop-ins).
+		paths := safetyPaths(r.exists)
 		if len(paths) == 0 {
 			r.skip("nothing on this node to save yet (no manifests, no /etc/kubernetes)")
 			return nil
@@ -133,6 +129,19 @@ func (r *runner) safety(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// safetyPaths are the paths a safety backup keeps when discovery cannot
+// run: /etc/kubernetes whole, and every path of layout.RebuildPaths
+// outside it that exists.
+func safetyPaths(exists func(string) bool) []string {
+	var out []string
+	for _, p := range append([]string{"/etc/kubernetes"}, layout.RebuildPaths()...) {
+		if (p == "/etc/kubernetes" || !within(p, "/etc/kubernetes")) && exists(p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // stop moves the static pod manifests aside, so the kubelet stops the

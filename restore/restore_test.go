@@ -644,3 +644,63 @@ func TestCancelledContext(t *testing.T) {
 		t.Error("preflight ran with a cancelled context")
 	}
 }
+
+// Safety on a node whose manifests are gone (a re-run after the stop
+// phase, a half-built VM) keeps /etc/kubernetes and every other path
+// layout says a rebuild needs: instance-config.yaml (the CRI socket of
+// kubeadm 1.34), the kubelet's env files and drop-ins too. Before, a
+// short copy of that list left them out.
+func TestSafetyWithoutManifestsKeepsKubeletFiles(t *testing.T) {
+	f := getFixture(t)
+	ctx := ctxT(t)
+	dir := filepath.Join(t.TempDir(), "node")
+	if _, err := Run(ctx, f.opts(dir, PhaseFiles)); err != nil {
+		t.Fatal(err)
+	}
+	extra := map[string]string{
+		"/var/lib/kubelet/instance-config.yaml":                "containerRuntimeEndpoint: \"unix:///run/containerd/containerd.sock\"\n",
+		"/etc/default/kubelet":                                 "KUBELET_EXTRA_ARGS=--node-ip=10.0.0.5\n",
+		"/etc/sysconfig/kubelet":                               "KUBELET_EXTRA_ARGS=--max-pods=42\n",
+		"/etc/systemd/system/kubelet.service.d/20-limits.conf": "[Service]\nLimitNOFILE=1048576\n",
+	}
+	for p, content := range extra {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ms, _ := filepath.Glob(filepath.Join(dir, "etc/kubernetes/manifests/*")); len(ms) != 0 {
+		t.Fatalf("the files phase put manifests back: %v", ms)
+	}
+	os.RemoveAll(filepath.Join(dir, "etc/kubernetes/manifests"))
+	var out bytes.Buffer
+	o := f.opts(dir, PhaseSafety)
+	o.Out = &out
+	if _, err := Run(ctx, o); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "no usable manifests") {
+		t.Fatalf("safety did not take the no-manifests path:\n%s", out.String())
+	}
+	newest, err := f.store.Newest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := f.store.List(newest.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]bool{}
+	for _, e := range entries {
+		held[e.Path] = true
+	}
+	for _, p := range append(sortedKeys(extra), "/etc/kubernetes/pki/ca.key", "/etc/kubernetes/admin.conf", "/var/lib/kubelet/config.yaml",
+		"/var/lib/kubelet/kubeadm-flags.env", "/var/lib/kubelet/pki") {
+		if !held[p] {
+			t.Errorf("the safety version %s lacks %s\n%s", newest.ID, p, out.String())
+		}
+	}
+}
