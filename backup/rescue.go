@@ -30,9 +30,12 @@ func writeRescueKit(s *rsyncish.Store) error {
 		return fmt.Errorf("stat own binary: %w", err)
 	}
 	// A copy at least as new as the running binary, of the same size, is
-	// the same build: skip re-reading ~40 MB every five minutes.
+	// the same build: skip re-reading ~40 MB every five minutes — unless
+	// the store has no hash of it on record or verify found it damaged
+	// (bit rot keeps size and mtime), in which case it is written again.
 	if copyInfo, err := os.Stat(filepath.Join(s.Dir(), RescueBinary)); err == nil &&
-		copyInfo.Size() == exeInfo.Size() && !copyInfo.ModTime().Before(exeInfo.ModTime()) {
+		copyInfo.Size() == exeInfo.Size() && !copyInfo.ModTime().Before(exeInfo.ModTime()) &&
+		!s.AuxNeedsWrite(RescueBinary) {
 		return nil
 	}
 	data, err := os.ReadFile(exe)
