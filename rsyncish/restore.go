@@ -107,6 +107,7 @@ func (s *Store) RestoreFiles(ctx context.Context, id, toDir string, filter func(
 			root.Remove(p.tmp)
 		}
 	}()
+	cleaned := map[string]bool{}
 	for _, e := range todo {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -114,6 +115,10 @@ func (s *Store) RestoreFiles(ctx context.Context, id, toDir string, filter func(
 		rel := strings.TrimPrefix(e.Path, "/")
 		if err := root.MkdirAll(filepath.Dir(rel), 0o755); err != nil {
 			return fmt.Errorf("restoring %s: %w", e.Path, err)
+		}
+		if d := filepath.Dir(rel); !cleaned[d] {
+			cleaned[d] = true
+			removeRestoreLeftovers(root, d)
 		}
 		switch e.Type {
 		case format.TypeDir:
@@ -127,7 +132,7 @@ func (s *Store) RestoreFiles(ctx context.Context, id, toDir string, filter func(
 			}
 			dirs = append(dirs, e)
 		case format.TypeSymlink:
-			tmp := tmpName(filepath.Join(filepath.Dir(rel), ".kubekeep-restore"))
+			tmp := tmpName(filepath.Join(filepath.Dir(rel), restoreTemp))
 			if err := root.Symlink(e.Target, tmp); err != nil {
 				return fmt.Errorf("restoring %s: %w", e.Path, err)
 			}
@@ -216,11 +221,36 @@ func replace(root *os.Root, tmp, rel string) error {
 	return nil
 }
 
+// restoreTemp is the base of the temp names a restore writes beside the
+// files it restores (restoreTemp.tmp-<pid>-<rand>).
+const restoreTemp = ".kubekeep-restore"
+
+// removeRestoreLeftovers removes, from directory dir under root, the temp
+// files a killed restore left (its pid is gone): a restore killed between
+// writing a file and renaming it into place must not leave its temp files
+// beside the restored ones for good. A live restore's are left alone.
+func removeRestoreLeftovers(root *os.Root, dir string) {
+	d, err := root.Open(dir)
+	if err != nil {
+		return
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	for _, n := range names {
+		if !strings.HasPrefix(n, restoreTemp+tmpMarker) {
+			continue
+		}
+		if pid, ok := tmpOwner(n); ok && !pidAlive(pid) {
+			root.Remove(filepath.Join(dir, n))
+		}
+	}
+}
+
 // writeTempFile writes a stored file's content, owner and mode to a new
 // temporary name beside rel and returns that name; the caller syncs and
 // renames it into place.
 func writeTempFile(root *os.Root, br *blobReader, e *format.Entry, rel string, asRoot bool) (string, error) {
-	tmp := tmpName(filepath.Join(filepath.Dir(rel), ".kubekeep-restore"))
+	tmp := tmpName(filepath.Join(filepath.Dir(rel), restoreTemp))
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", err
