@@ -41,6 +41,9 @@ type FilesResult struct {
 	// version's and is now kept under KeptDir (a host path below To).
 	Kept    []string `json:"kept,omitempty"`
 	KeptDir string   `json:"keptDir,omitempty"`
+	// Damaged are the files the store could not read back, left out
+	// (RestoreFiles then returns a *DamagedFilesError).
+	Damaged []DamagedFile `json:"damaged,omitempty"`
 }
 
 // RestoreFiles writes a version's files, dirs and symlinks under o.To at
@@ -51,6 +54,11 @@ type FilesResult struct {
 // with another target, anything in the way of another type) is first kept
 // under KeptDir: hard-linked (copied across filesystems) or moved there,
 // never deleted.
+//
+// A file that is damaged in the store (a block that no longer matches its
+// hash) does not stop the others: every intact file is restored, and the
+// error, a *DamagedFilesError (ErrDamagedFiles), names each damaged one
+// and the newest other version that still holds an intact copy of it.
 func RestoreFiles(ctx context.Context, o FilesOptions) (FilesResult, error) {
 	if o.Store == nil || o.To == "" {
 		return FilesResult{}, errors.New("restore files: a store and a target directory are required")
@@ -85,7 +93,6 @@ func RestoreFiles(ctx context.Context, o FilesOptions) (FilesResult, error) {
 	if err != nil {
 		return res, err
 	}
-	res.Entries = len(job.todo)
 	if len(job.replaced) > 0 {
 		res.KeptDir = job.aside
 		res.Kept = job.replacedPaths()
@@ -96,7 +103,20 @@ func RestoreFiles(ctx context.Context, o FilesOptions) (FilesResult, error) {
 			o.Logger.Info("kept what the restore replaces", "version", src.id, "to", o.To, "dir", job.aside, "paths", len(res.Kept))
 		}
 	}
-	if err := job.restore(ctx); err != nil {
+	err = job.restore(ctx)
+	res.Entries = job.restoredCount()
+	if res.Kept != nil {
+		// Damaged files were not restored: what they would have replaced
+		// is where it was.
+		if res.Kept = job.replacedPaths(); len(res.Kept) == 0 {
+			res.Kept, res.KeptDir = nil, ""
+		}
+	}
+	var de *DamagedFilesError
+	if errors.As(err, &de) {
+		res.Damaged = de.Damaged
+	}
+	if err != nil {
 		return res, err
 	}
 	return res, nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/rsyncish"
+	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
 
 // The files phase run alone over a live node whose ca.key and admin.conf
@@ -204,5 +205,186 @@ func TestRestoreFilesPaths(t *testing.T) {
 	}
 	if n != res.Entries || n < 10 {
 		t.Errorf("restored %d entries below the path, result says %d", n, res.Entries)
+	}
+}
+
+// rotFile flips a byte of the first block of hostPath as version id
+// stores it, in its pack on disk: bit rot on the second disk.
+func rotFile(t *testing.T, s *rsyncish.Store, id, hostPath string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(s.Dir(), "versions", id+".manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := format.DecodeManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blob format.ID
+	for _, e := range m.Entries {
+		if e.Path == hostPath && len(e.Extents) > 0 {
+			blob = e.Extents[0].ID
+		}
+	}
+	if blob.IsZero() {
+		t.Fatalf("version %s stores no block of %s", id, hostPath)
+	}
+	idx, _ := filepath.Glob(filepath.Join(s.Dir(), "index", "*.idx"))
+	for _, ip := range idx {
+		raw, err := os.ReadFile(ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries, _, err := format.DecodeIndex(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ie := range entries {
+			if ie.ID != blob {
+				continue
+			}
+			pack := filepath.Join(s.Dir(), "packs", strings.TrimSuffix(filepath.Base(ip), ".idx")+".pack")
+			f, err := os.OpenFile(pack, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			b := make([]byte, 1)
+			if _, err := f.ReadAt(b, int64(ie.Off)); err != nil {
+				t.Fatal(err)
+			}
+			b[0] ^= 0xff
+			if _, err := f.WriteAt(b, int64(ie.Off)); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no pack holds the block of %s", hostPath)
+}
+
+// One rotten block in one file no longer stops a files restore: every
+// intact file is restored, each damaged one is named with the newest
+// other version holding an intact copy (and the command that restores it),
+// or none, and the error is ErrDamagedFiles. A damaged file whose target
+// has the same size is left as it is, not taken for a failure of the plan.
+// Before, the restore stopped at the first damaged file with a blob error.
+func TestRestoreFilesSkipsDamagedFiles(t *testing.T) {
+	ctx := ctxT(t)
+	src := t.TempDir()
+	s, err := rsyncish.Open(filepath.Join(t.TempDir(), "store"), rsyncish.Options{AllowSameFilesystem: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"/etc/kubernetes/pki/ca.crt":   "the old CA certificate\n",
+		"/etc/kubernetes/pki/ca.key":   "the CA key\n",
+		"/etc/kubernetes/admin.conf":   "the admin kubeconfig\n",
+		"/var/lib/kubelet/config.yaml": "kind: KubeletConfiguration\n",
+	}
+	var ids []string
+	for i := range 2 {
+		if i == 1 {
+			files["/etc/kubernetes/pki/ca.crt"] = "the renewed CA certificate\n"
+		}
+		for p, c := range files {
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(src, p), []byte(c), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		unlock, err := s.Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := s.NewVersion(ctx, rsyncish.WriteOptions{Time: time.Now().Add(time.Duration(i-2) * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddTree(src, []string{"/etc/kubernetes", "/var/lib/kubelet"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		vi, err := w.Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		unlock()
+		ids = append(ids, vi.ID)
+	}
+	// The renewed ca.crt is only in the second version; admin.conf is one
+	// block both versions share.
+	rotFile(t, s, ids[1], "/etc/kubernetes/pki/ca.crt")
+	rotFile(t, s, ids[1], "/etc/kubernetes/admin.conf")
+
+	to := filepath.Join(t.TempDir(), "r")
+	res, err := RestoreFiles(ctx, FilesOptions{Store: s, Version: ids[1], To: to})
+	var de *DamagedFilesError
+	if !errors.Is(err, ErrDamagedFiles) || !errors.As(err, &de) {
+		t.Fatalf("restore of a version with two rotten files: %v", err)
+	}
+	for p, c := range files {
+		got, rerr := os.ReadFile(filepath.Join(to, p))
+		switch p {
+		case "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/admin.conf":
+			if rerr == nil {
+				t.Errorf("damaged %s restored as %q", p, got)
+			}
+		default:
+			if string(got) != c {
+				t.Errorf("intact %s not restored: %q %v", p, got, rerr)
+			}
+		}
+	}
+	if len(res.Damaged) != 2 || res.Damaged[0].Path != "/etc/kubernetes/admin.conf" || res.Damaged[1].Path != "/etc/kubernetes/pki/ca.crt" {
+		t.Fatalf("damaged: %+v", res.Damaged)
+	}
+	if d := res.Damaged[0]; d.GoodCopy != "" || !strings.Contains(d.Error, "does not match its hash") {
+		t.Errorf("admin.conf (the same block in both versions): %+v", d)
+	}
+	if d := res.Damaged[1]; d.GoodCopy != ids[0] || d.SameContent {
+		t.Errorf("ca.crt: %+v, want the first version's copy", d)
+	}
+	for _, want := range []string{
+		"2 file(s) damaged in the store, not restored; everything else was",
+		"/etc/kubernetes/admin.conf: ", "no version in the store holds an intact copy",
+		"kubekeep restore files --version " + ids[0] + " --path /etc/kubernetes/pki/ca.crt --to " + to,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q:\n%v", want, err)
+		}
+	}
+	entries, _ := s.List(ids[1])
+	if res.Entries != len(entries)-2 || de.Restored != res.Entries {
+		t.Errorf("entries restored %d (error says %d), the version has %d", res.Entries, de.Restored, len(entries))
+	}
+
+	// The way out the error names works.
+	if _, err := RestoreFiles(ctx, FilesOptions{Store: s, Version: ids[0], To: to, Paths: []string{"/etc/kubernetes/pki/ca.crt"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(to, "etc/kubernetes/pki/ca.crt")); string(got) != "the old CA certificate\n" {
+		t.Errorf("ca.crt from the good copy: %q", got)
+	}
+	// A second run over a target whose admin.conf has the damaged one's
+	// size: the plan reads the damaged copy to compare, and leaves the
+	// target's file alone.
+	same := strings.Repeat("x", len(files["/etc/kubernetes/admin.conf"]))
+	if err := os.WriteFile(filepath.Join(to, "etc/kubernetes/admin.conf"), []byte(same), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err = RestoreFiles(ctx, FilesOptions{Store: s, Version: ids[1], To: to, Paths: []string{"/etc/kubernetes"}})
+	if !errors.As(err, &de) || len(res.Damaged) != 2 {
+		t.Fatalf("second run: %v %+v", err, res.Damaged)
+	}
+	if got, _ := os.ReadFile(filepath.Join(to, "etc/kubernetes/admin.conf")); string(got) != same {
+		t.Errorf("the target's admin.conf was replaced: %q", got)
+	}
+	if len(res.Kept) != 0 {
+		t.Errorf("kept %v: nothing the restore wrote replaced them", res.Kept)
+	}
+	if kept, _ := filepath.Glob(filepath.Join(to, "etc/kubernetes/kubekeep-replaced-*")); len(kept) != 0 {
+		t.Errorf("kept dirs left for what was not replaced: %v", kept)
 	}
 }

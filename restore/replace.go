@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -29,6 +30,9 @@ type filesJob struct {
 	todo    []rsyncish.Entry
 	// replaced are what the restore would overwrite or remove.
 	replaced []replacedItem
+	// damaged are stored files that do not read back (a rotten or lost
+	// block): left out of the restore, named by its error.
+	damaged map[string]error
 }
 
 type replacedItem struct {
@@ -53,7 +57,7 @@ func (j *filesJob) replacedPaths() []string {
 // symlink leading out of the root, or not a directory) and everything the
 // restore would replace. It changes nothing.
 func planFiles(ctx context.Context, store *rsyncish.Store, src *source, root *os.Root, rootDir string, filter func(string) bool, aside string) (*filesJob, error) {
-	j := &filesJob{store: store, src: src, root: root, rootDir: rootDir, filter: filter, aside: aside}
+	j := &filesJob{store: store, src: src, root: root, rootDir: rootDir, filter: filter, aside: aside, damaged: map[string]error{}}
 	dirs := map[string]bool{}
 	for _, e := range src.entries {
 		if e.Type == "stream" || (filter != nil && !filter(e.Path)) {
@@ -170,7 +174,8 @@ func (j *filesJob) judge(e rsyncish.Entry) (*replacedItem, error) {
 			if err != nil {
 				return nil, err
 			}
-			if same {
+			if same || j.damaged[e.Path] != nil {
+				// A damaged file is not restored: what is there stays.
 				return nil, nil
 			}
 		}
@@ -199,16 +204,17 @@ func (j *filesJob) sameContent(e rsyncish.Entry, rp string, size int64) (bool, e
 	for {
 		na, ea := io.ReadFull(f, a)
 		nb, eb := io.ReadFull(rc, b)
+		endA := ea == io.EOF || ea == io.ErrUnexpectedEOF
+		endB := eb == io.EOF || eb == io.ErrUnexpectedEOF
+		if eb != nil && !endB {
+			j.damaged[e.Path] = eb
+			return false, nil
+		}
 		if na != nb || !bytes.Equal(a[:na], b[:nb]) {
 			return false, nil
 		}
-		endA := ea == io.EOF || ea == io.ErrUnexpectedEOF
-		endB := eb == io.EOF || eb == io.ErrUnexpectedEOF
 		if ea != nil && !endA {
 			return false, fmt.Errorf("%s under %s: %w", e.Path, j.rootDir, ea)
-		}
-		if eb != nil && !endB {
-			return false, fmt.Errorf("version %s: read %s: %w", j.src.id, e.Path, eb)
 		}
 		if endA || endB {
 			return endA && endB, nil
@@ -302,9 +308,182 @@ func copyInRoot(root *os.Root, from, to string) error {
 	return root.Chtimes(to, fi.ModTime(), fi.ModTime())
 }
 
-// restore writes the planned entries.
+// restore writes the planned entries. A stored file that does not read
+// back does not stop the rest: when the store's restore fails, every file
+// of the job is read back, the damaged ones are left out and the rest is
+// restored; the result is then a *DamagedFilesError naming each damaged
+// file and the newest other version with an intact copy of it.
 func (j *filesJob) restore(ctx context.Context) error {
-	return j.store.RestoreFiles(ctx, j.src.id, j.rootDir, j.filter)
+	for {
+		filter := j.filter
+		if len(j.damaged) > 0 {
+			filter = func(p string) bool { return (j.filter == nil || j.filter(p)) && j.damaged[p] == nil }
+		}
+		err := j.store.RestoreFiles(ctx, j.src.id, j.rootDir, filter)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || j.findDamaged(ctx) == 0 {
+			return err
+		}
+	}
+	if len(j.damaged) == 0 {
+		return nil
+	}
+	if err := j.unkeep(); err != nil {
+		return err
+	}
+	return j.damageError(ctx)
+}
+
+// unkeep undoes keeping what a damaged file would have replaced, which
+// stays where it is: the kept copy (a hard link, copy or recreated
+// symlink) is removed, a dir moved out of the way is moved back.
+func (j *filesJob) unkeep() error {
+	var still []replacedItem
+	for _, it := range j.replaced {
+		if j.damaged[it.path] == nil {
+			still = append(still, it)
+			continue
+		}
+		orig := strings.TrimPrefix(it.path, "/")
+		kept := strings.TrimPrefix(j.aside+it.path, "/")
+		var err error
+		if it.move {
+			err = j.root.Rename(kept, orig)
+		} else {
+			err = j.root.Remove(kept)
+		}
+		if err != nil {
+			return fmt.Errorf("%s was not restored (damaged in the store), but putting back what it would have replaced failed: %w; it is kept under %s%s", it.path, err, j.rootDir, j.aside)
+		}
+		// Parents left empty go too, up to the kept dir itself.
+		for d := path.Dir(kept); within("/"+d, j.aside) && j.root.Remove(d) == nil; d = path.Dir(d) {
+		}
+	}
+	j.replaced = still
+	return nil
+}
+
+// findDamaged reads back every file of the job not yet known damaged and
+// returns how many more it found.
+func (j *filesJob) findDamaged(ctx context.Context) int {
+	n := 0
+	for _, e := range j.todo {
+		if e.Type != "file" || j.damaged[e.Path] != nil || ctx.Err() != nil {
+			continue
+		}
+		if err := readsBack(j.store, j.src.id, e.Path); err != nil {
+			j.damaged[e.Path] = err
+			n++
+		}
+	}
+	return n
+}
+
+// readsBack reads a stored file whole, every block checked against its
+// hash on the way.
+func readsBack(store *rsyncish.Store, id, hostPath string) error {
+	rc, _, err := store.OpenFile(id, hostPath)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
+}
+
+// restoredCount is how many entries the job wrote.
+func (j *filesJob) restoredCount() int { return len(j.todo) - len(j.damaged) }
+
+// DamagedFile is a stored file a restore left out because it does not read
+// back: a block of it no longer matches its hash, or is gone.
+type DamagedFile struct {
+	Path  string `json:"path"`
+	Error string `json:"error"`
+	// GoodCopy is the newest other version whose copy of the path reads
+	// back intact ("" when none does); SameContent says that copy has the
+	// damaged one's size and mtime.
+	GoodCopy     string    `json:"goodCopy,omitempty"`
+	GoodCopyTime time.Time `json:"goodCopyTime,omitzero"`
+	SameContent  bool      `json:"sameContent,omitempty"`
+}
+
+// ErrDamagedFiles: a restore of files left out files that are damaged in
+// the store; every other one was restored. A *DamagedFilesError names them.
+var ErrDamagedFiles = errors.New("files damaged in the store were not restored")
+
+// DamagedFilesError is the ErrDamagedFiles a files restore returns.
+type DamagedFilesError struct {
+	Version string
+	// To is the directory everything else was restored under; Restored
+	// how many files, dirs and symlinks that was.
+	To       string
+	Restored int
+	Damaged  []DamagedFile
+}
+
+func (e *DamagedFilesError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version %s: %d file(s) damaged in the store, not restored; everything else was (%d files, dirs and symlinks under %s):",
+		e.Version, len(e.Damaged), e.Restored, e.To)
+	for _, d := range e.Damaged {
+		fmt.Fprintf(&b, "\n  %s: %s; ", d.Path, d.Error)
+		if d.GoodCopy == "" {
+			b.WriteString("no version in the store holds an intact copy: take it from elsewhere")
+			continue
+		}
+		same := ""
+		if d.SameContent {
+			same = " (same size and mtime)"
+		}
+		fmt.Fprintf(&b, "version %s of %s holds an intact copy%s: kubekeep restore files --version %s --path %s --to %s",
+			d.GoodCopy, d.GoodCopyTime.UTC().Format(time.RFC3339), same, d.GoodCopy, d.Path, e.To)
+	}
+	b.WriteString("\n  (kubekeep verify --read-data names every damaged version; kubekeep repair drops what is lost so new backups store it again)")
+	return b.String()
+}
+
+func (e *DamagedFilesError) Unwrap() error { return ErrDamagedFiles }
+
+// damageError describes the damaged files, with where a good copy is.
+func (j *filesJob) damageError(ctx context.Context) error {
+	de := &DamagedFilesError{Version: j.src.id, To: j.rootDir, Restored: j.restoredCount()}
+	var vs []rsyncish.VersionInfo
+	if all, err := j.store.Versions(); err == nil {
+		vs = all
+	}
+	for _, e := range j.todo {
+		err := j.damaged[e.Path]
+		if err == nil {
+			continue
+		}
+		d := DamagedFile{Path: e.Path, Error: err.Error()}
+		for i := len(vs) - 1; i >= 0 && ctx.Err() == nil; i-- {
+			v := vs[i]
+			if v.ID == j.src.id {
+				continue
+			}
+			entries, lerr := j.store.List(v.ID)
+			if lerr != nil {
+				continue
+			}
+			for _, o := range entries {
+				if o.Path != e.Path || o.Type != "file" {
+					continue
+				}
+				if readsBack(j.store, v.ID, e.Path) == nil {
+					d.GoodCopy, d.GoodCopyTime, d.SameContent = v.ID, v.Time, o.Size == e.Size && o.MTime == e.MTime
+				}
+				break
+			}
+			if d.GoodCopy != "" {
+				break
+			}
+		}
+		de.Damaged = append(de.Damaged, d)
+	}
+	return de
 }
 
 // describeKept is the action line for keeping what a restore replaces.

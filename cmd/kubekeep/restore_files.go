@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -33,7 +34,12 @@ written. A --path under which the version holds nothing is an error.
 
 Nothing is lost: whatever the restore replaces (a file with other content,
 a symlink with another target, anything in the way) is first kept under
-DIR/etc/kubernetes/kubekeep-replaced-<time>/ at its host path, and listed.`,
+DIR/etc/kubernetes/kubekeep-replaced-<time>/ at its host path, and listed.
+
+A file damaged in the store (a block that no longer matches its hash) does
+not stop the rest: every intact file is restored, each damaged one is named
+with the newest version that still holds an intact copy and the command that
+restores it from there, and the command exits 1.`,
 		Example: `  kubekeep restore files --store /data/backup/kubekeep --version latest --to /tmp/r
   kubekeep restore files --version 20261123T112831Z-3f2a9c1b --to /tmp/r --path /etc/kubernetes/pki`,
 		Args: cobra.NoArgs,
@@ -51,18 +57,23 @@ DIR/etc/kubernetes/kubekeep-replaced-<time>/ at its host path, and listed.`,
 			res, err := restore.RestoreFiles(cmd.Context(), restore.FilesOptions{
 				Store: s, Version: o.version, To: o.to, Paths: o.paths, Logger: g.logger,
 			})
-			if err != nil {
+			// Damaged files leave the rest restored: say what was, then
+			// fail with the list of what was not.
+			if err != nil && !errors.Is(err, restore.ErrDamagedFiles) {
 				return err
 			}
-			g.logger.Info("restored files", "version", res.Version, "to", o.to, "entries", res.Entries, "kept", len(res.Kept))
+			g.logger.Info("restored files", "version", res.Version, "to", o.to, "entries", res.Entries, "kept", len(res.Kept), "damaged", len(res.Damaged))
 			if o.output == "json" {
-				return writeJSON(g.stdout, res)
+				if jerr := writeJSON(g.stdout, res); jerr != nil {
+					return jerr
+				}
+				return err
 			}
 			if len(res.Kept) > 0 {
 				fmt.Fprintf(g.stdout, "kept %d replaced paths under %s: %s\n", len(res.Kept), filepath.Join(o.to, res.KeptDir), strings.Join(res.Kept, ", "))
 			}
 			fmt.Fprintf(g.stdout, "restored version %s under %s (%d files, dirs and symlinks)\n", res.Version, o.to, res.Entries)
-			return nil
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&o.version, "version", "latest", "version ID (or unique prefix), or latest")
