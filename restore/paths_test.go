@@ -114,3 +114,65 @@ func TestDryRunOnRootSlash(t *testing.T) {
 		t.Log(text)
 	}
 }
+
+// At root / a parent dir that is a symlink with an absolute target
+// (/var/lib/kubelet moved to a data disk) leads nowhere outside, but
+// restores write through an os.Root, which does not follow it: the plan
+// says so, with the relative link that works, instead of claiming the
+// link leads out of /. Planning writes nothing, so this runs at / itself.
+func TestPlanAbsoluteLinkParentAtRootSlash(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: plans a restore at /")
+	}
+	ctx := ctxT(t)
+	base := t.TempDir()
+	tree := filepath.Join(base, "kubelet")
+	if err := os.MkdirAll(filepath.Join(tree, "pki"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "pki", "kubelet.crt"), []byte("crt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := rsyncish.Open(filepath.Join(base, "store"), rsyncish.Options{AllowSameFilesystem: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := s.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.NewVersion(ctx, rsyncish.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddTree("/", []string{tree + "/pki"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	vi, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	// The kubelet dir moved to another disk, an absolute link left.
+	real := filepath.Join(base, "data-kubelet")
+	if err := os.Rename(tree, real); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, tree); err != nil {
+		t.Fatal(err)
+	}
+	src, err := loadSource(s, vi.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	_, err = planFiles(ctx, s, src, root, "/", nil, "/etc/kubernetes/kubekeep-replaced-x")
+	want := tree + " is a symlink with an absolute target (" + real + "): a restore writes through relative links only (ln -sfn data-kubelet " + tree + " makes it one)"
+	if !errors.Is(err, rsyncish.ErrUnsafePath) || !strings.Contains(err.Error(), want) {
+		t.Errorf("plan through an absolute link at /: %v\nwant %q", err, want)
+	}
+}

@@ -116,3 +116,73 @@ func tail(s string, n int) string {
 	}
 	return "[...]" + s[len(s)-n:]
 }
+
+// The whole restore at --root / on a node made by real kubeadm v1.34,
+// nothing of the sandbox's conventions: etcd's data, the PKI and
+// admin.conf are wiped while the node runs; Run with every phase brings
+// the control plane back on the backed-up data (the apiserver ready with
+// the restored CA, a ConfigMap made before the backup served again). On
+// the way the files phase restores /var/lib/kubelet/pki, where
+// kubelet-client-current.pem is a symlink with an absolute target.
+func TestRealNodeRestoreAtRootSlash(t *testing.T) {
+	kubenode.RunIsolated(t, func(t *testing.T) {
+		n := kubenode.Init(t, kubenode.Options{SkipAddons: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+		defer cancel()
+		n.Kubectl(t, "create", "configmap", "before", "-n", "default", "--from-literal=k=v")
+		if l, err := os.Readlink("/var/lib/kubelet/pki/kubelet-client-current.pem"); err != nil || !filepath.IsAbs(l) {
+			t.Fatalf("kubelet-client-current.pem: %q %v: want a symlink with an absolute target", l, err)
+		}
+		store, err := rsyncish.Open(filepath.Join(t.TempDir(), "store"), rsyncish.Options{AllowSameFilesystem: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := backup.Run(ctx, backup.Options{Root: "/", Store: store, Etcd: config.Default().Etcd})
+		if err != nil || res.Status != backup.StatusOK {
+			t.Fatalf("backup of the node: %v %+v", err, res)
+		}
+		n.Kubectl(t, "create", "configmap", "after", "-n", "default", "--from-literal=k=v")
+		// The kubelet rotated its client certificate since: the link now
+		// names another file, by absolute path, as the kubelet writes it.
+		const current = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+		backedUp, _ := os.Readlink(current)
+		rotated := "/var/lib/kubelet/pki/kubelet-client-2099-01-01-00-00-00.pem"
+		if err := os.WriteFile(rotated, []byte("rotated\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(current); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(rotated, current); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{kubenode.EtcdDataDir, kubenode.PKIDir, kubenode.AdminConf} {
+			if err := os.RemoveAll(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var out bytes.Buffer
+		_, err = Run(ctx, Options{Root: "/", Store: store, Version: "latest", Out: &out,
+			StopTimeout: time.Minute, VerifyTimeout: 2 * time.Minute, ReadyzTimeout: 2 * time.Minute})
+		t.Logf("restore:\n%s", out.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := n.Kubectl(t, "get", "configmap", "-n", "default", "-o", "name"); !strings.Contains(got, "configmap/before") || strings.Contains(got, "configmap/after") {
+			t.Errorf("ConfigMaps after the restore: %s", got)
+		}
+		if l, err := os.Readlink(current); err != nil || l != backedUp {
+			t.Errorf("kubelet-client-current.pem after the restore: -> %q (%v), backed up -> %q", l, err, backedUp)
+		}
+		kept, _ := filepath.Glob("/etc/kubernetes/kubekeep-replaced-*" + current)
+		if len(kept) != 1 {
+			t.Fatalf("the replaced link is not kept: %v", kept)
+		}
+		if l, err := os.Readlink(kept[0]); err != nil || l != rotated {
+			t.Errorf("kept link %s -> %q (%v), want -> %s", kept[0], l, err, rotated)
+		}
+	})
+}

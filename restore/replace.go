@@ -130,6 +130,15 @@ func (j *filesJob) checkParent(d string) error {
 	}
 	if li, lerr := j.root.Lstat(rp); lerr == nil && li.Mode()&fs.ModeSymlink != 0 {
 		t, _ := j.root.Readlink(rp)
+		if j.rootDir == "/" && path.IsAbs(t) {
+			// At / nothing leads out, but a restore writes through an
+			// os.Root, which never follows an absolute link.
+			fix := t
+			if r, err := filepath.Rel(path.Dir(d), t); err == nil {
+				fix = r
+			}
+			return fmt.Errorf("%s is a symlink with an absolute target (%s): a restore writes through relative links only (ln -sfn %s %s makes it one), or restore under another --to and copy; %w; nothing restored", d, t, fix, d, rsyncish.ErrUnsafePath)
+		}
 		return fmt.Errorf("%s under %s is a symlink to %s, which leads out of %s (only relative links that stay inside are followed): %w; nothing restored", d, j.rootDir, t, j.rootDir, rsyncish.ErrUnsafePath)
 	}
 	return fmt.Errorf("%s under %s: %w; nothing restored", d, j.rootDir, err)
