@@ -25,6 +25,11 @@
 //     held by no etcd. The dry run plans with the same code, so it shows
 //     exactly what the run does.
 //
+// A file damaged in the store (a block that no longer matches its hash)
+// does not stop a restore of files: every intact file is restored and the
+// error (ErrDamagedFiles) names each damaged one with the newest version
+// holding an intact copy (damaged.go).
+//
 // The kubeadm phase puts the manifests back on an unchanged node; on a
 // changed one it runs kubeadm init with a config (InitConfig) made of the
 // saved ClusterConfiguration and what kubeadm would otherwise detect or
@@ -36,6 +41,12 @@
 //
 // The verify phase waits, bounded, for etcd and then the apiserver's
 // /readyz, and fails saying it timed out when either never gets ready.
+//
+// The restore drill (Drill) checks first that the store's filesystem has
+// room for its scratch data dir (DrillSpace: the db and the two WAL
+// segments etcd preallocates) and fails with ErrDrillSpace otherwise. The
+// dir carries the drill's pid in its name, so the next store Lock removes
+// what a killed drill left.
 package restore
 
 import (
