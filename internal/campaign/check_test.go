@@ -43,23 +43,11 @@ type knownBug struct {
 // failure of the same check still fails the test. Found by this campaign
 // and fixed since (their checks stay): a damaged config.json locked every
 // command out of the store (c37e6f1); verify did not notice a deleted
-// delta segment between two others (c98c6cd).
-var knownBugs = []knownBug{
-	{
-		id:   "rescue-kit-rot",
-		desc: "a bit-rotten rescue kit binary (same size, mtime kept) is not rewritten by the next backup (writeRescueKit trusts size and mtime), and at b9a8248..c98c6cd verify did not report it either",
-		match: func(f fault, check, msg string) bool {
-			return f.kind == "damage" && f.target == "rescue-kit" && f.mutation == "flip" && check == "rescue-kit"
-		},
-	},
-	{
-		id:   "restore-leftovers",
-		desc: "a killed restore files leaves its .kubekeep-restore.tmp-PID-RAND files beside the restored ones (/etc/kubernetes/manifests, pki, ...) and running the restore again does not remove them",
-		match: func(f fault, check, msg string) bool {
-			return f.kind == "kill" && f.target == "restore-files" && check == "restore-leftovers"
-		},
-	},
-}
+// delta segment between two others (c98c6cd); a bit-rotten rescue kit
+// binary (size and mtime kept) was never rewritten by the next backup
+// (rescue-kit-rot); a killed files restore left its temp files beside the
+// restored ones for good (restore-leftovers).
+var knownBugs = []knownBug{}
 
 // checker collects the outcome of the checks after one fault.
 type checker struct {
