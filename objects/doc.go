@@ -11,6 +11,12 @@
 // a version that passed its check opens here. A restore's revision bump
 // leaves an entry with no key in the bucket, which etcd keeps: it is
 // skipped, and only moves the revision on.
+// A damaged file is an error, not a crash or a wrong answer: Open refuses
+// one cut short of the pages its meta page counts or whose revisions are
+// out of order, and bbolt's panics and faults on a bad page come back as
+// errors. bbolt trusts its pages, so one that points back at its parent
+// still makes it loop; the backup's check (bbolt's own consistency check)
+// rules that out for every stored version.
 // ApplyEvents moves a snapshot forward by watch events for a point in time.
 //
 // Values are protobuf ("k8s\x00", built-in types, decoded with client-go's

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -86,15 +87,38 @@ func OpenAt(dbPath string, rev int64) (*Snapshot, error) {
 		return nil, fmt.Errorf("open etcd snapshot %s: %w", dbPath, err)
 	}
 	s := &Snapshot{path: dbPath, db: db, keys: map[string]int32{}}
-	if err := s.index(rev); err != nil {
+	if err := s.index(rev, st.Size()); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("index etcd snapshot %s: %w", dbPath, err)
 	}
 	return s, nil
 }
 
-func (s *Snapshot) index(at int64) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+// view runs fn in a read transaction and turns what bbolt does on a
+// damaged file into an error: bbolt follows page numbers straight into its
+// memory map, so a page that is not what its parent says panics, and one
+// past the end of the file faults (SIGBUS), which without SetPanicOnFault
+// kills the process. It does not catch everything: pages that point back at
+// their parent make bbolt loop. A file that passed the backup's check
+// (etcdsnap.CheckDB: bbolt's own consistency check, out of process) has
+// none of this.
+func (s *Snapshot) view(fn func(tx *bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("damaged bbolt file: %v", r)
+		}
+	}()
+	return s.db.View(fn)
+}
+
+func (s *Snapshot) index(at int64, fileSize int64) error {
+	return s.view(func(tx *bolt.Tx) error {
+		// bbolt trusts the meta page's page count and maps past the end of
+		// a shorter file: every page read there would fault.
+		if tx.Size() > fileSize {
+			return fmt.Errorf("truncated: the file is %d bytes, its bbolt meta page says %d", fileSize, tx.Size())
+		}
 		var err error
 		if s.compactRev, err = etcdsnap.CompactRevision(tx.Bucket(bucketMeta)); err != nil {
 			return err
@@ -108,6 +132,7 @@ func (s *Snapshot) index(at int64) error {
 		}
 		c := b.Cursor()
 		var top int64
+		var prev *etcdsnap.Revision
 		stopped := false
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			// The backup check parsed every entry the same way.
@@ -115,6 +140,13 @@ func (s *Snapshot) index(at int64) error {
 			if err != nil {
 				return err
 			}
+			// Everything below (the newest entry wins, the stop at rev, the
+			// snapshot's revision) rests on bbolt handing keys over in
+			// order, which it does only as far as its pages are sorted.
+			if prev != nil && (h.Main < prev.Main || h.Main == prev.Main && h.Sub <= prev.Sub) {
+				return fmt.Errorf("entry at revision %s after %s: revisions out of order, the file is damaged", h.Revision, prev)
+			}
+			prev = &h.Revision
 			if at > 0 && h.Main > at {
 				stopped = true
 				break // keys are ordered by revision
@@ -208,7 +240,7 @@ func (s *Snapshot) value(key string, e entry) ([]byte, int64, error) {
 		return e.value, e.lease, nil
 	}
 	var kv mvccpb.KeyValue
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketKey).Get(e.rev.Bytes())
 		if v == nil {
 			return fmt.Errorf("revision %d_%d vanished from the file", e.rev.Main, e.rev.Sub)
