@@ -93,11 +93,31 @@
 //
 // # Symlinks
 //
-// The kubelet follows symlinks when it mounts a hostPath, so every path in
-// the set is resolved inside the root (Resolve: an absolute link target
-// starts again at the root, ".." never climbs above it) and Path.Target
-// names what it resolves to; Kind and Size are the target's. Consumers read
-// the content at Target and keep the link too. A dangling link, or one in a
-// loop, is a warning and only the link is kept. Symlinked manifests are
-// followed the same way and the file they lead to joins the set.
+// The kubelet follows symlinks when it mounts a hostPath, so every path is
+// resolved inside the root (Resolve: an absolute link target starts again
+// at the root, ".." at the root stays there, as /.. is / on a host; a link
+// that climbs so is followed with a warning). Nothing outside the root is
+// read: a link to a path that exists only outside it dangles, as it would
+// on a host whose / is the root.
+//
+// The set itself carries what links lead to, so a walk of each path, links
+// stored as links, keeps both the links and the data, and a restore puts
+// back the same layout:
+//
+//   - a path that is itself a symlink (/etc/kubernetes/pki -> /data/pki)
+//     stays, Kind "symlink" with its Target, and the target joins the set
+//     with the same role (from "symlink", "target of symlink …"), folded
+//     into a directory that holds it like any other path;
+//   - a path with a symlink in a parent (/etc/kubernetes/pki/etcd, the
+//     link being pki) is replaced by where it is (/data/pki/etcd), and
+//     listed in Skipped: a walk of it would store files below a symlink,
+//     which no restore can write back;
+//   - every symlink on the way (a link in a parent, a link in a link's
+//     target) joins the set as a link, unless a directory of the set holds
+//     it.
+//
+// Symlinks below a path stay links and are not followed. A dangling link,
+// or one in a loop, is a warning and only the link is kept. Symlinked
+// manifests are followed the same way and the file they lead to joins the
+// set.
 package layout

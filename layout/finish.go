@@ -1,25 +1,36 @@
 package layout
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"syscall"
 )
 
-// found is what the root holds at one entry's path.
+// found is what the root holds at one placed path.
 type found struct {
-	kind   string
-	target string // set when the path goes through a symlink
+	kind string
+	// target is where a symlink leads, when it leads somewhere: its
+	// content is placed there.
+	target string
 }
 
-// finish resolves and stats every path, applies excludes, leaves out what
-// cannot or must not be copied, removes nested paths and returns the set
-// in path order.
+// finish places every path where it is on this node (following symlinks
+// as the kubelet does), applies excludes, leaves out what cannot or must
+// not be copied, removes nested paths and returns the set in path order.
+//
+// Placing: a path whose last component is a symlink stays (as the link)
+// and what it resolves to is added with the same role; a path with a
+// symlink in a parent is replaced by where it is, since a walk there would
+// store files below a symlink, which nothing can restore; every symlink
+// followed on the way is added as a link. So every path of the set is
+// free of symlinks in its parents, and the set is exactly what a backup
+// walks.
 func (d *discovery) finish(excludes []string) (*Set, error) {
 	s := &Set{Paths: []Path{}, Skipped: []Skipped{}, Excluded: []Excluded{}, Missing: []Path{}, Etcd: d.etcd}
 	keys := make([]string, 0, len(d.entries))
@@ -29,60 +40,139 @@ func (d *discovery) finish(excludes []string) (*Set, error) {
 	sort.Strings(keys)
 
 	used := map[string]bool{}
-	var live []*entry
-	for _, k := range keys {
-		e := d.entries[k]
-		if ex := matchExclude(k, excludes); ex != "" {
-			used[ex] = true
-			s.Excluded = append(s.Excluded, Excluded{Path: k, Exclude: ex})
-			continue
+	excluded := map[string]bool{}
+	exclude := func(p string) bool {
+		ex := matchExclude(p, excludes)
+		if ex == "" {
+			return false
 		}
-		live = append(live, e)
+		used[ex] = true
+		if !excluded[p] {
+			excluded[p] = true
+			s.Excluded = append(s.Excluded, Excluded{Path: p, Exclude: ex})
+		}
+		return true
 	}
 
+	placed := map[string]*entry{}
 	at := map[string]found{}
-	var present []*entry
-	for _, e := range live {
-		f, ok := d.examine(e)
+	place := func(p string, role Role, srcs []Source, f found, moved bool) {
+		if exclude(p) {
+			return
+		}
+		e, ok := placed[p]
+		if !ok {
+			e = &entry{path: p, role: role, rank: roleRank[role], moved: moved}
+			placed[p] = e
+			at[p] = f
+		}
+		if r := roleRank[role]; r < e.rank {
+			e.role, e.rank = role, r
+		}
+		e.moved = e.moved && moved
+		for _, src := range srcs {
+			if !slices.Contains(e.sources, src) {
+				e.sources = append(e.sources, src)
+			}
+		}
+	}
+	movedTo := map[string]string{} // a path with a symlink in a parent -> where it is
+	linkUsers := map[string][]string{}
+	var linkOrder []string
+	for _, k := range keys {
+		e := d.entries[k]
+		if exclude(k) {
+			continue
+		}
+		pl, ok := d.examine(e)
 		if !ok {
 			continue
 		}
-		if f.kind == "" {
-			k := KindDir
+		if pl.at.kind == "" {
+			kind := KindDir
 			if e.fileType {
-				k = KindFile
+				kind = KindFile
 			}
-			s.Missing = append(s.Missing, Path{Path: e.path, Kind: k, Role: e.role, Sources: e.sources})
+			s.Missing = append(s.Missing, Path{Path: e.path, Kind: kind, Role: e.role, Sources: e.sources})
 			d.warnf("%s (%s, from %s) does not exist under the root; nothing to back up there", e.path, e.role, describeSources(e.sources))
 			continue
 		}
-		at[e.path] = f
-		present = append(present, e)
+		srcs := e.sources
+		moved := pl.loc != e.path
+		if moved {
+			movedTo[e.path] = pl.loc
+			srcs = append(slices.Clone(e.sources), Source{From: FromSymlink, Note: e.path + " through symlink " + pl.links[0]})
+		}
+		place(pl.loc, e.role, srcs, pl.at, moved)
+		if pl.at.target != "" {
+			place(pl.at.target, e.role, []Source{{From: FromSymlink, Note: "target of symlink " + pl.loc}}, found{kind: pl.targetKind}, false)
+		}
+		// A link on the way is structure, not etcd data: it is stored
+		// as a link even when only the etcd data dir goes through it.
+		linkRole := e.role
+		if linkRole == RoleEtcdData {
+			linkRole = RoleExtra
+		}
+		for _, l := range pl.links {
+			if _, ok := linkUsers[l]; !ok {
+				linkOrder = append(linkOrder, l)
+			}
+			if !slices.Contains(linkUsers[l], e.path) {
+				linkUsers[l] = append(linkUsers[l], e.path)
+			}
+			target, _ := Resolve(d.root, l) // it resolved on the way
+			place(l, linkRole, nil, found{kind: KindSymlink, target: target}, false)
+		}
+	}
+	for _, l := range linkOrder {
+		if e := placed[l]; e != nil && len(e.sources) == 0 {
+			e.sources = append(e.sources, Source{From: FromSymlink, Note: linkNote(linkUsers[l])})
+		}
 	}
 
+	pkeys := make([]string, 0, len(placed))
+	for k := range placed {
+		pkeys = append(pkeys, k)
+	}
+	sort.Strings(pkeys)
 	// Sorted order puts every ancestor before its descendants, so the
-	// first kept ancestor found is the outermost one.
+	// first kept ancestor found is the outermost one. Only a directory
+	// holds what is below it: no path of the set lies below a symlink.
 	var kept []*entry
-	for _, e := range present {
+	holder := map[string]string{} // placed path -> the kept path a walk stores it with
+	for _, k := range pkeys {
+		e := placed[k]
 		var cover *entry
-		for _, k := range kept {
-			if k.path != e.path && within(e.path, k.path) && at[k.path].kind == KindDir {
-				cover = k
+		for _, c := range kept {
+			if c.path != e.path && within(e.path, c.path) && at[c.path].kind == KindDir {
+				cover = c
 				break
 			}
 		}
 		// etcd's data dir is snapshotted, not copied: it stays its own
 		// entry so nothing copies the live bbolt file as part of a parent.
 		if cover != nil && e.role != RoleEtcdData {
-			s.Skipped = append(s.Skipped, Skipped{Path: e.path, CoveredBy: cover.path, Sources: e.sources})
+			holder[e.path] = cover.path
+			if !e.moved {
+				s.Skipped = append(s.Skipped, Skipped{Path: e.path, CoveredBy: cover.path, Sources: e.sources})
+			}
 			continue
 		}
 		if cover != nil {
 			d.warnf("etcd data dir %s is inside %s (%s): a walk of %s must leave it out; etcd is backed up by snapshot",
 				e.path, cover.path, cover.role, cover.path)
 		}
+		holder[e.path] = e.path
 		kept = append(kept, e)
 	}
+	for _, k := range keys {
+		loc, ok := movedTo[k]
+		if !ok || holder[loc] == "" {
+			continue
+		}
+		s.Skipped = append(s.Skipped, Skipped{Path: k, CoveredBy: holder[loc], Sources: d.entries[k].sources})
+	}
+	sort.SliceStable(s.Skipped, func(i, j int) bool { return s.Skipped[i].Path < s.Skipped[j].Path })
 
 	for _, e := range kept {
 		f := at[e.path]
@@ -115,6 +205,14 @@ func (d *discovery) finish(excludes []string) (*Set, error) {
 	return s, nil
 }
 
+// linkNote says which paths of the set go through a symlink.
+func linkNote(users []string) string {
+	if len(users) > 3 {
+		return fmt.Sprintf("symlink on the way to %s and %d more", strings.Join(users[:2], ", "), len(users)-2)
+	}
+	return "symlink on the way to " + strings.Join(users, ", ")
+}
+
 // matchExclude returns the exclude that covers p. An exclude of "/"
 // matches the path "/" only: it acknowledges a hostPath / volume, it does
 // not empty the set.
@@ -130,107 +228,11 @@ func matchExclude(p string, excludes []string) string {
 	return ""
 }
 
-// examine decides what e is on this node. ok false means it is left out
-// (with a problem or warning already recorded); a zero kind means missing.
-func (d *discovery) examine(e *entry) (found, bool) {
-	what := fmt.Sprintf("%s (%s, from %s)", e.path, e.role, describeSources(e.sources))
-	if e.path == "/" {
-		d.problemf("%s is the whole filesystem; left out (it would copy every file, /proc and /sys included): "+
-			"back up what the pod needs with paths.extra, or acknowledge it with paths.exclude: [/]", what)
-		return found{}, false
-	}
-	if leaveOut(d, e.path, what) {
-		return found{}, false
-	}
-	r, err := resolve(d.root, e.path)
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrLinkLoop):
-		d.warnf("%s: %v; only the link is backed up", what, err)
-		return found{kind: KindSymlink}, true
-	case errors.Is(err, fs.ErrNotExist):
-		if link, ok := d.danglingLink(e.path); ok {
-			d.warnf("%s is a symlink to %s, which does not exist under the root; only the link is backed up", what, link)
-			return found{kind: KindSymlink}, true
-		}
-		return found{}, true
-	default:
-		d.problemf("%s: cannot look it up: %v; left out", what, err)
-		return found{}, false
-	}
-	target := r.target
-	if target == e.path {
-		target = ""
-	} else {
-		if target == "/" {
-			d.problemf("%s resolves to / (the whole filesystem); left out", what)
-			return found{}, false
-		}
-		if leaveOut(d, target, what+" -> "+target) {
-			return found{}, false
-		}
-		if r.climbed {
-			d.warnf("%s: a symlink on the way to %s climbs above the root with ..; followed as on a host, where /.. is /", what, target)
-		}
-	}
-	real := filepath.Join(d.root, filepath.FromSlash(r.target))
-	st, err := os.Lstat(real)
-	if err != nil {
-		d.problemf("%s: %v; left out", what, err)
-		return found{}, false
-	}
-	if fsName := pseudoFSAt(real); fsName != "" {
-		d.problemf("%s is on a %s filesystem, kernel state and no files to back up; left out", what, fsName)
-		return found{}, false
-	}
-	kind := KindOther
-	switch m := st.Mode(); {
-	case m.IsDir():
-		kind = KindDir
-	case m.IsRegular():
-		kind = KindFile
-	}
-	return found{kind: kind, target: target}, true
-}
-
-// leaveOut records why p (a host path, named or resolved) is not copied,
-// if it is in a pseudo or runtime directory.
-func leaveOut(d *discovery, p, what string) bool {
-	if dir := inAny(p, pseudoDirs); dir != "" {
-		d.problemf("%s is in %s, kernel state and no files to back up; left out", what, dir)
-		return true
-	}
-	if dir := inAny(p, runtimeDirs); dir != "" {
-		d.warnf("%s is in %s, runtime state (sockets, pid files) its services recreate at boot; not backed up", what, dir)
-		return true
-	}
-	return false
-}
-
-// danglingLink reports whether hostPath itself is a symlink (its parent
-// resolving inside the root) and where it points.
-func (d *discovery) danglingLink(hostPath string) (string, bool) {
-	parent, err := Resolve(d.root, path.Dir(hostPath))
-	if err != nil {
-		return "", false
-	}
-	link, err := os.Readlink(filepath.Join(d.root, filepath.FromSlash(path.Join(parent, path.Base(hostPath)))))
-	if err != nil {
-		return "", false
-	}
-	return link, true
-}
-
-// size adds up the regular files of p, read at its target. Symlinks below
-// it stay links (not followed, not counted), Exclude subtrees and kernel
-// filesystems mounted below it are left out; the latter are added to
-// p.Exclude with a problem.
+// size adds up the regular files of p. Symlinks below it stay links (not
+// followed, not counted), Exclude subtrees and kernel filesystems mounted
+// below it are left out; the latter are added to p.Exclude with a problem.
 func (d *discovery) size(p *Path) (int64, error) {
-	src := p.Path
-	if p.Target != "" {
-		src = p.Target
-	}
-	full := filepath.Join(d.root, filepath.FromSlash(src))
+	full := filepath.Join(d.root, filepath.FromSlash(p.Path))
 	if p.Kind != KindDir {
 		if p.Kind != KindFile {
 			return 0, nil

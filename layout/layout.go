@@ -25,7 +25,8 @@ const (
 	RoleKubelet    Role = "kubelet"
 )
 
-// Kinds of path: what lstat says of the path, or of its Target.
+// Kinds of path: what lstat says of it (a symlink is "symlink", whatever
+// it leads to).
 const (
 	KindFile    = "file"
 	KindDir     = "dir"
@@ -38,6 +39,9 @@ const (
 	FromVolume  = "volume"  // a hostPath volume of a static pod
 	FromKubeadm = "kubeadm" // not in any manifest, but a rebuild needs it
 	FromExtra   = "extra"   // configured paths.extra
+	// FromSymlink: the path is where another one leads (Note says which
+	// and through what), or a symlink on the way to one.
+	FromSymlink = "symlink"
 )
 
 // Options adjusts discovery. Extra and Exclude are host paths.
@@ -66,16 +70,21 @@ type Set struct {
 	Problems []string `json:"problems"`
 }
 
-// Path is one path to back up, as a host path.
+// Path is one path to back up, as a host path. No Path lies below a
+// symlink: a walk of each stores what the set means, links as links.
 //
-// When Path goes through a symlink (itself or any parent), Target is the
-// host path the chain resolves to, resolved inside the root (see Resolve),
-// and Kind and Size are the target's: the kubelet follows links when it
-// mounts a hostPath, so what the pods see is the target. Consumers must
-// read the content from Target when it is set, store it under Path, and
-// record the link itself too; symlinks below the target stay links. A
-// link that leads nowhere (dangling, a loop) has Kind "symlink" and no
-// Target: only the link is there to keep.
+// Kind "symlink" with a Target is a link that resolves, inside the root
+// (see Resolve), to Target, which has no symlink in it. The kubelet
+// follows links when it mounts a hostPath, so when a path discovery names
+// is such a link, what it resolves to is in the set too, as a Path of its
+// own with the same role (a Source of From "symlink" says whose target it
+// is) or inside one (Skipped). A path with a symlink in a parent directory
+// is replaced by where it really is (it is then listed in Skipped, covered
+// by the Path that holds its content), and every symlink on the way is a
+// Path of Kind "symlink" unless a directory in the set holds it; only what
+// the set names below such a link's Target is backed up. A link that
+// leads nowhere (dangling, a loop) has Kind "symlink" and no Target: only
+// the link is there to keep.
 type Path struct {
 	Path    string   `json:"path"`
 	Kind    string   `json:"kind"`
@@ -83,8 +92,8 @@ type Path struct {
 	Sources []Source `json:"sources"`
 	Target  string   `json:"target,omitempty"`
 	// Size is the byte count of the file, or of the regular files below a
-	// directory (symlinks not followed, Exclude subtrees left out), read
-	// at Target when it is set.
+	// directory (symlinks not followed, Exclude subtrees left out); 0 for
+	// a symlink (its target counts where it is listed).
 	Size int64 `json:"size"`
 	// Exclude lists paths below this one that a walk must leave out.
 	Exclude []string `json:"exclude,omitempty"`
@@ -99,7 +108,9 @@ type Source struct {
 	Note   string `json:"note,omitempty"`
 }
 
-// Skipped is a path left out because a path in the set contains it.
+// Skipped is a path left out because a path in the set holds it: it is
+// inside CoveredBy, or it goes through a symlink in a parent directory and
+// where it really is is CoveredBy or inside it.
 type Skipped struct {
 	Path      string   `json:"path"`
 	CoveredBy string   `json:"coveredBy"`
@@ -239,6 +250,24 @@ func Discover(root string, opts Options) (*Set, error) {
 	return d.finish(excludes)
 }
 
+// Place returns the set of opts.Extra alone, read from no manifest: each
+// path placed where it is on this node, checked and folded as Discover
+// does (symlinks followed as in the package doc, kernel and runtime
+// filesystems left out, nested paths removed, opts.Exclude applied). It is
+// for a backup that does not read the manifests (a restore's safety backup
+// of a node without them, `kubekeep backup --no-discover`); Etcd is empty.
+func Place(root string, opts Options) (*Set, error) {
+	d := &discovery{root: root, entries: map[string]*entry{}}
+	if err := d.addExtra(opts.Extra); err != nil {
+		return nil, err
+	}
+	excludes, err := cleanAll(opts.Exclude, "exclude")
+	if err != nil {
+		return nil, err
+	}
+	return d.finish(excludes)
+}
+
 func cleanAll(ps []string, what string) ([]string, error) {
 	out := make([]string, 0, len(ps))
 	for _, p := range ps {
@@ -257,6 +286,9 @@ type entry struct {
 	rank     int // role precedence; lower wins when sources disagree
 	sources  []Source
 	fileType bool // the volume type says file; used when the path is missing
+	// moved: placed only for paths that go through a symlink in a
+	// parent (finish); they are what Skipped lists.
+	moved bool
 }
 
 type discovery struct {
@@ -332,6 +364,8 @@ func (s Source) String() string {
 		return "rebuild: " + s.Note
 	case FromExtra:
 		return "configured (" + s.Note + ")"
+	case FromSymlink:
+		return s.Note
 	}
 	return s.From
 }

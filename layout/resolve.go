@@ -24,7 +24,13 @@ type resolution struct {
 	// climbed is set when a link's ".." tried to go above the root; it
 	// stayed at the root, as /.. is / on a host.
 	climbed bool
-	links   int // how many symlinks were followed
+	// links are the host paths of the symlinks followed, in order; the
+	// parent of each is free of links (it was resolved first).
+	links []string
+	// missing is set when the path does not exist: the part that
+	// resolved, then the rest unresolved, starting with the component
+	// that is not there.
+	missing string
 }
 
 // Resolve returns the host path hostPath leads to once every symlink in it
@@ -41,6 +47,25 @@ type resolution struct {
 func Resolve(root, hostPath string) (string, error) {
 	r, err := resolve(root, hostPath)
 	return r.target, err
+}
+
+// Real returns where hostPath is on this machine: root joined with what
+// Resolve returns, so the OS follows no symlink in it and nothing outside
+// root is reached. For a path that does not exist it returns, without an
+// error, root joined with the part that resolves and then the rest as
+// written, beginning with the component that is not there: opening it
+// fails with "no such file or directory" (or "not a directory"), naming
+// the file, where opening root+hostPath could follow a link out of root.
+// Other errors (a loop, no permission) are returned.
+func Real(root, hostPath string) (string, error) {
+	r, err := resolve(root, hostPath)
+	switch {
+	case err == nil:
+		return filepath.Join(root, filepath.FromSlash(r.target)), nil
+	case r.missing != "":
+		return strings.TrimSuffix(root, "/") + filepath.FromSlash(r.missing), nil
+	}
+	return "", err
 }
 
 func resolve(root, hostPath string) (resolution, error) {
@@ -71,19 +96,23 @@ func resolve(root, hostPath string) (resolution, error) {
 			if errors.Is(err, syscall.ENOTDIR) {
 				err = fmt.Errorf("%s: a parent is not a directory: %w", next, fs.ErrNotExist)
 			}
+			if errors.Is(err, fs.ErrNotExist) {
+				r.missing = strings.Join(append([]string{next}, rest...), "/")
+			}
 			return r, err
 		}
 		if st.Mode()&fs.ModeSymlink == 0 {
 			if len(rest) > 0 && !st.IsDir() {
+				r.missing = strings.Join(append([]string{next}, rest...), "/")
 				return r, fmt.Errorf("%s is not a directory: %w", next, fs.ErrNotExist)
 			}
 			cur = next
 			continue
 		}
-		r.links++
-		if r.links > maxLinks {
+		if len(r.links) == maxLinks {
 			return r, fmt.Errorf("%s: %w", hostPath, ErrLinkLoop)
 		}
+		r.links = append(r.links, next)
 		link, err := os.Readlink(filepath.Join(root, filepath.FromSlash(next)))
 		if err != nil {
 			return r, err

@@ -29,9 +29,11 @@ the manifests themselves), paths.extra, minus paths.exclude; nested paths are
 folded into the directory that holds them. Also shows how kubekeep reaches
 etcd (endpoints, CA, client cert, data dir, member name).
 
-A path that goes through a symlink is shown as what the pods see, its
-kind and size those of the target ("dir -> /data/pki"); the link is kept
-too. Nothing is written; plan fails only without a manifests dir:
+A path that is a symlink is shown with where it leads ("symlink ->
+/data/pki"), and what it leads to is listed too, on its own or inside
+another path, with its kind and size: the pods see the target, and both
+are backed up, the link as a link. A path below a symlink is listed where
+it really is. Nothing is written; plan fails only without a manifests dir:
 
   Problems make every backup of this set degraded: a manifest that does
   not parse (file:line), is over 1 MiB or cannot be read, skipped while the
@@ -47,8 +49,8 @@ the host (no --root prefix):
    "missing":[...], "etcd":{"external","endpoints","caFile","certFile",
    "keyFile","dataDir","name","initialCluster","peerURLs","image","manifest"},
    "warnings":[...], "problems":[...]}
-"target" is set when the path goes through a symlink; every problem is
-also in "warnings".
+"target" is where a path of kind "symlink" leads (none: it dangles);
+every problem is also in "warnings".
 Roles: etcd-data, pki, kubeconfig, ca-bundle, plugin-dir, extra, manifests,
 kubelet. etcd settings in the config file replace what was discovered.`,
 		Example: `  kubekeep plan

@@ -141,9 +141,11 @@ func TestPlanEtcdOverrideAndErrors(t *testing.T) {
 }
 
 // TestPlanSymlinkAndProblems: the pki dir a symlink to a directory
-// elsewhere shows as that directory with its real size (it showed
-// "symlink 0B"); a manifest that does not parse is a problem naming
-// file:line and plan still succeeds with the rest of the node (it failed).
+// elsewhere shows as the link and, as a path of its own, the directory
+// with its real size (it showed "symlink 0B" alone, then "dir ->
+// /data/pki" with nothing that backed up /data/pki); a manifest that does
+// not parse is a problem naming file:line and plan still succeeds with the
+// rest of the node (it failed).
 func TestPlanSymlinkAndProblems(t *testing.T) {
 	r, err := sandbox.Build(t.TempDir(), sandbox.Options{})
 	if err != nil {
@@ -185,8 +187,11 @@ func TestPlanSymlinkAndProblems(t *testing.T) {
 		t.Fatal(err)
 	}
 	pki, _ := set.Lookup("/etc/kubernetes/pki")
-	if pki.Kind != layout.KindDir || pki.Target != "/data/pki" || pki.Size != pkiSize {
-		t.Errorf("pki %+v; want dir -> /data/pki, %d bytes", pki, pkiSize)
+	if pki.Kind != layout.KindSymlink || pki.Target != "/data/pki" || pki.Size != 0 {
+		t.Errorf("pki %+v; want symlink -> /data/pki", pki)
+	}
+	if data, _ := set.Lookup("/data/pki"); data.Kind != layout.KindDir || data.Role != layout.RolePKI || data.Size != pkiSize {
+		t.Errorf("/data/pki %+v; want the dir, %d bytes", data, pkiSize)
 	}
 	if len(set.Problems) != 1 || !strings.HasPrefix(set.Problems[0], layout.ManifestsDir+"/broken.yaml:6: ") {
 		t.Errorf("problems %q", set.Problems)
@@ -203,7 +208,8 @@ func TestPlanSymlinkAndProblems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(tout, "dir -> /data/pki") || !strings.Contains(tout, humanBytes(pkiSize)) ||
+	if !strings.Contains(tout, "symlink -> /data/pki") || !strings.Contains(tout, "target of symlink /etc/kubernetes/pki") ||
+		!strings.Contains(tout, humanBytes(pkiSize)) ||
 		!strings.Contains(tout, "Problems (every backup of this set is degraded):\n  - "+layout.ManifestsDir+"/broken.yaml:6: ") {
 		t.Errorf("table:\n%s", tout)
 	}
