@@ -79,9 +79,11 @@ type Config struct {
 	// FirstCheckDelay is when a drill or verify that has never run first
 	// runs, so a new install has a verified version soon (default 1m).
 	FirstCheckDelay time.Duration
-	// DeltaHeartbeat is how often an idle delta stream proves it is alive
-	// (an empty segment); a dead etcd is noticed within about three of
-	// them. Default 10 s.
+	// DeltaHeartbeat is how often an idle delta stream asks etcd for
+	// progress and writes the answer as a progress mark (an empty
+	// segment), so a point-in-time restore reaches moments after the last
+	// change; a dead etcd is noticed within about three of them. Default:
+	// etcd.deltaFlush.
 	DeltaHeartbeat time.Duration
 	// NoSignals leaves SIGHUP alone (tests running several agents).
 	NoSignals bool
@@ -128,6 +130,17 @@ type Agent struct {
 	deltaBase  deltaPoint // newest snapshot the stream may start from
 	deltaChain *deltaPoint
 	deltaStop  context.CancelFunc
+	// deltaTail is where the journal is durable (read from it at start):
+	// a chain that starts beyond it leaves a gap.
+	deltaTail *deltaPoint
+	// deltaWanted: the delta loop has what it needs to stream (a
+	// snapshot, etcd's address, the store) and tries to.
+	deltaWanted atomic.Bool
+
+	// etcdDownSince is when the etcd API stopped answering (zero while it
+	// answers); etcdLastUp when it last answered. Under stMu.
+	etcdDownSince time.Time
+	etcdLastUp    time.Time
 
 	setMu      sync.Mutex
 	discovered *layout.Set
@@ -152,9 +165,6 @@ func New(c Config) (*Agent, error) {
 	}
 	if c.StoreProbe <= 0 {
 		c.StoreProbe = 10 * time.Second
-	}
-	if c.DeltaHeartbeat <= 0 {
-		c.DeltaHeartbeat = 10 * time.Second
 	}
 	if c.FirstCheckDelay <= 0 {
 		c.FirstCheckDelay = time.Minute
@@ -243,6 +253,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		js.NextRun = nil
 	}
 	a.stMu.Unlock()
+	a.m.deltaGaps.Add(float64(prev.Etcd.DeltaGaps))
+	a.loadDeltaTail()
 	a.rediscover(cfg)
 	a.refreshStoreStats()
 
@@ -406,6 +418,7 @@ func (a *Agent) storeMonitor(ctx context.Context) {
 // probe's error.
 func (a *Agent) checkStore() error {
 	err := probeStore(a.config().Store, a)
+	a.updateStoreFull()
 	was := a.storeOK.Load()
 	switch {
 	case err != nil && was:
@@ -431,6 +444,12 @@ func (a *Agent) checkStore() error {
 		}
 	}
 	return err
+}
+
+// updateStoreFull sets kubekeep_store_full from storeFull.
+func (a *Agent) updateStoreFull() {
+	full, _ := a.storeFull()
+	a.m.storeFull.Set(b2f(full))
 }
 
 func kick(c chan struct{}) {

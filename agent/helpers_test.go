@@ -66,7 +66,6 @@ func newAgent(t *testing.T, cfg config.Config, mutate func(*Config)) (*Agent, *s
 		Logger:          slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		StoreProbe:      300 * time.Millisecond,
 		CatchUpCheck:    200 * time.Millisecond,
-		DeltaHeartbeat:  time.Second,
 		NoSignals:       true,
 		ShutdownTimeout: 20 * time.Second,
 	}

@@ -326,6 +326,12 @@ func (a *Agent) execute(j *jobRunner, reason string) {
 
 // record stores a job outcome in the status and the metrics.
 func (a *Agent) record(name string, start time.Time, dur time.Duration, bytes int64, err error) {
+	a.recordQuiet(name, start, dur, bytes, err, true)
+}
+
+// recordQuiet is record with the log line optional: a stream that retries
+// every second must not write an error line every second.
+func (a *Agent) recordQuiet(name string, start time.Time, dur time.Duration, bytes int64, err error, logIt bool) {
 	end := start.Add(dur).UTC()
 	a.m.runs.WithLabelValues(name).Inc()
 	a.m.duration.WithLabelValues(name).Set(dur.Seconds())
@@ -352,12 +358,15 @@ func (a *Agent) record(name string, start time.Time, dur time.Duration, bytes in
 	fails := js.Failures
 	a.statusDirty = true
 	a.stMu.Unlock()
-	if err != nil {
+	switch {
+	case !logIt:
+	case err != nil:
 		a.log.Error("job failed; will retry", "job", name, "err", err, "consecutiveFailures", fails,
 			"duration", dur.Round(time.Millisecond).String())
-	} else {
+	default:
 		a.log.Info("job done", "job", name, "duration", dur.Round(time.Millisecond).String(), "bytesWritten", bytes)
 	}
+	a.updateStoreFull()
 	a.writeStatus()
 }
 

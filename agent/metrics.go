@@ -32,6 +32,8 @@ type metrics struct {
 	storeUsed    prometheus.Gauge
 	storeFree    prometheus.Gauge
 	storeOK      prometheus.Gauge
+	storeFull    prometheus.Gauge
+	deltaGaps    prometheus.Counter
 	versions     prometheus.Gauge
 	etcdRevision prometheus.Gauge
 	deltaRev     prometheus.Gauge
@@ -71,6 +73,10 @@ func newMetrics(now func() time.Time) *metrics {
 	m.storeFree = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_store_free_bytes", Help: "Bytes free on the store's filesystem."})
 	m.storeOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_store_writable",
 		Help: "1 when the store on the second disk is present and writable; 0 while the agent has stopped writing."})
+	m.storeFull = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_store_full",
+		Help: "1 while the store's filesystem has less than store.minFree free or writes fail for lack of space (backups are then not made)."})
+	m.deltaGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "kubekeep_etcd_delta_gaps_total",
+		Help: "Gaps left in the etcd delta journal: a new chain started from a snapshot after the old one could not continue (compaction, an agent that was not running); no point in time inside one can be restored. `kubekeep status` shows the newest."})
 	m.versions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_store_versions", Help: "Versions in the store."})
 	m.etcdRevision = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_etcd_revision_backed_up",
 		Help: "etcd revision of the newest verified snapshot in the store."})
@@ -97,7 +103,7 @@ func newMetrics(now func() time.Time) *metrics {
 		})
 	}
 	m.reg.MustRegister(m.lastSuccess, m.lastFailure, m.duration, m.cpu, m.budgetSkips, m.runs, m.failures, m.bytesWritten,
-		m.storeUsed, m.storeFree, m.storeOK, m.versions, m.etcdRevision, m.deltaRev, m.etcdAPIUp,
+		m.storeUsed, m.storeFree, m.storeOK, m.storeFull, m.deltaGaps, m.versions, m.etcdRevision, m.deltaRev, m.etcdAPIUp,
 		m.degraded, m.problems, m.newestGood,
 		age("kubekeep_newest_verified_backup_age_seconds",
 			"Age of the newest version the restore drill verified (+Inf when none): the recovery point that is proven.",

@@ -72,9 +72,14 @@ type EtcdState struct {
 	// APIUp: the last snapshot or delta connection reached the etcd API.
 	APIUp bool   `json:"apiUp"`
 	Error string `json:"error,omitempty"`
-	// DeltaRevision and DeltaTime: how far the watch deltas are durable.
+	// DeltaRevision and DeltaTime: how far the watch deltas are durable
+	// (a progress mark's time when etcd was quiet after the last change).
 	DeltaRevision int64     `json:"deltaRevision,omitempty"`
 	DeltaTime     time.Time `json:"deltaTime,omitzero"`
+	// DeltaGaps counts the gaps the agent left in the delta journal
+	// (kubekeep_etcd_delta_gaps_total); LastDeltaGap is the newest.
+	DeltaGaps    int       `json:"deltaGaps,omitempty"`
+	LastDeltaGap *DeltaGap `json:"lastDeltaGap,omitempty"`
 }
 
 // Status is the `kubekeep status -o json` document. The keys jobs,
@@ -241,8 +246,7 @@ func ReadStatus(store *rsyncish.Store, now time.Time) (*Status, error) {
 		}
 		st.Jobs[name] = j
 	}
-	if fst.Etcd != (EtcdState{}) {
-		e := fst.Etcd
+	if e := fst.Etcd; e != (EtcdState{}) {
 		st.Etcd = &e
 	}
 

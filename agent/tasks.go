@@ -77,21 +77,20 @@ func (a *Agent) recordEtcdSnapshot(res *backup.Result, started time.Time) {
 		}
 		a.stMu.Lock()
 		a.state.Etcd.Source, a.state.Etcd.Revision, a.state.Etcd.Time = info.Source, info.Revision, t.UTC()
-		a.state.Etcd.APIUp = info.Source == "api"
-		if a.state.Etcd.APIUp {
-			a.state.Etcd.Error = ""
-		} else {
-			a.state.Etcd.Error = "etcd API did not answer; the data dir was copied raw while no etcd held it"
-		}
 		a.stMu.Unlock()
-		a.m.etcdAPIUp.Set(b2f(info.Source == "api"))
+		rawMsg := "etcd API did not answer; the data dir was copied raw while no etcd held it"
+		if info.Source == "api" {
+			a.etcdReachable()
+		} else {
+			a.etcdUnreachable(errors.New(rawMsg))
+		}
 		a.m.covered(t)
 		a.newDeltaBase(info.Revision, t)
 		var err error
 		if info.Source != "api" {
 			// The version is good, but etcd itself is down: keep that
 			// visible as an etcd failure rather than a quiet success.
-			err = errors.New(a.state.Etcd.Error)
+			err = errors.New(rawMsg)
 		}
 		a.record(JobEtcdSnapshot, started, dur, 0, err)
 	case backup.StatusEtcdFailed:
@@ -99,10 +98,7 @@ func (a *Agent) recordEtcdSnapshot(res *backup.Result, started time.Time) {
 		if res.EtcdError != nil {
 			msg = res.EtcdError.Error()
 		}
-		a.stMu.Lock()
-		a.state.Etcd.APIUp, a.state.Etcd.Error = false, msg
-		a.stMu.Unlock()
-		a.m.etcdAPIUp.Set(0)
+		a.etcdUnreachable(errors.New(msg))
 		a.record(JobEtcdSnapshot, started, dur, 0, res.EtcdError)
 	}
 }

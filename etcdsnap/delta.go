@@ -30,9 +30,10 @@ type DeltaConfig struct {
 	// durable, as of time T". A restore can then reach any moment up to
 	// the newest mark, not only up to the last change. It also bounds how
 	// long a loss goes unnoticed: when a progress request cannot be sent,
-	// or nothing at all (change or progress) arrives for 3 heartbeats,
-	// etcd must answer a read within one heartbeat (at least a second) or
-	// the chain ends. Default: Flush.
+	// or nothing at all (change or progress) arrives for 2 heartbeats,
+	// etcd must answer a linearizable read within one heartbeat (at least
+	// a second) or the chain ends; an answer at the stream's own revision
+	// is a progress mark too. Default: Flush.
 	Heartbeat time.Duration
 	// MaxSegmentBytes flushes early when this many key+value bytes are
 	// pending, bounding memory under a write burst. Default 4 MiB.
@@ -136,8 +137,9 @@ func (d *DeltaStreamer) Covered() Coverage {
 // What the watch delivers before etcd's first progress answer is written
 // as catch-up segments (Segment.CatchUp): after a restart it holds the
 // changes committed while nobody watched, whose commit times are unknown.
-// While idle, every answer to a progress request becomes a progress mark
-// (an empty segment), at most one per half heartbeat.
+// While idle, every answer to a progress request, or a read showing that
+// etcd is still at the stream's revision, becomes a progress mark (an
+// empty segment), at most one per half heartbeat.
 func (d *DeltaStreamer) Run(ctx context.Context) error {
 	// Progress requests are routed by the context's gRPC metadata: they
 	// must carry the watch's own (require-leader) metadata, or clientv3
@@ -210,14 +212,29 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 		}
 		return &NeedSnapshotError{Reason: reason, Covered: d.Covered(), CompactRevision: compactRev, Err: err}
 	}
-	// probe asks etcd for a plain read: the watch said nothing, or a
-	// progress request could not even be sent.
-	probe := func(why string) error {
-		rctx, rcancel := context.WithTimeout(ctx, probeTimeout)
-		_, err := d.cli.Get(rctx, "\x00", clientv3.WithSerializable(), clientv3.WithCountOnly())
+	// check asks etcd for its revision with a linearizable read: the
+	// watch said nothing, or a progress request could not even be sent.
+	// No answer ends the chain. An answer at the revision the stream has
+	// is as good as a progress notification: nothing changed until now.
+	// (etcd answers no progress request while a watch waits for its first
+	// revision, so an idle stream started at etcd's revision needs this.)
+	check := func(why string) error {
+		rctx, rcancel := context.WithTimeout(wctx, probeTimeout)
+		resp, err := d.cli.Get(rctx, "\x00", clientv3.WithCountOnly())
 		rcancel()
-		if err != nil && ctx.Err() == nil {
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return broken(fmt.Sprintf("etcd not answering (%s; a read failed within %s)", why, probeTimeout), 0, err)
+		}
+		now := d.cfg.Now()
+		if len(cur.Events) == 0 && resp.Header.GetRevision() == cur.ToRev {
+			lastHeard, catchingUp = now, false
+			cur.ToTime = now
+			if now.Sub(lastWrite) >= hbEvery/2 {
+				return flush()
+			}
 		}
 		return nil
 	}
@@ -234,21 +251,23 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 			inFlight = false
 			if err != nil && ctx.Err() == nil {
 				silent := d.cfg.Now().Sub(lastHeard).Round(time.Millisecond)
-				if perr := probe(fmt.Sprintf("a watch progress request failed after %s of silence: %v", silent, err)); perr != nil {
-					return perr
+				if cerr := check(fmt.Sprintf("a watch progress request failed after %s of silence: %v", silent, err)); cerr != nil {
+					return cerr
 				}
 			}
 		case <-hb.C:
+			// Half a heartbeat: ticks and answers are not in step, so
+			// "a whole one" would skip every other tick.
 			silent := d.cfg.Now().Sub(lastHeard)
-			if silent >= hbEvery || catchingUp {
+			if silent >= hbEvery/2 || catchingUp {
 				requestProgress()
 			}
-			if silent > 3*hbEvery {
-				if err := probe(fmt.Sprintf("no watch progress for %s", silent.Round(time.Millisecond))); err != nil {
+			if silent >= 2*hbEvery {
+				if err := check(fmt.Sprintf("nothing from the watch for %s", silent.Round(time.Millisecond))); err != nil {
 					return err
 				}
-				if silent > stallHeartbeats*hbEvery {
-					return broken(fmt.Sprintf("watch stalled: etcd answers reads, but the watch sent nothing for %s", silent.Round(time.Millisecond)), 0, nil)
+				if silent = d.cfg.Now().Sub(lastHeard); silent > stallHeartbeats*hbEvery {
+					return broken(fmt.Sprintf("watch stalled: etcd answers reads and has changes, but the watch sent nothing for %s", silent.Round(time.Millisecond)), 0, nil)
 				}
 			}
 		case resp, ok := <-wch:
