@@ -52,11 +52,24 @@ func (r *runner) kubeadm(ctx context.Context) error {
 	if !r.opts.DryRun && !r.exists(dataDir+"/member") {
 		return fmt.Errorf("no etcd data in %s (no member/): run the etcd phase first, or kubeadm init would start an empty cluster", dataDir)
 	}
-	// kubeadm init refuses existing manifests (FileAvailable checks).
-	for _, m := range r.currentManifests() {
+	// kubeadm init refuses existing manifests (FileAvailable checks), and
+	// ports the old control plane still holds (Port-6443, -2379, -2380):
+	// move the manifests aside, then wait for the kubelet to stop the pods,
+	// as the stop phase does (this phase may run alone, --phase kubeadm).
+	manifests := r.currentManifests()
+	var targets []string
+	if len(manifests) > 0 {
+		targets = r.initTargets()
+	}
+	for _, m := range manifests {
 		if err := r.do(fmt.Sprintf("move %s aside to %s/ so kubeadm init writes it anew", m, r.asideDir("manifests")), func() error {
 			return r.moveAside(m, r.asideDir("manifests")+"/"+path.Base(m))
 		}); err != nil {
+			return err
+		}
+	}
+	if len(targets) > 0 {
+		if err := r.waitDown(ctx, targets); err != nil {
 			return err
 		}
 	}

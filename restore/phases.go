@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -163,6 +164,12 @@ func (r *runner) stop(ctx context.Context) error {
 	if len(targets) == 0 {
 		return nil
 	}
+	return r.waitDown(ctx, targets)
+}
+
+// waitDown waits, up to StopTimeout, until nothing answers on targets
+// (host:port): the kubelet has stopped the pods whose manifests were moved.
+func (r *runner) waitDown(ctx context.Context, targets []string) error {
 	timeout := r.opts.StopTimeout
 	if timeout <= 0 {
 		timeout = DefaultStopTimeout
@@ -179,6 +186,42 @@ func (r *runner) stop(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// initTargets are what kubeadm init's preflight finds in use while the old
+// control plane runs (its Port-6443, Port-2379 and Port-2380 checks): the
+// stop phase's etcd client endpoints, etcd's peer endpoints and the
+// apiserver's secure port on this host. Read before the manifests move.
+func (r *runner) initTargets() []string {
+	out := r.stopTargets()
+	add := func(hp string) {
+		if hp == "" {
+			return
+		}
+		for _, o := range out {
+			if o == hp {
+				return
+			}
+		}
+		out = append(out, hp)
+	}
+	set, err := layout.Discover(r.opts.Root, layout.Options{})
+	if err != nil || set.Etcd.External {
+		set = r.src.set
+	}
+	if set != nil && !set.Etcd.External {
+		for _, u := range set.Etcd.PeerURLs {
+			add(hostPort(u))
+		}
+	}
+	// The port on this host: a controlPlaneEndpoint may be a load balancer
+	// that keeps answering.
+	port := "6443"
+	if _, p, err := net.SplitHostPort(r.apiServerAddr()); err == nil {
+		port = p
+	}
+	add(net.JoinHostPort("127.0.0.1", port))
+	return out
 }
 
 // stopTargets are the endpoints that answer while the control plane runs:
