@@ -9,6 +9,13 @@
 // together; the CLI, the agent, the cloud snapshot and a restore's safety
 // phase all call Run.
 //
+// The files are the paths layout placed (Discover, or Place for paths
+// given by hand): a symlink is stored as a link and what it leads to where
+// it is, so a version of a node whose /etc/kubernetes/pki links to
+// /data/pki holds the link and /data/pki, and restores as it was.
+// Certificates and the etcd data dir the backup opens itself are resolved
+// inside the root the same way (layout.Real): nothing outside it is read.
+//
 // Every version records a status: ok (good: a checked etcd snapshot and a
 // complete file set), etcd-failed, files-only or degraded (files lost
 // since the previous complete version, or problems discovery reported).
@@ -24,8 +31,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path"
-	"slices"
 	"time"
 
 	"github.com/kubekeep/kubekeep/config"
@@ -129,18 +134,28 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	started := time.Now()
 	res := &Result{}
 
-	var set *layout.Set
+	// set is what discovery found (nil with NoDiscover); placed is what
+	// the files are read from: the set, or with NoDiscover opts.Paths
+	// placed by layout the same way (symlinks followed, the link kept).
+	var set, placed *layout.Set
+	var err error
 	if !opts.NoDiscover {
-		var err error
 		set, err = layout.Discover(opts.Root, layout.Options{Extra: opts.Paths, Exclude: opts.Exclude})
 		if err != nil {
 			return nil, fmt.Errorf("discover what to back up: %w", err)
 		}
-		res.Set = set
-		res.Warnings = append(res.Warnings, set.Warnings...)
-		res.Problems = append(res.Problems, set.Problems...)
+		res.Set, placed = set, set
+	} else if len(opts.Paths) > 0 {
+		placed, err = layout.Place(opts.Root, layout.Options{Extra: opts.Paths, Exclude: hostExcludes(opts.Exclude)})
+		if err != nil {
+			return nil, fmt.Errorf("paths to back up: %w", err)
+		}
 	}
-	hostPaths, treeExclude := filePaths(set, opts)
+	if placed != nil {
+		res.Warnings = append(res.Warnings, placed.Warnings...)
+		res.Problems = append(res.Problems, placed.Problems...)
+	}
+	hostPaths, treeExclude := filePaths(placed, opts)
 	if len(hostPaths) == 0 {
 		return nil, errors.New("nothing to back up: discovery found no paths and no --path was given")
 	}
@@ -172,7 +187,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := w.AddTree(opts.Root, hostPaths, treeExclude); err != nil {
 		return nil, fmt.Errorf("store files: %w", err)
 	}
-	lost, err := checkLoss(w, opts, set, treeExclude, log)
+	lost, err := checkLoss(w, opts, placed, hostPaths, treeExclude, log)
 	if err != nil {
 		return nil, err
 	}
@@ -244,34 +259,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	return res, nil
 }
 
-// filePaths returns the host paths stored as files, and the excludes. The
-// etcd data dir is never copied as files: a live bbolt file copied while
-// etcd writes is not a backup (etcd-io/etcd#13109). etcd goes in as a
-// snapshot stream instead.
-func filePaths(set *layout.Set, opts Options) (paths, exclude []string) {
-	exclude = slices.Clone(opts.Exclude)
-	if set != nil {
-		for _, p := range set.Paths {
-			if p.Role == layout.RoleEtcdData {
-				continue
-			}
-			paths = append(paths, p.Path)
-		}
-		if set.Etcd.DataDir != "" {
-			exclude = append(exclude, set.Etcd.DataDir)
-		}
-	}
-	for _, p := range opts.Paths {
-		if !slices.Contains(paths, p) {
-			paths = append(paths, p)
-		}
-	}
-	return paths, exclude
-}
-
 // ClientConfig merges discovery (set may be nil) with the configured
 // overrides; false means there is no etcd to reach. Host paths of
-// certificates get the root prefix here, the one place that does it.
+// certificates get the root prefix here, the one place that does it, with
+// their symlinks resolved inside the root (hostFile).
 func ClientConfig(root string, set *layout.Set, o config.Etcd) (etcdsnap.ClientConfig, bool) {
 	var cc etcdsnap.ClientConfig
 	if set != nil {
@@ -289,7 +280,7 @@ func ClientConfig(root string, set *layout.Set, o config.Etcd) (etcdsnap.ClientC
 	}
 	for _, f := range []*string{&cc.CAFile, &cc.CertFile, &cc.KeyFile} {
 		if *f != "" {
-			*f = path.Join(root, *f)
+			*f = hostFile(root, *f)
 		}
 	}
 	cc.DialTimeout = o.DialTimeout
@@ -312,7 +303,7 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 	})
 	var storeErr *StoreError
 	if err != nil && !errors.As(err, &storeErr) && set != nil && set.Etcd.DataDir != "" && ctx.Err() == nil {
-		dataDir := path.Join(opts.Root, set.Etcd.DataDir)
+		dataDir := hostFile(opts.Root, set.Etcd.DataDir)
 		locked, lerr := etcdsnap.DataDirLocked(dataDir)
 		switch {
 		case lerr != nil:

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/kubekeep/kubekeep/layout"
@@ -38,12 +40,16 @@ import (
 //
 //  1. any must-never-lose file the reference held: ca.crt, ca.key, sa.key,
 //     sa.pub, front-proxy-ca.crt, front-proxy-ca.key, etcd/ca.crt and
-//     etcd/ca.key in /etc/kubernetes/pki (or any PKI dir discovery names);
+//     etcd/ca.key in /etc/kubernetes/pki (or any PKI dir discovery names
+//     in the new version or the reference: with /etc/kubernetes/pki a
+//     symlink to /data/pki, the files are stored at /data/pki);
 //  2. half or more of the regular files below one of the reference's
 //     top-level paths (a single-file path such as admin.conf: the file);
 //  3. a quarter or more of all the reference's regular files.
 //
-// Files the configuration now excludes are not compared. When files went
+// Files the configuration now excludes are not compared, and a file that
+// is at another path through a symlink (pki moved to /data/pki and linked,
+// or back) is not lost. When files went
 // away on purpose (a static pod removed, super-admin.conf moved off the
 // node), one backup with Options.AcceptMissing (`kubekeep backup
 // --accept-missing`) records the loss as accepted and becomes the new
@@ -129,17 +135,113 @@ func referenceVersion(store *rsyncish.Store) (rsyncish.VersionInfo, bool, error)
 	return rsyncish.VersionInfo{}, false, nil
 }
 
-// pkiDirs are the directories MustKeep is relative to.
-func pkiDirs(set *layout.Set) []string {
+// pkiDirs are the directories MustKeep is relative to: kubeadm's, and
+// every PKI dir of the new set and of the reference's (ref may be nil), so
+// a PKI dir that a symlink leads to (/etc/kubernetes/pki -> /data/pki:
+// the files are stored at /data/pki) counts also in the version where it
+// vanished.
+func pkiDirs(set, ref *layout.Set) []string {
 	dirs := []string{defaultPKIDir}
-	if set != nil {
-		for _, p := range set.Paths {
-			if p.Role == layout.RolePKI && p.Kind == layout.KindDir && p.Path != defaultPKIDir {
+	for _, s := range []*layout.Set{set, ref} {
+		if s == nil {
+			continue
+		}
+		for _, p := range s.Paths {
+			if p.Role == layout.RolePKI && p.Kind == layout.KindDir && !slices.Contains(dirs, p.Path) {
 				dirs = append(dirs, p.Path)
 			}
 		}
 	}
 	return dirs
+}
+
+// versionSet is the layout a version recorded, nil when none.
+func versionSet(v rsyncish.VersionInfo) *layout.Set {
+	raw, ok := v.Meta[MetaLayout]
+	if !ok {
+		return nil
+	}
+	var s layout.Set
+	if json.Unmarshal(raw, &s) != nil {
+		return nil
+	}
+	return &s
+}
+
+// dropMoved takes out of loss the files that are not gone but moved
+// behind a symlink, or back from behind one: the reference's file f, seen
+// through the symlinks on the node now (and through the reference's own
+// links, whose targets it stored), is a regular file at another path the
+// new version holds. An admin who moves /etc/kubernetes/pki to /data/pki
+// and links it loses nothing, nor does the first backup after kubekeep
+// learnt to store what links lead to: the reference holds
+// /etc/kubernetes/pki/etcd/ca.key, the new version /data/pki/etcd/ca.key.
+// held are the paths the new version was walked from, exclude its
+// excludes (host paths).
+func dropMoved(loss *rsyncish.Loss, root string, ref *layout.Set, held, exclude []string) (moved map[string]string) {
+	moved = map[string]string{}
+	for _, f := range loss.Missing {
+		names := []string{f}
+		if ref != nil {
+			for _, p := range ref.Paths {
+				if p.Target != "" && p.Target != p.Path && within(f, p.Target) {
+					names = append(names, p.Path+strings.TrimPrefix(f, p.Target))
+				}
+			}
+		}
+		for _, n := range names {
+			g, err := layout.Resolve(root, n)
+			if err != nil || g == f || !holds(held, exclude, g) {
+				continue
+			}
+			if st, err := os.Lstat(path.Join(root, g)); err == nil && st.Mode().IsRegular() {
+				moved[f] = g
+				break
+			}
+		}
+	}
+	if len(moved) == 0 {
+		return moved
+	}
+	loss.Missing = slices.DeleteFunc(loss.Missing, func(f string) bool { return moved[f] != "" })
+	for f := range moved {
+		best := -1
+		for i, pl := range loss.Paths {
+			if within(f, pl.Path) && (best < 0 || len(pl.Path) > len(loss.Paths[best].Path)) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			loss.Paths[best].Missing--
+		}
+	}
+	return moved
+}
+
+// holds reports whether a walk of held, leaving out exclude, reaches g.
+func holds(held, exclude []string, g string) bool {
+	for _, ex := range exclude {
+		if strings.ContainsAny(ex, "*?[") {
+			if ok, _ := path.Match(ex, g); ok {
+				return false
+			}
+			if ok, _ := path.Match(ex, path.Base(g)); ok {
+				return false
+			}
+		} else if within(g, path.Clean(ex)) {
+			return false
+		}
+	}
+	for _, h := range held {
+		if within(g, h) {
+			return true
+		}
+	}
+	return false
+}
+
+func within(p, base string) bool {
+	return base == "/" || p == base || strings.HasPrefix(p, base+"/")
 }
 
 // lossProblems turns a loss into problems by the rules in the package
@@ -198,10 +300,11 @@ func sample(missing []string, dir string) string {
 	return strings.Join(out, ", ")
 }
 
-// checkLoss compares the files just added to w with the reference version
-// and returns the problems the loss makes (none with AcceptMissing, which
-// records the loss as accepted instead).
-func checkLoss(w *rsyncish.VersionWriter, opts Options, set *layout.Set, exclude []string, log *slog.Logger) ([]string, error) {
+// checkLoss compares the files just added to w (walked from held) with
+// the reference version and returns the problems the loss makes (none with
+// AcceptMissing, which records the loss as accepted instead). Files that
+// moved behind a symlink, or back, are not lost (dropMoved).
+func checkLoss(w *rsyncish.VersionWriter, opts Options, set *layout.Set, held, exclude []string, log *slog.Logger) ([]string, error) {
 	ref, ok, err := referenceVersion(opts.Store)
 	if err != nil || !ok {
 		return nil, err
@@ -212,7 +315,12 @@ func checkLoss(w *rsyncish.VersionWriter, opts Options, set *layout.Set, exclude
 		log.Warn("cannot compare the file set with the previous complete version", "version", ref.ID, "err", err)
 		return nil, nil
 	}
-	problems := lossProblems(loss, pkiDirs(set))
+	refSet := versionSet(ref)
+	if moved := dropMoved(loss, opts.Root, refSet, held, exclude); len(moved) > 0 {
+		log.Info("files of the previous complete version are at another path now, through a symlink; not lost",
+			"version", ref.ID, "files", len(moved))
+	}
+	problems := lossProblems(loss, pkiDirs(set, refSet))
 	if len(problems) == 0 {
 		return nil, nil
 	}
