@@ -381,19 +381,18 @@ func deltaSegments(store *rsyncish.Store, journal string, snapRev int64, at time
 	if err != nil {
 		return nil, err
 	}
-	segs, err := j.List()
-	if err != nil {
-		return nil, err
+	// Only the segments up to the target: damage in a later one must not
+	// block a point in time before it.
+	var until uint64
+	if rev > 0 {
+		until = uint64(rev)
 	}
-	var out []io.Reader
-	for _, si := range segs {
-		if int64(si.Last) < snapRev {
-			continue
-		}
-		data, err := j.Read(si)
-		if err != nil {
-			return nil, fmt.Errorf("etcd delta segment %s: %w", si.File, err)
-		}
+	datas, _, err := j.ReadNeeded(uint64(max(snapRev, 0)), until, at)
+	if err != nil {
+		return nil, fmt.Errorf("etcd delta journal %s: %w", journal, err)
+	}
+	out := make([]io.Reader, 0, len(datas))
+	for _, data := range datas {
 		out = append(out, bytes.NewReader(data))
 	}
 	return out, nil
