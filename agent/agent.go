@@ -13,6 +13,20 @@
 // level, kubekeep_backup_degraded / kubekeep_newest_backup_good say so,
 // `kubekeep status` lists its problems, and /healthz answers 503 until a
 // good version follows, as it does while the last backup run failed.
+// /healthz is 503 whenever backups are not being made: the store missing
+// or full, etcd unreachable or the delta stream making nothing durable for
+// over a minute, the drill unable to run for lack of space (health.go has
+// the list).
+//
+// The delta stream (deltas.go) resumes where the journal is durable after
+// any break, also when versions were taken meanwhile, so an etcd restart
+// leaves no gap; while etcd is away it polls the endpoints' ports and
+// reconnects at once, with a short jittered backoff while etcd flaps. Only
+// a chain that cannot continue (compaction past it, a rebuilt etcd, an
+// agent that was not running) restarts from a snapshot; the gap is counted
+// (kubekeep_etcd_delta_gaps_total) and the newest kept in the status file.
+// How far the journal is durable is read from it at start, so the metrics
+// report what is on disk, never 0 after a restart.
 package agent
 
 import (

@@ -29,9 +29,9 @@ func DeltaSink(s *rsyncish.Store) (etcdsnap.SegmentSink, error) {
 }
 
 func (s journalSink) AppendSegment(data []byte, firstRev, lastRev int64, t time.Time) error {
-	// A heartbeat segment has firstRev = lastRev + 1 (no change); the
-	// journal indexes segments by their revision range, so record it as
-	// the empty range ending at lastRev.
+	// A progress mark (etcdsnap: nothing changed up to lastRev by t) has
+	// firstRev = lastRev + 1; the journal indexes segments by their
+	// revision range, so record it as the empty range ending at lastRev.
 	first := firstRev
 	if first > lastRev {
 		first = lastRev

@@ -13,7 +13,7 @@ import (
 
 // SegmentSink makes segments durable (the store: write, fsync) before it
 // returns. Segments arrive in order and chain: firstRev is the previous
-// lastRev + 1. A heartbeat segment holds no change and has firstRev =
+// lastRev + 1. A progress mark holds no change and has firstRev =
 // lastRev + 1; it records that nothing changed up to time t.
 type SegmentSink interface {
 	AppendSegment(data []byte, firstRev, lastRev int64, t time.Time) error

@@ -1,7 +1,9 @@
 package etcdsnap_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -160,5 +162,60 @@ func TestDeltaProgressMarksAndCatchUp(t *testing.T) {
 	}
 	if marks < 3 || catchUps == 0 {
 		t.Errorf("%d progress marks and %d catch-up segments; want marks while idle and the resumed stream's catch-up", marks, catchUps)
+	}
+}
+
+// The planner on hand-made chains: an old journal (no marks, no catch-up
+// flag) covers up to its last change as before; a progress mark extends
+// that; a catch-up segment refuses the moments between its start and its
+// last change and nothing else.
+func TestReplayEventsCoverage(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	ev := func(rev int64, s float64) etcdsnap.Event {
+		return etcdsnap.Event{Type: etcdsnap.EventPut, Key: fmt.Sprintf("/k/%d", rev), Value: []byte("v"), ModRevision: rev, CreateRevision: rev, Version: 1, Time: at(s)}
+	}
+	seg := func(from, to int64, fromS, toS float64, catchUp bool, evs ...etcdsnap.Event) io.Reader {
+		s := etcdsnap.Segment{FromRev: from, ToRev: to, FromTime: at(fromS), ToTime: at(toS), Events: evs, CatchUp: catchUp}
+		return bytes.NewReader(s.Encode())
+	}
+	old := func() []io.Reader {
+		return []io.Reader{seg(10, 12, 0, 2, false, ev(11, 1), ev(12, 2))}
+	}
+	revs := func(evs []etcdsnap.Event) []int64 {
+		var out []int64
+		for _, e := range evs {
+			out = append(out, e.ModRevision)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		segs  []io.Reader
+		at    float64
+		want  []int64
+		error string
+	}{
+		{"old journal, before the last change", old(), 1.5, []int64{11}, ""},
+		{"old journal, at the last change", old(), 2, []int64{11, 12}, ""},
+		{"old journal, after the last change", old(), 3, nil, "is not covered"},
+		{"progress mark covers the quiet", append(old(), seg(12, 12, 2, 9, false)), 8, []int64{11, 12}, ""},
+		{"beyond the newest mark", append(old(), seg(12, 12, 2, 9, false)), 9.5, nil, "is not covered"},
+		{"inside a catch-up", append(old(), seg(12, 14, 2, 20, true, ev(13, 19), ev(14, 19.5))), 10, nil, "caught up on revisions 13 to 14"},
+		{"after a catch-up", append(old(), seg(12, 14, 2, 20, true, ev(13, 19), ev(14, 19.5))), 19.7, []int64{11, 12, 13, 14}, ""},
+		{"at the catch-up's start", append(old(), seg(12, 14, 2, 20, true, ev(13, 19), ev(14, 19.5))), 2, []int64{11, 12}, ""},
+		{"a catch-up with nothing to catch up", append(old(), seg(12, 12, 2, 20, true)), 10, []int64{11, 12}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := etcdsnap.ReplayEvents(tc.segs, 10, 0, at(tc.at))
+			switch {
+			case tc.error != "" && (err == nil || !strings.Contains(err.Error(), tc.error)):
+				t.Fatalf("got %v %v, want an error with %q", revs(got), err, tc.error)
+			case tc.error == "" && err != nil:
+				t.Fatal(err)
+			case tc.error == "" && fmt.Sprint(revs(got)) != fmt.Sprint(tc.want):
+				t.Fatalf("replays %v, want %v", revs(got), tc.want)
+			}
+		})
 	}
 }

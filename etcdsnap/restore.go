@@ -203,6 +203,18 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 
 type replayPlan struct{ events []Event }
 
+// ReplayEvents returns the changes a replay from a snapshot at snapRev up
+// to untilRevision or untilTime (zero: no such target) applies, with the
+// checks RestoreDataDir makes before it writes anything: the segments
+// chain from the snapshot without a gap, the target is covered (up to the
+// newest change or progress mark), and a time target does not fall in a
+// stretch a restarted watch caught up on. Readers that apply deltas
+// themselves (get --at) use it to refuse what a restore refuses.
+func ReplayEvents(segments []io.Reader, snapRev, untilRevision int64, untilTime time.Time) ([]Event, error) {
+	plan, err := planReplay(RestoreConfig{Segments: segments, UntilRevision: untilRevision, UntilTime: untilTime}, snapRev)
+	return plan.events, err
+}
+
 // unsureWindow is a stretch of time a catch-up segment leaves unknown:
 // its changes were committed after from and received by to.
 type unsureWindow struct {

@@ -45,9 +45,13 @@ get --shutdown-timeout to finish, then are abandoned cleanly.
 
 'kubekeep status' shows what it did; Prometheus metrics and /healthz are
 served on metrics.listen. /healthz answers 503, listing why, while the
-second disk cannot be written, the last backup run failed, no backup
-succeeded for three intervals, or the newest version is not good
-(etcd-failed, degraded: kubekeep_backup_degraded is then 1).`,
+second disk cannot be written or is full (below store.minFree, or writes
+fail for space: kubekeep_store_full 1), the last backup run failed, no
+backup succeeded for three intervals, the newest version is not good
+(etcd-failed, degraded: kubekeep_backup_degraded is then 1), the etcd API
+has not answered or the delta stream has made nothing durable for over a
+minute (plus two etcd.deltaFlush), or the restore drill cannot run for
+lack of space.`,
 		Example: `  kubekeep agent --config /etc/kubekeep/kubekeep.yaml
   kubekeep agent --root / --store /data/backup/kubekeep --backup-interval 5m --metrics-listen 127.0.0.1:9477`,
 		Args: cobra.NoArgs,

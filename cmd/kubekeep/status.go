@@ -23,7 +23,10 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 success and failure (with the error) and next run, the newest version,
 the newest version the restore drill verified and its age (the recovery
 point that is proven), how far behind the etcd delta stream is, and the
-store's size and free space.
+store's size and free space. A gap the agent had to leave in the etcd
+delta journal (the chain could not continue, e.g. after compaction or
+while no agent ran) is shown with its revisions and times: no point in
+time inside it can be restored with --at.
 
 It reads the store and the status file the agent keeps in it, so it works
 whether or not the agent is running.
@@ -37,7 +40,9 @@ With -o json:
   {"jobs":{"<name>":{"lastSuccess","lastFailure","lastError","nextRun"}},
    "newestVersion":{"id","time","status","good","degraded","problems"},
    "newestVerified":{"id","time","ageSeconds"},"newestGood":{"id",...},
-   "degraded","problems","etcdDeltaLagSeconds","store":{"used","free"}, ...}`,
+   "degraded","problems","etcdDeltaLagSeconds","store":{"used","free"},
+   "etcd":{"apiUp","deltaRevision","deltaTime","deltaGaps",
+           "lastDeltaGap":{"fromRevision","toRevision","fromTime","toTime"}}, ...}`,
 		Example: `  kubekeep status --store /data/backup/kubekeep
   kubekeep status --store /data/backup/kubekeep -o json`,
 		Args: cobra.NoArgs,
@@ -114,6 +119,13 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) error {
 			fmt.Fprintf(w, ": %s", e.Error)
 		}
 		fmt.Fprintln(w)
+		if e.DeltaRevision > 0 {
+			fmt.Fprintf(w, "etcd deltas:      durable through revision %d (%s)\n", e.DeltaRevision, ago(now, &e.DeltaTime))
+		}
+		if g := e.LastDeltaGap; g != nil {
+			fmt.Fprintf(w, "DELTA GAP:        %d so far; newest: revisions %d to %d, between %s and %s: no --at inside it\n",
+				e.DeltaGaps, g.FromRevision, g.ToRevision, g.FromTime.Format(time.RFC3339), g.ToTime.Format(time.RFC3339))
+		}
 	}
 	fmt.Fprintf(w, "store:            %s used, %s free, %d versions\n\n", humanBytes(st.Store.Used), humanBytes(st.Store.Free), st.Versions)
 

@@ -40,3 +40,23 @@ func TestStatusDueNowDegradedAndLatest(t *testing.T) {
 		t.Errorf("degraded newest version and latest:\n%s", text)
 	}
 }
+
+// A gap in the delta journal shows with its revisions and times, and how
+// far the deltas are durable (issue 13 item 18: the gap was only in the
+// log).
+func TestStatusShowsDeltaGap(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	st := &agent.Status{Jobs: map[string]agent.JobState{}, Etcd: &agent.EtcdState{
+		APIUp: true, Revision: 30, Source: "api", DeltaRevision: 41, DeltaTime: now.Add(-2 * time.Second), DeltaGaps: 2,
+		LastDeltaGap: &agent.DeltaGap{FromRevision: 15, ToRevision: 22, FromTime: now.Add(-10 * time.Minute), ToTime: now.Add(-9 * time.Minute)},
+	}}
+	var out bytes.Buffer
+	if err := printStatus(&out, st, now); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	if !lineHasAll(text, "etcd deltas:", "revision 41", "2s ago") ||
+		!lineHasAll(text, "DELTA GAP:", "2 so far", "revisions 15 to 22", "2026-12-01T09:50:00Z", "2026-12-01T09:51:00Z") {
+		t.Errorf("delta state and gap:\n%s", text)
+	}
+}
