@@ -259,7 +259,13 @@ func readVersionFile(store *rsyncish.Store, id, hostPath string) ([]byte, error)
 // applyDeltas replays the journal's etcd changes recorded after the
 // snapshot, up to t.
 func applyDeltas(store *rsyncish.Store, snap *objects.Snapshot, t time.Time) (int, error) {
-	readers, infos, err := backup.DeltaSegments(store, snap.Revision())
+	// Only the segments up to t: damage in a later one blocks nothing
+	// before it.
+	j, err := store.Journal(backup.DeltaJournal)
+	if err != nil {
+		return 0, fmt.Errorf("etcd deltas: %w", err)
+	}
+	datas, infos, err := j.ReadNeeded(uint64(max(snap.Revision(), 0)), 0, t)
 	if err != nil {
 		if errors.Is(err, rsyncish.ErrNotFound) {
 			return 0, nil
@@ -267,16 +273,12 @@ func applyDeltas(store *rsyncish.Store, snap *objects.Snapshot, t time.Time) (in
 		return 0, fmt.Errorf("etcd deltas: %w", err)
 	}
 	n, next := 0, snap.Revision()+1
-	for i, r := range readers {
+	for i, data := range datas {
 		// A hole in the journal (agent down, segments trimmed) would make
 		// the replay silently skip changes: refuse instead.
 		if first := int64(infos[i].First); first > next {
 			return n, fmt.Errorf("etcd deltas: revisions %d-%d were not recorded (next segment %s starts at %d); the newest consistent point is revision %d",
 				next, first-1, infos[i].File, first, next-1)
-		}
-		data, err := io.ReadAll(r)
-		if err != nil {
-			return n, err
 		}
 		seg, err := etcdsnap.DecodeSegment(data)
 		if err != nil {
