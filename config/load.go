@@ -95,6 +95,13 @@ func parse(name string, data []byte) (Config, *yaml.Node, error) {
 			failed = append(failed, e.Key)
 		}
 	}
+	// A file that names store.mountpoint but leaves store.path to the
+	// command line (--store) is not judged against the default path here;
+	// the command checks the two together once its flags are in
+	// (Config.Validate after them).
+	if !hasKey(top, "store", "path") {
+		failed = append(failed, "store.path")
+	}
 	errs = append(errs, asErrors(cfg.validate(name, top, failed))...)
 	if len(errs) > 0 {
 		return Config{}, nil, errs.orNil()
@@ -194,4 +201,22 @@ func friendlyType(goType string) string {
 		return "a mapping of settings"
 	}
 	return goType
+}
+
+// hasKey reports whether the mapping top sets the key path (section, key).
+func hasKey(top *yaml.Node, path ...string) bool {
+	n := top
+	for _, k := range path {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return false
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == k {
+				next = n.Content[i+1]
+			}
+		}
+		n = next
+	}
+	return n != nil
 }

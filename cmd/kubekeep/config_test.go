@@ -121,3 +121,23 @@ func TestConfigWarningsLoggedByAgent(t *testing.T) {
 		t.Fatalf("log %v", entry)
 	}
 }
+
+// --store completes a config file that names only store.mountpoint; the
+// two are judged together once the flag is in. Before, every command with
+// such a file failed on the default store.path before --store applied.
+func TestStoreFlagUnderFileMountpoint(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "k.yaml")
+	mnt := filepath.Join(dir, "disk")
+	os.MkdirAll(mnt, 0o700)
+	if err := os.WriteFile(cfg, []byte("store:\n  mountpoint: "+mnt+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "--config", cfg, "--store", filepath.Join(mnt, "kk"), "config", "show")
+	if err != nil || !strings.Contains(out, filepath.Join(mnt, "kk")) {
+		t.Errorf("--store under the file's mountpoint: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, "--config", cfg, "--store", filepath.Join(dir, "elsewhere"), "config", "show"); err == nil || !strings.Contains(err.Error(), "not under the mountpoint") {
+		t.Errorf("--store outside the file's mountpoint: %v", err)
+	}
+}

@@ -157,7 +157,20 @@ func (g *globalOptions) settings(cmd *cobra.Command) (cfg config.Config, path st
 	if flags.Changed("etcd-keyfile") {
 		cfg.Etcd.KeyFile = g.etcd.KeyFile
 	}
+	// What the file alone could not judge (store.path from --store against
+	// the file's store.mountpoint) is judged with the flags in.
+	if err := cfg.Validate(flagsOver(path), nil); err != nil {
+		return config.Config{}, "", err
+	}
 	return cfg, path, nil
+}
+
+// flagsOver names the merged settings in errors: the file and the flags.
+func flagsOver(path string) string {
+	if path == "" {
+		return "flags"
+	}
+	return path + " with flags"
 }
 
 // newLogger logs JSON when stderr is not a terminal (journald, files) and
