@@ -14,8 +14,6 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-func init() { registerCommand(newAgentCommand) }
-
 type agentOptions struct {
 	backupInterval  time.Duration
 	backupBudget    config.Percent

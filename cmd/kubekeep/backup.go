@@ -9,18 +9,17 @@ import (
 	"github.com/kubekeep/kubekeep/backup"
 )
 
-func init() {
-	registerCommand(newBackupCommand)
-	backupBeforeCloudSnapshot = func(ctx context.Context, g *globalOptions) (string, int64, error) {
-		res, err := runBackup(ctx, backupOptions{}, g)
-		if err != nil {
-			return "", 0, err
-		}
-		if !res.Good {
-			return "", 0, fmt.Errorf("local backup %s is not a good version (%s): refusing to tag a cloud snapshot with it; use --skip-backup to snapshot anyway", res.ID, res.Status)
-		}
-		return res.ID, res.Etcd.Revision, nil
+// backupForCloudSnapshot takes the store version a cloud snapshot set is
+// tagged with (`cloud snapshot` without --skip-backup).
+func backupForCloudSnapshot(ctx context.Context, g *globalOptions) (string, int64, error) {
+	res, err := runBackup(ctx, backupOptions{}, g)
+	if err != nil {
+		return "", 0, err
 	}
+	if !res.Good {
+		return "", 0, fmt.Errorf("local backup %s is not a good version (%s): refusing to tag a cloud snapshot with it; use --skip-backup to snapshot anyway", res.ID, res.Status)
+	}
+	return res.ID, res.Etcd.Revision, nil
 }
 
 type backupOptions struct {

@@ -9,10 +9,8 @@ import (
 	"github.com/kubekeep/kubekeep/cloudsnap"
 )
 
-func init() { registerCommand(newCloudCommand) }
-
 // newCloudCommand groups the ECS disk snapshot commands; each subcommand
-// lives in its own cloud_<verb>.go and registers itself under "cloud".
+// lives in its own cloud_<verb>.go; root.go attaches them.
 func newCloudCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cloud",

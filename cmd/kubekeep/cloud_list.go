@@ -7,8 +7,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { registerSubcommand("cloud", newCloudListCommand) }
-
 func newCloudListCommand(g *globalOptions) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{

@@ -9,8 +9,6 @@ import (
 	"github.com/kubekeep/kubekeep/cloudsnap"
 )
 
-func init() { registerSubcommand("cloud", newCloudPolicyCommand) }
-
 func newCloudPolicyCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",

@@ -6,8 +6,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { registerSubcommand("cloud", newCloudPruneCommand) }
-
 func newCloudPruneCommand(g *globalOptions) *cobra.Command {
 	var (
 		dryRun bool

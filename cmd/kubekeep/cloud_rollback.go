@@ -14,8 +14,6 @@ import (
 	"github.com/kubekeep/kubekeep/cloudsnap"
 )
 
-func init() { registerSubcommand("cloud", newCloudRollbackCommand) }
-
 type cloudRollbackOptions struct {
 	set       string
 	dryRun    bool

@@ -11,10 +11,9 @@ import (
 	"github.com/kubekeep/kubekeep/cloudsnap"
 )
 
-// backupBeforeCloudSnapshot is set by backup.go; it takes one store version and returns its id and etcd revision.
-var backupBeforeCloudSnapshot func(ctx context.Context, g *globalOptions) (versionID string, etcdRevision int64, err error)
-
-func init() { registerSubcommand("cloud", newCloudSnapshotCommand) }
+// backupBeforeCloudSnapshot takes one store version and returns its id and
+// etcd revision (backupForCloudSnapshot; tests replace it).
+var backupBeforeCloudSnapshot func(ctx context.Context, g *globalOptions) (versionID string, etcdRevision int64, err error) = backupForCloudSnapshot
 
 type cloudSnapshotOptions struct {
 	skipBackup bool

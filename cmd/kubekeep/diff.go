@@ -10,8 +10,6 @@ import (
 	"github.com/kubekeep/kubekeep/objects"
 )
 
-func init() { registerCommand(newDiffCommand) }
-
 type diffOptions struct {
 	encConfig string
 	output    string

@@ -8,8 +8,6 @@ import (
 	"github.com/kubekeep/kubekeep/restore"
 )
 
-func init() { registerCommand(newDrillCommand) }
-
 func newDrillCommand(g *globalOptions) *cobra.Command {
 	var version, output string
 	cmd := &cobra.Command{

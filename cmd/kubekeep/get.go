@@ -11,8 +11,6 @@ import (
 	"github.com/kubekeep/kubekeep/objects"
 )
 
-func init() { registerCommand(newGetCommand) }
-
 type getOptions struct {
 	version    string
 	at         string

@@ -17,8 +17,6 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-func init() { registerCommand(newObjectsCommand) }
-
 type objectsOptions struct {
 	version   string
 	at        string

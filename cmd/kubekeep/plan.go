@@ -13,8 +13,6 @@ import (
 	"github.com/kubekeep/kubekeep/layout"
 )
 
-func init() { registerCommand(newPlanCommand) }
-
 type planOptions struct{ output string }
 
 func newPlanCommand(g *globalOptions) *cobra.Command {

@@ -10,8 +10,6 @@ import (
 	"github.com/kubekeep/kubekeep/backup"
 )
 
-func init() { registerCommand(newPruneCommand) }
-
 type pruneOptions struct {
 	dryRun bool
 	output string

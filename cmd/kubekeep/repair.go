@@ -11,8 +11,6 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-func init() { registerCommand(newRepairCommand) }
-
 type repairOptions struct {
 	readData bool
 	output   string

@@ -12,8 +12,6 @@ import (
 	"github.com/kubekeep/kubekeep/restore"
 )
 
-func init() { registerCommand(newRestoreCommand) }
-
 type restoreOptions struct {
 	version       string
 	dryRun        bool
@@ -32,8 +30,8 @@ type restoreOptions struct {
 }
 
 // newRestoreCommand rebuilds the control plane in phases; its subcommands
-// (restore files, restore etcd) live in restore_<what>.go and register
-// themselves under "restore".
+// (restore files, restore etcd) live in restore_<what>.go; root.go
+// attaches them.
 func newRestoreCommand(g *globalOptions) *cobra.Command {
 	o := &restoreOptions{}
 	var phaseList strings.Builder

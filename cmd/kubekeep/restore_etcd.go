@@ -9,8 +9,6 @@ import (
 	"github.com/kubekeep/kubekeep/restore"
 )
 
-func init() { registerSubcommand("restore", newRestoreEtcdCommand) }
-
 func newRestoreEtcdCommand(g *globalOptions) *cobra.Command {
 	var (
 		o        restore.EtcdOptions

@@ -11,8 +11,6 @@ import (
 	"github.com/kubekeep/kubekeep/restore"
 )
 
-func init() { registerSubcommand("restore", newRestoreFilesCommand) }
-
 type restoreFilesOptions struct {
 	version string
 	to      string

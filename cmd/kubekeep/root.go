@@ -64,34 +64,32 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 	pf.StringVar(&g.etcd.CertFile, "etcd-certfile", "", "client certificate etcd accepts, a host path (overrides etcd.certFile)")
 	pf.StringVar(&g.etcd.KeyFile, "etcd-keyfile", "", "key of --etcd-certfile, a host path (overrides etcd.keyFile)")
 
+	// Every command, listed here (restic's way: no init() registries);
+	// each lives in <verb>.go as a constructor and a run<Verb>.
+	restore := newRestoreCommand(g)
+	restore.AddCommand(newRestoreFilesCommand(g), newRestoreEtcdCommand(g))
+	cloud := newCloudCommand(g)
+	cloud.AddCommand(newCloudListCommand(g), newCloudSnapshotCommand(g), newCloudPruneCommand(g),
+		newCloudPolicyCommand(g), newCloudRollbackCommand(g))
 	cmd.AddCommand(
 		newVersionCommand(g),
 		newConfigCommand(g),
+		newPlanCommand(g),
+		newBackupCommand(g),
+		newVersionsCommand(g),
+		newVerifyCommand(g),
+		newRepairCommand(g),
+		newPruneCommand(g),
+		newGetCommand(g),
+		newObjectsCommand(g),
+		newDiffCommand(g),
+		restore,
+		newDrillCommand(g),
+		newAgentCommand(g),
+		newStatusCommand(g),
+		cloud,
 	)
-	for _, add := range extraCommands {
-		cmd.AddCommand(add(g))
-	}
-	for _, parent := range cmd.Commands() {
-		for _, add := range extraSubcommands[parent.Name()] {
-			parent.AddCommand(add(g))
-		}
-	}
 	return cmd
-}
-
-// extraCommands lets each command file register itself from an init(), so
-// adding a command touches only its own file.
-var extraCommands []func(*globalOptions) *cobra.Command
-
-func registerCommand(f func(*globalOptions) *cobra.Command) { extraCommands = append(extraCommands, f) }
-
-// extraSubcommands are attached under the top-level command of that name
-// (`restore files`, `restore etcd`, `cloud snapshot`), so each subcommand
-// also lives in its own file.
-var extraSubcommands = map[string][]func(*globalOptions) *cobra.Command{}
-
-func registerSubcommand(parent string, f func(*globalOptions) *cobra.Command) {
-	extraSubcommands[parent] = append(extraSubcommands[parent], f)
 }
 
 // resolve loads the config file and applies the global flags over it.
@@ -157,20 +155,7 @@ func (g *globalOptions) settings(cmd *cobra.Command) (cfg config.Config, path st
 	if flags.Changed("etcd-keyfile") {
 		cfg.Etcd.KeyFile = g.etcd.KeyFile
 	}
-	// What the file alone could not judge (store.path from --store against
-	// the file's store.mountpoint) is judged with the flags in.
-	if err := cfg.Validate(flagsOver(path), nil); err != nil {
-		return config.Config{}, "", err
-	}
 	return cfg, path, nil
-}
-
-// flagsOver names the merged settings in errors: the file and the flags.
-func flagsOver(path string) string {
-	if path == "" {
-		return "flags"
-	}
-	return path + " with flags"
 }
 
 // newLogger logs JSON when stderr is not a terminal (journald, files) and

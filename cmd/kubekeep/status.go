@@ -12,8 +12,6 @@ import (
 	"github.com/kubekeep/kubekeep/backup"
 )
 
-func init() { registerCommand(newStatusCommand) }
-
 func newStatusCommand(g *globalOptions) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{

@@ -7,8 +7,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { registerCommand(newVerifyCommand) }
-
 type verifyOptions struct {
 	readData bool
 	output   string

@@ -11,8 +11,6 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-func init() { registerCommand(newVersionsCommand) }
-
 type versionsOptions struct{ output string }
 
 func newVersionsCommand(g *globalOptions) *cobra.Command {
