@@ -48,15 +48,9 @@ Exit status: 0 the store is whole, 1 versions remain damaged (listed),
 "packsChecked", "packs": [{"pack", "problem",
 "salvaged", "spare", "lost"}], "blobsSalvaged", "blobsLost", "damaged":
 [{"id", "manifest", "paths", "blobs"}], "marksDropped"}.`,
-		Args: func(cmd *cobra.Command, args []string) error { return operational(cobra.NoArgs(cmd, args)) },
-		// Its own config resolution, so that a bad config exits 2 too.
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return operational(g.resolve(cmd)) },
-		RunE:              func(cmd *cobra.Command, _ []string) error { return runRepair(cmd, g, o) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runRepair(cmd, g, o) },
 	}
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return operational(err) })
-	cmd.Flags().BoolVar(&o.readData, "read-data", false, "re-hash every pack, not only those known to be damaged")
-	cmd.Flags().DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for a running backup or prune to finish")
-	outputFlag(cmd, &o.output, "text", "json")
+	checkerFlags(cmd, g, &o.readData, "re-hash every pack, not only those known to be damaged", &o.wait, &o.output)
 	return cmd
 }
 

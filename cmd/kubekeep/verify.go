@@ -36,15 +36,9 @@ an I/O error. Scripts can treat 1 alone as "the backups are damaged".
 -o json prints {"versions", "packs", "blobs", "segments", "bytesRead",
 "readData", "problems": [{"kind", "object", "detail", "versions",
 "paths"}], "warnings"}.`,
-		Args: func(cmd *cobra.Command, args []string) error { return operational(cobra.NoArgs(cmd, args)) },
-		// Its own config resolution, so that a bad config exits 2 too.
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return operational(g.resolve(cmd)) },
-		RunE:              func(cmd *cobra.Command, _ []string) error { return runVerify(cmd, g, o) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runVerify(cmd, g, o) },
 	}
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return operational(err) })
-	cmd.Flags().BoolVar(&o.readData, "read-data", false, "read and re-hash every stored block")
-	cmd.Flags().DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for a running backup or prune to finish")
-	outputFlag(cmd, &o.output, "text", "json")
+	checkerFlags(cmd, g, &o.readData, "read and re-hash every stored block", &o.wait, &o.output)
 	return cmd
 }
 
@@ -93,4 +87,17 @@ func runVerify(cmd *cobra.Command, g *globalOptions, o *verifyOptions) error {
 		return &exitError{code: 1}
 	}
 	return nil
+}
+
+// checkerFlags wires what verify and repair share: exit 2 for every
+// operational failure (arguments, flags, config), --read-data, --wait and
+// -o text|json.
+func checkerFlags(cmd *cobra.Command, g *globalOptions, readData *bool, readHelp string, wait *time.Duration, output *string) {
+	cmd.Args = func(cmd *cobra.Command, args []string) error { return operational(cobra.NoArgs(cmd, args)) }
+	// Its own config resolution, so that a bad config exits 2 too.
+	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return operational(g.resolve(cmd)) }
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return operational(err) })
+	cmd.Flags().BoolVar(readData, "read-data", false, readHelp)
+	cmd.Flags().DurationVar(wait, "wait", 5*time.Minute, "how long to wait for a running backup or prune to finish")
+	outputFlag(cmd, output, "text", "json")
 }
