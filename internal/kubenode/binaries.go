@@ -1,21 +1,15 @@
 package kubenode
 
 import (
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/kubekeep/kubekeep/internal/gobuild"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // KubernetesVersion is the release the binaries are built from (the
@@ -142,13 +136,13 @@ func buildAll() (Bins, error) {
 		return Bins{}, err
 	}
 	k8sDir := filepath.Join(here, "..", "k8s134")
-	k8s, err := buildCached("k8s134", k8sDir,
+	k8s, err := gobuild.Cached("k8s134", k8sDir,
 		[]string{"go.mod", "go.sum", "doc.go"},
 		append(append([]string{}, k8sBuildFlags...), k8sPackages...))
 	if err != nil {
 		return Bins{}, err
 	}
-	etcd, err := buildCached("etcd36", filepath.Join(here, "etcd36"),
+	etcd, err := gobuild.Cached("etcd36", filepath.Join(here, "etcd36"),
 		[]string{"go.mod", "go.sum", "main.go"},
 		append(append([]string{}, etcd36BuildFlags...), "."))
 	if err != nil {
@@ -185,123 +179,6 @@ func sourceDir() (string, error) {
 			return "", fmt.Errorf("kubenode: internal/k8s134 not found above %s", wd)
 		}
 	}
-}
-
-func goCommand() (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err == nil {
-		return goBin, nil
-	}
-	if g := os.Getenv("GOROOT"); g != "" {
-		return filepath.Join(g, "bin", "go"), nil
-	}
-	if g := runtime.GOROOT(); g != "" {
-		return filepath.Join(g, "bin", "go"), nil
-	}
-	return "", fmt.Errorf("kubenode: no go command to build with: %w", err)
-}
-
-// buildCached runs `go <args> -o DIR/` in src unless DIR, named by a hash
-// of the toolchain, the arguments and the files (relative to src), is
-// already in the cache; it returns DIR. A flock on cache/<name>.lock makes
-// test binaries of several packages, started at once, build once.
-func buildCached(name, src string, files, args []string) (string, error) {
-	goBin, err := goCommand()
-	if err != nil {
-		return "", err
-	}
-	env := append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
-	goEnv := exec.Command(goBin, "env", "GOVERSION", "GOOS", "GOARCH", "GOAMD64", "GOFLAGS", "GOEXPERIMENT")
-	goEnv.Dir, goEnv.Env = src, env
-	ver, err := goEnv.Output()
-	if err != nil {
-		return "", fmt.Errorf("kubenode: %s env in %s: %w", goBin, src, err)
-	}
-	h := sha256.New()
-	h.Write(ver)
-	h.Write([]byte(strings.Join(args, "\x00") + "\x00CGO_ENABLED=0\x00"))
-	for _, f := range files {
-		data, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			return "", fmt.Errorf("kubenode: cache key: %w", err)
-		}
-		h.Write([]byte(f + "\x00"))
-		h.Write(data)
-	}
-	key := hex.EncodeToString(h.Sum(nil))[:16]
-
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	cache = filepath.Join(cache, "kubekeep-test")
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", err
-	}
-	out := filepath.Join(cache, name+"-"+key)
-	done := filepath.Join(out, ".built")
-	if _, err := os.Stat(done); err == nil {
-		return out, nil
-	}
-	lock, err := os.OpenFile(filepath.Join(cache, name+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("kubenode: lock %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(done); err == nil {
-		return out, nil // built by whoever held the lock
-	}
-	tmp := out + ".building"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
-	defer cancel()
-	full := append(append([]string{}, args[:1]...), append([]string{"-o", tmp + "/"}, args[1:]...)...)
-	cmd := exec.CommandContext(ctx, goBin, full...)
-	cmd.Dir, cmd.Env = src, env
-	fmt.Fprintf(os.Stderr, "kubenode: building %s into %s (minutes when cold)\n", name, out)
-	start := time.Now()
-	outb, err := cmd.CombinedOutput()
-	if err != nil {
-		os.RemoveAll(tmp)
-		return "", fmt.Errorf("go %s in %s: %w\n%s", strings.Join(full, " "), src, err, outb)
-	}
-	took := time.Since(start).Round(100 * time.Millisecond)
-	if err := os.WriteFile(filepath.Join(tmp, ".built"), []byte(fmt.Sprintf("built in %s at %s\n", took, time.Now().UTC().Format(time.RFC3339))), 0o644); err != nil {
-		return "", err
-	}
-	os.RemoveAll(out)
-	if err := os.Rename(tmp, out); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(os.Stderr, "kubenode: built %s (%s) in %s\n", name, strings.Join(listSizes(out), ", "), took)
-	// Older builds only take space (hundreds of MB for k8s134).
-	if old, _ := filepath.Glob(filepath.Join(cache, name+"-*")); len(old) > 0 {
-		for _, o := range old {
-			if o != out && !strings.HasSuffix(o, ".building") {
-				os.RemoveAll(o)
-			}
-		}
-	}
-	return out, nil
-}
-
-func listSizes(dir string) []string {
-	ents, _ := os.ReadDir(dir)
-	var s []string
-	for _, e := range ents {
-		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
-			s = append(s, fmt.Sprintf("%s %.0f MB", e.Name(), float64(fi.Size())/1e6))
-		}
-	}
-	sort.Strings(s)
-	return s
 }
 
 func isExecutable(p string) bool {

@@ -10,11 +10,10 @@ package testetcd
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/kubekeep/kubekeep/internal/gobuild"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,100 +90,21 @@ func etcd35Dir() (string, error) {
 }
 
 // etcd35BuildFlags are part of the cache key.
-var etcd35BuildFlags = []string{"build", "-trimpath", "-buildvcs=false"}
+var etcd35BuildFlags = []string{"build", "-trimpath", "-buildvcs=false", "."}
 
 func buildEtcd35() (string, error) {
 	src, err := etcd35Dir()
 	if err != nil {
 		return "", err
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		if g := os.Getenv("GOROOT"); g != "" {
-			goBin = filepath.Join(g, "bin", "go")
-		} else {
-			return "", fmt.Errorf("no go command to build %s with: %w", src, err)
-		}
-	}
-	env := append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
-	goEnv := exec.Command(goBin, "env", "GOVERSION", "GOOS", "GOARCH")
-	goEnv.Dir, goEnv.Env = src, env
-	ver, err := goEnv.Output()
-	if err != nil {
-		return "", fmt.Errorf("%s env: %w", goBin, err)
-	}
-	// The cache key: what the binary is built from and with.
-	h := sha256.New()
-	h.Write(ver)
-	h.Write([]byte(strings.Join(etcd35BuildFlags, " ") + "\x00CGO_ENABLED=0\x00"))
-	for _, f := range []string{"main.go", "go.mod", "go.sum"} {
-		data, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			return "", err
-		}
-		h.Write([]byte(f + "\x00"))
-		h.Write(data)
-	}
-	key := hex.EncodeToString(h.Sum(nil))[:16]
-
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	cache = filepath.Join(cache, "kubekeep-test")
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", err
-	}
-	bin := filepath.Join(cache, "etcd35-"+key)
-	if isExecutable(bin) {
-		return bin, nil
-	}
-	// Test binaries of several packages run at once: one builds, the
-	// others wait for it instead of compiling etcd twice over.
-	lock, err := os.OpenFile(filepath.Join(cache, "etcd35.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	dir, err := gobuild.Cached("etcd35", src, []string{"main.go", "go.mod", "go.sum"}, etcd35BuildFlags)
 	if err != nil {
 		return "", err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if isExecutable(bin) {
-		return bin, nil
-	}
-	tmp := bin + ".building"
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	args := append(append([]string{}, etcd35BuildFlags...), "-o", tmp, ".")
-	cmd := exec.CommandContext(ctx, goBin, args...)
-	cmd.Dir = src
-	cmd.Env = env
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), src, err, out)
-	}
-	if err := os.Rename(tmp, bin); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(os.Stderr, "testetcd: built the etcd 3.5 server into %s in %s\n", bin, time.Since(start).Round(time.Millisecond))
-	// Older builds only take space (about 40 MB each).
-	if old, _ := filepath.Glob(filepath.Join(cache, "etcd35-*")); len(old) > 0 {
-		for _, o := range old {
-			if o != bin && !strings.HasSuffix(o, ".building") {
-				os.Remove(o)
-			}
-		}
-	}
-	return bin, nil
+	// go build -o DIR/ names the binary after the module's last element.
+	return filepath.Join(dir, "etcd35"), nil
 }
 
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
-}
 
 // Etcd35 is an etcd 3.5 server process serving a sandbox root the way
 // its kubeadm etcd.yaml would, with the embedded server's loopback
