@@ -105,7 +105,6 @@ func buildEtcd35() (string, error) {
 	return filepath.Join(dir, "etcd35"), nil
 }
 
-
 // Etcd35 is an etcd 3.5 server process serving a sandbox root the way
 // its kubeadm etcd.yaml would, with the embedded server's loopback
 // listeners. Its methods mirror Server's.
