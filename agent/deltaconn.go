@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -49,7 +50,8 @@ func (a *Agent) deltaRetryDelay(cfg config.Config, failures int, err error) time
 	a.stMu.Lock()
 	lastUp := a.etcdLastUp
 	a.stMu.Unlock()
-	if !lastUp.IsZero() && a.now().Sub(lastUp) < deltaFlapWindow && !isNoSpace(err) && a.storeOK.Load() {
+	var behind *etcdBehindError
+	if !lastUp.IsZero() && a.now().Sub(lastUp) < deltaFlapWindow && !isNoSpace(err) && a.storeOK.Load() && !errors.As(err, &behind) {
 		limit = deltaRetryFlapping
 	}
 	d := deltaRetryBase

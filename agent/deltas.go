@@ -101,20 +101,7 @@ func (a *Agent) deltaLoop(ctx context.Context) {
 		now := a.now()
 		a.recordQuiet(JobEtcdDeltas, now, 0, 0, err, logged.should(now, err))
 		var nse *etcdsnap.NeedSnapshotError
-		var behind *etcdBehindError
-		if errors.As(err, &behind) {
-			// Another data dir (a rebuilt or restored etcd): neither the
-			// chain nor a snapshot of the old one can be continued.
-			a.deltaMu.Lock()
-			a.deltaChain = nil
-			if a.deltaBase.Rev > behind.etcdRev {
-				a.deltaBase = deltaPoint{}
-			}
-			a.deltaMu.Unlock()
-			if j := a.job(JobBackup); j != nil {
-				go a.trigger(j, "etcd is behind the delta stream", false)
-			}
-		} else if errors.As(err, &nse) && nse.CompactRevision > 0 {
+		if errors.As(err, &nse) && nse.CompactRevision > 0 {
 			a.deltaMu.Lock()
 			a.deltaChain = nil
 			stale := a.deltaBase.Rev < nse.CompactRevision
@@ -166,10 +153,18 @@ func (a *Agent) streamOnce(ctx context.Context, cfg config.Config, cc etcdsnap.C
 		return false, fmt.Errorf("etcd deltas: %w", err)
 	}
 	a.etcdReachable()
-	if rev := st.Header.GetRevision(); rev < start.Rev {
-		// A watch from a revision etcd has not reached would wait for
-		// it and skip everything below: not the cluster of this chain.
-		return false, &etcdBehindError{endpoint: ep, etcdRev: rev, chainRev: start.Rev}
+	a.deltaMu.Lock()
+	journalRev := start.Rev
+	if a.deltaTail != nil {
+		journalRev = max(journalRev, a.deltaTail.Rev)
+	}
+	a.deltaMu.Unlock()
+	if rev := st.Header.GetRevision(); rev < journalRev {
+		// Not the cluster of this journal (a rebuilt one starts again
+		// from revision 1): a watch from a revision etcd has not reached
+		// would skip everything below it, and a new chain would put a
+		// second cluster's revisions beside the first's.
+		return false, &etcdBehindError{endpoint: ep, etcdRev: rev, journalRev: journalRev}
 	}
 	a.noteChainStart(start)
 	a.log.Info("etcd delta stream started", "endpoint", ep, "afterRevision", start.Rev)
@@ -195,16 +190,17 @@ func (a *Agent) streamOnce(ctx context.Context, cfg config.Config, cc etcdsnap.C
 	return wrote, nil
 }
 
-// etcdBehindError: etcd's revision is below where the delta chain is
-// durable, so it is not the etcd the chain follows.
+// etcdBehindError: etcd's revision is below what the delta journal holds,
+// so it is not the etcd the journal follows. The stream stays off (a
+// restore would mix the two clusters' changes) and says so.
 type etcdBehindError struct {
-	endpoint          string
-	etcdRev, chainRev int64
+	endpoint            string
+	etcdRev, journalRev int64
 }
 
 func (e *etcdBehindError) Error() string {
-	return fmt.Sprintf("etcd at %s is at revision %d, behind the delta chain's %d: a rebuilt or restored etcd; a new backup restarts the chain",
-		e.endpoint, e.etcdRev, e.chainRev)
+	return fmt.Sprintf("etcd at %s is at revision %d, below the %d the store's delta journal holds: not the cluster this store follows (rebuilt with kubeadm reset/init?); no deltas are written: point the agent at a new store for the new cluster (the old versions stay restorable where they are)",
+		e.endpoint, e.etcdRev, e.journalRev)
 }
 
 // etcdClientConfig merges discovery with the configured overrides, the

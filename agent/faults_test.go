@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -416,5 +417,72 @@ func TestDeltaGapShowsInStatusAndMetrics(t *testing.T) {
 	}
 	if st.Etcd.DeltaGaps != 1 {
 		t.Errorf("status deltaGaps = %d, want 1", st.Etcd.DeltaGaps)
+	}
+}
+
+// An etcd rebuilt from scratch (kubeadm reset and init) starts again at
+// revision 1, below what the store's delta journal holds. A new chain
+// would put the new cluster's revisions beside the old one's, and a
+// point-in-time restore would mix them; the stream stays off instead and
+// says why, while versions of the new cluster are still taken.
+func TestRebuiltEtcdIsNotMixedIntoTheJournal(t *testing.T) {
+	root := testetcd.SandboxT(t)
+	srv := testetcd.StartT(t, root)
+	ctx := context.Background()
+	if _, err := srv.LoadCluster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.ClientT(t)
+	for i := range 30 {
+		if _, err := c.Put(ctx, fmt.Sprintf("/registry/configmaps/default/old-%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := storeDir(t)
+	cfg := testSettings(root, dir)
+	cfg.Schedules.Backup = time.Hour
+	a, buf := newAgent(t, cfg, nil)
+	r := start(t, a, buf)
+	waitFor(t, 15*time.Second, "the startup backup", func() bool { return jobState(a, JobBackup).LastSuccess != nil })
+	streamLive(t, a, c, "/registry/configmaps/default/old-live")
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	oldTail := journalTail(t, dir)
+	j, err := openStore(t, dir).Journal(backup.DeltaJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Stop()
+	if err := os.RemoveAll(srv.DataDir()); err != nil {
+		t.Fatal(err)
+	}
+	fresh := testetcd.StartT(t, root)
+	if _, err := fresh.LoadCluster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, buf := newAgent(t, cfg, nil)
+	start(t, b, buf)
+	waitFor(t, 15*time.Second, "the delta stream to refuse the rebuilt etcd", func() bool {
+		return strings.Contains(jobState(b, JobEtcdDeltas).LastError, "not the cluster this store follows")
+	})
+	if _, err := fresh.ClientT(t).Put(ctx, "/registry/configmaps/default/new", "v"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	after, err := j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) || journalTail(t, dir) != oldTail {
+		t.Errorf("the journal changed with the rebuilt etcd: %d segments to %d, tail %d to %d", len(before), len(after), oldTail, journalTail(t, dir))
+	}
+	if v := versions(t, dir); len(v) != 2 || versionStatus(v[1]) != string(backup.StatusOK) {
+		t.Errorf("versions of the rebuilt cluster: %+v", v)
 	}
 }
