@@ -139,7 +139,8 @@ func (d *DeltaStreamer) Covered() Coverage {
 // changes committed while nobody watched, whose commit times are unknown.
 // While idle, every answer to a progress request, or a read showing that
 // etcd is still at the stream's revision, becomes a progress mark (an
-// empty segment), at most one per half heartbeat.
+// empty segment), unless a segment was written less than 3/4 of a
+// heartbeat before.
 func (d *DeltaStreamer) Run(ctx context.Context) error {
 	// Progress requests are routed by the context's gRPC metadata: they
 	// must carry the watch's own (require-leader) metadata, or clientv3
@@ -151,6 +152,10 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 
 	hbEvery := d.cfg.Heartbeat
 	probeTimeout := max(hbEvery, time.Second)
+	// A progress mark only when nothing was written for most of a
+	// heartbeat: a busy cluster's own segments already say how far the
+	// chain is, and each mark is one more file in the journal.
+	markEvery := hbEvery * 3 / 4
 	cur := d.newPending()
 	pendingBytes := 0
 	var flushC <-chan time.Time
@@ -232,7 +237,7 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 		if len(cur.Events) == 0 && resp.Header.GetRevision() == cur.ToRev {
 			lastHeard, catchingUp = now, false
 			cur.ToTime = now
-			if now.Sub(lastWrite) >= hbEvery/2 {
+			if now.Sub(lastWrite) >= markEvery {
 				return flush()
 			}
 		}
@@ -307,7 +312,7 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 						continue
 					}
 				}
-				if len(cur.Events) == 0 && now.Sub(lastWrite) >= hbEvery/2 {
+				if len(cur.Events) == 0 && now.Sub(lastWrite) >= markEvery {
 					if err := flush(); err != nil {
 						return err
 					}
