@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -231,21 +232,58 @@ func fromPB(p *mvccpb.KeyValue) KeyValue {
 		ModRevision: p.ModRevision, Version: p.Version, Lease: p.Lease}
 }
 
-// scan visits the key bucket in revision order up to rev (0 = all). bbolt
-// panics on a page that is not what its parent says; a cursor runs in this
-// goroutine, so that becomes an error here.
-func scan(dbPath string, rev int64, fn func(kv *mvccpb.KeyValue, tomb bool) bool) (err error) {
-	db, err := openDB(dbPath)
+// view opens the image at path read-only and runs fn in a read transaction,
+// turning what bbolt does on a damaged file into an error of kind
+// ErrCorruptDB (op names the reader):
+//   - a file shorter than the pages its meta page counts is refused before
+//     any page is read: bbolt maps past the end of the file, and a read
+//     there faults (SIGBUS), which would kill the process;
+//   - bbolt follows page numbers straight into its memory map and panics on
+//     a page that is not what its parent says; with SetPanicOnFault a fault
+//     inside the file's mapping panics too, and both are recovered here.
+//
+// It does not catch everything: pages that point back at their parent make
+// bbolt's cursor loop. A file that passed CheckDB (bbolt's own consistency
+// check, out of process) has none of this. fn runs in this goroutine.
+func view(path, op string, fn func(tx *bolt.Tx) error) (err error) {
+	db, err := openDB(path)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return &Error{Op: op, File: path, Kind: ErrCorruptDB, Err: err}
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = &Error{Op: "read db", File: dbPath, Kind: ErrCorruptDB, Err: fmt.Errorf("bbolt: %v", r)}
+			err = &Error{Op: op, File: path, Kind: ErrCorruptDB, Err: fmt.Errorf("damaged bbolt file: %v", r)}
 		}
 	}()
 	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("truncated: the file is %d bytes, its bbolt meta page says %d", fi.Size(), tx.Size())
+		}
+		return fn(tx)
+	})
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return err
+		}
+		return &Error{Op: op, File: path, Kind: ErrCorruptDB, Err: err}
+	}
+	return nil
+}
+
+// scan visits the key bucket in revision order up to rev (0 = all), through
+// view: a damaged file is an error of kind ErrCorruptDB, and so are
+// revisions out of order (everything a reader folds, and the stop at rev,
+// rests on bbolt handing keys over sorted, which it does only as far as its
+// pages are).
+func scan(dbPath string, rev int64, fn func(kv *mvccpb.KeyValue, tomb bool) bool) error {
+	return view(dbPath, "read db", func(tx *bolt.Tx) error {
 		kb := tx.Bucket(bucketKey)
 		if kb == nil {
 			return errors.New("not an etcd database: no \"key\" bucket")
@@ -261,11 +299,16 @@ func scan(dbPath string, rev int64, fn func(kv *mvccpb.KeyValue, tomb bool) bool
 		}
 		c := kb.Cursor()
 		var kv mvccpb.KeyValue
+		var prev *Revision
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			e, err := ParseEntry(k, v)
 			if err != nil {
 				return err
 			}
+			if prev != nil && (e.Main < prev.Main || e.Main == prev.Main && e.Sub <= prev.Sub) {
+				return fmt.Errorf("entry at revision %s after %s: revisions out of order, the file is damaged", e.Revision, prev)
+			}
+			prev = &e.Revision
 			if rev > 0 && e.Main > rev {
 				break
 			}
@@ -285,14 +328,6 @@ func scan(dbPath string, rev int64, fn func(kv *mvccpb.KeyValue, tomb bool) bool
 		}
 		return nil
 	})
-	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			return err
-		}
-		return &Error{Op: "read db", File: dbPath, Kind: ErrCorruptDB, Err: err}
-	}
-	return nil
 }
 
 // Where kubeadm keeps its configuration, in ConfigMaps of kube-system:
@@ -439,15 +474,11 @@ func DecodeObject(value []byte) (runtime.Object, error) {
 }
 
 // NewestRevision reads the newest main revision of the db at path: the
-// last key of the key bucket, without walking it.
+// last key of the key bucket, without walking it. A damaged file is an
+// error of kind ErrCorruptDB (see view).
 func NewestRevision(path string) (int64, error) {
-	db, err := openDB(path)
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
 	var rev int64
-	err = db.View(func(tx *bolt.Tx) error {
+	err := view(path, "read revision", func(tx *bolt.Tx) error {
 		kb := tx.Bucket(bucketKey)
 		if kb == nil {
 			return errors.New("not an etcd database: no \"key\" bucket")
@@ -461,7 +492,7 @@ func NewestRevision(path string) (int64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, &Error{Op: "read revision", File: path, Kind: ErrCorruptDB, Err: err}
+		return 0, err
 	}
 	return rev, nil
 }
