@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/layout"
 )
 
 // backupForCloudSnapshot takes the store version a cloud snapshot set is
@@ -97,6 +99,18 @@ func runBackup(ctx context.Context, opts backupOptions, g *globalOptions) (*back
 	paths := append(append([]string{}, g.cfg.Paths.Extra...), opts.paths...)
 	if opts.noDiscover && len(paths) == 0 {
 		return nil, fmt.Errorf("--no-discover needs at least one --path")
+	}
+	// A --path the operator typed that names nothing is a mistake, not an
+	// empty version: refuse before anything is committed. (A paths.extra
+	// entry that is missing is a warning: the config outlives files.)
+	for _, p := range opts.paths {
+		real, err := layout.Real(g.cfg.Root, p)
+		if err == nil {
+			_, err = os.Lstat(real)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--path %s: nothing there under the root %s (%v); nothing committed", p, g.cfg.Root, err)
+		}
 	}
 	res, err := backup.Run(ctx, backup.Options{
 		Root:          g.cfg.Root,

@@ -179,3 +179,21 @@ func TestPruneAndRestoreFiles(t *testing.T) {
 		t.Error("restore of a pruned version succeeded")
 	}
 }
+
+// `backup --path` naming nothing is refused before anything is committed.
+// Before, it committed an empty version (exit 0, later 3).
+func TestBackupPathThatDoesNotExist(t *testing.T) {
+	root := t.TempDir()
+	store := filepath.Join(t.TempDir(), "store")
+	os.MkdirAll(filepath.Join(root, "etc/kubernetes/pki"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/kubernetes/pki/ca.key"), []byte("k"), 0o600)
+	args := []string{"--root", root, "--store", store, "--allow-same-filesystem", "--log-level", "error", "backup", "--no-discover"}
+	_, err := runCLI(t, append(args, "--path", "/etc/kubernetes/pki", "--path", "/nonexistent")...)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent") {
+		t.Fatalf("backup --path /nonexistent: %v", err)
+	}
+	out, err := runCLI(t, "--root", root, "--store", store, "--allow-same-filesystem", "versions", "-o", "json")
+	if err != nil || strings.Contains(out, `"id"`) {
+		t.Errorf("a version was committed anyway: %v %s", err, out)
+	}
+}
