@@ -174,7 +174,10 @@ var kubeconfigNames = []string{"admin.conf", "super-admin.conf", "controller-man
 
 // checkKubeconfig flags a kubeconfig whose server is not this host (or the
 // control-plane endpoint) or whose embedded client certificate expired:
-// kubeadm only warns about such files and keeps them.
+// kubeadm only warns about such files and keeps them. A file kubeadm would
+// keep and then refuse is stale too: no current context, a current context
+// whose cluster is not in the file, a server that does not parse or names
+// no host. An empty endpointHost (no controlPlaneEndpoint) matches nothing.
 func checkKubeconfig(p string, data []byte, host hostIdentity, endpointHost string, now time.Time) KubeconfigCheck {
 	kc := KubeconfigCheck{Path: p}
 	var cfg clientcmdv1.Config
@@ -192,18 +195,32 @@ func checkKubeconfig(p string, data []byte, host hostIdentity, endpointHost stri
 		kc.Stale, kc.Reason = true, "no current context"
 		return kc
 	}
-	for _, cl := range cfg.Clusters {
-		if cl.Name != ctx.Cluster {
-			continue
+	// kubeadm init keeps a kubeconfig it finds and validates it
+	// (validateKubeConfig): a current context whose cluster is missing, or
+	// whose server names no host, fails the kubeadm phase, so such a file is
+	// stale and regenerated instead.
+	var cluster *clientcmdv1.Cluster
+	for i := range cfg.Clusters {
+		if cfg.Clusters[i].Name == ctx.Cluster {
+			cluster = &cfg.Clusters[i].Cluster
 		}
-		kc.Server = cl.Cluster.Server
-		if u, err := url.Parse(cl.Cluster.Server); err == nil {
-			h := u.Hostname()
-			ip := net.ParseIP(h)
-			ok := strings.EqualFold(h, endpointHost) || strings.EqualFold(h, host.Hostname) || h == "localhost" || (ip != nil && host.hasIP(ip))
-			if !ok {
-				kc.Stale, kc.Reason = true, fmt.Sprintf("server %s is not this host (%s) nor the control-plane endpoint", cl.Cluster.Server, host.ipList())
-			}
+	}
+	switch u, err := url.Parse(serverOf(cluster)); {
+	case cluster == nil:
+		kc.Stale, kc.Reason = true, fmt.Sprintf("its current context's cluster %q is not in the file", ctx.Cluster)
+	case err != nil:
+		kc.Server = cluster.Server
+		kc.Stale, kc.Reason = true, fmt.Sprintf("server %q does not parse: %v", cluster.Server, err)
+	case u.Hostname() == "":
+		kc.Server = cluster.Server
+		kc.Stale, kc.Reason = true, fmt.Sprintf("server %q names no host", cluster.Server)
+	default:
+		kc.Server = cluster.Server
+		h := u.Hostname()
+		ip := net.ParseIP(h)
+		ok := (endpointHost != "" && strings.EqualFold(h, endpointHost)) || strings.EqualFold(h, host.Hostname) || h == "localhost" || (ip != nil && host.hasIP(ip))
+		if !ok {
+			kc.Stale, kc.Reason = true, fmt.Sprintf("server %s is not this host (%s) nor the control-plane endpoint", cluster.Server, host.ipList())
 		}
 	}
 	for _, ai := range cfg.AuthInfos {
@@ -221,6 +238,14 @@ func checkKubeconfig(p string, data []byte, host hostIdentity, endpointHost stri
 		}
 	}
 	return kc
+}
+
+// serverOf is the cluster's server, "" for no cluster.
+func serverOf(c *clientcmdv1.Cluster) string {
+	if c == nil {
+		return ""
+	}
+	return c.Server
 }
 
 // kubeletClientCert is the file kubelet.conf points at after bootstrap.
