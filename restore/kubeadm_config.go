@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -57,9 +59,12 @@ type InitDocument struct {
 
 // InitConfig is the config `kubeadm init --config` gets: an
 // InitConfiguration pinning the old node name, CRI socket and API
-// endpoint, then the saved ClusterConfiguration unchanged, then the other
-// documents. Each document must be one YAML mapping; a bad one is an error
-// naming where it came from and the line.
+// endpoint, then the saved ClusterConfiguration unchanged (an apiVersion
+// or kind it lacks added in front), then the other documents. Each
+// document must be one YAML mapping; a bad one is an error naming where it
+// came from and the line. The saved apiVersion, which the
+// InitConfiguration takes too, must be kubeadm.k8s.io/v1betaN; the node
+// name and CRI socket must be valid UTF-8.
 func InitConfig(s InitSettings) ([]byte, error) {
 	head, err := docHead(s.ClusterConfiguration, "saved ClusterConfiguration")
 	if err != nil {
@@ -68,8 +73,22 @@ func InitConfig(s InitSettings) ([]byte, error) {
 	if head.Kind != "" && head.Kind != "ClusterConfiguration" {
 		return nil, fmt.Errorf("saved ClusterConfiguration is a %s", head.Kind)
 	}
-	if head.APIVersion == "" {
+	saved := head.APIVersion
+	switch {
+	case head.APIVersion == "":
 		head.APIVersion = "kubeadm.k8s.io/v1beta4"
+	case !kubeadmAPIVersion.MatchString(head.APIVersion):
+		// It is written into the InitConfiguration too: refuse anything
+		// but kubeadm's own config API versions.
+		return nil, fmt.Errorf("saved ClusterConfiguration:%d: apiVersion %q is not kubeadm.k8s.io/v1betaN", head.apiVersionLine, head.APIVersion)
+	}
+	// Written with %q, whose escapes YAML's double-quoted scalars share,
+	// except \xNN: YAML reads it as the code point U+00NN, not a byte.
+	if !utf8.ValidString(s.NodeName) {
+		return nil, fmt.Errorf("node name %q is not valid UTF-8", s.NodeName)
+	}
+	if !utf8.ValidString(s.CRISocket) {
+		return nil, fmt.Errorf("CRI socket %q is not valid UTF-8", s.CRISocket)
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "apiVersion: %s\nkind: InitConfiguration\n", head.APIVersion)
@@ -96,10 +115,24 @@ func InitConfig(s InitSettings) ([]byte, error) {
 		}
 	}
 	b.WriteString("---\n")
-	if head.Kind == "" {
-		fmt.Fprintf(&b, "apiVersion: %s\nkind: ClusterConfiguration\n", head.APIVersion)
+	// kubeadm refuses a document without apiVersion or kind: add what the
+	// saved one lacks in front of it, and check that it reads back so.
+	var cc bytes.Buffer
+	if saved == "" {
+		fmt.Fprintf(&cc, "apiVersion: %s\n", head.APIVersion)
 	}
-	writeDoc(&b, s.ClusterConfiguration)
+	if head.Kind == "" {
+		cc.WriteString("kind: ClusterConfiguration\n")
+	}
+	if cc.Len() == 0 {
+		writeDoc(&cc, s.ClusterConfiguration)
+	} else {
+		writeDoc(&cc, bytes.TrimPrefix(s.ClusterConfiguration, []byte("---\n")))
+		if h, err := docHead(cc.Bytes(), "saved ClusterConfiguration"); err != nil || h.APIVersion != head.APIVersion || h.Kind != "ClusterConfiguration" {
+			return nil, fmt.Errorf("saved ClusterConfiguration: has no apiVersion or kind, and adding them in front does not give a ClusterConfiguration document (a flow mapping?)")
+		}
+	}
+	b.Write(cc.Bytes())
 	for _, d := range s.Documents {
 		h, err := docHead(d.Data, d.From)
 		if err != nil {
@@ -124,7 +157,12 @@ func writeDoc(b *bytes.Buffer, doc []byte) {
 type yamlHead struct {
 	APIVersion string `yaml:"apiVersion"`
 	Kind       string `yaml:"kind"`
+	// apiVersionLine is the line of the apiVersion key (0: none).
+	apiVersionLine int
 }
+
+// kubeadmAPIVersion matches the config API versions kubeadm has had.
+var kubeadmAPIVersion = regexp.MustCompile(`^kubeadm\.k8s\.io/v1beta[1-9][0-9]*$`)
 
 // docHead reads a document's apiVersion and kind, refusing anything that
 // is not one YAML mapping (kubeadm would split a second document off as a
@@ -145,6 +183,12 @@ func docHead(data []byte, from string) (yamlHead, error) {
 	}
 	if err := n.Decode(&h); err != nil {
 		return h, fmt.Errorf("%s: %w", from, err)
+	}
+	m := n.Content[0].Content
+	for i := 0; i+1 < len(m); i += 2 {
+		if m[i].Value == "apiVersion" {
+			h.apiVersionLine = m[i].Line
+		}
 	}
 	return h, nil
 }

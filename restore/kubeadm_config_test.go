@@ -85,3 +85,51 @@ func TestKubeletFilesParsing(t *testing.T) {
 		t.Errorf("a Pod as config.yaml: %v", err)
 	}
 }
+
+// The saved apiVersion is written into the InitConfiguration too: one that
+// is not kubeadm's (here with a newline that would add keys of its own) is
+// refused, naming the line; a saved document with kind but no apiVersion
+// gets one; a node name or CRI socket that is not UTF-8 is refused (%q
+// writes a stray byte as \xNN, which YAML reads as another character).
+func TestInitConfigRefusesWhatItCannotWriteFaithfully(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		s    InitSettings
+		err  string
+	}{
+		{"apiVersion injection", InitSettings{ClusterConfiguration: []byte("kind: ClusterConfiguration\napiVersion: \"kubeadm.k8s.io/v1beta4\\nnodeRegistration: {name: evil}\"\n")},
+			`saved ClusterConfiguration:2: apiVersion "kubeadm.k8s.io/v1beta4\nnodeRegistration: {name: evil}" is not kubeadm.k8s.io/v1betaN`},
+		{"foreign apiVersion", InitSettings{ClusterConfiguration: []byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: ClusterConfiguration\n")},
+			`saved ClusterConfiguration:1: apiVersion "kubelet.config.k8s.io/v1beta1" is not kubeadm.k8s.io/v1betaN`},
+		{"node name not UTF-8", InitSettings{ClusterConfiguration: []byte("kind: ClusterConfiguration\n"), NodeName: "cp\xe8"},
+			`node name "cp\xe8" is not valid UTF-8`},
+		{"CRI socket not UTF-8", InitSettings{ClusterConfiguration: []byte("kind: ClusterConfiguration\n"), CRISocket: "unix:/\xe8\xe8run/containerd/containerd.sock"},
+			`CRI socket "unix:/\xe8\xe8run/containerd/containerd.sock" is not valid UTF-8`},
+		{"flow mapping without apiVersion", InitSettings{ClusterConfiguration: []byte("{kind: ClusterConfiguration}")},
+			"saved ClusterConfiguration: has no apiVersion or kind"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := InitConfig(tc.s)
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("err %v, want %q; config:\n%s", err, tc.err, out)
+			}
+		})
+	}
+
+	got, err := InitConfig(InitSettings{ClusterConfiguration: []byte("---\nkind: ClusterConfiguration\nkubernetesVersion: v1.34.4\n"), NodeName: "cp1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+nodeRegistration:
+  name: "cp1"
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: v1.34.4
+`
+	if string(got) != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
