@@ -115,13 +115,22 @@ func isMounted(path string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("reading the mount table: %w", err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMount(f[4]) == real {
-			return true, nil
+	return mountedIn(string(data), real), nil
+}
+
+// mountedIn reports whether mountinfo (the text of /proc/self/mountinfo)
+// has a mount at path. Its fields are separated by single ASCII spaces and
+// the kernel escapes only space, tab, newline and backslash in a path
+// (fs/proc_namespace.c), so any other byte (U+00A0, \r, \v, \f) is part of
+// the path: strings.Fields would split there.
+func mountedIn(mountinfo, path string) bool {
+	for _, line := range strings.Split(mountinfo, "\n") {
+		f := strings.Split(line, " ")
+		if len(f) > 4 && unescapeMount(f[4]) == path {
+			return true
 		}
 	}
-	return false, nil
+	return false
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space).
