@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -263,44 +264,26 @@ func applyDeltas(store *rsyncish.Store, snap *objects.Snapshot, t time.Time) (in
 	if err != nil {
 		return 0, fmt.Errorf("etcd deltas: %w", err)
 	}
-	datas, infos, err := j.ReadNeeded(uint64(max(snap.Revision(), 0)), 0, t)
+	datas, _, err := j.ReadNeeded(uint64(max(snap.Revision(), 0)), 0, t)
 	if err != nil {
 		if errors.Is(err, rsyncish.ErrNotFound) {
 			return 0, nil
 		}
 		return 0, fmt.Errorf("etcd deltas: %w", err)
 	}
-	n, next := 0, snap.Revision()+1
-	for i, data := range datas {
-		// A hole in the journal (agent down, segments trimmed) would make
-		// the replay silently skip changes: refuse instead.
-		if first := int64(infos[i].First); first > next {
-			return n, fmt.Errorf("etcd deltas: revisions %d-%d were not recorded (next segment %s starts at %d); the newest consistent point is revision %d",
-				next, first-1, infos[i].File, first, next-1)
-		}
-		seg, err := etcdsnap.DecodeSegment(data)
-		if err != nil {
-			return n, fmt.Errorf("delta segment %s: %w", infos[i].File, err)
-		}
-		var evs []etcdsnap.Event
-		for _, ev := range seg.Events {
-			when := ev.Time
-			if when.IsZero() {
-				when = seg.ToTime // receive time unknown: the segment's end bounds it
-			}
-			if when.After(t) {
-				break
-			}
-			evs = append(evs, ev)
-		}
-		if err := snap.ApplyEvents(evs); err != nil {
-			return n, fmt.Errorf("delta segment %s: %w", infos[i].File, err)
-		}
-		n += len(evs)
-		if len(evs) < len(seg.Events) || seg.ToTime.After(t) {
-			break
-		}
-		next = max(next, seg.ToRev+1)
+	readers := make([]io.Reader, len(datas))
+	for i, d := range datas {
+		readers[i] = bytes.NewReader(d)
 	}
-	return n, nil
+	// The restore's own checks: no gap from the snapshot, t covered (up to
+	// the newest change or progress mark), not inside a stretch a
+	// restarted watch caught up on.
+	evs, err := etcdsnap.ReplayEvents(readers, snap.Revision(), 0, t)
+	if err != nil {
+		return 0, fmt.Errorf("etcd deltas: %w", err)
+	}
+	if err := snap.ApplyEvents(evs); err != nil {
+		return 0, fmt.Errorf("etcd deltas: %w", err)
+	}
+	return len(evs), nil
 }
