@@ -217,6 +217,13 @@ func ReadStatusFile(dir string) (*FileState, error) {
 	if st.Jobs == nil {
 		st.Jobs = map[string]*JobState{}
 	}
+	// A job written as null (a hand edit, a damaged file) is no record at
+	// all: readers dereference every record.
+	for name, js := range st.Jobs {
+		if js == nil {
+			delete(st.Jobs, name)
+		}
+	}
 	return &st, nil
 }
 

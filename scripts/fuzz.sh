@@ -92,7 +92,7 @@ for dir in "${dirs[@]}"; do
     ran=$((ran + 1))
     corpus=$dir/testdata/fuzz/$target
     before=$(ls -A "$corpus" 2>/dev/null)
-    (cd "$mod" && go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" \
+    (cd "$mod" && go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 50x \
       -parallel "$workers" -timeout "$timeout") 2>&1 | tee "$log"
     status=${PIPESTATUS[0]}
     ((status == 0)) && continue
