@@ -19,7 +19,16 @@ import (
 // verify catches a rotted rescue kit before the day it is needed.
 const auxFile = "aux.json"
 
-var reservedNames = map[string]bool{configFile: true, lockFile: true, readLockFile: true, damageFile: true, auxFile: true}
+var reservedNames = map[string]bool{configFile: true, lockFile: true, readLockFile: true, damageFile: true, auxFile: true,
+	agentStatusFile: true, agentLockFile: true}
+
+// The agent's own top-level files (package agent's StatusFile and
+// LockFile): state that changes every run, not a kit to check, so verify
+// neither hashes them nor warns about them.
+const (
+	agentStatusFile = "agent-status.json"
+	agentLockFile   = "agent.lock"
+)
 
 // WriteAux atomically writes a top-level extra file (perm is masked to
 // owner-only bits: 0600 for RESTORE.md, 0700 for the binary) and records
