@@ -4,21 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-type repairOptions struct {
-	readData bool
-	output   string
-	wait     time.Duration
-}
-
 func newRepairCommand(g *globalOptions) *cobra.Command {
-	o := &repairOptions{}
+	o := &checkerOptions{}
 	cmd := &cobra.Command{
 		Use:   "repair",
 		Short: "Make a damaged store consistent again and say which versions lost data",
@@ -50,21 +43,14 @@ Exit status: 0 the store is whole, 1 versions remain damaged (listed),
 [{"id", "manifest", "paths", "blobs"}], "marksDropped"}.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runRepair(cmd, g, o) },
 	}
-	checkerFlags(cmd, g, &o.readData, "re-hash every pack, not only those known to be damaged", &o.wait, &o.output)
+	checkerFlags(cmd, g, o, "re-hash every pack, not only those known to be damaged")
 	return cmd
 }
 
-func runRepair(cmd *cobra.Command, g *globalOptions, o *repairOptions) error {
-	if err := checkOutput(o.output, "text", "json"); err != nil {
-		return &exitError{code: 2, msg: err.Error()}
-	}
-	s, err := openStoreMode(g, false)
+func runRepair(cmd *cobra.Command, g *globalOptions, o *checkerOptions) error {
+	s, unlock, err := openChecked(cmd, g, o)
 	if err != nil {
-		return operational(err)
-	}
-	unlock, err := s.LockWait(cmd.Context(), o.wait)
-	if err != nil {
-		return operational(err)
+		return err
 	}
 	defer unlock()
 	res, err := s.Repair(cmd.Context(), rsyncish.RepairOptions{ReadData: o.readData})

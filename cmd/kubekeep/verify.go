@@ -5,16 +5,19 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-type verifyOptions struct {
+// checkerOptions are the flags verify and repair share.
+type checkerOptions struct {
 	readData bool
 	output   string
 	wait     time.Duration
 }
 
 func newVerifyCommand(g *globalOptions) *cobra.Command {
-	o := &verifyOptions{}
+	o := &checkerOptions{}
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the store; exit 1 when anything is damaged, 2 when it cannot check",
@@ -38,23 +41,14 @@ an I/O error. Scripts can treat 1 alone as "the backups are damaged".
 "paths"}], "warnings"}.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runVerify(cmd, g, o) },
 	}
-	checkerFlags(cmd, g, &o.readData, "read and re-hash every stored block", &o.wait, &o.output)
+	checkerFlags(cmd, g, o, "read and re-hash every stored block")
 	return cmd
 }
 
-func runVerify(cmd *cobra.Command, g *globalOptions, o *verifyOptions) error {
-	if err := checkOutput(o.output, "text", "json"); err != nil {
-		return operational(err)
-	}
-	s, err := openStoreMode(g, false)
+func runVerify(cmd *cobra.Command, g *globalOptions, o *checkerOptions) error {
+	s, unlock, err := openChecked(cmd, g, o)
 	if err != nil {
-		return operational(err)
-	}
-	// The lock keeps a prune from removing what is being checked, and
-	// lets verify record what it found.
-	unlock, err := s.LockWait(cmd.Context(), o.wait)
-	if err != nil {
-		return operational(err)
+		return err
 	}
 	defer unlock()
 	rep, err := s.Verify(cmd.Context(), o.readData)
@@ -92,12 +86,32 @@ func runVerify(cmd *cobra.Command, g *globalOptions, o *verifyOptions) error {
 // checkerFlags wires what verify and repair share: exit 2 for every
 // operational failure (arguments, flags, config), --read-data, --wait and
 // -o text|json.
-func checkerFlags(cmd *cobra.Command, g *globalOptions, readData *bool, readHelp string, wait *time.Duration, output *string) {
+func checkerFlags(cmd *cobra.Command, g *globalOptions, o *checkerOptions, readHelp string) {
 	cmd.Args = func(cmd *cobra.Command, args []string) error { return operational(cobra.NoArgs(cmd, args)) }
 	// Its own config resolution, so that a bad config exits 2 too.
 	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return operational(g.resolve(cmd)) }
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return operational(err) })
-	cmd.Flags().BoolVar(readData, "read-data", false, readHelp)
-	cmd.Flags().DurationVar(wait, "wait", 5*time.Minute, "how long to wait for a running backup or prune to finish")
-	outputFlag(cmd, output, "text", "json")
+	cmd.Flags().BoolVar(&o.readData, "read-data", false, readHelp)
+	cmd.Flags().DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for a running backup or prune to finish")
+	outputFlag(cmd, &o.output, "text", "json")
+}
+
+// openChecked is what verify and repair do before they check: refuse a
+// bad -o, open the store and take its lock (waiting up to --wait), every
+// failure an operational one (exit 2). The lock keeps a prune from
+// removing what is being checked, and lets the checker record what it
+// found.
+func openChecked(cmd *cobra.Command, g *globalOptions, o *checkerOptions) (*rsyncish.Store, func() error, error) {
+	if err := checkOutput(o.output, "text", "json"); err != nil {
+		return nil, nil, operational(err)
+	}
+	s, err := openStoreMode(g, false)
+	if err != nil {
+		return nil, nil, operational(err)
+	}
+	unlock, err := s.LockWait(cmd.Context(), o.wait)
+	if err != nil {
+		return nil, nil, operational(err)
+	}
+	return s, unlock, nil
 }
