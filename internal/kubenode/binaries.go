@@ -3,13 +3,14 @@ package kubenode
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/kubekeep/kubekeep/internal/gobuild"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/kubekeep/kubekeep/internal/gobuild"
 )
 
 // KubernetesVersion is the release the binaries are built from (the

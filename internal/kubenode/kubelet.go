@@ -1,7 +1,6 @@
 package kubenode
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -17,6 +16,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kubekeep/kubekeep/internal/tailbuf"
 )
 
 // KubeletConfig configures the stand-in kubelet.
@@ -116,7 +117,7 @@ type staticPod struct {
 	grace    time.Duration
 	restart  corev1.RestartPolicy
 	err      error // why it is not run
-	log      *tailBuffer
+	log      *tailbuf.Buffer
 	restarts int
 
 	cmd      *exec.Cmd
@@ -278,7 +279,7 @@ func (k *Kubelet) Sync() {
 }
 
 func (k *Kubelet) parse(file string, data []byte, sum [32]byte) *staticPod {
-	p := &staticPod{file: file, sum: sum, name: file, log: &tailBuffer{max: k.cfg.LogBytes}, backoff: time.Second,
+	p := &staticPod{file: file, sum: sum, name: file, log: &tailbuf.Buffer{Max: k.cfg.LogBytes}, backoff: time.Second,
 		grace: 30 * time.Second, restart: corev1.RestartPolicyAlways}
 	var pod corev1.Pod
 	if err := yaml.Unmarshal(data, &pod); err != nil {
@@ -653,34 +654,6 @@ func (k *Kubelet) WaitGone(ctx context.Context, name string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if over := b.buf.Len() - b.max; over > 0 {
-		b.buf.Next(over)
-		if b.buf.Cap() > 4*b.max {
-			rest := append([]byte(nil), b.buf.Bytes()...)
-			b.buf.Reset()
-			b.buf.Write(rest)
-		}
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // tail is the last n bytes of s, from a line start.

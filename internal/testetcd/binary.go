@@ -8,12 +8,10 @@ package testetcd
 // first use and cached by content.
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/kubekeep/kubekeep/internal/gobuild"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,7 +26,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/kubekeep/kubekeep/internal/gobuild"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
+	"github.com/kubekeep/kubekeep/internal/tailbuf"
 )
 
 // SkipEtcd35Env set to 1 makes tests that need the etcd 3.5 binary skip
@@ -120,14 +120,14 @@ type Etcd35 struct {
 	done       chan struct{} // closed when the process has exited
 	exit       error
 	client     *clientv3.Client
-	log        *tailBuffer
+	log        *tailbuf.Buffer
 }
 
 // StartEtcd35 starts the etcd 3.5 binary bin (Etcd35Binary) on r and
 // waits until it serves a linearizable read. opts.Logger is not used:
 // the process's own log is kept, see Log.
 func StartEtcd35(ctx context.Context, bin string, r *sandbox.Root, opts Options) (*Etcd35, error) {
-	s := &Etcd35{root: r, bin: bin, opts: opts, log: &tailBuffer{max: 4 << 20}}
+	s := &Etcd35{root: r, bin: bin, opts: opts, log: &tailbuf.Buffer{Max: 4 << 20}}
 	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ func (s *Etcd35) start(ctx context.Context) error {
 	// A test binary killed by its timeout runs no cleanup: the kernel
 	// stops etcd with it rather than leaving it on the ports.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	s.log.mark()
+	s.log.Mark()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("testetcd: start %s: %w", s.bin, err)
 	}
@@ -243,7 +243,7 @@ func (s *Etcd35) start(ctx context.Context) error {
 	}()
 	if err := s.waitHealthy(ctx, done); err != nil {
 		s.Stop()
-		return fmt.Errorf("testetcd: etcd 3.5 on %s: %w\netcd log:\n%s", s.DataDir(), err, s.log.sinceMark())
+		return fmt.Errorf("testetcd: etcd 3.5 on %s: %w\netcd log:\n%s", s.DataDir(), err, s.log.SinceMark())
 	}
 	return nil
 }
@@ -382,53 +382,4 @@ func (s *Etcd35) Running() bool {
 	default:
 		return true
 	}
-}
-
-// tailBuffer keeps the last max bytes written to it; mark and sinceMark
-// cut out one start's output.
-type tailBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	max     int
-	dropped int64 // bytes discarded from the front
-	markAt  int64 // absolute offset of the mark
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if over := b.buf.Len() - b.max; over > 0 {
-		b.buf.Next(over)
-		b.dropped += int64(over)
-		// Compact now and then so the buffer does not grow forever.
-		if b.buf.Cap() > 4*b.max {
-			rest := append([]byte(nil), b.buf.Bytes()...)
-			b.buf.Reset()
-			b.buf.Write(rest)
-		}
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *tailBuffer) mark() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.markAt = b.dropped + int64(b.buf.Len())
-}
-
-func (b *tailBuffer) sinceMark() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	off := b.markAt - b.dropped
-	if off < 0 {
-		off = 0
-	}
-	return b.buf.String()[off:]
 }
