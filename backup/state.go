@@ -218,19 +218,11 @@ func dropMoved(loss *rsyncish.Loss, root string, ref *layout.Set, held, exclude 
 	return moved
 }
 
-// holds reports whether a walk of held, leaving out exclude, reaches g.
+// holds reports whether a walk of held, leaving out exclude, reaches g
+// (rsyncish.Excluded, the rule AddTree walks by).
 func holds(held, exclude []string, g string) bool {
-	for _, ex := range exclude {
-		if strings.ContainsAny(ex, "*?[") {
-			if ok, _ := path.Match(ex, g); ok {
-				return false
-			}
-			if ok, _ := path.Match(ex, path.Base(g)); ok {
-				return false
-			}
-		} else if within(g, path.Clean(ex)) {
-			return false
-		}
+	if rsyncish.Excluded(g, exclude) {
+		return false
 	}
 	for _, h := range held {
 		if within(g, h) {

@@ -255,7 +255,7 @@ func (w *VersionWriter) Lacks(ref string, exclude []string) (*Loss, error) {
 		byPath[i].Path = p
 	}
 	for _, f := range refFiles {
-		if excluded(f, exclude) {
+		if Excluded(f, exclude) {
 			continue
 		}
 		loss.Files++

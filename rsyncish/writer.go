@@ -225,7 +225,7 @@ func (w *VersionWriter) AddTree(root string, hostPaths []string, exclude []strin
 				}
 				return fmt.Errorf("reading %s: %w", host, err)
 			}
-			if excluded(host, exclude) {
+			if Excluded(host, exclude) {
 				if d.IsDir() {
 					return filepath.SkipDir
 				}
@@ -277,7 +277,11 @@ func within(p, root string) bool {
 	return p == root || root == "/" || strings.HasPrefix(p, root+"/")
 }
 
-func excluded(host string, exclude []string) bool {
+// Excluded reports whether AddTree leaves host out for exclude: an entry
+// is a host path (excluding everything below it) or a glob pattern
+// (filepath.Match) matched against the host path and against its base
+// name; empty entries are ignored. Lacks compares with the same rule.
+func Excluded(host string, exclude []string) bool {
 	for _, ex := range exclude {
 		if ex == "" {
 			continue
