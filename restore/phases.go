@@ -149,7 +149,7 @@ func safetyPaths(exists func(string) bool) []string {
 // control plane, and waits until it is down.
 func (r *runner) stop(ctx context.Context) error {
 	manifests := r.currentManifests()
-	targets := r.stopTargets()
+	targets := r.stopTargets(r.nodeLayout())
 	if len(manifests) == 0 {
 		r.note("no static pod manifests under %s: the kubelet runs no control plane from them", layout.ManifestsDir)
 	}
@@ -193,7 +193,8 @@ func (r *runner) waitDown(ctx context.Context, targets []string) error {
 // stop phase's etcd client endpoints, etcd's peer endpoints and the
 // apiserver's secure port on this host. Read before the manifests move.
 func (r *runner) initTargets() []string {
-	out := r.stopTargets()
+	now := r.nodeLayout()
+	out := r.stopTargets(now)
 	add := func(hp string) {
 		if hp == "" {
 			return
@@ -205,8 +206,8 @@ func (r *runner) initTargets() []string {
 		}
 		out = append(out, hp)
 	}
-	set, err := layout.Discover(r.opts.Root, layout.Options{})
-	if err != nil || set.Etcd.External {
+	set := now
+	if set == nil || set.Etcd.External {
 		set = r.src.set
 	}
 	if set != nil && !set.Etcd.External {
@@ -224,9 +225,21 @@ func (r *runner) initTargets() []string {
 	return out
 }
 
+// nodeLayout is the layout the node's manifests give now; nil when they
+// cannot be discovered (gone, or moved by the stop phase).
+func (r *runner) nodeLayout() *layout.Set {
+	set, err := layout.Discover(r.opts.Root, layout.Options{})
+	if err != nil {
+		return nil
+	}
+	return set
+}
+
 // stopTargets are the endpoints that answer while the control plane runs:
 // etcd's client URLs from the version and the apiserver's secure port.
-func (r *runner) stopTargets() []string {
+// now is the layout the node's manifests give at this moment (nil when
+// discovery fails).
+func (r *runner) stopTargets(now *layout.Set) []string {
 	var out []string
 	add := func(hp string) {
 		for _, o := range out {
@@ -241,8 +254,8 @@ func (r *runner) stopTargets() []string {
 	// The node's own manifests say where its etcd listens now; the
 	// version's layout only when they are gone (a re-run after the
 	// manifests were moved).
-	if set, err := layout.Discover(r.opts.Root, layout.Options{}); err == nil && !set.Etcd.External && len(set.Etcd.Endpoints) > 0 {
-		for _, ep := range set.Etcd.Endpoints {
+	if now != nil && !now.Etcd.External && len(now.Etcd.Endpoints) > 0 {
+		for _, ep := range now.Etcd.Endpoints {
 			add(hostPort(ep))
 		}
 	} else if r.src.set != nil && !r.src.set.Etcd.External {
