@@ -330,13 +330,10 @@ func (d *discovery) hostFile(sp *staticPod, c corev1.Container, flags map[string
 }
 
 // exists reports whether hostPath leads to something under the root, its
-// symlinks followed inside the root.
+// symlinks followed inside the root. Resolve has looked up every
+// component, the last one included: no second stat is needed.
 func (d *discovery) exists(hostPath string) bool {
-	target, err := Resolve(d.root, hostPath)
-	if err != nil {
-		return false
-	}
-	_, err = os.Stat(filepath.Join(d.root, filepath.FromSlash(target)))
+	_, err := Resolve(d.root, hostPath)
 	return err == nil
 }
 
