@@ -18,81 +18,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
-
-// boltEntry is one stored revision of bucket "key" for boltImage.
-type boltEntry struct {
-	rev   etcdsnap.Revision
-	key   string
-	value []byte
-	// marker writes no bytes at all: a restore's revision bump.
-	marker bool
-}
-
-// boltImage builds an etcd backend image directly with bbolt, as small as
-// pageSize allows: buckets "key" (the given revisions) and "meta" (a
-// finished compaction when compact > 0), written out with Tx.WriteTo as
-// etcd's snapshot does. Small images make fuzz seeds that mutate quickly
-// yet hold every page kind: meta, freelist, branch, leaf, overflow.
-func boltImage(tb testing.TB, pageSize int, compact int64, entries []boltEntry) []byte {
-	tb.Helper()
-	p := filepath.Join(tb.TempDir(), "db")
-	db, err := bolt.Open(p, 0o600, &bolt.Options{PageSize: pageSize})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
-		kb, err := tx.CreateBucket([]byte("key"))
-		if err != nil {
-			return err
-		}
-		meta, err := tx.CreateBucket([]byte("meta"))
-		if err != nil {
-			return err
-		}
-		if compact > 0 {
-			if err := meta.Put([]byte("finishedCompactRev"), etcdsnap.Revision{Main: compact}.Bytes()); err != nil {
-				return err
-			}
-		}
-		for _, e := range entries {
-			var v []byte
-			if !e.marker {
-				kv := mvccpb.KeyValue{Key: []byte(e.key), ModRevision: e.rev.Main, CreateRevision: e.rev.Main, Version: 1}
-				if !e.rev.Tombstone {
-					kv.Value = e.value
-				}
-				if v, err = kv.Marshal(); err != nil {
-					return err
-				}
-			}
-			if err := kb.Put(e.rev.Bytes(), v); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := db.View(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&buf); return err }); err != nil {
-		tb.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 // seedConfigMap is a stored ConfigMap as an apiserver writes it.
 func seedConfigMap(tb testing.TB, ns, name, data string) []byte {
 	tb.Helper()
-	var buf bytes.Buffer
-	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: map[string]string{"k": data}}
-	if err := protoSerializer.Encode(cm, &buf); err != nil {
+	v, err := testetcd.Encode(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: map[string]string{"k": data}})
+	if err != nil {
 		tb.Fatal(err)
 	}
-	return buf.Bytes()
+	return v
 }
 
 // seedImages are small etcd images: empty, a history with overwrites,
@@ -100,30 +36,28 @@ func seedConfigMap(tb testing.TB, ns, name, data string) []byte {
 // pages, a value spilling onto overflow pages, and an etcdctl snapshot's
 // sha256 trailer.
 func seedImages(tb testing.TB) [][]byte {
-	rev := func(main, sub int64) etcdsnap.Revision { return etcdsnap.Revision{Main: main, Sub: sub} }
-	tomb := func(main int64) etcdsnap.Revision { return etcdsnap.Revision{Main: main, Tombstone: true} }
-	history := []boltEntry{
-		{rev: rev(2, 0), key: "/registry/configmaps/kube-system/a", value: seedConfigMap(tb, "kube-system", "a", "1")},
-		{rev: rev(3, 0), key: "/registry/namespaces/default", value: []byte(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"default"}}`)},
-		{rev: rev(4, 0), key: "/registry/configmaps/kube-system/a", value: seedConfigMap(tb, "kube-system", "a", "2")},
-		{rev: rev(4, 1), key: "/registry/example.com/widgets/default/w1", value: []byte(widgetJSON)},
-		{rev: tomb(5), key: "/registry/namespaces/default"},
-		{rev: rev(6, 0), key: "compact_rev_key", value: []byte("x")},
-		{rev: rev(1_000_000_006, 0), marker: true},
+	history := []testetcd.BoltEntry{
+		{Main: 2, Key: "/registry/configmaps/kube-system/a", Value: seedConfigMap(tb, "kube-system", "a", "1")},
+		{Main: 3, Key: "/registry/namespaces/default", Value: []byte(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"default"}}`)},
+		{Main: 4, Key: "/registry/configmaps/kube-system/a", Value: seedConfigMap(tb, "kube-system", "a", "2")},
+		{Main: 4, Sub: 1, Key: "/registry/example.com/widgets/default/w1", Value: []byte(widgetJSON)},
+		{Main: 5, Tombstone: true, Key: "/registry/namespaces/default"},
+		{Main: 6, Key: "compact_rev_key", Value: []byte("x")},
+		{Main: 1_000_000_006, Marker: true},
 	}
-	var many []boltEntry
+	var many []testetcd.BoltEntry
 	for i := range 24 {
 		key := fmt.Sprintf("/registry/configmaps/ns%d/c%d", i%3, i)
-		many = append(many, boltEntry{rev: rev(int64(10+i), 0), key: key, value: seedConfigMap(tb, fmt.Sprintf("ns%d", i%3), fmt.Sprintf("c%d", i), "v")})
+		many = append(many, testetcd.BoltEntry{Main: int64(10 + i), Key: key, Value: seedConfigMap(tb, fmt.Sprintf("ns%d", i%3), fmt.Sprintf("c%d", i), "v")})
 	}
-	many = append(many, boltEntry{rev: rev(40, 0), key: "/registry/configmaps/big/big", value: seedConfigMap(tb, "big", "big", string(bytes.Repeat([]byte("z"), 1500)))})
-	many = append(many, boltEntry{rev: tomb(41), key: "/registry/configmaps/ns0/c0"})
-	withTrailer := boltImage(tb, 1024, 0, history[:2])
+	many = append(many, testetcd.BoltEntry{Main: 40, Key: "/registry/configmaps/big/big", Value: seedConfigMap(tb, "big", "big", string(bytes.Repeat([]byte("z"), 1500)))})
+	many = append(many, testetcd.BoltEntry{Main: 41, Tombstone: true, Key: "/registry/configmaps/ns0/c0"})
+	withTrailer := testetcd.BoltImage(tb, 1024, 0, history[:2])
 	sum := sha256.Sum256(withTrailer)
 	return [][]byte{
-		boltImage(tb, 1024, 0, nil),
-		boltImage(tb, 1024, 3, history),
-		boltImage(tb, 1024, 0, many),
+		testetcd.BoltImage(tb, 1024, 0, nil),
+		testetcd.BoltImage(tb, 1024, 3, history),
+		testetcd.BoltImage(tb, 1024, 0, many),
 		append(withTrailer, sum[:]...),
 	}
 }
@@ -144,21 +78,8 @@ func FuzzOpen(f *testing.F) {
 		if len(img) > 256<<10 {
 			return // the seeds are a few KiB; bound the work per input
 		}
-		within(10*time.Second, func() { checkImage(t, img) })
+		testetcd.Within(10*time.Second, func() { checkImage(t, img) })
 	})
-}
-
-// within crashes the fuzzing process with every goroutine's stack when fn
-// runs longer than d: go's fuzzer has no time limit per input, so a hang
-// would only show as a run that stops counting executions. The crash makes
-// the fuzzer save the input.
-func within(d time.Duration, fn func()) {
-	timer := time.AfterFunc(d, func() {
-		debug.SetTraceback("all")
-		panic(fmt.Sprintf("input still running after %s", d))
-	})
-	defer timer.Stop()
-	fn()
 }
 
 func checkImage(t *testing.T, img []byte) {
@@ -316,7 +237,7 @@ func FuzzOpenEntries(f *testing.F) {
 		if len(data) > 64<<10 {
 			return
 		}
-		within(10*time.Second, func() { checkImage(t, entriesImage(t, data)) })
+		testetcd.Within(10*time.Second, func() { checkImage(t, entriesImage(t, data)) })
 	})
 }
 
