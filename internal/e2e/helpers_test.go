@@ -11,48 +11,53 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kubekeep/kubekeep/internal/kubenode"
 )
 
-var (
-	kkOnce sync.Once
-	kkPath string
-	kkErr  error
-)
+// kkEnv names a kubekeep binary to run instead of building one (a
+// release, another checkout); TestMain sets it for the isolated children.
+const kkEnv = "KUBEKEEP_E2E_BIN"
 
-// kubekeepBinary builds the kubekeep CLI once per test process (in the
-// isolated child too: the Go build cache makes that a relink), without
-// -race, as an operator installs it.
+// TestMain builds the kubekeep CLI once for the whole run, without -race,
+// as an operator installs it, and hands it to every isolated child through
+// the environment (each child would otherwise link and leave its own
+// ~90 MB copy).
+func TestMain(m *testing.M) {
+	if os.Getenv(kkEnv) != "" || kubenode.Isolated() || os.Geteuid() != 0 || os.Getenv(kubenode.SkipEnv) == "1" {
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "kubekeep-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin := filepath.Join(dir, "kubekeep")
+	_, file, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/kubekeep")
+	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build ./cmd/kubekeep: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	os.Setenv(kkEnv, bin)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// kubekeepBinary is the CLI TestMain built (or $KUBEKEEP_E2E_BIN).
 func kubekeepBinary(t testing.TB) string {
 	t.Helper()
-	kkOnce.Do(func() {
-		if p := os.Getenv("KUBEKEEP_E2E_BIN"); p != "" {
-			kkPath = p // a kubekeep built elsewhere (a release, another checkout)
-			return
-		}
-		_, file, _, _ := runtime.Caller(0)
-		mod := filepath.Join(filepath.Dir(file), "..", "..")
-		dir, err := os.MkdirTemp("", "kubekeep-e2e-bin-")
-		if err != nil {
-			kkErr = err
-			return
-		}
-		kkPath = filepath.Join(dir, "kubekeep")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", kkPath, "./cmd/kubekeep")
-		cmd.Dir = mod
-		cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false", "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			kkErr = fmt.Errorf("go build ./cmd/kubekeep: %v\n%s", err, out)
-		}
-	})
-	if kkErr != nil {
-		t.Fatal(kkErr)
+	p := os.Getenv(kkEnv)
+	if p == "" {
+		t.Fatalf("no kubekeep binary: %s is not set (TestMain builds it when running as root)", kkEnv)
 	}
-	return kkPath
+	return p
 }
 
 // result is one kubekeep run.
