@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -71,9 +72,9 @@ func (s *Store) WriteAux(name string, data []byte, perm os.FileMode) error {
 	if err := s.writeAux(rec); err != nil {
 		return err
 	}
-	if bad := s.damagedAux(); contains(bad, name) {
+	if bad := s.damagedAux(); slices.Contains(bad, name) {
 		packs, _, _ := s.readDamage()
-		return s.writeDamageAll(packs, remove(bad, name))
+		return s.writeDamageAll(packs, slices.DeleteFunc(bad, func(n string) bool { return n == name }))
 	}
 	return nil
 }
@@ -92,7 +93,7 @@ func (s *Store) AuxNeedsWrite(name string) bool {
 	if !ok || err != nil || !fi.Mode().IsRegular() || fi.Size() != want.Size || want.Prev != "" {
 		return true
 	}
-	return contains(s.damagedAux(), name)
+	return slices.Contains(s.damagedAux(), name)
 }
 
 func (s *Store) readAux() (format.AuxFiles, error) {
@@ -171,23 +172,4 @@ func (v *verifier) aux() {
 			v.r.Warnings = append(v.r.Warnings, "top-level file with no recorded hash (written by an older kubekeep, or not by kubekeep): "+n)
 		}
 	}
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
-func remove(xs []string, x string) []string {
-	var out []string
-	for _, y := range xs {
-		if y != x {
-			out = append(out, y)
-		}
-	}
-	return out
 }
