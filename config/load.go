@@ -203,20 +203,18 @@ func friendlyType(goType string) string {
 	return goType
 }
 
-// hasKey reports whether the mapping top sets the key path (section, key).
+// hasKey reports whether the mapping top sets the key path (section,
+// key), through merges and aliases as yaml.v3 decodes them (findKey).
 func hasKey(top *yaml.Node, path ...string) bool {
 	n := top
 	for _, k := range path {
-		if n == nil || n.Kind != yaml.MappingNode {
+		_, n = findKey(n, k, 0)
+		for hops := 0; n != nil && n.Kind == yaml.AliasNode && hops < 100; hops++ {
+			n = n.Alias
+		}
+		if n == nil {
 			return false
 		}
-		var next *yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == k {
-				next = n.Content[i+1]
-			}
-		}
-		n = next
 	}
-	return n != nil
+	return true
 }

@@ -212,3 +212,28 @@ func TestConfigMountpointWithoutPath(t *testing.T) {
 		t.Errorf("a path outside its mountpoint: %v", err)
 	}
 }
+
+// A store.path the file sets through a merge or an alias is set by the
+// file, and judged there, on its line: it was taken for one left to
+// --store, so its problem surfaced later as "flags: store.path".
+func TestConfigStorePathThroughMergeOrAlias(t *testing.T) {
+	for _, doc := range []string{
+		"store:\n  <<: {path: relative/dir}\n",
+		"x-store: &s\n  path: relative/dir\nstore: *s\n",
+	} {
+		_, err := Parse("k.yaml", []byte(doc))
+		var es Errors
+		if !errors.As(err, &es) {
+			t.Fatalf("%q: want config.Errors, got %T %v", doc, err, err)
+		}
+		found := false
+		for _, e := range es {
+			if e.Key == "store.path" && e.Line == 2 && strings.Contains(e.Msg, "must be an absolute path") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%q: no problem for store.path on line 2: %v", doc, err)
+		}
+	}
+}
