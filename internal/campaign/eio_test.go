@@ -132,14 +132,7 @@ func runEIO(t *testing.T, bin string, k knobs, sum *summary) {
 	disk := newDMDisk(t, loopSize)
 	rng := rngFor(k.seed, "eio")
 	w := newWorld(t, bin, rng, sum, "eio", worldOptions{mountpoint: disk.mnt})
-	setup := setupChecker(t, w, k)
-	for i := 0; i < 2; i++ {
-		w.mutate(1)
-		w.backup(setup, "setup")
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
+	w.setupBackups(t, k, 2)
 	for i := 0; i < 2*k.n; i++ {
 		t.Run(fmt.Sprintf("%02d-backup", i), func(t *testing.T) {
 			w.rng = rngFor(k.seed, t.Name()) // each case its own choices

@@ -119,27 +119,12 @@ func runENOSPC(t *testing.T, bin string, k knobs, sum *summary) {
 	mnt := loopFS(t, loopSize)
 	rng := rngFor(k.seed, "enospc")
 	w := newWorld(t, bin, rng, sum, "enospc", worldOptions{mountpoint: mnt})
-	setup := setupChecker(t, w, k)
-	for i := 0; i < 2; i++ {
-		w.mutate(1)
-		w.backup(setup, "setup")
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	var rounds []string
-	for i := 0; i < 3*k.n; i++ {
-		rounds = append(rounds, enospcTargets...)
-	}
-	rng.Shuffle(len(rounds), func(i, j int) { rounds[i], rounds[j] = rounds[j], rounds[i] })
-	for i, target := range rounds {
-		t.Run(fmt.Sprintf("%02d-%s", i, target), func(t *testing.T) {
-			w.rng = rngFor(k.seed, t.Name()) // each case its own choices
-			c := newChecker(t, w, fault{kind: "enospc", target: target}, k.strict)
-			defer c.finish()
-			w.enospcRound(c, mnt, target)
-		})
-	}
+	w.setupBackups(t, k, 2)
+	w.runRounds(t, k, rng, enospcTargets, func(t *testing.T, target string) {
+		c := newChecker(t, w, fault{kind: "enospc", target: target}, k.strict)
+		defer c.finish()
+		w.enospcRound(c, mnt, target)
+	})
 }
 
 // leaveLevels: how much free space a round leaves, from nothing to a few
@@ -168,13 +153,8 @@ func noSpace(r result) bool {
 }
 
 func (w *world) enospcRound(c *checker, mnt, target string) {
-	if target == "prune" {
-		for len(w.live()) < 6 {
-			w.mutate(1)
-			if w.backup(c, "before a prune on a full disk") == "" {
-				return
-			}
-		}
+	if target == "prune" && !w.enoughToPrune(c, "before a prune on a full disk") {
+		return
 	}
 	w.mutate(3)
 	files, rev := w.state, w.etcdRev()
@@ -199,13 +179,9 @@ func (w *world) enospcRound(c *checker, mnt, target string) {
 		}
 		exp.adopt = adoptOne(c, files, rev, "backup on a full disk")
 	case "prune":
-		plan, ok := w.prune(c, true)
+		_, mayVanish, ok := w.prunePlan(c)
 		if !ok {
 			return
-		}
-		keep := map[string]bool{}
-		for _, k := range plan.Keep {
-			keep[k.ID] = true
 		}
 		r := w.kk(2*time.Minute, "prune", "-o", "json", "--wait", "30s")
 		w.noteOutcome(c, r)
@@ -215,7 +191,7 @@ func (w *world) enospcRound(c *checker, mnt, target string) {
 				c.fail("prune", "prune -o json: %v: %s", err, r)
 			}
 		}
-		exp.mayVanish = func(id string) bool { return !keep[id] }
+		exp.mayVanish = mayVanish
 	case "agent":
 		revStart, revEnd, r, running := w.runAgent(c, time.Duration(1500+w.rng.IntN(2000))*time.Millisecond, func(p *proc) result {
 			p.signal(syscall.SIGTERM)

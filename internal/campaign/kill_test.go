@@ -3,6 +3,7 @@ package campaign
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,31 +22,46 @@ var killTargets = []string{"backup", "prune", "restore-files", "restore-etcd", "
 func runKill(t *testing.T, bin string, k knobs, sum *summary) {
 	rng := rngFor(k.seed, "kill")
 	w := newWorld(t, bin, rng, sum, "kill", worldOptions{})
+	w.setupBackups(t, k, 3)
+	w.runRounds(t, k, rng, killTargets, func(t *testing.T, target string) {
+		if target == "repair" && !repairAvailable(w) {
+			w.t = t
+			sum.add("kill", "cases skipped (no repair command)", 1)
+			t.Skip("kubekeep has no repair command yet (`kubekeep repair --help` fails): the SIGKILL-into-repair case runs once it exists")
+		}
+		f := fault{kind: "kill", target: target}
+		c := newChecker(t, w, f, k.strict)
+		defer c.finish()
+		w.killRound(c, target)
+	})
+}
+
+// setupBackups takes n backups of n mutations, checked by a setup
+// checker, and stops the sub-campaign when one fails.
+func (w *world) setupBackups(t *testing.T, k knobs, n int) {
+	t.Helper()
 	setup := setupChecker(t, w, k)
-	for i := 0; i < 3; i++ {
+	for i := 0; i < n; i++ {
 		w.mutate(1)
 		w.backup(setup, "setup")
 	}
 	if t.Failed() {
 		t.FailNow()
 	}
+}
+
+// runRounds runs round for each of targets 3*k.n times, in an order
+// shuffled by rng, each a subtest with choices of its own.
+func (w *world) runRounds(t *testing.T, k knobs, rng *rand.Rand, targets []string, round func(t *testing.T, target string)) {
 	var rounds []string
 	for i := 0; i < 3*k.n; i++ {
-		rounds = append(rounds, killTargets...)
+		rounds = append(rounds, targets...)
 	}
 	rng.Shuffle(len(rounds), func(i, j int) { rounds[i], rounds[j] = rounds[j], rounds[i] })
 	for i, target := range rounds {
 		t.Run(fmt.Sprintf("%02d-%s", i, target), func(t *testing.T) {
 			w.rng = rngFor(k.seed, t.Name()) // each case its own choices
-			if target == "repair" && !repairAvailable(w) {
-				w.t = t
-				sum.add("kill", "cases skipped (no repair command)", 1)
-				t.Skip("kubekeep has no repair command yet (`kubekeep repair --help` fails): the SIGKILL-into-repair case runs once it exists")
-			}
-			f := fault{kind: "kill", target: target}
-			c := newChecker(t, w, f, k.strict)
-			defer c.finish()
-			w.killRound(c, target)
+			round(t, target)
 		})
 	}
 }
@@ -157,22 +173,40 @@ func (w *world) prune(c *checker, dry bool) (*pruneJSON, bool) {
 	return &pj, true
 }
 
-func (w *world) killPrune(c *checker) {
-	// Enough versions that the prune has versions to drop and packs to
-	// rewrite.
+// enoughToPrune backs up until the store holds enough versions that a
+// prune has versions to drop and packs to rewrite; false when a backup
+// failed (by says before what).
+func (w *world) enoughToPrune(c *checker, by string) bool {
 	for len(w.live()) < 6 {
 		w.mutate(1)
-		if w.backup(c, "before a killed prune") == "" {
-			return
+		if w.backup(c, by) == "" {
+			return false
 		}
 	}
-	plan, ok := w.prune(c, true)
+	return true
+}
+
+// prunePlan is what a prune would do (a dry run) and, from it, which
+// versions may vanish in the real one.
+func (w *world) prunePlan(c *checker) (plan *pruneJSON, mayVanish func(id string) bool, ok bool) {
+	plan, ok = w.prune(c, true)
 	if !ok {
-		return
+		return nil, nil, false
 	}
 	keep := map[string]bool{}
 	for _, k := range plan.Keep {
 		keep[k.ID] = true
+	}
+	return plan, func(id string) bool { return !keep[id] }, true
+}
+
+func (w *world) killPrune(c *checker) {
+	if !w.enoughToPrune(c, "before a killed prune") {
+		return
+	}
+	plan, mayVanish, ok := w.prunePlan(c)
+	if !ok {
+		return
 	}
 	delay := w.killDelay("prune", 200*time.Millisecond)
 	p := w.start(2*time.Minute, "prune", "--wait", "30s")
@@ -182,7 +216,7 @@ func (w *world) killPrune(c *checker) {
 	if !landed && r.code != 0 {
 		c.fail("prune", "prune failed without a fault: %s", r)
 	}
-	w.audit(c, expect{clean: true, mayVanish: func(id string) bool { return !keep[id] }})
+	w.audit(c, expect{clean: true, mayVanish: mayVanish})
 }
 
 // live lists the versions the test believes are in the store.
@@ -210,20 +244,35 @@ func (w *world) pick(withEtcd bool) *versionTruth {
 	return cands[w.rng.IntN(len(cands))]
 }
 
-func (w *world) killRestoreFiles(c *checker) {
-	vt := w.pick(false)
+// killRestore kills `restore what` of a random live version (one with
+// etcd when withEtcd) at a delay around base, into a fresh directory to;
+// a nil version when there is none to restore.
+func (w *world) killRestore(c *checker, what string, withEtcd bool, base time.Duration) (vt *versionTruth, to string) {
+	vt = w.pick(withEtcd)
 	if vt == nil {
-		c.fail("setup", "no version to restore")
-		return
+		if withEtcd {
+			c.fail("setup", "no version with etcd to restore")
+		} else {
+			c.fail("setup", "no version to restore")
+		}
+		return nil, ""
 	}
-	to := filepath.Join(c.t.TempDir(), "r")
-	delay := w.killDelay("restore files", 150*time.Millisecond)
-	p := w.start(2*time.Minute, "restore", "files", "--version", vt.id, "--to", to)
+	to = filepath.Join(c.t.TempDir(), what)
+	delay := w.killDelay("restore "+what, base)
+	p := w.start(2*time.Minute, "restore", what, "--version", vt.id, "--to", to)
 	landed, r := p.killAfter(delay)
 	c.f.detail = fmt.Sprintf("version %s after %s, %s", vt.id, delay.Round(time.Millisecond), landedWord(landed))
 	w.countLanded(c, landed)
 	if !landed && r.code != 0 {
-		c.fail("restore", "restore files failed without a fault: %s", r)
+		c.fail("restore", "restore %s failed without a fault: %s", what, r)
+	}
+	return vt, to
+}
+
+func (w *world) killRestoreFiles(c *checker) {
+	vt, to := w.killRestore(c, "files", false, 150*time.Millisecond)
+	if vt == nil {
+		return
 	}
 	// Each file is restored atomically: whatever a killed restore left at
 	// a file's own name is that file, whole.
@@ -244,7 +293,7 @@ func (w *world) killRestoreFiles(c *checker) {
 		}
 	}
 	// The operator runs the same command again.
-	r = w.kk(2*time.Minute, "restore", "files", "--version", vt.id, "--to", to)
+	r := w.kk(2*time.Minute, "restore", "files", "--version", vt.id, "--to", to)
 	if r.code != 0 {
 		c.fail("restore-rerun", "restore files again into the killed restore's directory: %s", r)
 	} else {
@@ -272,19 +321,9 @@ func (w *world) killRestoreFiles(c *checker) {
 }
 
 func (w *world) killRestoreEtcd(c *checker) {
-	vt := w.pick(true)
+	vt, to := w.killRestore(c, "etcd", true, 300*time.Millisecond)
 	if vt == nil {
-		c.fail("setup", "no version with etcd to restore")
 		return
-	}
-	to := filepath.Join(c.t.TempDir(), "etcd")
-	delay := w.killDelay("restore etcd", 300*time.Millisecond)
-	p := w.start(2*time.Minute, "restore", "etcd", "--version", vt.id, "--to", to)
-	landed, r := p.killAfter(delay)
-	c.f.detail = fmt.Sprintf("version %s after %s, %s", vt.id, delay.Round(time.Millisecond), landedWord(landed))
-	w.countLanded(c, landed)
-	if !landed && r.code != 0 {
-		c.fail("restore", "restore etcd failed without a fault: %s", r)
 	}
 	// A killed restore must not leave at --to a data dir etcd would start
 	// on with the wrong content.
