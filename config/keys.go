@@ -67,16 +67,23 @@ func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
-// deref follows aliases; nil when one leads to a value that contains it
-// (a mapping being checked).
-func (k *keyChecker) deref(n *yaml.Node) *yaml.Node {
-	for hops := 0; n != nil && n.Kind == yaml.AliasNode; hops++ {
-		if k.active[n.Alias] || hops > 100 {
-			return nil
-		}
-		n = n.Alias
+// follow returns the value an alias names, or n itself. One hop is all
+// there is: an alias cannot carry an anchor ("&a *b" does not parse), so
+// no alias names another.
+func follow(n *yaml.Node) *yaml.Node {
+	if n != nil && n.Kind == yaml.AliasNode {
+		return n.Alias
 	}
 	return n
+}
+
+// deref follows an alias; nil when it leads to a value that contains it
+// (a mapping being checked).
+func (k *keyChecker) deref(n *yaml.Node) *yaml.Node {
+	if n != nil && n.Kind == yaml.AliasNode && k.active[n.Alias] {
+		return nil
+	}
+	return follow(n)
 }
 
 // resolve is deref that reports the alias it cannot follow.
@@ -153,10 +160,7 @@ func (k *keyChecker) mergeable(val *yaml.Node) bool {
 		return true
 	case yaml.SequenceNode:
 		for _, item := range v.Content {
-			// yaml.v3 looks through one alias here, no further.
-			if item.Kind == yaml.AliasNode {
-				item = item.Alias
-			}
+			item = follow(item)
 			if item == nil || item.Kind != yaml.MappingNode || k.active[item] {
 				return false
 			}
@@ -173,10 +177,7 @@ func (k *keyChecker) merge(val *yaml.Node, def reflect.Value, path string) {
 		return
 	}
 	for _, item := range v.Content {
-		if item.Kind == yaml.AliasNode {
-			item = item.Alias
-		}
-		k.section(item, def, path)
+		k.section(follow(item), def, path)
 	}
 }
 
@@ -420,19 +421,13 @@ func findKey(n *yaml.Node, name string, depth int) (key, val *yaml.Node) {
 		if !isMerge(n.Content[i]) {
 			continue
 		}
-		m := n.Content[i+1]
-		if m.Kind == yaml.AliasNode {
-			m = m.Alias
-		}
+		m := follow(n.Content[i+1])
 		merged := []*yaml.Node{m}
 		if m != nil && m.Kind == yaml.SequenceNode {
 			merged = m.Content
 		}
 		for _, mm := range merged {
-			if mm != nil && mm.Kind == yaml.AliasNode {
-				mm = mm.Alias
-			}
-			if k, v := findKey(mm, name, depth+1); k != nil {
+			if k, v := findKey(follow(mm), name, depth+1); k != nil {
 				return k, v
 			}
 		}
@@ -460,9 +455,7 @@ func lineOf(top *yaml.Node, key string) int {
 			return line
 		}
 		line = k.Line
-		for hops := 0; next != nil && next.Kind == yaml.AliasNode && hops < 100; hops++ {
-			next = next.Alias
-		}
+		next = follow(next)
 		if next == nil {
 			return line
 		}

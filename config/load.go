@@ -209,9 +209,7 @@ func hasKey(top *yaml.Node, path ...string) bool {
 	n := top
 	for _, k := range path {
 		_, n = findKey(n, k, 0)
-		for hops := 0; n != nil && n.Kind == yaml.AliasNode && hops < 100; hops++ {
-			n = n.Alias
-		}
+		n = follow(n)
 		if n == nil {
 			return false
 		}
