@@ -279,7 +279,7 @@ func sample(missing []string, dir string) string {
 	var out []string
 	n := 0
 	for _, f := range missing {
-		if f == dir || dir == "/" || strings.HasPrefix(f, dir+"/") {
+		if within(f, dir) {
 			if n < 3 {
 				out = append(out, f)
 			}
