@@ -163,14 +163,10 @@ func nextRun(t, now time.Time) string {
 	return "in " + d.String()
 }
 
-// refStatus is a version's status as the table shows it, e.g.
-// "etcd-failed,degraded".
+// refStatus is a version's status as the versions table shows it, e.g.
+// "etcd-failed,degraded" (backup.State.String).
 func refStatus(v *agent.VersionRef) string {
-	s := orNone(v.Status)
-	if v.Degraded && v.Status != string(backup.StatusDegraded) {
-		s += "," + string(backup.StatusDegraded)
-	}
-	return s
+	return backup.State{Status: backup.Status(v.Status), Degraded: v.Degraded}.String()
 }
 
 func ago(now time.Time, t *time.Time) string {
