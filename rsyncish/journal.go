@@ -29,6 +29,9 @@ type Journal struct {
 	// directory at the first Append).
 	tail    uint64
 	hasTail bool
+	// lastMark is the file of the segment this Journal appended last if
+	// it held no revision after the tail (a progress mark), else "".
+	lastMark string
 }
 
 // SegmentInfo describes one journal segment.
@@ -85,6 +88,13 @@ func parseSegName(name string) (first, last uint64, ok bool) {
 
 // Append durably adds a segment holding revisions first..last observed at t:
 // checksummed, written to a temp name, fsynced, renamed, directory fsynced.
+//
+// A segment that holds no revision after the tail (first == last == tail:
+// a progress mark, "nothing changed up to here by t") replaces the mark
+// this Journal appended just before it, if any: its writer makes it cover
+// what that one covered (etcdsnap.DeltaStreamer), so an idle stream keeps
+// one mark file instead of one per heartbeat. The previous mark is removed
+// only after the new one is durable; a crash in between leaves both.
 func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 	if last < first {
 		return fmt.Errorf("journal %s: last revision %d before first %d", j.name, last, first)
@@ -118,8 +128,19 @@ func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 			return err
 		}
 	}
-	if err := writeFileAtomic(filepath.Join(j.dir, segName(first, last, t)), data, 0o600); err != nil {
+	name := segName(first, last, t)
+	if err := writeFileAtomic(filepath.Join(j.dir, name), data, 0o600); err != nil {
 		return fmt.Errorf("journal %s: %w", j.name, err)
+	}
+	isMark := j.hasTail && first == j.tail && last == j.tail
+	if prev := j.lastMark; isMark && prev != "" && prev != name {
+		if err := os.Remove(filepath.Join(j.dir, prev)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("journal %s: replacing progress mark %s: %w", j.name, prev, err)
+		}
+	}
+	j.lastMark = ""
+	if isMark {
+		j.lastMark = name
 	}
 	j.tail, j.hasTail = max(j.tail, last), true
 	return nil
