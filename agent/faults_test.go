@@ -84,6 +84,9 @@ func sameKeys(t *testing.T, what string, want, got map[string]string) {
 // live. A restore to a moment a second ago, well after the last change,
 // was refused ("deltas end at <the last change>; ... is not covered"); the
 // stream's progress marks now cover it, and the result is etcd's state.
+// The quiet stretch leaves one mark file, not one per heartbeat (there was
+// one every heartbeat, kept until prune), and that mark covers from the
+// change on.
 func TestRestoreAtQuietMoment(t *testing.T) {
 	root := testetcd.SandboxT(t)
 	srv := testetcd.StartT(t, root)
@@ -116,6 +119,44 @@ func TestRestoreAtQuietMoment(t *testing.T) {
 		t.Errorf("restored to revision %d, want %d", res.ReplayedToRevision, put.Header.Revision)
 	}
 	sameKeys(t, "restore at a quiet moment", want, dbKeys(t, res.DataDir))
+
+	j, err := openStore(t, dir).Journal(backup.DeltaJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs, err := j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var change *etcdsnap.Segment
+	var marks []*etcdsnap.Segment
+	for _, si := range segs {
+		if int64(si.Last) != put.Header.Revision {
+			continue
+		}
+		data, err := j.Read(si)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg, err := etcdsnap.DecodeSegment(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seg.Events) > 0 {
+			change = seg
+		} else {
+			marks = append(marks, seg)
+		}
+	}
+	if change == nil || len(marks) != 1 {
+		t.Fatalf("journal after 3 s of quiet (heartbeat %s): change segment %v, %d progress marks at revision %d; want the change and one mark",
+			cfg.Etcd.DeltaFlush, change != nil, len(marks), put.Header.Revision)
+	}
+	if !marks[0].FromTime.Equal(change.ToTime) || !marks[0].ToTime.After(at) {
+		t.Errorf("the progress mark covers %s to %s; want from the change's %s to after %s",
+			marks[0].FromTime.Format(time.RFC3339Nano), marks[0].ToTime.Format(time.RFC3339Nano),
+			change.ToTime.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
+	}
 }
 
 // Issue 13 items 15 and 16. A store whose filesystem has less than minFree

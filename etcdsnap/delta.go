@@ -14,7 +14,9 @@ import (
 // SegmentSink makes segments durable (the store: write, fsync) before it
 // returns. Segments arrive in order and chain: firstRev is the previous
 // lastRev + 1. A progress mark holds no change and has firstRev =
-// lastRev + 1; it records that nothing changed up to time t.
+// lastRev + 1; it records that nothing changed up to time t. A mark that
+// follows a mark covers from that one's start (Segment.FromTime), so a
+// sink may keep only the newest of consecutive marks.
 type SegmentSink interface {
 	AppendSegment(data []byte, firstRev, lastRev int64, t time.Time) error
 }
@@ -164,6 +166,11 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 	defer hb.Stop()
 	lastHeard := d.cfg.Now()
 	lastWrite := time.Time{}
+	// markFrom is the start of the progress mark written last, while no
+	// change followed it: the next mark covers from there (a sink may
+	// keep only the newest of consecutive marks, as the store's journal
+	// does).
+	var markFrom time.Time
 	// catchingUp until etcd's first progress answer: until then, what
 	// arrives was committed at some unknown moment since the resume point.
 	catchingUp := true
@@ -196,11 +203,21 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 			flushT.Stop()
 			flushT, flushC = nil, nil
 		}
-		if len(cur.Events) == 0 && cur.ToRev == cur.FromRev && !cur.ToTime.After(cur.FromTime) {
+		isMark := len(cur.Events) == 0 && cur.ToRev == cur.FromRev
+		if isMark && !cur.ToTime.After(cur.FromTime) {
 			return nil
+		}
+		if isMark && !markFrom.IsZero() {
+			// It replaces the mark before it in the journal, so it
+			// covers from where that one did.
+			cur.FromTime = markFrom
 		}
 		if err := d.sink.AppendSegment(cur.Encode(), cur.FromRev+1, cur.ToRev, cur.ToTime); err != nil {
 			return &NeedSnapshotError{Reason: "delta sink failed", Covered: d.Covered(), Err: err}
+		}
+		markFrom = time.Time{}
+		if isMark {
+			markFrom = cur.FromTime
 		}
 		d.mu.Lock()
 		d.cov.ToRev, d.cov.ToTime = cur.ToRev, cur.ToTime
