@@ -164,27 +164,34 @@ var ErrNotRegular = errors.New("not a regular file")
 // have been swapped in between). The store writes nothing but regular
 // files, so anything else is refused as damage.
 func openStoreFile(path string) (*os.File, error) {
+	f, _, err := openStoreFileStat(path)
+	return f, err
+}
+
+// openStoreFileStat is openStoreFile, also returning the opened file's
+// fstat, so that a caller needing its size does not stat it again.
+func openStoreFileStat(path string) (*os.File, fs.FileInfo, error) {
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", ErrNotRegular, fileKind(fi.Mode()))}
+		return nil, nil, &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", ErrNotRegular, fileKind(fi.Mode()))}
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", ErrNotRegular, fileKind(st.Mode()))}
+		return nil, nil, &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", ErrNotRegular, fileKind(st.Mode()))}
 	}
-	return f, nil
+	return f, st, nil
 }
 
 // openLockFile opens (creating it 0600) a file the store keeps open for
@@ -210,15 +217,11 @@ func openLockFile(path string, flag int) (*os.File, error) {
 
 // readStoreFile is os.ReadFile through openStoreFile.
 func readStoreFile(path string) ([]byte, error) {
-	f, err := openStoreFile(path)
+	f, st, err := openStoreFileStat(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	buf := bytes.NewBuffer(make([]byte, 0, st.Size()+1))
 	if _, err := buf.ReadFrom(f); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
