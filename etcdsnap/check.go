@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 )
 
 // checkEnv makes a process that imports this package run one in-process
@@ -75,6 +76,11 @@ func checkInChild(path string) (DBStats, map[string][]byte, error) {
 	// an upgrade while the agent runs.
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Env = append(os.Environ(), checkEnv+"="+path)
+	// A process group of its own: a SIGTERM or ^C to the agent's group
+	// must not kill the check half-way (the agent lets a running commit
+	// finish on SIGTERM), and a dead check must never read as a corrupt
+	// image. It dies with its parent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.ExtraFiles = []*os.File{w}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -86,6 +92,13 @@ func checkInChild(path string) (DBStats, map[string][]byte, error) {
 	var res checkResult
 	decErr := json.NewDecoder(r).Decode(&res)
 	waitErr := cmd.Wait()
+	if ee, ok := waitErr.(*exec.ExitError); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			// Killed from outside (a crash of bbolt exits with a status,
+			// not a signal): says nothing about the image.
+			return st, nil, &Error{Op: "check db", File: path, Kind: ErrCheckInterrupted, Err: fmt.Errorf("the checker was killed by %s before it finished", ws.Signal())}
+		}
+	}
 	if waitErr != nil || decErr != nil {
 		why := firstLines(stderr.String(), 1)
 		if why == "" {

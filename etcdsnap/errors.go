@@ -35,6 +35,9 @@ var (
 	ErrCorruptDB = errors.New("snapshot database corrupt")
 	// ErrDataDirLocked: a raw copy was asked for while etcd holds the db.
 	ErrDataDirLocked = errors.New("etcd data dir is in use")
+	// ErrCheckInterrupted: the snapshot's check process was killed from
+	// outside; nothing is known about the image.
+	ErrCheckInterrupted = errors.New("snapshot check interrupted")
 	// ErrRPC: etcd answered with an error not covered above.
 	ErrRPC = errors.New("etcd request failed")
 )
