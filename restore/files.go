@@ -89,7 +89,7 @@ func RestoreFiles(ctx context.Context, o FilesOptions) (FilesResult, error) {
 	} else if err == nil {
 		return res, fmt.Errorf("restore target %s is not a directory", o.To)
 	}
-	job, err := planFiles(ctx, o.Store, src, root, o.To, filter, freeAsideDir(root, "/etc/kubernetes/kubekeep-replaced-"+o.Now().UTC().Format("20060102T150405Z")))
+	job, err := planFiles(ctx, o.Store, src, root, o.To, filter, freeAsideDir(root, asideDirAt("replaced", o.Now().UTC().Format(stampFormat))))
 	if err != nil {
 		return res, err
 	}

@@ -96,7 +96,16 @@ func (r *runner) exists(hostPath string) bool {
 
 // asideDir is where this run keeps what it moved out of the way.
 func (r *runner) asideDir(what string) string {
-	return "/etc/kubernetes/kubekeep-" + what + "-" + r.stamp
+	return asideDirAt(what, r.stamp)
+}
+
+// stampFormat names what a run keeps aside: its start, UTC, to the second.
+const stampFormat = "20060102T150405Z"
+
+// asideDirAt is the dir a run stamped stamp keeps its what in (the host
+// path, under the root).
+func asideDirAt(what, stamp string) string {
+	return "/etc/kubernetes/kubekeep-" + what + "-" + stamp
 }
 
 // safety takes a new version of whatever the node holds now, so nothing a

@@ -347,7 +347,7 @@ func newRunner(opts Options) (*runner, error) {
 	}
 	r := &runner{opts: opts, log: opts.Logger.With("version", src.id), out: opts.Out, phases: phases, src: src, host: host}
 	r.now = opts.Now()
-	r.stamp = r.now.UTC().Format("20060102T150405Z")
+	r.stamp = r.now.UTC().Format(stampFormat)
 	if fi, err := os.Stat(opts.Root); err == nil && fi.IsDir() {
 		if r.rootFS, err = os.OpenRoot(opts.Root); err != nil {
 			return nil, fmt.Errorf("restore root %s: %w", opts.Root, err)
