@@ -61,12 +61,8 @@ func (r *runner) kubeadm(ctx context.Context) error {
 	if len(manifests) > 0 {
 		targets = r.initTargets()
 	}
-	for _, m := range manifests {
-		if err := r.do(fmt.Sprintf("move %s aside to %s/ so kubeadm init writes it anew", m, r.asideDir("manifests")), func() error {
-			return r.moveAside(m, r.asideDir("manifests")+"/"+path.Base(m))
-		}); err != nil {
-			return err
-		}
+	if err := r.moveManifestsAside(manifests, " so kubeadm init writes it anew"); err != nil {
+		return err
 	}
 	if len(targets) > 0 {
 		if err := r.waitDown(ctx, targets); err != nil {

@@ -162,18 +162,28 @@ func (r *runner) stop(ctx context.Context) error {
 	if len(manifests) == 0 {
 		r.note("no static pod manifests under %s: the kubelet runs no control plane from them", layout.ManifestsDir)
 	}
-	aside := r.asideDir("manifests")
-	for _, m := range manifests {
-		if err := r.do(fmt.Sprintf("move %s aside to %s/", m, aside), func() error {
-			return r.moveAside(m, aside+"/"+path.Base(m))
-		}); err != nil {
-			return err
-		}
+	if err := r.moveManifestsAside(manifests, ""); err != nil {
+		return err
 	}
 	if len(targets) == 0 {
 		return nil
 	}
 	return r.waitDown(ctx, targets)
+}
+
+// moveManifestsAside moves the static pod manifests into the run's
+// kubekeep-manifests dir (the stop and kubeadm phases); why ends each
+// action line.
+func (r *runner) moveManifestsAside(manifests []string, why string) error {
+	aside := r.asideDir("manifests")
+	for _, m := range manifests {
+		if err := r.do(fmt.Sprintf("move %s aside to %s/%s", m, aside, why), func() error {
+			return r.moveAside(m, aside+"/"+path.Base(m))
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // waitDown waits, up to StopTimeout, until nothing answers on targets
