@@ -120,8 +120,13 @@ func (d *discovery) finish(excludes []string) (*Set, error) {
 			if !slices.Contains(linkUsers[l], e.path) {
 				linkUsers[l] = append(linkUsers[l], e.path)
 			}
-			target, _ := Resolve(d.root, l) // it resolved on the way
-			place(l, linkRole, nil, found{kind: KindSymlink, target: target}, false)
+			f := found{kind: KindSymlink}
+			if placed[l] == nil {
+				// Once per link, not per path through it (place
+				// keeps what was found first); it resolved on the way.
+				f.target, _ = Resolve(d.root, l)
+			}
+			place(l, linkRole, nil, f, false)
 		}
 	}
 	for _, l := range linkOrder {
