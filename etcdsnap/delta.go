@@ -139,6 +139,8 @@ func (d *DeltaStreamer) Covered() Coverage {
 // What the watch delivers before etcd's first progress answer is written
 // as catch-up segments (Segment.CatchUp): after a restart it holds the
 // changes committed while nobody watched, whose commit times are unknown.
+// A stream that starts at etcd's own revision (read before the watch is
+// created) has nothing to catch up on: its changes are live from the first.
 // While idle, every answer to a progress request, or a read showing that
 // etcd is still at the stream's revision, becomes a progress mark (an
 // empty segment), unless a segment was written less than 3/4 of a
@@ -150,10 +152,20 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	start := d.Covered().ToRev
-	wch := d.cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(start+1), clientv3.WithProgressNotify())
-
 	hbEvery := d.cfg.Heartbeat
 	probeTimeout := max(hbEvery, time.Second)
+	// A stream that starts at etcd's own revision (a backup just taken)
+	// missed nothing: what it receives is live, not a catch-up. Read
+	// before the watch exists, so no change can fall between the two.
+	// A loaded machine gets a longer answer window: a failed read only
+	// makes the first changes count as a catch-up, which is safe but
+	// refuses moments among them.
+	rctx, rcancel := context.WithTimeout(wctx, 3*probeTimeout)
+	resp, err := d.cli.Get(rctx, "\x00", clientv3.WithCountOnly())
+	rcancel()
+	startsLive := err == nil && resp.Header.GetRevision() == start
+	wch := d.cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(start+1), clientv3.WithProgressNotify())
+
 	// A progress mark only when nothing was written for most of a
 	// heartbeat: a busy cluster's own segments already say how far the
 	// chain is, and each mark is one more file in the journal.
@@ -173,7 +185,7 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 	var markFrom time.Time
 	// catchingUp until etcd's first progress answer: until then, what
 	// arrives was committed at some unknown moment since the resume point.
-	catchingUp := true
+	catchingUp := !startsLive
 
 	// One progress request in flight at a time, sent from its own
 	// goroutine: while clientv3 reconnects, the send blocks.
