@@ -108,10 +108,8 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 	if cfg.DataDir == "" || cfg.Name == "" || cfg.InitialCluster == "" || cfg.InitialAdvertisePeerURLs == "" {
 		return res, errors.New("restore etcd: DataDir, Name, InitialCluster and InitialAdvertisePeerURLs are required")
 	}
-	if entries, err := os.ReadDir(cfg.DataDir); err == nil && len(entries) > 0 {
-		return res, fmt.Errorf("restore etcd: data dir %s is not empty; refusing to overwrite it", cfg.DataDir)
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return res, fmt.Errorf("restore etcd: data dir %s: %w", cfg.DataDir, err)
+	if err := checkEmptyDataDir(cfg.DataDir); err != nil {
+		return res, err
 	}
 	image, size := cfg.Snapshot, cfg.SnapshotSize
 	what := "the stored snapshot"
@@ -160,19 +158,28 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 	if token == "" {
 		token = "etcd-cluster"
 	}
+	// Everything is built in a staging dir inside DataDir and moved into
+	// place as the last step: a restore killed at any moment leaves no
+	// member dir at DataDir that etcd would start on with half a state.
+	target, staged, cleanup, err := stageDataDir(cfg.DataDir)
+	if err != nil {
+		return res, err
+	}
+	defer cleanup()
+	cfg.DataDir = staged
 	res.SHA256, err = writeDataDir(dataDirSpec{
 		dataDir: cfg.DataDir, name: cfg.Name, peerURLs: strings.Split(cfg.InitialAdvertisePeerURLs, ","),
 		initialCluster: cfg.InitialCluster, token: token,
 		image: image, size: size, checkTrailer: !skipHash, bump: RevisionBump, lg: lg,
 	})
 	if err != nil {
-		return res, fmt.Errorf("restore etcd: %s into %s: %w (the partial data dir can be removed)", what, cfg.DataDir, err)
+		return res, fmt.Errorf("restore etcd: %s into %s: %w", what, target, err)
 	}
 
 	if len(plan.events) > 0 {
 		revs, err := replay(ctx, cfg, lg, plan.events)
 		if err != nil {
-			return res, fmt.Errorf("restore etcd: replay deltas into %s: %w (the data dir is incomplete; delete it before retrying)", cfg.DataDir, err)
+			return res, fmt.Errorf("restore etcd: replay deltas into %s: %w", target, err)
 		}
 		res.ReplayedEvents, res.ReplayedRevisions = len(plan.events), revs
 		last := plan.events[len(plan.events)-1]
@@ -197,6 +204,9 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 	if len(plan.events) == 0 && final.Revision != res.SnapshotRevision+RevisionBump {
 		return res, fmt.Errorf("restore etcd: the restored db is at revision %d, want %d (snapshot revision %d + %d): the snapshot is not the image it was taken for",
 			final.Revision, res.SnapshotRevision+RevisionBump, res.SnapshotRevision, RevisionBump)
+	}
+	if err := publishDataDir(staged, target); err != nil {
+		return res, fmt.Errorf("restore etcd: %w", err)
 	}
 	return res, nil
 }

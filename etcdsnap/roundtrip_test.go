@@ -244,6 +244,23 @@ func TestRoundTripAndPointInTime(t *testing.T) {
 		if _, err := etcdsnap.RestoreDataDir(ctx, cfg); !errors.Is(err, etcdsnap.ErrCorruptDB) {
 			t.Errorf("vouched image cut short: %v, want ErrCorruptDB", err)
 		}
+		// A restore that failed half-way (the db written, etcd's backend
+		// refusing it) leaves no member dir etcd would start on, and a
+		// rerun into the same dir, over what a killed run left, works.
+		for _, name := range []string{"streamed-flipped", "streamed-cut", "streamed-vouched-cut"} {
+			if _, err := os.Stat(filepath.Join(dir, name, "member")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("failed restore %s left a member dir: %v", name, err)
+			}
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "streamed-vouched-cut", ".kubekeep-restore.tmp-1-killed", "member", "snap"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if _, got := restoreAndRead(t, streamed("streamed-vouched-cut", img, int64(len(img)))); len(got) == 0 {
+			t.Error("rerun after a failed restore restored no keys")
+		}
+		if ents, _ := os.ReadDir(filepath.Join(dir, "streamed-vouched-cut")); len(ents) != 1 || ents[0].Name() != "member" {
+			t.Errorf("the rerun's data dir holds %v, want only member", ents)
+		}
 		cfg = streamed("streamed-unvouched", img, int64(len(img)))
 		cfg.Verified = nil
 		if _, err := etcdsnap.RestoreDataDir(ctx, cfg); err == nil || !strings.Contains(err.Error(), "Verified") {
