@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/kubekeep/kubekeep/config"
@@ -41,7 +42,11 @@ import (
 
 // Stream names inside a version. Restore and `kubekeep get` read them back.
 const (
-	EtcdSnapshotStream         = "etcd/snapshot.db"
+	EtcdSnapshotStream = "etcd/snapshot.db"
+	// EtcdKeyIndexStream is the snapshot's key index (etcdsnap's check
+	// writes it): key -> revisions and where its value sits in the image,
+	// so one object is read without materialising the snapshot.
+	EtcdKeyIndexStream         = "etcd/keys.idx"
 	ClusterConfigurationStream = "kubeadm/ClusterConfiguration.yaml"
 	// The kubelet's and kube-proxy's cluster-wide configurations
 	// (ConfigMaps kube-system/kubelet-config and kube-proxy): kubeadm init
@@ -328,6 +333,11 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 	if _, err := info.Check(tmpPath); err != nil {
 		return &info, fmt.Errorf("snapshot of %s failed its consistency check: %w", info.Endpoint, err)
 	}
+	if info.KeyIndexPath != "" {
+		if err := addFileStream(w, EtcdKeyIndexStream, info.KeyIndexPath); err != nil {
+			return &info, &StoreError{fmt.Errorf("store the etcd key index: %w", err)}
+		}
+	}
 	if cfg, err := info.ClusterConfiguration(); err != nil {
 		// Not fatal: an external or non-kubeadm etcd has no kubeadm-config.
 		log.Warn("no kubeadm ClusterConfiguration in etcd; a rebuild will need one by hand", "err", err)
@@ -403,3 +413,14 @@ type StoreError struct{ Err error }
 
 func (e *StoreError) Error() string { return e.Err.Error() }
 func (e *StoreError) Unwrap() error { return e.Err }
+
+// addFileStream stores the file at path as stream name of the version.
+func addFileStream(w *rsyncish.VersionWriter, name, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = w.AddStream(name, f)
+	return err
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"time"
 )
 
@@ -16,6 +17,9 @@ import (
 const (
 	SourceAPI = "api" // Maintenance.Snapshot: consistent, with sha256 trailer
 	SourceRaw = "raw" // member/snap/db copied while no etcd held it
+	// SourceJournal: no snapshot of its own; the state is the snapshot of
+	// version Base (at BaseRevision) and the delta journal up to Revision.
+	SourceJournal = "journal"
 )
 
 // TrailerSize is the sha256 digest etcd appends to a snapshot stream.
@@ -50,6 +54,17 @@ type Info struct {
 	Duration       float64   `json:"durationSeconds,omitempty"`
 	Error          string    `json:"error,omitempty"`
 
+	// Base and BaseRevision: for a journal version (Source "journal"), the
+	// version whose snapshot stream it builds on and that snapshot's
+	// revision; Revision is then the journal's revision the state is at.
+	Base         string `json:"base,omitempty"`
+	BaseRevision int64  `json:"baseRevision,omitempty"`
+
+	// KeyIndexPath is the key index Check wrote beside the image (key ->
+	// revision and location of its value in the image), or empty when it
+	// wrote none; the backup stores it as a stream of the version.
+	KeyIndexPath string `json:"-"`
+
 	// exports are the stored values of kubeadm's ConfigMaps Check found,
 	// by etcd key (KubeadmDocument).
 	exports map[string][]byte
@@ -61,6 +76,7 @@ type Info struct {
 // API snapshot also needs its trailer to have matched. On failure Error is
 // set and Verified stays false.
 func (i *Info) Check(path string) (DBStats, error) {
+	startedCheck := time.Now().Add(-time.Second) // mtime granularity
 	st, exports, err := checkInChild(path)
 	i.exports = exports
 	if err != nil {
@@ -70,6 +86,10 @@ func (i *Info) Check(path string) (DBStats, error) {
 	}
 	i.Revision = st.Revision
 	i.Keys = st.Keys
+	i.KeyIndexPath = ""
+	if fi, err := os.Stat(KeyIndexPathFor(path)); err == nil && fi.Mode().IsRegular() && !fi.ModTime().Before(startedCheck) {
+		i.KeyIndexPath = KeyIndexPathFor(path)
+	}
 	i.Verified = i.Source == SourceRaw || i.TrailerVerified
 	if !i.Verified && i.Error == "" {
 		i.Error = "snapshot trailer was not verified"
@@ -217,3 +237,7 @@ func (v *verifier) finish() (string, error) {
 	}
 	return hex.EncodeToString(sum), nil
 }
+
+// KeyIndexPathFor is where the check of the image at path writes its key
+// index: beside it, with ".keys" appended.
+func KeyIndexPathFor(path string) string { return path + ".keys" }
