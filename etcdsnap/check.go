@@ -15,6 +15,10 @@ import (
 // check and exit; CheckDB starts such a child of its own executable.
 const checkEnv = "KUBEKEEP_ETCDSNAP_CHECK_DB"
 
+// keyIndexEnv names the file the check child writes the image's key index
+// to (keyindex.go); unset, it writes none.
+const keyIndexEnv = "KUBEKEEP_ETCDSNAP_CHECK_KEYS"
+
 func init() {
 	if p, ok := os.LookupEnv(checkEnv); ok {
 		runCheckChild(p)
@@ -30,7 +34,21 @@ type checkResult struct {
 }
 
 func runCheckChild(path string) {
-	st, exports, err := checkDB(path)
+	keysPath := os.Getenv(keyIndexEnv)
+	var kx *keyIndexBuilder
+	if keysPath != "" {
+		// An index left by an earlier check must never pass for this one's.
+		_ = os.Remove(keysPath)
+		kx = newKeyIndexBuilder()
+	}
+	st, exports, err := checkDB(path, kx)
+	if err == nil && kx != nil {
+		// The index is an accelerator: failing to write one leaves the
+		// version readable the slow way, never fails its check.
+		if werr := writeKeyIndexFile(keysPath, kx, st); werr != nil {
+			fmt.Fprintf(os.Stderr, "key index %s not written: %v\n", keysPath, werr)
+		}
+	}
 	res := checkResult{Stats: st, Exports: exports}
 	if err != nil {
 		res.Err = err.Error()
@@ -58,14 +76,43 @@ func runCheckChild(path string) {
 // catch, and a backup agent must survive the very corruption it exists to
 // detect.
 func CheckDB(path string) (DBStats, error) {
-	st, _, err := checkInChild(path)
+	st, _, err := checkChild(path, "")
 	return st, err
 }
 
 // checkInChild runs checkDB in a child process and also returns the newest
 // stored values of kubeadm's ConfigMaps, by etcd key (absent when the image
-// has none).
+// has none). The child writes the image's key index to
+// KeyIndexPathFor(path) (Info.Check picks it up); an index that could not
+// be written is simply absent.
 func checkInChild(path string) (DBStats, map[string][]byte, error) {
+	return checkChild(path, KeyIndexPathFor(path))
+}
+
+// writeKeyIndexFile writes kx to path, 0600, through a temp file renamed
+// into place: a reader sees a whole index or none.
+func writeKeyIndexFile(path string, kx *keyIndexBuilder, st DBStats) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = kx.write(f, st)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// checkChild runs checkDB in a child process; with keysPath, the child
+// also writes the image's key index there.
+func checkChild(path, keysPath string) (DBStats, map[string][]byte, error) {
 	var st DBStats
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -75,7 +122,8 @@ func checkInChild(path string) (DBStats, map[string][]byte, error) {
 	// /proc/self/exe still works when the binary was replaced on disk by
 	// an upgrade while the agent runs.
 	cmd := exec.Command("/proc/self/exe")
-	cmd.Env = append(os.Environ(), checkEnv+"="+path)
+	// The last setting of a variable wins: an empty keysPath writes none.
+	cmd.Env = append(os.Environ(), checkEnv+"="+path, keyIndexEnv+"="+keysPath)
 	// A process group of its own: a SIGTERM or ^C to the agent's group
 	// must not kill the check half-way (the agent lets a running commit
 	// finish on SIGTERM), and a dead check must never read as a corrupt

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -91,7 +92,9 @@ func openDB(path string) (*bolt.DB, error) {
 // ConfigMaps (kubeadmExportKeys), so the ClusterConfiguration, the
 // KubeletConfiguration and the KubeProxyConfiguration come out of the same
 // pass instead of a second scan.
-func checkDB(path string) (st DBStats, exports map[string][]byte, err error) {
+//
+// With kx, it also collects the key index (keyindex.go) on the way.
+func checkDB(path string, kx *keyIndexBuilder) (st DBStats, exports map[string][]byte, err error) {
 	db, err := openDB(path)
 	if err != nil {
 		return st, nil, err
@@ -109,6 +112,9 @@ func checkDB(path string) (st DBStats, exports map[string][]byte, err error) {
 	st.PageSize = db.Info().PageSize
 	err = db.View(func(tx *bolt.Tx) error {
 		st.Size = tx.Size()
+		if kx != nil {
+			kx.base, kx.size = db.Info().Data, uintptr(st.Size)
+		}
 		var errs []error
 		for e := range tx.Check() {
 			// Keep draining: Check's goroutine blocks until the channel is read.
@@ -144,6 +150,9 @@ func checkDB(path string) (st DBStats, exports map[string][]byte, err error) {
 			}
 			st.Entries++
 			st.Revision = max(st.Revision, e.Main)
+			if kx != nil && len(v) > 0 {
+				kx.add(e, v, uintptr(unsafe.Pointer(unsafe.SliceData(v))))
+			}
 			if e.IsBumpMarker() {
 				return nil
 			}
