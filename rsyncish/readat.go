@@ -1,0 +1,223 @@
+package rsyncish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kubekeep/kubekeep/rsyncish/format"
+)
+
+// StreamAt is random access into one stored stream: a read maps its range
+// through the entry's extents and reads, and checks against its hash, only
+// the blobs it touches (a zero extent costs nothing); the last few blobs
+// read are kept, so neighbouring small reads cost one blob. It holds the
+// store's read lock until closed, as OpenStream's reader does. Safe for
+// concurrent use.
+type StreamAt struct {
+	s      *Store
+	id     string
+	name   string
+	size   int64
+	exts   format.Extents
+	starts []int64 // stream offset of each extent
+	shared *sharedBlobs
+
+	bytesRead atomic.Int64 // stream bytes served
+}
+
+// sharedBlobs is what the streams of one OpenStreamsAt share: the read
+// lock, the pack index (loaded at the first read), open pack files and a
+// few recently read blobs.
+type sharedBlobs struct {
+	s       *Store
+	release func()
+	refs    atomic.Int32
+
+	mu     sync.Mutex
+	br     *blobReader
+	recent []recentBlob
+
+	blobBytes atomic.Int64 // blob bytes read from packs
+	blobs     atomic.Int64 // blobs read from packs
+}
+
+type recentBlob struct {
+	id   format.ID
+	data []byte
+}
+
+// recentBlobs bounds the blobs kept per OpenStreamsAt (64 KiB each by
+// default).
+const recentBlobs = 8
+
+// OpenStreamAt opens stream name of version id for random access.
+func (s *Store) OpenStreamAt(id, name string) (*StreamAt, error) {
+	out, err := s.OpenStreamsAt(id, name)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// OpenStreamsAt opens several streams of version id for random access with
+// one manifest read, one read lock and one pack index between them. Each
+// must be closed; the lock is released with the last.
+func (s *Store) OpenStreamsAt(id string, names ...string) (out []*StreamAt, err error) {
+	release, err := s.readLock(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+	m, err := s.manifest(id)
+	if err != nil {
+		return nil, err
+	}
+	sh := &sharedBlobs{s: s, release: release}
+	for _, name := range names {
+		var e *format.Entry
+		for i := range m.Entries {
+			if m.Entries[i].Type == format.TypeStream && m.Entries[i].Path == name {
+				e = &m.Entries[i]
+				break
+			}
+		}
+		if e == nil {
+			return nil, fmt.Errorf("version %s has no stream %q: %w", id, name, ErrNotFound)
+		}
+		r := &StreamAt{s: s, id: id, name: name, size: e.Size, exts: e.Extents, starts: make([]int64, len(e.Extents)), shared: sh}
+		var off int64
+		for i, x := range e.Extents {
+			r.starts[i] = off
+			off += int64(x.Len)
+		}
+		out = append(out, r)
+	}
+	sh.refs.Store(int32(len(out)))
+	return out, nil
+}
+
+// Size is the stream's length in bytes.
+func (r *StreamAt) Size() int64 { return r.size }
+
+// BytesRead is how many stream bytes reads have returned.
+func (r *StreamAt) BytesRead() int64 { return r.bytesRead.Load() }
+
+// BlobBytesRead is how many bytes of blobs the streams opened together
+// with this one have read from packs (and checked): the store I/O they
+// cost, whatever the caches above the store kept.
+func (r *StreamAt) BlobBytesRead() int64 { return r.shared.blobBytes.Load() }
+
+// ReadAt implements io.ReaderAt.
+func (r *StreamAt) ReadAt(p []byte, off int64) (int, error) {
+	if r.shared == nil {
+		return 0, fmt.Errorf("stream %q of version %s: read after Close", r.name, r.id)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("stream %q of version %s: negative offset %d", r.name, r.id, off)
+	}
+	if off >= r.size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	want := len(p)
+	if int64(want) > r.size-off {
+		p = p[:r.size-off]
+	}
+	// The extent holding off.
+	i := sort.Search(len(r.starts), func(i int) bool { return r.starts[i] > off }) - 1
+	n := 0
+	for n < len(p) {
+		if i < 0 || i >= len(r.exts) {
+			return n, fmt.Errorf("stream %q of version %s: no extent at offset %d", r.name, r.id, off)
+		}
+		x := r.exts[i]
+		in := off - r.starts[i]
+		k := int(min(int64(len(p)-n), int64(x.Len)-in))
+		if x.ID.IsZero() {
+			clear(p[n : n+k])
+		} else {
+			blob, err := r.shared.blob(x.ID)
+			if err != nil {
+				return n, fmt.Errorf("stream %q of version %s at offset %d: %w", r.name, r.id, off, err)
+			}
+			if int64(x.Off)+int64(x.Len) > int64(len(blob)) {
+				return n, fmt.Errorf("stream %q of version %s: extent %d+%d beyond blob %s of %d bytes", r.name, r.id, x.Off, x.Len, x.ID.Short(), len(blob))
+			}
+			copy(p[n:n+k], blob[int64(x.Off)+in:])
+		}
+		n += k
+		off += int64(k)
+		i++
+	}
+	r.bytesRead.Add(int64(n))
+	if n < want {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// blob returns a checked blob, from the few kept or from its pack.
+func (sh *sharedBlobs) blob(id format.ID) ([]byte, error) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for i, b := range sh.recent {
+		if b.id == id {
+			// Most recent last.
+			copy(sh.recent[i:], sh.recent[i+1:])
+			sh.recent[len(sh.recent)-1] = b
+			return b.data, nil
+		}
+	}
+	if sh.br == nil {
+		x, err := sh.s.index()
+		if err != nil {
+			return nil, err
+		}
+		sh.br = newBlobReader(sh.s, x)
+	}
+	data, err := sh.br.blob(id, nil)
+	if err != nil {
+		return nil, err
+	}
+	sh.blobBytes.Add(int64(len(data)))
+	sh.blobs.Add(1)
+	if len(sh.recent) == recentBlobs {
+		copy(sh.recent, sh.recent[1:])
+		sh.recent = sh.recent[:recentBlobs-1]
+	}
+	sh.recent = append(sh.recent, recentBlob{id: id, data: data})
+	return data, nil
+}
+
+// Close releases the stream; the last stream of an OpenStreamsAt closes
+// the pack files and releases the read lock.
+func (r *StreamAt) Close() error {
+	sh := r.shared
+	if sh == nil {
+		return errors.New("stream already closed")
+	}
+	r.shared = nil
+	if sh.refs.Add(-1) > 0 {
+		return nil
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	var err error
+	if sh.br != nil {
+		err = sh.br.Close()
+	}
+	sh.recent = nil
+	sh.release()
+	return err
+}

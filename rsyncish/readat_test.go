@@ -1,0 +1,132 @@
+package rsyncish
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// readAtStream stores data as stream "s" (16 KiB blocks) and opens it for
+// random access.
+func readAtStream(t *testing.T, data []byte) (*Store, *StreamAt) {
+	t.Helper()
+	s := openTest(t, filepath.Join(t.TempDir(), "store"), 16<<10)
+	vi := commitVersion(t, s, func(w *VersionWriter) error {
+		_, err := w.AddStream("s", bytes.NewReader(data))
+		return err
+	})
+	r, err := s.OpenStreamAt(vi.ID, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return s, r
+}
+
+// TestStreamAtReadsWhatWasStored: random reads, across block and extent
+// boundaries, through zero runs, at the end, return the stored bytes.
+func TestStreamAtReadsWhatWasStored(t *testing.T) {
+	data := randBytes(1 << 20)
+	clear(data[200<<10 : 500<<10]) // a zero run: one extent, no blob
+	_, r := readAtStream(t, data)
+	if r.Size() != int64(len(data)) {
+		t.Fatalf("size %d, want %d", r.Size(), len(data))
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 500 {
+		off := rng.IntN(len(data))
+		n := rng.IntN(70 << 10)
+		buf := make([]byte, n)
+		got, err := r.ReadAt(buf, int64(off))
+		want := min(n, len(data)-off)
+		if got != want || (err != nil && !(err == io.EOF && want < n)) {
+			t.Fatalf("ReadAt(%d, %d): %d, %v; want %d", off, n, got, err, want)
+		}
+		if !bytes.Equal(buf[:got], data[off:off+want]) {
+			t.Fatalf("ReadAt(%d, %d): wrong bytes", off, n)
+		}
+	}
+	if n, err := r.ReadAt(make([]byte, 1), int64(len(data))); n != 0 || err != io.EOF {
+		t.Errorf("read at the end: %d, %v", n, err)
+	}
+}
+
+// TestStreamAtReadsOnlyTouchedBlobs: a small read of a 4 MiB stream reads
+// the one blob under it from the packs, not the stream.
+func TestStreamAtReadsOnlyTouchedBlobs(t *testing.T) {
+	data := randBytes(4 << 20)
+	_, r := readAtStream(t, data)
+	buf := make([]byte, 100)
+	if _, err := r.ReadAt(buf, 3<<20+5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadAt(buf, 3<<20+500); err != nil { // same blob: kept
+		t.Fatal(err)
+	}
+	if got := r.BlobBytesRead(); got != 16<<10 {
+		t.Errorf("two reads in one block read %d blob bytes, want one 16 KiB blob", got)
+	}
+}
+
+// TestStreamAtRot: a rotten blob under a read is an error naming the
+// stream, never wrong bytes; reads elsewhere still work.
+func TestStreamAtRot(t *testing.T) {
+	data := randBytes(256 << 10)
+	s, r := readAtStream(t, data)
+	packs, err := filepath.Glob(filepath.Join(s.dir, packsDir, "*"+packExt))
+	if err != nil || len(packs) != 1 {
+		t.Fatalf("packs %v %v", packs, err)
+	}
+	pack, err := os.ReadFile(packs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The stream's blobs are stored in order: the first is at offset 0.
+	pack[10] ^= 1
+	if err := os.WriteFile(packs[0], pack, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.ReadAt(make([]byte, 10), 5)
+	if err == nil || !strings.Contains(err.Error(), "does not match its hash") || !strings.Contains(err.Error(), `stream "s"`) {
+		t.Errorf("read of a rotten blob: %v", err)
+	}
+	buf := make([]byte, 10)
+	if _, err := r.ReadAt(buf, 100<<10); err != nil || !bytes.Equal(buf, data[100<<10:100<<10+10]) {
+		t.Errorf("read of a good blob: %v", err)
+	}
+}
+
+// TestStreamAtHoldsReadLock: a prune (exclusive read lock) waits while a
+// StreamAt is open, as for OpenStream.
+func TestStreamAtHoldsReadLock(t *testing.T) {
+	s, r := readAtStream(t, randBytes(10))
+	f, err := openLockFile(s.path(readLockFile), os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := flockNB(f); err == nil {
+		t.Fatal("exclusive lock taken while a StreamAt is open")
+	}
+	r.Close()
+	if err := flockNB(f); err != nil {
+		t.Fatalf("exclusive lock after Close: %v", err)
+	}
+	if _, err := s.OpenStreamAt("nope", "s"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown version: %v", err)
+	}
+}
+
+// flockNB tries the exclusive lock without waiting (and drops it again).
+func flockNB(f *os.File) error {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return err
+	}
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}
