@@ -36,15 +36,9 @@ var (
 )
 
 // entry is where the live value of one key is: a revision in the bbolt
-// file, or a value carried in by ApplyEvents.
-type entry struct {
-	rev            etcdsnap.Revision
-	createRevision int64
-	version        int64
-	overlay        bool
-	value          []byte // only for overlays
-	lease          int64  // only for overlays
-}
+// file, or a value carried in by ApplyEvents (overlay, with its value and
+// lease).
+type entry = keyState
 
 // ErrCompacted means the revision asked for is older than the snapshot's
 // compaction: etcd has already dropped the history needed to answer.
@@ -206,7 +200,7 @@ func (s *Snapshot) GetKey(key string) (*Object, error) {
 	if e.rev.Tombstone {
 		return nil, &NotFoundError{Key: key, DeletedAt: e.rev.Main, Revision: s.rev}
 	}
-	raw, lease, err := s.value(key, e)
+	raw, lease, err := s.valueLease(key, e)
 	if err != nil {
 		return nil, err
 	}
@@ -231,11 +225,16 @@ func (s *Snapshot) RawValue(key string) ([]byte, error) {
 	if !ok || s.entries[i].rev.Tombstone {
 		return nil, &NotFoundError{Key: key, Revision: s.rev}
 	}
-	v, _, err := s.value(key, s.entries[i])
+	v, _, err := s.valueLease(key, s.entries[i])
 	return v, err
 }
 
-func (s *Snapshot) value(key string, e entry) ([]byte, int64, error) {
+func (s *Snapshot) value(key string, e entry) ([]byte, error) {
+	v, _, err := s.valueLease(key, e)
+	return v, err
+}
+
+func (s *Snapshot) valueLease(key string, e entry) ([]byte, int64, error) {
 	if e.overlay {
 		return e.value, e.lease, nil
 	}
@@ -317,132 +316,60 @@ func (s *Snapshot) Len() int {
 // in it and are skipped, so overlapping delta logs apply cleanly. For a
 // point in time, pass only the events up to it.
 func (s *Snapshot) ApplyEvents(events []etcdsnap.Event) error {
-	base, last := s.rev, int64(0)
-	for n, ev := range events {
-		if ev.ModRevision < last {
-			return fmt.Errorf("event %d (%s %s at revision %d): out of order after revision %d", n, ev.Type, ev.Key, ev.ModRevision, last)
-		}
-		last = ev.ModRevision
-		if ev.ModRevision <= base {
-			continue
-		}
-		if ev.Key == "" {
-			return fmt.Errorf("event %d at revision %d: empty key", n, ev.ModRevision)
-		}
-		e := entry{overlay: true, rev: etcdsnap.Revision{Main: ev.ModRevision}}
-		switch ev.Type {
-		case etcdsnap.EventPut:
-			e.value, e.lease, e.version = ev.Value, ev.Lease, ev.Version
-			e.createRevision = ev.CreateRevision
-			if e.createRevision == 0 {
-				e.createRevision = ev.ModRevision
-			}
-		case etcdsnap.EventDelete:
-			e.rev.Tombstone = true
-		default:
-			return fmt.Errorf("event %d (%s at revision %d): unknown type %d", n, ev.Key, ev.ModRevision, ev.Type)
-		}
-		if i, ok := s.keys[ev.Key]; ok {
-			// Two changes of one key in one transaction keep the later.
+	last, err := applyEvents(s.rev, events, func(key string, e entry) {
+		if i, ok := s.keys[key]; ok {
 			s.entries[i] = e
 		} else {
-			s.keys[ev.Key] = int32(len(s.entries))
+			s.keys[key] = int32(len(s.entries))
 			s.entries = append(s.entries, e)
 		}
+	})
+	if err != nil {
+		return err
 	}
 	s.rev = max(s.rev, last)
 	return nil
 }
 
-// ChangeType says how an object differs between two snapshots.
-type ChangeType string
+// Items is List as Reader has it.
+func (s *Snapshot) Items(f Filter) ([]Item, error) { return s.List(f), nil }
 
-const (
-	Added   ChangeType = "added"
-	Removed ChangeType = "removed"
-	Changed ChangeType = "changed"
-)
+func (s *Snapshot) keyringOf() *Keyring { return s.keyring }
+func (s *Snapshot) baseName() string    { return "" }
 
-// Change is one object that differs between two snapshots.
-type Change struct {
-	Type        ChangeType
-	Ref         Ref
-	Key         string
-	OldRevision int64 // mod revision in a; 0 when added
-	NewRevision int64 // mod revision in b; 0 when removed
+func (s *Snapshot) lookup(key string) (keyState, bool, error) {
+	i, ok := s.keys[key]
+	if !ok {
+		return keyState{}, false, nil
+	}
+	return s.entries[i], true, nil
 }
 
-// Diff lists the objects under /registry added, removed and changed from a
-// to b, sorted by key. Within one etcd history a key's mod revision names
-// exactly one value, so equal revisions are taken as equal without reading
-// values; otherwise the stored bytes are compared, after decryption when
-// the snapshots have keys (encryption uses a fresh nonce every write, so
-// identical objects differ as ciphertext).
-func Diff(a, b *Snapshot) ([]Change, error) {
-	var out []Change
-	for key, i := range a.keys {
-		ref, ok := RefFromKey(key)
-		if !ok {
-			continue
-		}
-		ea := a.entries[i]
-		j, inB := b.keys[key]
-		var eb entry
-		if inB {
-			eb = b.entries[j]
-		}
-		switch {
-		case ea.rev.Tombstone && (!inB || eb.rev.Tombstone):
-		case ea.rev.Tombstone:
-			out = append(out, Change{Type: Added, Ref: ref, Key: key, NewRevision: eb.rev.Main})
-		case !inB || eb.rev.Tombstone:
-			out = append(out, Change{Type: Removed, Ref: ref, Key: key, OldRevision: ea.rev.Main})
-		default:
-			same, err := sameValue(a, b, key, ea, eb)
-			if err != nil {
-				return nil, err
-			}
-			if !same {
-				out = append(out, Change{Type: Changed, Ref: ref, Key: key, OldRevision: ea.rev.Main, NewRevision: eb.rev.Main})
-			}
+func (s *Snapshot) overlayKeys() []string {
+	var out []string
+	for k, i := range s.keys {
+		if s.entries[i].overlay {
+			out = append(out, k)
 		}
 	}
-	for key, j := range b.keys {
-		if _, inA := a.keys[key]; inA || b.entries[j].rev.Tombstone {
-			continue
-		}
-		if ref, ok := RefFromKey(key); ok {
-			out = append(out, Change{Type: Added, Ref: ref, Key: key, NewRevision: b.entries[j].rev.Main})
-		}
-	}
-	sort.Slice(out, func(x, y int) bool { return out[x].Key < out[y].Key })
-	return out, nil
+	sort.Strings(out)
+	return out
 }
 
-func sameValue(a, b *Snapshot, key string, ea, eb entry) (bool, error) {
-	if ea.rev.Main == eb.rev.Main && ea.rev.Sub == eb.rev.Sub && !ea.overlay && !eb.overlay {
-		return true, nil
+// walk visits the keys with the prefix in key order.
+func (s *Snapshot) walk(prefix string, fn func(key string, st keyState) error) error {
+	var ks []string
+	for k := range s.keys {
+		if strings.HasPrefix(k, prefix) {
+			ks = append(ks, k)
+		}
 	}
-	va, _, err := a.value(key, ea)
-	if err != nil {
-		return false, err
+	sort.Strings(ks)
+	for _, k := range ks {
+		if err := fn(k, s.entries[s.keys[k]]); err != nil {
+			return err
+		}
 	}
-	vb, _, err := b.value(key, eb)
-	if err != nil {
-		return false, err
-	}
-	if string(va) == string(vb) {
-		return true, nil
-	}
-	if !strings.HasPrefix(string(va), encPrefix) && !strings.HasPrefix(string(vb), encPrefix) {
-		return false, nil
-	}
-	pa, errA := plaintext(key, va, a.keyring)
-	pb, errB := plaintext(key, vb, b.keyring)
-	if errA != nil || errB != nil {
-		// Without keys, two ciphertexts cannot be shown equal: report them
-		// as changed, which is the safe side for a restore decision.
-		return false, nil
-	}
-	return string(pa) == string(pb), nil
+	return nil
 }
+

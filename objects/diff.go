@@ -1,0 +1,184 @@
+package objects
+
+import (
+	"iter"
+	"strings"
+)
+
+// ChangeType says how an object differs between two snapshots.
+type ChangeType string
+
+const (
+	Added   ChangeType = "added"
+	Removed ChangeType = "removed"
+	Changed ChangeType = "changed"
+)
+
+// Change is one object that differs between two snapshots.
+type Change struct {
+	Type        ChangeType
+	Ref         Ref
+	Key         string
+	OldRevision int64 // mod revision in a; 0 when added
+	NewRevision int64 // mod revision in b; 0 when removed
+}
+
+// Diff lists the objects under /registry added, removed and changed from a
+// to b, sorted by key. It walks both key sets in key order (for an Indexed,
+// its index: no values) and reads values only for keys whose revisions
+// differ. Within one etcd history a key's mod and create revisions name
+// exactly one value, so equal revisions are taken as equal; otherwise the
+// stored bytes are compared, after decryption when the readers have keys
+// (encryption uses a fresh nonce every write, so identical objects differ
+// as ciphertext). Two readers on the same base snapshot (IndexedConfig.Base,
+// e.g. two journal versions of one full version) differ only where events
+// moved them: only those keys are looked at.
+func Diff(a, b Reader) ([]Change, error) {
+	var out []Change
+	add := func(key string, sa keyState, inA bool, sb keyState, inB bool) error {
+		ref, ok := RefFromKey(key)
+		if !ok {
+			return nil
+		}
+		liveA, liveB := inA && !sa.rev.Tombstone, inB && !sb.rev.Tombstone
+		switch {
+		case !liveA && !liveB:
+		case !liveA:
+			out = append(out, Change{Type: Added, Ref: ref, Key: key, NewRevision: sb.rev.Main})
+		case !liveB:
+			out = append(out, Change{Type: Removed, Ref: ref, Key: key, OldRevision: sa.rev.Main})
+		default:
+			same, err := sameValue(a, b, key, sa, sb)
+			if err != nil {
+				return err
+			}
+			if !same {
+				out = append(out, Change{Type: Changed, Ref: ref, Key: key, OldRevision: sa.rev.Main, NewRevision: sb.rev.Main})
+			}
+		}
+		return nil
+	}
+	if a.baseName() != "" && a.baseName() == b.baseName() {
+		for _, key := range mergeSorted(a.overlayKeys(), b.overlayKeys()) {
+			if !strings.HasPrefix(key, registryPrefix) {
+				continue
+			}
+			sa, inA, err := a.lookup(key)
+			if err != nil {
+				return nil, err
+			}
+			sb, inB, err := b.lookup(key)
+			if err != nil {
+				return nil, err
+			}
+			if err := add(key, sa, inA, sb, inB); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	nextB, stopB := iter.Pull2(walkSeq(b))
+	defer stopB()
+	kb, sb, okB := nextB()
+	err := a.walk(registryPrefix, func(ka string, sa keyState) error {
+		for okB && kb.key < ka {
+			if err := add(kb.key, keyState{}, false, sb, true); err != nil {
+				return err
+			}
+			kb, sb, okB = nextB()
+		}
+		if okB && kb.key == ka {
+			err := add(ka, sa, true, sb, true)
+			kb, sb, okB = nextB()
+			return err
+		}
+		return add(ka, sa, true, keyState{}, false)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for ; okB; kb, sb, okB = nextB() {
+		if err := add(kb.key, keyState{}, false, sb, true); err != nil {
+			return nil, err
+		}
+	}
+	if kb.err != nil {
+		return nil, kb.err
+	}
+	return out, nil
+}
+
+// walked is one key of a walk, or the walk's error (last).
+type walked struct {
+	key string
+	err error
+}
+
+func walkSeq(r Reader) iter.Seq2[walked, keyState] {
+	return func(yield func(walked, keyState) bool) {
+		stop := false
+		err := r.walk(registryPrefix, func(key string, st keyState) error {
+			if !yield(walked{key: key}, st) {
+				stop = true
+				return errStopWalk
+			}
+			return nil
+		})
+		if err != nil && !stop {
+			yield(walked{err: err}, keyState{})
+		}
+	}
+}
+
+type stopWalk struct{}
+
+func (stopWalk) Error() string { return "walk stopped" }
+
+var errStopWalk error = stopWalk{}
+
+func mergeSorted(a, b []string) []string {
+	out := make([]string, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || i < len(a) && a[i] < b[j]:
+			out = append(out, a[i])
+			i++
+		case i == len(a) || b[j] < a[i]:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
+}
+
+func sameValue(a, b Reader, key string, ea, eb keyState) (bool, error) {
+	if ea.rev.Main == eb.rev.Main && ea.createRevision == eb.createRevision && (ea.overlay || eb.overlay || ea.rev.Sub == eb.rev.Sub) {
+		return true, nil
+	}
+	va, err := a.value(key, ea)
+	if err != nil {
+		return false, err
+	}
+	vb, err := b.value(key, eb)
+	if err != nil {
+		return false, err
+	}
+	if string(va) == string(vb) {
+		return true, nil
+	}
+	if !strings.HasPrefix(string(va), encPrefix) && !strings.HasPrefix(string(vb), encPrefix) {
+		return false, nil
+	}
+	pa, errA := plaintext(key, va, a.keyringOf())
+	pb, errB := plaintext(key, vb, b.keyringOf())
+	if errA != nil || errB != nil {
+		// Without keys, two ciphertexts cannot be shown equal: report them
+		// as changed, which is the safe side for a restore decision.
+		return false, nil
+	}
+	return string(pa) == string(pb), nil
+}
