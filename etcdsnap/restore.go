@@ -5,16 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
 
@@ -43,6 +38,18 @@ type RestoreConfig struct {
 	// the deltas). Revisions are the original cluster's, before the bump.
 	UntilRevision int64
 	UntilTime     time.Time
+	// LeaseTTL is the TTL a replay grants a lease that replayed keys were
+	// put under but the snapshot does not hold: one granted after it (a
+	// watch sees keys put under a lease, never the grant). Zero: the
+	// longest TTL among the snapshot's leases, which in a Kubernetes etcd
+	// is an Event lease (the apiserver's --event-ttl plus its reuse
+	// minute), and at least DefaultReplayLeaseTTL (--event-ttl's default
+	// plus that minute): a key kept too long costs little, one expired
+	// early is lost. The
+	// snapshot's own leases keep their IDs and TTLs, and replayed keys
+	// keep the lease ID they had, so Events and /registry/masterleases
+	// keys expire in the restored etcd as they would have in the original.
+	LeaseTTL time.Duration
 
 	// DataDir must not exist or be empty.
 	DataDir string
@@ -88,6 +95,10 @@ type RestoreResult struct {
 	ReplayedToTime     time.Time `json:"replayedToTime,omitzero"`
 	ReplayedEvents     int       `json:"replayedEvents"`
 	ReplayedRevisions  int       `json:"replayedRevisions"`
+	// GrantedLeases counts the leases the replay granted again (with
+	// their IDs and RestoreConfig.LeaseTTL) because replayed keys were put
+	// under them after the snapshot.
+	GrantedLeases int `json:"grantedLeases,omitempty"`
 	// Revision is the restored etcd's own revision (bumped).
 	Revision int64 `json:"revision"`
 	Keys     int64 `json:"keys"`
@@ -103,6 +114,13 @@ type RestoreResult struct {
 // snapshot file nobody vouched for is checked whole before DataDir is
 // touched; a vouched stream is checked on its way in (trailer unless
 // vouched for, length, meta pages) and refused before etcd opens it.
+//
+// Leases survive: the data dir keeps the snapshot's lease bucket (as
+// etcdutl's restore does), so its leases come back with their IDs and
+// TTLs, and each replayed put keeps the lease it was made under, granted
+// again with its ID when it came after the snapshot (RestoreConfig.LeaseTTL).
+// Events and /registry/masterleases keys expire in the restored etcd a TTL
+// after it starts, unless their owners renew them.
 func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, error) {
 	res := RestoreResult{DataDir: cfg.DataDir}
 	if cfg.DataDir == "" || cfg.Name == "" || cfg.InitialCluster == "" || cfg.InitialAdvertisePeerURLs == "" {
@@ -177,11 +195,11 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 	}
 
 	if len(plan.events) > 0 {
-		revs, err := replay(ctx, cfg, lg, plan.events)
+		revs, granted, err := replay(ctx, cfg, lg, plan.events)
 		if err != nil {
 			return res, fmt.Errorf("restore etcd: replay deltas into %s: %w", target, err)
 		}
-		res.ReplayedEvents, res.ReplayedRevisions = len(plan.events), revs
+		res.ReplayedEvents, res.ReplayedRevisions, res.GrantedLeases = len(plan.events), revs, granted
 		last := plan.events[len(plan.events)-1]
 		res.ReplayedToRevision, res.ReplayedToTime = last.ModRevision, last.Time
 	}
@@ -332,121 +350,4 @@ func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
 		}
 	}
 	return plan, nil
-}
-
-func freeLoopbackURL(scheme string) (url.URL, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return url.URL{}, err
-	}
-	defer l.Close()
-	return url.URL{Scheme: scheme, Host: "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)}, nil
-}
-
-// replay applies events with an embedded etcd on the restored dir; events
-// of one original revision go in one transaction, as they were written.
-// Leases are dropped: a lease granted after the snapshot does not exist in
-// the restored cluster, and keys under an expired lease are short-lived
-// (events, leader leases) that their owners recreate.
-func replay(ctx context.Context, cfg RestoreConfig, lg *zap.Logger, events []Event) (int, error) {
-	ec := embed.NewConfig()
-	ec.Name = cfg.Name
-	ec.Dir = cfg.DataDir
-	cu, err := freeLoopbackURL("http")
-	if err != nil {
-		return 0, err
-	}
-	pu, err := freeLoopbackURL("http")
-	if err != nil {
-		return 0, err
-	}
-	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	ec.ListenPeerUrls = []url.URL{pu}
-	// The member in the restored WAL advertises the manifest's peer URLs;
-	// keep them so etcd sees the same member, only listen elsewhere.
-	var adv []url.URL
-	for _, s := range strings.Split(cfg.InitialAdvertisePeerURLs, ",") {
-		u, err := url.Parse(strings.TrimSpace(s))
-		if err != nil {
-			return 0, fmt.Errorf("peer URL %q: %w", s, err)
-		}
-		adv = append(adv, *u)
-	}
-	ec.AdvertisePeerUrls = adv
-	ec.InitialCluster = cfg.InitialCluster
-	ec.ListenMetricsUrls = nil
-	ec.LogLevel = "error"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
-	e, err := embed.StartEtcd(ec)
-	if err != nil {
-		return 0, fmt.Errorf("start replay etcd: %w", err)
-	}
-	defer func() {
-		e.Close()
-		<-e.Server.StopNotify()
-	}()
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		return 0, fmt.Errorf("replay etcd failed: %w", err)
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-time.After(time.Minute):
-		return 0, errors.New("replay etcd not ready after a minute")
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cu.String()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return 0, err
-	}
-	defer cli.Close()
-	revs := 0
-	for i := 0; i < len(events); {
-		j := i
-		for j < len(events) && events[j].ModRevision == events[i].ModRevision {
-			j++
-		}
-		if err := applyRevision(ctx, cli, events[i:j]); err != nil {
-			return revs, fmt.Errorf("revision %d (%d changes): %w", events[i].ModRevision, j-i, err)
-		}
-		revs++
-		i = j
-	}
-	return revs, nil
-}
-
-// Limits of one etcd request (--max-txn-ops default 128, request size
-// 1.5 MiB): a revision that deleted a whole prefix can exceed them, and is
-// then applied in parts. Nobody reads the replay etcd meanwhile, so the
-// end state is the same.
-const (
-	maxReplayOps   = 128
-	maxReplayBytes = 1 << 20
-)
-
-func applyRevision(ctx context.Context, cli *clientv3.Client, evs []Event) error {
-	var ops []clientv3.Op
-	size := 0
-	commit := func() error {
-		if len(ops) == 0 {
-			return nil
-		}
-		_, err := cli.Txn(ctx).Then(ops...).Commit()
-		ops, size = ops[:0], 0
-		return err
-	}
-	for _, e := range evs {
-		n := len(e.Key) + len(e.Value)
-		if len(ops) == maxReplayOps || (len(ops) > 0 && size+n > maxReplayBytes) {
-			if err := commit(); err != nil {
-				return err
-			}
-		}
-		if e.Type == EventPut {
-			ops = append(ops, clientv3.OpPut(e.Key, string(e.Value)))
-		} else {
-			ops = append(ops, clientv3.OpDelete(e.Key))
-		}
-		size += n
-	}
-	return commit()
 }
