@@ -77,19 +77,31 @@ func Diff(a, b Reader) ([]Change, error) {
 		}
 		return out, nil
 	}
-	nextB, stopB := iter.Pull2(walkSeq(b))
+	pullB, stopB := iter.Pull2(walkSeq(b))
 	defer stopB()
-	kb, sb, okB := nextB()
+	var errB error
+	next := func() (string, keyState, bool) {
+		w, st, ok := pullB()
+		if ok && w.err != nil {
+			errB = w.err
+			return "", keyState{}, false
+		}
+		return w.key, st, ok
+	}
+	kb, sb, okB := next()
 	err := a.walk(registryPrefix, func(ka string, sa keyState) error {
-		for okB && kb.key < ka {
-			if err := add(kb.key, keyState{}, false, sb, true); err != nil {
+		for okB && kb < ka {
+			if err := add(kb, keyState{}, false, sb, true); err != nil {
 				return err
 			}
-			kb, sb, okB = nextB()
+			kb, sb, okB = next()
 		}
-		if okB && kb.key == ka {
+		if errB != nil {
+			return errB
+		}
+		if okB && kb == ka {
 			err := add(ka, sa, true, sb, true)
-			kb, sb, okB = nextB()
+			kb, sb, okB = next()
 			return err
 		}
 		return add(ka, sa, true, keyState{}, false)
@@ -97,13 +109,13 @@ func Diff(a, b Reader) ([]Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	for ; okB; kb, sb, okB = nextB() {
-		if err := add(kb.key, keyState{}, false, sb, true); err != nil {
+	for ; okB; kb, sb, okB = next() {
+		if err := add(kb, keyState{}, false, sb, true); err != nil {
 			return nil, err
 		}
 	}
-	if kb.err != nil {
-		return nil, kb.err
+	if errB != nil {
+		return nil, errB
 	}
 	return out, nil
 }

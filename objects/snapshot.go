@@ -372,4 +372,3 @@ func (s *Snapshot) walk(prefix string, fn func(key string, st keyState) error) e
 	}
 	return nil
 }
-

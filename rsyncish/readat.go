@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,6 @@ import (
 // store's read lock until closed, as OpenStream's reader does. Safe for
 // concurrent use.
 type StreamAt struct {
-	s      *Store
 	id     string
 	name   string
 	size   int64
@@ -57,52 +57,96 @@ const recentBlobs = 8
 
 // OpenStreamAt opens stream name of version id for random access.
 func (s *Store) OpenStreamAt(id, name string) (*StreamAt, error) {
-	out, err := s.OpenStreamsAt(id, name)
+	v, err := s.OpenVersion(id)
 	if err != nil {
 		return nil, err
 	}
-	return out[0], nil
+	defer v.Close()
+	return v.Stream(name)
 }
 
-// OpenStreamsAt opens several streams of version id for random access with
-// one manifest read, one read lock and one pack index between them. Each
-// must be closed; the lock is released with the last.
-func (s *Store) OpenStreamsAt(id string, names ...string) (out []*StreamAt, err error) {
+// VersionReader reads the entries of one version (and of others opened
+// through it) with one read lock, one pack index and one set of open pack
+// files between them: what a command that reads several streams and files
+// (get: the key index, the snapshot, the apiserver's manifest and
+// encryption config) pays once. The lock is released when the reader and
+// every stream opened through it are closed.
+type VersionReader struct {
+	id string
+	m  *format.Manifest
+	sh *sharedBlobs
+}
+
+// OpenVersion opens version id for reading.
+func (s *Store) OpenVersion(id string) (*VersionReader, error) {
 	release, err := s.readLock(context.Background())
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			release()
-		}
-	}()
+	sh := &sharedBlobs{s: s, release: release}
+	sh.refs.Store(1)
 	m, err := s.manifest(id)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &VersionReader{id: id, m: m, sh: sh}, nil
+}
+
+// Version opens another version through the same lock and pack index.
+func (v *VersionReader) Version(id string) (*VersionReader, error) {
+	m, err := v.sh.s.manifest(id)
 	if err != nil {
 		return nil, err
 	}
-	sh := &sharedBlobs{s: s, release: release}
-	for _, name := range names {
-		var e *format.Entry
-		for i := range m.Entries {
-			if m.Entries[i].Type == format.TypeStream && m.Entries[i].Path == name {
-				e = &m.Entries[i]
-				break
-			}
+	v.sh.refs.Add(1)
+	return &VersionReader{id: id, m: m, sh: v.sh}, nil
+}
+
+// ID is the version's ID.
+func (v *VersionReader) ID() string { return v.id }
+
+// Stream opens stream name for random access.
+func (v *VersionReader) Stream(name string) (*StreamAt, error) {
+	return v.open(func(e *format.Entry) bool { return e.Type == format.TypeStream && e.Path == name }, fmt.Sprintf("stream %q", name), name)
+}
+
+// File opens the content of the regular file stored for hostPath.
+func (v *VersionReader) File(hostPath string) (*StreamAt, error) {
+	hostPath = filepath.Clean(hostPath)
+	return v.open(func(e *format.Entry) bool { return e.Type == format.TypeFile && e.Path == hostPath }, "regular file "+hostPath, hostPath)
+}
+
+func (v *VersionReader) open(match func(*format.Entry) bool, what, name string) (*StreamAt, error) {
+	for i := range v.m.Entries {
+		e := &v.m.Entries[i]
+		if !match(e) {
+			continue
 		}
-		if e == nil {
-			return nil, fmt.Errorf("version %s has no stream %q: %w", id, name, ErrNotFound)
-		}
-		r := &StreamAt{s: s, id: id, name: name, size: e.Size, exts: e.Extents, starts: make([]int64, len(e.Extents)), shared: sh}
+		r := &StreamAt{id: v.id, name: name, size: e.Size, exts: e.Extents, starts: make([]int64, len(e.Extents)), shared: v.sh}
 		var off int64
 		for i, x := range e.Extents {
 			r.starts[i] = off
 			off += int64(x.Len)
 		}
-		out = append(out, r)
+		v.sh.refs.Add(1)
+		return r, nil
 	}
-	sh.refs.Store(int32(len(out)))
-	return out, nil
+	return nil, fmt.Errorf("version %s has no %s: %w", v.id, what, ErrNotFound)
+}
+
+// BlobBytesRead is how many bytes of blobs everything opened through v
+// read from packs (each checked against its hash).
+func (v *VersionReader) BlobBytesRead() int64 { return v.sh.blobBytes.Load() }
+
+// Close releases v; the lock goes with the last reader or stream.
+func (v *VersionReader) Close() error {
+	if v.sh == nil {
+		return nil
+	}
+	sh := v.sh
+	v.sh = nil
+	return sh.unref()
 }
 
 // Size is the stream's length in bytes.
@@ -208,6 +252,12 @@ func (r *StreamAt) Close() error {
 		return errors.New("stream already closed")
 	}
 	r.shared = nil
+	return sh.unref()
+}
+
+// unref drops one reference; the last closes the pack files and releases
+// the read lock.
+func (sh *sharedBlobs) unref() error {
 	if sh.refs.Add(-1) > 0 {
 		return nil
 	}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/objects"
 )
 
@@ -38,23 +40,36 @@ get'); otherwise differing ciphertexts count as changed.`,
 }
 
 // openPoint opens a diff argument: an RFC 3339 time or a version.
-func openPoint(ctx context.Context, g *globalOptions, arg, encConfig string) (*versionSnapshot, error) {
+func openPoint(ctx context.Context, g *globalOptions, arg, encConfig string, noIndex bool) (*versionSnapshot, error) {
 	if _, err := time.Parse(time.RFC3339, arg); err == nil {
-		return openVersionSnapshot(ctx, g, "", arg, encConfig)
+		return openVersionState(ctx, g, "", arg, encConfig, noIndex)
 	}
-	return openVersionSnapshot(ctx, g, arg, "", encConfig)
+	return openVersionState(ctx, g, arg, "", encConfig, noIndex)
 }
 
 func runDiff(ctx context.Context, g *globalOptions, o *diffOptions, from, to string) error {
 	if err := checkOutput(o.output, "table", "json"); err != nil {
 		return err
 	}
-	a, err := openPoint(ctx, g, from, o.encConfig)
+	err := diffPoints(ctx, g, o, from, to, false)
+	if errors.Is(err, etcdsnap.ErrKeyIndex) {
+		g.logger.Warn("an etcd key index is damaged; comparing the whole snapshots instead (verify --read-data names the damage)", "err", err)
+		err = diffPoints(ctx, g, o, from, to, true)
+	}
+	return err
+}
+
+// diffPoints compares the two points. Through the key indexes it walks
+// both in key order and reads values only where revisions differ; two
+// points on one base snapshot (journal versions of one full version, or
+// --at times after it) differ only by the journal between them.
+func diffPoints(ctx context.Context, g *globalOptions, o *diffOptions, from, to string, noIndex bool) error {
+	a, err := openPoint(ctx, g, from, o.encConfig, noIndex)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	b, err := openPoint(ctx, g, to, o.encConfig)
+	b, err := openPoint(ctx, g, to, o.encConfig, noIndex)
 	if err != nil {
 		return err
 	}
@@ -99,6 +114,6 @@ func runDiff(ctx context.Context, g *globalOptions, o *diffOptions, from, to str
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	g.logger.Info("diff", "from", a.id, "fromRevision", a.snap.Revision(), "to", b.id, "toRevision", b.snap.Revision(), "changes", len(changes))
+	g.logger.Info("diff", "from", a.id, "fromRevision", a.snap.Revision(), "to", b.id, "toRevision", b.snap.Revision(), "changes", len(changes), "indexed", a.indexed && b.indexed, "storeBytesRead", a.storeBytes()+b.storeBytes())
 	return nil
 }

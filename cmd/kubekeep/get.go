@@ -63,11 +63,12 @@ func runGet(ctx context.Context, g *globalOptions, o *getOptions, arg string) er
 	if err != nil {
 		return &exitError{code: 2, msg: err.Error()}
 	}
-	vs, err := openVersionSnapshot(ctx, g, o.version, o.at, o.encConfig)
-	if err != nil {
-		return err
-	}
-	defer vs.Close()
+	return withIndexFallback(ctx, g, o.version, o.at, o.encConfig, func(vs *versionSnapshot) error {
+		return printObject(g, o, ref, vs)
+	})
+}
+
+func printObject(g *globalOptions, o *getOptions, ref objects.Ref, vs *versionSnapshot) error {
 	obj, err := vs.snap.Get(ref)
 	var nf *objects.NotFoundError
 	if errors.As(err, &nf) {
@@ -89,7 +90,7 @@ func runGet(ctx context.Context, g *globalOptions, o *getOptions, arg string) er
 	if _, err := g.stdout.Write(out); err != nil {
 		return err
 	}
-	attrs := []any{"version", vs.id, "object", ref.String(), "modRevision", obj.ModRevision, "snapshotRevision", vs.snap.Revision(), "encoding", obj.Encoding}
+	attrs := []any{"version", vs.id, "object", ref.String(), "modRevision", obj.ModRevision, "snapshotRevision", vs.snap.Revision(), "encoding", obj.Encoding, "indexed", vs.indexed, "storeBytesRead", vs.storeBytes()}
 	if obj.EncryptedBy != nil {
 		attrs = append(attrs, "encryptedAtRest", obj.EncryptedBy.String(), "keysFrom", vs.encFrom)
 	}

@@ -71,12 +71,17 @@ func runObjects(ctx context.Context, g *globalOptions, o *objectsOptions, args [
 		f.Group, f.Resource = group, resource
 	}
 	f.Namespace = o.namespace
-	vs, err := openVersionSnapshot(ctx, g, o.version, o.at, o.encConfig)
+	return withIndexFallback(ctx, g, o.version, o.at, o.encConfig, func(vs *versionSnapshot) error {
+		return printObjects(g, o, f, vs)
+	})
+}
+
+func printObjects(g *globalOptions, o *objectsOptions, f objects.Filter, vs *versionSnapshot) error {
+	items, err := vs.snap.Items(f)
 	if err != nil {
-		return err
+		return fmt.Errorf("version %s: %w", vs.id, err)
 	}
-	defer vs.Close()
-	items := vs.snap.List(f)
+	g.logger.Info("listed objects", "version", vs.id, "revision", vs.snap.Revision(), "count", len(items), "indexed", vs.indexed, "storeBytesRead", vs.storeBytes())
 	if o.output == "json" {
 		type row struct {
 			Resource    string `json:"resource"`
@@ -96,11 +101,7 @@ func runObjects(ctx context.Context, g *globalOptions, o *objectsOptions, args [
 	for _, it := range items {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", resourceName(it.Ref), it.Ref.Namespace, it.Ref.Name, it.ModRevision)
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	g.logger.Info("listed objects", "version", vs.id, "revision", vs.snap.Revision(), "count", len(items))
-	return nil
+	return tw.Flush()
 }
 
 func resourceName(r objects.Ref) string {
@@ -110,12 +111,19 @@ func resourceName(r objects.Ref) string {
 	return r.Resource + "." + r.Group
 }
 
-// versionSnapshot is a version's etcd snapshot, materialised and opened.
+// versionSnapshot is a version's etcd state, opened for reading: through
+// the key index the backup stored beside the snapshot (random access into
+// the stored streams, nothing materialised), or for a version without one
+// (older backups, a damaged index) the snapshot materialised and opened
+// with bbolt. A journal version is its base's snapshot plus the journal up
+// to its revision; --at moves either kind on to a time.
 type versionSnapshot struct {
 	id      string
-	snap    *objects.Snapshot
-	file    *backup.SnapshotFile
-	deltas  int // events applied for --at
+	snap    objects.Reader
+	file    *backup.SnapshotFile // materialised only
+	vr      *rsyncish.VersionReader
+	indexed bool
+	deltas  int // journal events applied
 	encFrom string
 }
 
@@ -123,14 +131,47 @@ func (v *versionSnapshot) Close() {
 	if v.snap != nil {
 		_ = v.snap.Close()
 	}
+	if v.vr != nil {
+		_ = v.vr.Close()
+	}
 	v.file.Remove()
 }
 
-// openVersionSnapshot resolves --version/--at to a version, copies its
-// etcd snapshot stream to a file on the store's own filesystem (bbolt
-// needs a file; the root filesystem may be the broken one), opens it, and
-// for --at applies the recorded etcd changes up to that time.
-func openVersionSnapshot(ctx context.Context, g *globalOptions, version, at, encConfig string) (*versionSnapshot, error) {
+// storeBytes is what reading cost in blob bytes read from the store's
+// packs (the indexed path; 0 otherwise).
+func (v *versionSnapshot) storeBytes() int64 {
+	if v.vr == nil {
+		return 0
+	}
+	return v.vr.BlobBytesRead()
+}
+
+// withIndexFallback runs fn on the version's state and, when the key
+// index turns out damaged part-way (a block that fails its checksum, an
+// index that disagrees with the image), warns and runs it again on the
+// materialised snapshot: the index only speeds reads up, the snapshot is
+// the truth.
+func withIndexFallback(ctx context.Context, g *globalOptions, version, at, encConfig string, fn func(*versionSnapshot) error) error {
+	vs, err := openVersionState(ctx, g, version, at, encConfig, false)
+	if err != nil {
+		return err
+	}
+	err = fn(vs)
+	indexed := vs.indexed
+	vs.Close()
+	if err == nil || !indexed || !errors.Is(err, etcdsnap.ErrKeyIndex) {
+		return err
+	}
+	g.logger.Warn("the version's etcd key index is damaged; reading the whole snapshot instead (verify --read-data names the damage)", "version", vs.id, "err", err)
+	vs, err = openVersionState(ctx, g, version, at, encConfig, true)
+	if err != nil {
+		return err
+	}
+	defer vs.Close()
+	return fn(vs)
+}
+
+func openVersionState(ctx context.Context, g *globalOptions, version, at, encConfig string, noIndex bool) (*versionSnapshot, error) {
 	store, err := openStoreMode(g, false)
 	if err != nil {
 		return nil, err
@@ -150,20 +191,47 @@ func openVersionSnapshot(ctx context.Context, g *globalOptions, version, at, enc
 	if err != nil {
 		return nil, err
 	}
+	vi, err := store.Version(id)
+	if err != nil {
+		return nil, err
+	}
+	src, ok := backup.EtcdSourceOf(vi)
+	if !ok {
+		return nil, fmt.Errorf("version %s holds no etcd state (its etcd backup failed, or it is files-only)", id)
+	}
+	if at != "" && atTime.Before(vi.Time) {
+		return nil, fmt.Errorf("--at %s is before version %s (%s)", at, id, vi.Time.Format(time.RFC3339))
+	}
 	vs := &versionSnapshot{id: id}
-	ok := false
+	ok = false
 	defer func() {
 		if !ok {
 			vs.Close()
 		}
 	}()
-	if vs.file, err = backup.MaterializeSnapshot(ctx, store, id); err != nil {
+	if vs.vr, err = store.OpenVersion(id); err != nil {
 		return nil, err
 	}
-	if vs.snap, err = objects.Open(vs.file.Path); err != nil {
-		return nil, fmt.Errorf("version %s: %w", id, err)
+	if !noIndex {
+		vs.snap, err = openIndexed(vs.vr, src)
+		if errors.Is(err, etcdsnap.ErrKeyIndex) {
+			g.logger.Warn("the version's etcd key index is damaged; reading the whole snapshot instead (verify --read-data names the damage)", "version", src.Version, "err", err)
+		} else if err != nil && !errors.Is(err, rsyncish.ErrNotFound) {
+			return nil, fmt.Errorf("version %s: %w", id, err)
+		}
+		vs.indexed = vs.snap != nil
 	}
-	kr, from, err := keyring(store, id, g.cfg.Root, encConfig)
+	if vs.snap == nil {
+		// No key index (a version from before kubekeep wrote one): the
+		// snapshot is copied out of the store and opened with bbolt.
+		if vs.file, err = backup.MaterializeSnapshot(ctx, store, src.Version); err != nil {
+			return nil, err
+		}
+		if vs.snap, err = objects.Open(vs.file.Path); err != nil {
+			return nil, fmt.Errorf("version %s: %w", src.Version, err)
+		}
+	}
+	kr, from, err := keyring(vs.vr, id, g.cfg.Root, encConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -171,25 +239,60 @@ func openVersionSnapshot(ctx context.Context, g *globalOptions, version, at, enc
 		vs.snap.UseEncryption(kr)
 		vs.encFrom = from
 	}
-	if at != "" {
-		vi, err := store.Version(id)
-		if err != nil {
-			return nil, err
+	if src.Journal || at != "" {
+		untilRev := int64(0)
+		if at == "" {
+			untilRev = src.Revision
 		}
-		if atTime.Before(vi.Time) {
-			return nil, fmt.Errorf("--at %s is before version %s (%s)", at, id, vi.Time.Format(time.RFC3339))
-		}
-		if vs.deltas, err = applyDeltas(store, vs.snap, atTime); err != nil {
+		if vs.deltas, err = applyDeltas(store, vs.snap, untilRev, atTime); err != nil {
 			return nil, fmt.Errorf("version %s: %w", id, err)
 		}
+		if at == "" && vs.snap.Revision() != src.Revision {
+			return nil, fmt.Errorf("version %s: the journal reaches revision %d, the version is at %d", id, vs.snap.Revision(), src.Revision)
+		}
 	}
-	g.logger.Debug("opened version snapshot", "version", id, "revision", vs.snap.Revision(), "deltas", vs.deltas, "encryption", vs.encFrom)
+	g.logger.Debug("opened version snapshot", "version", id, "snapshotOf", src.Version, "revision", vs.snap.Revision(), "indexed", vs.indexed, "deltas", vs.deltas, "encryption", vs.encFrom)
 	ok = true
 	return vs, nil
 }
 
-// versionAt is the newest version started at or before t that holds an
-// etcd snapshot.
+// openIndexed opens the snapshot of src through its stored key index.
+func openIndexed(vr *rsyncish.VersionReader, src backup.EtcdSource) (objects.Reader, error) {
+	base := vr
+	if src.Version != vr.ID() {
+		var err error
+		if base, err = vr.Version(src.Version); err != nil {
+			return nil, err
+		}
+		defer base.Close()
+	}
+	idx, err := base.Stream(backup.EtcdKeyIndexStream)
+	if err != nil {
+		return nil, err
+	}
+	img, err := base.Stream(backup.EtcdSnapshotStream)
+	if err != nil {
+		idx.Close()
+		return nil, err
+	}
+	r, err := objects.OpenIndexed(objects.IndexedConfig{
+		Index: idx, IndexSize: idx.Size(), Image: img,
+		Base: src.Version,
+		OnClose: func() error {
+			idx.Close()
+			return img.Close()
+		},
+	})
+	if err != nil {
+		idx.Close()
+		img.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// versionAt is the newest version started at or before t that holds etcd
+// state (a snapshot of its own, or a base and the journal).
 func versionAt(store *rsyncish.Store, t time.Time) (string, error) {
 	vs, err := store.Versions()
 	if err != nil {
@@ -199,10 +302,8 @@ func versionAt(store *rsyncish.Store, t time.Time) (string, error) {
 		if vs[i].Time.After(t) {
 			continue
 		}
-		for _, sh := range vs[i].Streams {
-			if sh.Name == backup.EtcdSnapshotStream {
-				return vs[i].ID, nil
-			}
+		if _, ok := backup.EtcdSourceOf(vs[i]); ok {
+			return vs[i].ID, nil
 		}
 	}
 	return "", fmt.Errorf("no version with an etcd snapshot at or before %s: %w", t.Format(time.RFC3339), rsyncish.ErrNotFound)
@@ -211,7 +312,7 @@ func versionAt(store *rsyncish.Store, t time.Time) (string, error) {
 // keyring loads the EncryptionConfiguration: the file given, else the one
 // the version's kube-apiserver manifest names, read from the version
 // itself (the host's copy may be newer, or gone).
-func keyring(store *rsyncish.Store, id, root, explicit string) (*objects.Keyring, string, error) {
+func keyring(store *rsyncish.VersionReader, id, root, explicit string) (*objects.Keyring, string, error) {
 	if explicit != "" {
 		kr, err := objects.LoadEncryptionConfig(explicit)
 		return kr, explicit, err
@@ -246,27 +347,30 @@ func keyring(store *rsyncish.Store, id, root, explicit string) (*objects.Keyring
 	return kr, "version " + id + ":" + hostPath, nil
 }
 
-func readVersionFile(store *rsyncish.Store, id, hostPath string) ([]byte, error) {
-	rc, _, err := store.OpenFile(id, hostPath)
+func readVersionFile(vr *rsyncish.VersionReader, _, hostPath string) ([]byte, error) {
+	f, err := vr.File(hostPath)
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
-	return io.ReadAll(io.LimitReader(rc, 16<<20))
+	defer f.Close()
+	return io.ReadAll(io.NewSectionReader(f, 0, min(f.Size(), 16<<20)))
 }
 
 // applyDeltas replays the journal's etcd changes recorded after the
-// snapshot, up to t.
-func applyDeltas(store *rsyncish.Store, snap *objects.Snapshot, t time.Time) (int, error) {
-	// Only the segments up to t: damage in a later one blocks nothing
-	// before it.
+// snapshot up to revision untilRev or time t (zero: no such target).
+func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t time.Time) (int, error) {
+	// Only the segments up to the target: damage in a later one blocks
+	// nothing before it.
 	j, err := store.Journal(backup.DeltaJournal)
 	if err != nil {
 		return 0, fmt.Errorf("etcd deltas: %w", err)
 	}
-	datas, _, err := j.ReadNeeded(uint64(max(snap.Revision(), 0)), 0, t)
+	if t.IsZero() && untilRev <= snap.Revision() {
+		return 0, nil
+	}
+	datas, _, err := j.ReadNeeded(uint64(max(snap.Revision(), 0)), uint64(max(untilRev, 0)), t)
 	if err != nil {
-		if errors.Is(err, rsyncish.ErrNotFound) {
+		if errors.Is(err, rsyncish.ErrNotFound) && untilRev <= snap.Revision() {
 			return 0, nil
 		}
 		return 0, fmt.Errorf("etcd deltas: %w", err)
@@ -275,10 +379,10 @@ func applyDeltas(store *rsyncish.Store, snap *objects.Snapshot, t time.Time) (in
 	for i, d := range datas {
 		readers[i] = bytes.NewReader(d)
 	}
-	// The restore's own checks: no gap from the snapshot, t covered (up to
-	// the newest change or progress mark), not inside a stretch a
-	// restarted watch caught up on.
-	evs, err := etcdsnap.ReplayEvents(readers, snap.Revision(), 0, t)
+	// The restore's own checks: no gap from the snapshot, the target
+	// covered (up to the newest change or progress mark), not inside a
+	// stretch a restarted watch caught up on.
+	evs, err := etcdsnap.ReplayEvents(readers, snap.Revision(), untilRev, t)
 	if err != nil {
 		return 0, fmt.Errorf("etcd deltas: %w", err)
 	}
