@@ -19,6 +19,25 @@
 // rules that out for every stored version.
 // ApplyEvents moves a snapshot forward by watch events for a point in time.
 //
+// Indexed reads the same objects without bbolt and without the image on
+// disk: through the key index the backup's check writes beside each
+// snapshot (etcdsnap.KeyIndex) and any io.ReaderAt over the image, such as
+// rsyncish's random access into the stored stream. A lookup reads the
+// index's root, one chunk, one block and the one value, whatever the size
+// of etcd; Items reads only the index blocks under the filter's key prefix
+// (one resource, one namespace) and no values. Every value read is checked
+// against the index (the stored KeyValue must hold that key at that
+// revision), and a damaged index is an error wrapping
+// etcdsnap.ErrKeyIndex, never another object: the caller then falls back
+// to Open on the materialised snapshot, as `kubekeep get` does. Journal
+// events overlay the index as they overlay a Snapshot (ApplyEvents).
+//
+// Reader is what both offer, and what Diff takes: it walks the two key
+// sets in key order and reads values only for keys whose revisions differ
+// (equal mod and create revisions name one value in one etcd history);
+// two Indexed on the same base snapshot (IndexedConfig.Base) differ only
+// where their events moved them, and only those keys are looked at.
+//
 // Values are protobuf ("k8s\x00", built-in types, decoded with client-go's
 // scheme), JSON or CBOR (custom resources, CRDs), optionally encrypted at
 // rest ("k8s:enc:<provider>:v1:<key>:"); a Keyring built from the
