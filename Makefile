@@ -14,6 +14,7 @@ all: build
 deps:
 	$(GO) mod download
 	cd internal/etcd35 && $(GO) mod download
+	cd internal/versitygw && $(GO) mod download
 	cd internal/k8s134 && $(GO) mod download && cd ../kubenode/etcd36 && $(GO) mod download
 
 build: deps
