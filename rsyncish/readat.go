@@ -39,7 +39,7 @@ type sharedBlobs struct {
 	refs    atomic.Int32
 
 	mu     sync.Mutex
-	br     *blobReader
+	x      *readerIndex // loaded at the first read
 	recent []recentBlob
 
 	blobBytes atomic.Int64 // blob bytes read from packs
@@ -73,7 +73,7 @@ func (s *Store) OpenStreamAt(id, name string) (*StreamAt, error) {
 // every stream opened through it are closed.
 type VersionReader struct {
 	id string
-	m  *format.Manifest
+	m  *lazyManifest
 	sh *sharedBlobs
 }
 
@@ -85,7 +85,7 @@ func (s *Store) OpenVersion(id string) (*VersionReader, error) {
 	}
 	sh := &sharedBlobs{s: s, release: release}
 	sh.refs.Store(1)
-	m, err := s.manifest(id)
+	m, err := s.lazyManifest(id)
 	if err != nil {
 		release()
 		return nil, err
@@ -95,7 +95,7 @@ func (s *Store) OpenVersion(id string) (*VersionReader, error) {
 
 // Version opens another version through the same lock and pack index.
 func (v *VersionReader) Version(id string) (*VersionReader, error) {
-	m, err := v.sh.s.manifest(id)
+	m, err := v.sh.s.lazyManifest(id)
 	if err != nil {
 		return nil, err
 	}
@@ -108,31 +108,31 @@ func (v *VersionReader) ID() string { return v.id }
 
 // Stream opens stream name for random access.
 func (v *VersionReader) Stream(name string) (*StreamAt, error) {
-	return v.open(func(e *format.Entry) bool { return e.Type == format.TypeStream && e.Path == name }, fmt.Sprintf("stream %q", name), name)
+	return v.open(format.TypeStream, name, fmt.Sprintf("stream %q", name))
 }
 
 // File opens the content of the regular file stored for hostPath.
 func (v *VersionReader) File(hostPath string) (*StreamAt, error) {
 	hostPath = filepath.Clean(hostPath)
-	return v.open(func(e *format.Entry) bool { return e.Type == format.TypeFile && e.Path == hostPath }, "regular file "+hostPath, hostPath)
+	return v.open(format.TypeFile, hostPath, "regular file "+hostPath)
 }
 
-func (v *VersionReader) open(match func(*format.Entry) bool, what, name string) (*StreamAt, error) {
-	for i := range v.m.Entries {
-		e := &v.m.Entries[i]
-		if !match(e) {
-			continue
-		}
-		r := &StreamAt{id: v.id, name: name, size: e.Size, exts: e.Extents, starts: make([]int64, len(e.Extents)), shared: v.sh}
-		var off int64
-		for i, x := range e.Extents {
-			r.starts[i] = off
-			off += int64(x.Len)
-		}
-		v.sh.refs.Add(1)
-		return r, nil
+func (v *VersionReader) open(typ, name, what string) (*StreamAt, error) {
+	e, err := v.m.entry(typ, name)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("version %s has no %s: %w", v.id, what, ErrNotFound)
+	if e == nil {
+		return nil, fmt.Errorf("version %s has no %s: %w", v.id, what, ErrNotFound)
+	}
+	r := &StreamAt{id: v.id, name: name, size: e.Size, exts: e.Extents, starts: make([]int64, len(e.Extents)), shared: v.sh}
+	var off int64
+	for i, x := range e.Extents {
+		r.starts[i] = off
+		off += int64(x.Len)
+	}
+	v.sh.refs.Add(1)
+	return r, nil
 }
 
 // BlobBytesRead is how many bytes of blobs everything opened through v
@@ -223,14 +223,14 @@ func (sh *sharedBlobs) blob(id format.ID) ([]byte, error) {
 			return b.data, nil
 		}
 	}
-	if sh.br == nil {
-		x, err := sh.s.index()
+	if sh.x == nil {
+		x, err := sh.s.loadReaderIndex()
 		if err != nil {
 			return nil, err
 		}
-		sh.br = newBlobReader(sh.s, x)
+		sh.x = x
 	}
-	data, err := sh.br.blob(id, nil)
+	data, err := sh.x.blob(sh.s, id)
 	if err != nil {
 		return nil, err
 	}
@@ -264,8 +264,8 @@ func (sh *sharedBlobs) unref() error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	var err error
-	if sh.br != nil {
-		err = sh.br.Close()
+	if sh.x != nil {
+		err = sh.x.close()
 	}
 	sh.recent = nil
 	sh.release()

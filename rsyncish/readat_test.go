@@ -130,3 +130,48 @@ func flockNB(f *os.File) error {
 	}
 	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 }
+
+// TestLazyManifestMatchesDecode: the lazy manifest finds every entry of a
+// version as format.DecodeManifest decodes it (files, streams, names that
+// need JSON escaping, an absent one).
+func TestLazyManifestMatchesDecode(t *testing.T) {
+	root := t.TempDir()
+	sampleTree(t, root)
+	writeFile(t, filepath.Join(root, "etc/kubernetes/we\"ird\\name<&>\u00e9"), randBytes(70<<10), 0o600)
+	s := openTest(t, filepath.Join(t.TempDir(), "store"), 16<<10)
+	vi := commitVersion(t, s, func(w *VersionWriter) error {
+		if err := w.AddTree(root, []string{"/etc/kubernetes"}, nil); err != nil {
+			return err
+		}
+		_, err := w.AddStream("etcd/snapshot.db", bytes.NewReader(randBytes(1<<20)))
+		return err
+	})
+	m, err := s.manifest(vi.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm, err := s.lazyManifest(vi.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Entries) < 5 {
+		t.Fatalf("only %d entries", len(m.Entries))
+	}
+	for _, want := range m.Entries {
+		got, err := lm.entry(want.Type, want.Path)
+		if err != nil || got == nil {
+			t.Fatalf("%s %q: %v %v", want.Type, want.Path, got, err)
+		}
+		if got.Size != want.Size || got.Mode != want.Mode || len(got.Extents) != len(want.Extents) {
+			t.Fatalf("%q: %+v, want %+v", want.Path, got, want)
+		}
+		for i := range want.Extents {
+			if got.Extents[i] != want.Extents[i] {
+				t.Fatalf("%q: extent %d differs", want.Path, i)
+			}
+		}
+	}
+	if e, err := lm.entry("stream", "nope"); e != nil || err != nil {
+		t.Errorf("absent stream: %v %v", e, err)
+	}
+}
