@@ -3,6 +3,7 @@ module github.com/kubekeep/kubekeep
 go 1.26.8
 
 require (
+	filippo.io/age v1.3.2
 	github.com/aliyun/alibaba-cloud-sdk-go v1.63.107
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/go-co-op/gocron/v2 v2.21.2
@@ -30,6 +31,7 @@ require (
 )
 
 require (
+	filippo.io/hpke v0.4.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
