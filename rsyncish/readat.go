@@ -39,7 +39,8 @@ type sharedBlobs struct {
 	refs    atomic.Int32
 
 	mu     sync.Mutex
-	x      *readerIndex // loaded at the first read
+	x        *readerIndex // loaded at the first read
+	reloaded bool
 	recent []recentBlob
 
 	blobBytes atomic.Int64 // blob bytes read from packs
@@ -231,6 +232,18 @@ func (sh *sharedBlobs) blob(id format.ID) ([]byte, error) {
 		sh.x = x
 	}
 	data, err := sh.x.blob(sh.s, id)
+	if errors.Is(err, ErrNotFound) && !sh.reloaded {
+		// A backup may have published a pack since the index was read
+		// (a version opened later through the same reader).
+		sh.reloaded = true
+		x, lerr := sh.s.loadReaderIndex()
+		if lerr != nil {
+			return nil, lerr
+		}
+		sh.x.close()
+		sh.x = x
+		data, err = sh.x.blob(sh.s, id)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -40,11 +40,12 @@ get'); otherwise differing ciphertexts count as changed.`,
 }
 
 // openPoint opens a diff argument: an RFC 3339 time or a version.
-func openPoint(ctx context.Context, g *globalOptions, arg, encConfig string, noIndex bool) (*versionSnapshot, error) {
+// With share, it reads through the store, lock and pack index share holds.
+func openPoint(ctx context.Context, g *globalOptions, arg, encConfig string, noIndex bool, share *versionSnapshot) (*versionSnapshot, error) {
 	if _, err := time.Parse(time.RFC3339, arg); err == nil {
-		return openVersionState(ctx, g, "", arg, encConfig, noIndex)
+		return openVersionState(ctx, g, "", arg, encConfig, noIndex, share)
 	}
-	return openVersionState(ctx, g, arg, "", encConfig, noIndex)
+	return openVersionState(ctx, g, arg, "", encConfig, noIndex, share)
 }
 
 func runDiff(ctx context.Context, g *globalOptions, o *diffOptions, from, to string) error {
@@ -64,12 +65,12 @@ func runDiff(ctx context.Context, g *globalOptions, o *diffOptions, from, to str
 // points on one base snapshot (journal versions of one full version, or
 // --at times after it) differ only by the journal between them.
 func diffPoints(ctx context.Context, g *globalOptions, o *diffOptions, from, to string, noIndex bool) error {
-	a, err := openPoint(ctx, g, from, o.encConfig, noIndex)
+	a, err := openPoint(ctx, g, from, o.encConfig, noIndex, nil)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	b, err := openPoint(ctx, g, to, o.encConfig, noIndex)
+	b, err := openPoint(ctx, g, to, o.encConfig, noIndex, a)
 	if err != nil {
 		return err
 	}

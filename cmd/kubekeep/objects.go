@@ -119,6 +119,7 @@ func resourceName(r objects.Ref) string {
 // to its revision; --at moves either kind on to a time.
 type versionSnapshot struct {
 	id      string
+	store   *rsyncish.Store
 	snap    objects.Reader
 	file    *backup.SnapshotFile // materialised only
 	vr      *rsyncish.VersionReader
@@ -152,7 +153,7 @@ func (v *versionSnapshot) storeBytes() int64 {
 // materialised snapshot: the index only speeds reads up, the snapshot is
 // the truth.
 func withIndexFallback(ctx context.Context, g *globalOptions, version, at, encConfig string, fn func(*versionSnapshot) error) error {
-	vs, err := openVersionState(ctx, g, version, at, encConfig, false)
+	vs, err := openVersionState(ctx, g, version, at, encConfig, false, nil)
 	if err != nil {
 		return err
 	}
@@ -163,7 +164,7 @@ func withIndexFallback(ctx context.Context, g *globalOptions, version, at, encCo
 		return err
 	}
 	g.logger.Warn("the version's etcd key index is damaged; reading the whole snapshot instead (verify --read-data names the damage)", "version", vs.id, "err", err)
-	vs, err = openVersionState(ctx, g, version, at, encConfig, true)
+	vs, err = openVersionState(ctx, g, version, at, encConfig, true, nil)
 	if err != nil {
 		return err
 	}
@@ -171,9 +172,14 @@ func withIndexFallback(ctx context.Context, g *globalOptions, version, at, encCo
 	return fn(vs)
 }
 
-func openVersionState(ctx context.Context, g *globalOptions, version, at, encConfig string, noIndex bool) (*versionSnapshot, error) {
-	store, err := openStoreMode(g, false)
-	if err != nil {
+// openVersionState opens the state of --version/--at; with share, through
+// the read lock and pack index share already holds (diff's second point).
+func openVersionState(ctx context.Context, g *globalOptions, version, at, encConfig string, noIndex bool, share *versionSnapshot) (*versionSnapshot, error) {
+	var store *rsyncish.Store
+	var err error
+	if share != nil {
+		store = share.store
+	} else if store, err = openStoreMode(g, false); err != nil {
 		return nil, err
 	}
 	var atTime time.Time
@@ -202,14 +208,19 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 	if at != "" && atTime.Before(vi.Time) {
 		return nil, fmt.Errorf("--at %s is before version %s (%s)", at, id, vi.Time.Format(time.RFC3339))
 	}
-	vs := &versionSnapshot{id: id}
+	vs := &versionSnapshot{id: id, store: store}
 	ok = false
 	defer func() {
 		if !ok {
 			vs.Close()
 		}
 	}()
-	if vs.vr, err = store.OpenVersion(id); err != nil {
+	if share != nil && share.vr != nil {
+		vs.vr, err = share.vr.Version(id)
+	} else {
+		vs.vr, err = store.OpenVersion(id)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if !noIndex {
