@@ -38,10 +38,10 @@ type sharedBlobs struct {
 	release func()
 	refs    atomic.Int32
 
-	mu     sync.Mutex
+	mu       sync.Mutex
 	x        *readerIndex // loaded at the first read
 	reloaded bool
-	recent []recentBlob
+	recent   []recentBlob
 
 	blobBytes atomic.Int64 // blob bytes read from packs
 	blobs     atomic.Int64 // blobs read from packs
