@@ -14,8 +14,11 @@ import (
 	"github.com/kubekeep/kubekeep/internal/ctxio"
 )
 
-// Local keeps objects as files under a directory: <dir>/<type>/<name>.
-// Directories are 0700 and files 0600 (the store holds CA keys).
+// Local keeps objects as files under a directory: <dir>/<type>/<name>,
+// except ConfigFile objects, which sit in <dir> itself (config.json): the
+// layout of the store's own directory (rsyncish's package doc), so Local
+// over a store dir sees exactly the store's objects. Directories are 0700
+// and files 0600 (the store holds CA keys).
 type Local struct {
 	dir string
 }
@@ -39,7 +42,14 @@ func (l *Local) path(h Handle) (string, error) {
 	if err := h.Valid(); err != nil {
 		return "", err
 	}
-	return filepath.Join(l.dir, string(h.Type), filepath.FromSlash(h.Name)), nil
+	return filepath.Join(l.typeDir(h.Type), filepath.FromSlash(h.Name)), nil
+}
+
+func (l *Local) typeDir(t FileType) string {
+	if t == ConfigFile {
+		return l.dir
+	}
+	return filepath.Join(l.dir, string(t))
 }
 
 // Save implements Backend: a temp file beside the target, fsynced, then
@@ -110,6 +120,20 @@ func (l *Local) mkdirs(dir string) error {
 	return nil
 }
 
+// Open opens object h for reading: the sync to a tier sends store
+// objects straight from their files.
+func (l *Local) Open(h Handle) (*os.File, error) {
+	p, err := l.path(h)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, notFound(h, err)
+	}
+	return f, nil
+}
+
 // Load implements Backend.
 func (l *Local) Load(ctx context.Context, h Handle, length int, offset int64, fn func(io.Reader) error) error {
 	p, err := l.path(h)
@@ -161,7 +185,7 @@ func (l *Local) List(ctx context.Context, t FileType, fn func(FileInfo) error) e
 	if err := (Handle{Type: t, Name: "x"}).Valid(); err != nil {
 		return err
 	}
-	base := filepath.Join(l.dir, string(t))
+	base := l.typeDir(t)
 	err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if p == base && errors.Is(err, fs.ErrNotExist) {
@@ -173,8 +197,8 @@ func (l *Local) List(ctx context.Context, t FileType, fn func(FileInfo) error) e
 			return err
 		}
 		if d.IsDir() {
-			if p != base && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
+			if p != base && (strings.HasPrefix(d.Name(), ".") || t == ConfigFile) {
+				return filepath.SkipDir // config objects are the root's files only
 			}
 			return nil
 		}

@@ -1,0 +1,165 @@
+package tiers
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/kubekeep/kubekeep/rsyncish/backend"
+)
+
+// Catalogue is the local record of what a tier holds, so a sync knows
+// what to upload without listing the bucket (a LIST per sync costs money
+// and time on object storage; Reconcile lists when asked). One line per
+// object, "<type>/<name> <size>", appended and fsynced after each upload:
+// a kill -9 loses at most the line of the upload in flight, whose object
+// the next sync finds already there (ErrExists) and records. A torn last
+// line is ignored.
+type Catalogue struct {
+	path string
+	mu   sync.Mutex
+	have map[backend.Handle]int64
+}
+
+// OpenCatalogue reads (or starts) the catalogue at path; its directory
+// is created 0700.
+func OpenCatalogue(path string) (*Catalogue, error) {
+	c := &Catalogue{path: path, have: map[backend.Handle]int64{}}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("catalogue %s: %w", path, err)
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalogue %s: %w", path, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if h, size, ok := parseLine(sc.Text()); ok {
+			c.have[h] = size
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("catalogue %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func parseLine(l string) (backend.Handle, int64, bool) {
+	ref, sizeStr, ok := strings.Cut(l, " ")
+	if !ok {
+		return backend.Handle{}, 0, false
+	}
+	t, name, ok := strings.Cut(ref, "/")
+	size, err := strconv.ParseInt(sizeStr, 10, 64)
+	h := backend.Handle{Type: backend.FileType(t), Name: name}
+	if !ok || err != nil || size < 0 || h.Valid() != nil {
+		return backend.Handle{}, 0, false
+	}
+	return h, size, true
+}
+
+// Has says whether the tier is known to hold h.
+func (c *Catalogue) Has(h backend.Handle) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.have[h]
+	return ok
+}
+
+// Len is the number of objects the tier is known to hold.
+func (c *Catalogue) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.have)
+}
+
+// Add records that the tier holds h (size: as uploaded), durably.
+func (c *Catalogue) Add(h backend.Handle, size int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.have[h]; ok {
+		return nil
+	}
+	f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("catalogue %s: %w", c.path, err)
+	}
+	defer f.Close()
+	// A torn line from a kill mid-write must not glue onto this one.
+	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
+		last := make([]byte, 1)
+		if r, err := os.Open(c.path); err == nil {
+			if _, err := r.ReadAt(last, fi.Size()-1); err == nil && last[0] != '\n' {
+				_, _ = f.WriteString("\n")
+			}
+			r.Close()
+		}
+	}
+	if _, err := fmt.Fprintf(f, "%s %d\n", h, size); err != nil {
+		return fmt.Errorf("catalogue %s: %w", c.path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("catalogue %s: %w", c.path, err)
+	}
+	c.have[h] = size
+	return nil
+}
+
+// Reconcile lists the tier and rewrites the catalogue from what it holds
+// (objects removed by the tier's retention, or lost, drop out and are
+// uploaded again by the next sync if the store still has them). It
+// returns how many objects the catalogue had that the tier lacks.
+func (c *Catalogue) Reconcile(ctx context.Context, remote backend.Backend) (missing int, err error) {
+	have := map[backend.Handle]int64{}
+	for _, t := range backend.Types {
+		if err := remote.List(ctx, t, func(fi backend.FileInfo) error {
+			have[backend.Handle{Type: t, Name: fi.Name}] = fi.Size
+			return nil
+		}); err != nil {
+			return 0, err
+		}
+	}
+	tmp := c.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriter(f)
+	for h, size := range have {
+		fmt.Fprintf(w, "%s %d\n", h, size)
+	}
+	if err := w.Flush(); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, c.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("catalogue %s: %w", c.path, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for h := range c.have {
+		if _, ok := have[h]; !ok {
+			missing++
+		}
+	}
+	c.have = have
+	return missing, nil
+}

@@ -1,0 +1,229 @@
+// Package tiers copies kubekeep's store to off-site tiers: object
+// storage (tiers/s3, tiers/oss) behind the storage seam
+// (rsyncish/backend), sealed (tiers/seal) so that neither the bucket's
+// readers nor the master can read it back.
+//
+// A tier holds copies of the store's objects, byte for byte before
+// sealing: packs, pack indexes, version manifests, drill marks, journal
+// segments and config.json. So an off-site copy is an object copy, not a
+// re-encode, and a store pulled back from a tier is a store every restore
+// command reads.
+//
+// Sync uploads what the tier lacks, known from a local Catalogue (no LIST
+// on the hot path), in an order that keeps the tier consistent at every
+// moment: all object lists are taken first, newest kinds first
+// (manifests before packs: a manifest is committed only after its
+// packs), then uploaded oldest kinds first (packs, indexes, journal
+// segments, manifests, drill marks, config). A sync killed anywhere
+// leaves a tier whose every manifest's data is there, and the next sync
+// finishes without uploading again what landed. Uploads are retried with
+// exponential backoff and full jitter within a total budget, and can be
+// held to a bandwidth limit.
+package tiers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/kubekeep/kubekeep/rsyncish/backend"
+)
+
+// SyncOptions tune a sync.
+type SyncOptions struct {
+	// Tier names the tier in results and logs.
+	Tier string
+	// Bandwidth caps the upload rate in bytes per second (0: none).
+	Bandwidth int64
+	// Retry is the backoff for failed uploads (zero: DefaultRetry).
+	Retry Retry
+	// Logger gets one line per object uploaded at debug, failures at warn.
+	Logger *slog.Logger
+	// Sleep waits between retries (nil: a timer honouring ctx); tests
+	// shorten it.
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// Retry is an exponential backoff with full jitter.
+type Retry struct {
+	Initial, Max time.Duration
+	// Budget is the total time an object may spend in retries.
+	Budget time.Duration
+}
+
+// DefaultRetry keeps trying for half an hour: a tier that is down for
+// minutes delays the copy, it does not fail it.
+var DefaultRetry = Retry{Initial: time.Second, Max: time.Minute, Budget: 30 * time.Minute}
+
+// SyncResult is what `kubekeep offsite sync -o json` prints.
+type SyncResult struct {
+	Tier             string  `json:"tier"`
+	VersionsUploaded int     `json:"versionsUploaded"`
+	ObjectsUploaded  int     `json:"objectsUploaded"`
+	BytesUploaded    int64   `json:"bytesUploaded"`
+	BytesSkipped     int64   `json:"bytesSkipped"`
+	Duration         float64 `json:"duration"`
+}
+
+// configObjects are the store-root files a tier needs: the store's
+// identity. (lock, readlock and damage state are the local disk's own.)
+var configObjects = map[string]bool{"config.json": true}
+
+// Sync uploads to dst every object of the store at src that cat does not
+// record, and records each upload in cat.
+func Sync(ctx context.Context, src *backend.Local, dst backend.Backend, cat *Catalogue, opts SyncOptions) (SyncResult, error) {
+	start := time.Now()
+	res := SyncResult{Tier: opts.Tier}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Retry == (Retry{}) {
+		opts.Retry = DefaultRetry
+	}
+	var lim *rate.Limiter
+	if opts.Bandwidth > 0 {
+		lim = rate.NewLimiter(rate.Limit(opts.Bandwidth), int(min(opts.Bandwidth, 1<<20)))
+	}
+	// Lists first, in reverse order of dependency (see the package doc).
+	todo := map[backend.FileType][]backend.FileInfo{}
+	for i := len(backend.Types) - 1; i >= 0; i-- {
+		t := backend.Types[i]
+		err := src.List(ctx, t, func(fi backend.FileInfo) error {
+			if t == backend.ConfigFile && !configObjects[fi.Name] {
+				return nil
+			}
+			if cat.Has(backend.Handle{Type: t, Name: fi.Name}) {
+				res.BytesSkipped += fi.Size
+				return nil
+			}
+			todo[t] = append(todo[t], fi)
+			return nil
+		})
+		if err != nil {
+			return res, fmt.Errorf("tier %s: list the store: %w", opts.Tier, err)
+		}
+	}
+	for _, t := range backend.Types {
+		for _, fi := range todo[t] {
+			h := backend.Handle{Type: t, Name: fi.Name}
+			n, err := upload(ctx, src, dst, h, lim, opts, log)
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, backend.ErrNotFound) {
+				continue // pruned or replaced (a progress mark) since the list
+			}
+			if errors.Is(err, backend.ErrExists) {
+				// Landed before a kill, or uploaded by another sync.
+				if err := cat.Add(h, fi.Size); err != nil {
+					return res, err
+				}
+				res.BytesSkipped += fi.Size
+				continue
+			}
+			if err != nil {
+				res.Duration = time.Since(start).Seconds()
+				return res, fmt.Errorf("tier %s: %w", opts.Tier, err)
+			}
+			if err := cat.Add(h, n); err != nil {
+				return res, err
+			}
+			res.ObjectsUploaded++
+			res.BytesUploaded += n
+			if t == backend.ManifestFile {
+				res.VersionsUploaded++
+			}
+			log.Debug("uploaded", "tier", opts.Tier, "object", h.String(), "bytes", n)
+		}
+	}
+	res.Duration = time.Since(start).Seconds()
+	return res, nil
+}
+
+// upload sends one object, with retries.
+func upload(ctx context.Context, src *backend.Local, dst backend.Backend, h backend.Handle, lim *rate.Limiter, opts SyncOptions, log *slog.Logger) (int64, error) {
+	f, err := src.Open(h)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	fr, err := backend.NewFileReader(f)
+	if err != nil {
+		return 0, err
+	}
+	var rd backend.RewindReader = fr
+	if lim != nil {
+		rd = &limited{RewindReader: fr, ctx: ctx, lim: lim}
+	}
+	sleep := opts.Sleep
+	if sleep == nil {
+		sleep = sleepCtx
+	}
+	deadline := time.Now().Add(opts.Retry.Budget)
+	wait := opts.Retry.Initial
+	for attempt := 1; ; attempt++ {
+		err := dst.Save(ctx, h, rd)
+		if err == nil {
+			return fr.Length(), nil
+		}
+		if !retryable(ctx, err) {
+			return 0, err
+		}
+		// Full jitter: anywhere up to the current step.
+		d := time.Duration(rand.Int64N(int64(wait) + 1))
+		if time.Now().Add(d).After(deadline) {
+			return 0, fmt.Errorf("%s: gave up after %d attempts within %s: %w", h, attempt, opts.Retry.Budget, err)
+		}
+		log.Warn("upload failed; retrying", "tier", opts.Tier, "object", h.String(), "attempt", attempt, "in", d.Round(time.Millisecond), "err", err)
+		if err := sleep(ctx, d); err != nil {
+			return 0, err
+		}
+		wait = min(wait*2, opts.Retry.Max)
+	}
+}
+
+func retryable(ctx context.Context, err error) bool {
+	switch {
+	case ctx.Err() != nil,
+		errors.Is(err, backend.ErrExists),
+		errors.Is(err, backend.ErrInvalidName),
+		errors.Is(err, context.Canceled):
+		return false
+	}
+	return true
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// limited holds reads to a rate.
+type limited struct {
+	backend.RewindReader
+	ctx context.Context
+	lim *rate.Limiter
+}
+
+func (l *limited) Read(p []byte) (int, error) {
+	if len(p) > l.lim.Burst() {
+		p = p[:l.lim.Burst()]
+	}
+	n, err := l.RewindReader.Read(p)
+	if n > 0 {
+		if werr := l.lim.WaitN(l.ctx, n); werr != nil {
+			return n, werr
+		}
+	}
+	return n, err
+}
