@@ -62,4 +62,3 @@ func Pull(ctx context.Context, src backend.Backend, dst *backend.Local, tier str
 	res.Duration = time.Since(start).Seconds()
 	return res, nil
 }
-
