@@ -98,7 +98,17 @@ type Options struct {
 	// AcceptMissing records files gone since the previous complete
 	// version as intended instead of degrading the version (state.go).
 	AcceptMissing bool
-	Logger        *slog.Logger
+	// ForceFull takes a full etcd snapshot even when a journal version
+	// would do (`kubekeep backup --full`).
+	ForceFull bool
+	// JournalWait bounds the wait for the delta journal to be durable up
+	// to etcd's revision (DefaultJournalWait). Without DeltaTail, a journal
+	// last written longer ago than that means no stream is running.
+	JournalWait time.Duration
+	// DeltaTail, when the caller runs the delta stream (the agent), says
+	// how far the journal is durable without listing it.
+	DeltaTail func() int64
+	Logger    *slog.Logger
 }
 
 // Result is what one backup did. Its JSON form is the `kubekeep backup -o
@@ -119,7 +129,12 @@ type Result struct {
 	Degraded bool           `json:"degraded"`
 	Problems []string       `json:"problems,omitempty"`
 	Etcd     *etcdsnap.Info `json:"etcd,omitempty"`
-	Warnings []string       `json:"warnings,omitempty"`
+	// EtcdKind is EtcdKindFull or EtcdKindJournal when the version holds
+	// etcd state; FullReason says why a full snapshot was taken.
+	EtcdKind   string        `json:"etcdKind,omitempty"`
+	FullReason string        `json:"fullReason,omitempty"`
+	Journal    *JournalProof `json:"journal,omitempty"`
+	Warnings   []string      `json:"warnings,omitempty"`
 	// EtcdError is the reason for StatusEtcdFailed, nil otherwise.
 	EtcdError error `json:"-"`
 	// Set is the discovered backup set (nil with NoDiscover).
@@ -200,7 +215,25 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 
 	res.Status = StatusFilesOnly
 	if haveEtcd {
-		info, err := addEtcd(ctx, w, opts, set, cc, log)
+		info, proof, err := journalEtcd(ctx, w, opts, cc, log)
+		var nj *notJournal
+		switch {
+		case errors.As(err, &nj):
+			res.FullReason = nj.why
+			log.Info("taking a full etcd snapshot", "reason", nj.why)
+			info, err = addEtcd(ctx, w, opts, set, cc, log)
+			res.EtcdKind = EtcdKindFull
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		default:
+			res.EtcdKind, res.Journal = EtcdKindJournal, proof
+			if err := w.SetMeta(MetaJournal, proof); err != nil {
+				return nil, err
+			}
+		}
 		res.Etcd = info
 		if err != nil {
 			if ctx.Err() != nil {

@@ -1,6 +1,9 @@
 package backup
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -48,4 +51,70 @@ func EtcdSourceOf(v rsyncish.VersionInfo) (EtcdSource, bool) {
 		return EtcdSource{}, false
 	}
 	return EtcdSource{Version: v.ID, SnapshotRevision: info.Revision, Revision: info.Revision, Info: info}, true
+}
+
+// Readable says whether version v's etcd state can still be read: a full
+// version always can (its stream is checked when read); a journal version
+// needs its base in the store with a verified full snapshot at
+// BaseRevision and the delta journal covering (BaseRevision, Revision]
+// with no gap or break (ChainIntact, from the segment names: a damaged
+// segment is found when it is read). vs is the store's listing.
+func Readable(s *rsyncish.Store, vs []rsyncish.VersionInfo, v rsyncish.VersionInfo) error {
+	src, ok := EtcdSourceOf(v)
+	if !ok || !src.Journal {
+		return nil
+	}
+	var base *rsyncish.VersionInfo
+	for i := range vs {
+		if vs[i].ID == src.Version {
+			base = &vs[i]
+		}
+	}
+	if base == nil {
+		return fmt.Errorf("version %s is a journal version on base %s, which is not in the store", v.ID, src.Version)
+	}
+	bs, ok := EtcdSourceOf(*base)
+	if !ok || bs.Journal || !bs.Info.Verified || bs.SnapshotRevision != src.SnapshotRevision {
+		return fmt.Errorf("version %s is a journal version on base %s, which holds no verified full snapshot at revision %d", v.ID, src.Version, src.SnapshotRevision)
+	}
+	j, err := s.Journal(DeltaJournal)
+	if err != nil {
+		return err
+	}
+	if err := ChainIntact(j, src.SnapshotRevision, src.Revision); err != nil {
+		return fmt.Errorf("version %s (journal on base %s): %w", v.ID, src.Version, err)
+	}
+	return nil
+}
+
+// Resolve is rsyncish.Store.Resolve, except that "latest" (or "") also
+// passes over a journal version that is no longer Readable: the newest
+// good version whose etcd state can be read. Every reader of a version's
+// etcd state resolves through it.
+func Resolve(s *rsyncish.Store, name string) (string, error) {
+	if name != "" && name != rsyncish.Latest {
+		return s.Resolve(name)
+	}
+	vs, err := s.Versions()
+	if err != nil {
+		return "", err
+	}
+	var passed []string
+	for i := len(vs) - 1; i >= 0; i-- {
+		if !vs[i].Latest() {
+			continue
+		}
+		if err := Readable(s, vs, vs[i]); err != nil {
+			passed = append(passed, err.Error())
+			continue
+		}
+		if len(passed) == 0 {
+			return s.Resolve(name) // the same answer, with its log
+		}
+		return vs[i].ID, nil
+	}
+	if len(passed) == 0 {
+		return s.Resolve(name)
+	}
+	return "", fmt.Errorf("store %s: no good version whose etcd state can be read: %s: %w", s.Dir(), strings.Join(passed, "; "), rsyncish.ErrNotFound)
 }

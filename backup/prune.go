@@ -24,6 +24,7 @@ type PruneResult struct {
 func Prune(ctx context.Context, s *rsyncish.Store, r config.Retention, dryRun bool) (*PruneResult, error) {
 	res, err := s.Prune(ctx, rsyncish.RetentionPolicy{
 		KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly,
+		Needs: needs,
 	}, dryRun)
 	if err != nil {
 		return nil, err
@@ -46,19 +47,36 @@ func Prune(ctx context.Context, s *rsyncish.Store, r config.Retention, dryRun bo
 	return out, nil
 }
 
-// oldestSnapshotRevision is the etcd revision of the oldest version whose
-// snapshot verified, or 0 when there is none (then nothing is trimmed).
+// needs names the version a journal version is read from (its base):
+// prune keeps a base while any kept version needs it.
+func needs(v rsyncish.VersionInfo) []string {
+	if src, ok := EtcdSourceOf(v); ok && src.Journal {
+		return []string{src.Version}
+	}
+	return nil
+}
+
+// oldestSnapshotRevision is the lowest etcd revision a remaining version's
+// state is replayed from: the snapshot revision of the oldest version
+// whose etcd part verified (a journal version's base revision, its base
+// being kept with it), or 0 when there is none (then nothing is trimmed).
+// The journal above it is what every kept journal version needs.
 func oldestSnapshotRevision(s *rsyncish.Store) (int64, error) {
 	vs, err := s.Versions()
 	if err != nil {
 		return 0, err
 	}
+	var rev int64
 	for _, v := range vs {
-		if info := VersionEtcd(v); info != nil && info.Verified && info.Revision > 0 {
-			return info.Revision, nil
+		src, ok := EtcdSourceOf(v)
+		if !ok || !src.Info.Verified || src.SnapshotRevision <= 0 {
+			continue
+		}
+		if rev == 0 || src.SnapshotRevision < rev {
+			rev = src.SnapshotRevision
 		}
 	}
-	return 0, nil
+	return rev, nil
 }
 
 // VersionEtcd returns the etcd snapshot info recorded in a version, or nil.

@@ -70,12 +70,14 @@ type Schedules struct {
 	// Debounce is how long a burst of file changes must settle before the
 	// change-triggered backup runs.
 	Debounce time.Duration `yaml:"debounce"`
-	// BackupCPUBudget caps the agent's average CPU for scheduled backups
-	// (a share of one core): when a backup costs more CPU than the budget
-	// allows at the Backup interval (a large etcd: every version streams
-	// the whole snapshot), the next scheduled ones are skipped until the
+	// BackupCPUBudget is a safety valve, off by default (0%): when set, it
+	// caps the agent's average CPU for scheduled backups (a share of one
+	// core): when a backup costs more CPU than the budget allows at the
+	// Backup interval, the next scheduled ones are skipped until the
 	// budget is met. File-change backups and the etcd delta stream are not
-	// held back. 0% turns it off.
+	// held back. With the delta stream running most versions are journal
+	// versions costing what changed (etcd.fullSnapshot), so the default
+	// never skips a version.
 	BackupCPUBudget Percent `yaml:"backupCPUBudget"`
 }
 
@@ -103,6 +105,45 @@ type Etcd struct {
 	// DeltaFlush is the longest time an observed change waits before it is
 	// durable on the second disk (the RPO between snapshots).
 	DeltaFlush time.Duration `yaml:"deltaFlush"`
+	// FullSnapshot says when a version asks etcd for a full snapshot
+	// instead of recording the delta journal since the last one.
+	FullSnapshot FullSnapshot `yaml:"fullSnapshot"`
+}
+
+// FullSnapshot is the full-snapshot policy. While the delta stream runs,
+// a version is a journal version (a reference to the last full version
+// plus the journal up to etcd's revision) unless:
+//   - the last full snapshot is MaxInterval old or older, or
+//   - it is at least MinInterval old and the journal since it holds
+//     JournalShare or more of the db's size (restore replays that journal,
+//     so its length bounds restore time, relative to the db).
+//
+// A full snapshot costs ~4 s of CPU per GiB of db and makes etcd send every
+// byte; a journal version costs what changed. The defaults (1h, 24h, 10%)
+// keep an 8 GiB etcd's full snapshots to one a day unless it churns a
+// tenth of its size.
+type FullSnapshot struct {
+	MinInterval  time.Duration `yaml:"minInterval"`
+	MaxInterval  time.Duration `yaml:"maxInterval"`
+	JournalShare Percent       `yaml:"journalShare"`
+}
+
+// DefaultFullSnapshot is the policy an operator gets with no setting.
+func DefaultFullSnapshot() FullSnapshot {
+	return FullSnapshot{MinInterval: time.Hour, MaxInterval: 24 * time.Hour, JournalShare: 10}
+}
+
+// WithDefaults fills zero fields with the defaults (a zero policy is one
+// built in code, not read from a file: Load starts from Default).
+func (f FullSnapshot) WithDefaults() FullSnapshot {
+	d := DefaultFullSnapshot()
+	if f.MinInterval == 0 {
+		f.MinInterval = d.MinInterval
+	}
+	if f.MaxInterval == 0 {
+		f.MaxInterval = d.MaxInterval
+	}
+	return f
 }
 
 // Cloud configures Alibaba Cloud ECS disk snapshots. Credentials never come
@@ -160,8 +201,9 @@ func Default() Config {
 			Drill:         24 * time.Hour,
 			Jitter:        30 * time.Second,
 			Debounce:      10 * time.Second,
-			// The agent issue's goal: at most 1% of a core on average.
-			BackupCPUBudget: 1,
+			// Off: journal versions cost what changed; set it only as a
+			// safety valve.
+			BackupCPUBudget: 0,
 		},
 		Retention: Retention{KeepLast: 12, KeepHourly: 24, KeepDaily: 7, KeepWeekly: 4},
 		Etcd: Etcd{
@@ -169,6 +211,7 @@ func Default() Config {
 			SnapshotTimeout: 10 * time.Minute,
 			Deltas:          true,
 			DeltaFlush:      2 * time.Second,
+			FullSnapshot:    DefaultFullSnapshot(),
 		},
 		Cloud: Cloud{
 			Mode:             "agent",

@@ -139,6 +139,13 @@ func (c *Config) validate(name string, top *yaml.Node, failed []string) error {
 	if c.Etcd.DeltaFlush <= 0 || c.Etcd.DeltaFlush > time.Minute {
 		bad("etcd.deltaFlush", "must be between 1ms and 1m, got %s", c.Etcd.DeltaFlush)
 	}
+	fs := c.Etcd.FullSnapshot
+	minimum("etcd.fullSnapshot.minInterval", fs.MinInterval, time.Minute, false)
+	minimum("etcd.fullSnapshot.maxInterval", fs.MaxInterval, time.Minute, false)
+	if fs.MaxInterval < fs.MinInterval && fs.MaxInterval >= time.Minute &&
+		decoded("etcd.fullSnapshot.minInterval", "etcd.fullSnapshot.maxInterval") {
+		bad("etcd.fullSnapshot.maxInterval", "must not be below minInterval (%s), got %s", fs.MinInterval, fs.MaxInterval)
+	}
 
 	switch c.Cloud.Mode {
 	case "agent", "policy":

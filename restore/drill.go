@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -50,10 +51,18 @@ type DrillResult struct {
 	// KVHash is a sha256 over every served key and its value's sha256, in key order;
 	// SnapshotKVHash the same over the key/values of the restored db, read
 	// before etcd starts (the image's, the bump marker aside). They must match.
-	KVHash         string  `json:"kvHash"`
-	SnapshotKVHash string  `json:"snapshotKvHash"`
-	Seconds        float64 `json:"seconds"`
-	Verified       bool    `json:"verified"`
+	KVHash         string `json:"kvHash"`
+	SnapshotKVHash string `json:"snapshotKvHash"`
+	// Base and BaseRevision: a journal version's base. ChangedKeys and
+	// ChangedSHA256: the keys the journal changed since the base and the
+	// digest of their served values (backup.TouchedDigest), which must be
+	// what the backup read from etcd at the version's revision.
+	Base          string  `json:"base,omitempty"`
+	BaseRevision  int64   `json:"baseRevision,omitempty"`
+	ChangedKeys   int     `json:"changedKeys,omitempty"`
+	ChangedSHA256 string  `json:"changedSha256,omitempty"`
+	Seconds       float64 `json:"seconds"`
+	Verified      bool    `json:"verified"`
 	// NeedBytes is what the drill needs free on the store's filesystem
 	// (DrillSpace), FreeBytes what was free when it started.
 	NeedBytes int64 `json:"needBytes,omitempty"`
@@ -132,7 +141,19 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	if src.etcd == nil || src.status != backup.StatusOK {
 		return fail(fmt.Errorf("no good etcd snapshot to drill (status %s)", orDash(string(src.status))))
 	}
-	res.RecordedRevision, res.RecordedKeys, res.RecordedSHA256 = src.etcd.Revision, src.etcd.Keys, src.etcd.SHA256
+	if src.chainErr != nil {
+		return fail(src.chainErr)
+	}
+	res.RecordedRevision, res.RecordedKeys, res.RecordedSHA256 = src.etcdRevision(), src.etcdKeys(), src.etcd.SHA256
+	// A journal version: its base's snapshot plus the journal up to its
+	// revision, checked against what the backup read from etcd there.
+	var jr *journalReplay
+	if src.journal != nil {
+		if jr, err = loadJournalReplay(store, src); err != nil {
+			return fail(err)
+		}
+		res.Base, res.BaseRevision = src.snapID, src.etcd.Revision
+	}
 
 	// The scratch dir sits beside the store's temp files, on the second
 	// disk, so a drill never fills the root disk it protects; there must
@@ -180,6 +201,9 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	cfg := etcdsnap.RestoreConfig{
 		DataDir: dataDir, Name: name, InitialCluster: name + "=" + peer.String(), InitialAdvertisePeerURLs: peer.String(),
 	}
+	if jr != nil {
+		cfg.Segments, cfg.UntilRevision = jr.readers(), src.journal.Revision
+	}
 	release, err := etcdImage(ctx, store, src, nil, &cfg, true)
 	if err != nil {
 		return fail(err)
@@ -194,21 +218,28 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	if !raw && src.etcd.SHA256 != "" && rr.SHA256 != src.etcd.SHA256 {
 		return fail(fmt.Errorf("the stored snapshot hashes to %s, the backup recorded %s", rr.SHA256, src.etcd.SHA256))
 	}
-	wantRev := src.etcd.Revision + etcdsnap.RevisionBump
+	// Etcd revisions are dense: a replay of every revision up to the
+	// version's lands exactly on it (a lost one leaves it short).
+	recorded, wantKeys := src.etcdRevision(), src.etcdKeys()
+	wantRev := recorded + etcdsnap.RevisionBump
 	st, err := etcdsnap.CheckDB(etcdsnap.DBPath(dataDir))
 	if err != nil {
 		return fail(fmt.Errorf("the restored db fails its consistency check: %w", err))
 	}
 	switch {
 	case st.Revision != wantRev:
-		return fail(fmt.Errorf("the restored data dir is at revision %d, want %d (recorded %d + bump)", st.Revision, wantRev, src.etcd.Revision))
-	case st.Keys != src.etcd.Keys:
-		return fail(fmt.Errorf("the snapshot image holds %d keys, the backup recorded %d", st.Keys, src.etcd.Keys))
+		return fail(fmt.Errorf("the restored data dir is at revision %d, want %d (recorded %d + bump)", st.Revision, wantRev, recorded))
+	case st.Keys != wantKeys:
+		return fail(fmt.Errorf("the restored db holds %d keys, the backup recorded %d", st.Keys, wantKeys))
 	}
 	if res.SnapshotKVHash, err = imageKVHash(etcdsnap.DBPath(dataDir)); err != nil {
 		return fail(err)
 	}
-	served, err := serveAndHash(ctx, dataDir, name, peer, client)
+	var touched []string
+	if jr != nil {
+		touched = jr.touched
+	}
+	served, err := serveAndHash(ctx, dataDir, name, peer, client, touched)
 	if err != nil {
 		return fail(err)
 	}
@@ -216,13 +247,26 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	switch {
 	case served.rev != wantRev:
 		return fail(fmt.Errorf("etcd on the restored data serves revision %d, want %d", served.rev, wantRev))
-	case served.keys != src.etcd.Keys:
-		return fail(fmt.Errorf("etcd on the restored data serves %d keys, the backup recorded %d", served.keys, src.etcd.Keys))
+	case served.keys != wantKeys:
+		return fail(fmt.Errorf("etcd on the restored data serves %d keys, the backup recorded %d", served.keys, wantKeys))
 	case served.hash != res.SnapshotKVHash:
 		return fail(fmt.Errorf("served key/values hash to %s, the snapshot's to %s", served.hash, res.SnapshotKVHash))
 	}
+	if jr != nil {
+		res.ChangedKeys, res.ChangedSHA256 = len(touched), served.touched
+		switch {
+		case len(touched) != jr.proof.Touched:
+			return fail(fmt.Errorf("the journal from revision %d to %d changes %d keys, the backup saw %d", src.etcd.Revision, recorded, len(touched), jr.proof.Touched))
+		case served.touched != jr.proof.TouchedSHA256:
+			return fail(fmt.Errorf("the values of the %d keys the journal changed hash to %s after the replay, etcd's at revision %d to %s", len(touched), served.touched, recorded, jr.proof.TouchedSHA256))
+		}
+	}
 	detail := fmt.Sprintf("etcd %s served revision %d (recorded %d + %d), %d keys, key/value sha256 %s; snapshot sha256 %s",
-		version.Version, served.rev, src.etcd.Revision, etcdsnap.RevisionBump, served.keys, served.hash, orDash(rr.SHA256))
+		version.Version, served.rev, recorded, etcdsnap.RevisionBump, served.keys, served.hash, orDash(rr.SHA256))
+	if jr != nil {
+		detail += fmt.Sprintf("; journal version on base %s (revision %d): %d segments replayed, %d changed keys match etcd's values at revision %d (sha256 %s)",
+			src.snapID, src.etcd.Revision, len(jr.datas), len(touched), recorded, served.touched)
+	}
 	if err := markVerified(ctx, store, src.id, rsyncish.Verification{Time: time.Now(), Method: DrillMethod, Detail: detail}); err != nil {
 		return fail(err)
 	}
@@ -313,11 +357,60 @@ func imageKVHash(dbPath string) (string, error) {
 type servedState struct {
 	rev, keys int64
 	hash      string
+	// touched is backup.TouchedDigest of the keys asked for.
+	touched string
+}
+
+// journalReplay is what a journal version's drill replays: the journal
+// from the base to the version's revision, the keys it changes, and the
+// evidence the backup recorded.
+type journalReplay struct {
+	datas   [][]byte
+	touched []string
+	proof   *backup.JournalProof
+}
+
+func (j *journalReplay) readers() []io.Reader {
+	out := make([]io.Reader, len(j.datas))
+	for i, d := range j.datas {
+		out[i] = bytes.NewReader(d)
+	}
+	return out
+}
+
+func loadJournalReplay(store *rsyncish.Store, src *source) (*journalReplay, error) {
+	proof := backup.VersionJournalProof(src.info)
+	if proof == nil {
+		return nil, fmt.Errorf("journal version %s records no evidence from etcd (%s meta) to check its replay against", src.id, backup.MetaJournal)
+	}
+	j, err := store.Journal(DefaultDeltaJournal)
+	if err != nil {
+		return nil, err
+	}
+	datas, _, err := j.ReadNeeded(uint64(src.etcd.Revision), uint64(src.journal.Revision), time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("etcd delta journal: %w", err)
+	}
+	jr := &journalReplay{datas: datas, proof: proof}
+	events, err := etcdsnap.ReplayEvents(jr.readers(), src.etcd.Revision, src.journal.Revision, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("etcd delta journal from revision %d to %d: %w", src.etcd.Revision, src.journal.Revision, err)
+	}
+	seen := map[string]bool{}
+	for _, e := range events {
+		if !seen[e.Key] {
+			seen[e.Key] = true
+			jr.touched = append(jr.touched, e.Key)
+		}
+	}
+	slices.Sort(jr.touched)
+	return jr, nil
 }
 
 // serveAndHash starts an embedded etcd on dataDir and reads every key
-// through its API, in pages at one revision.
-func serveAndHash(ctx context.Context, dataDir, name string, peer, client url.URL) (servedState, error) {
+// through its API, in pages at one revision, and the touched keys'
+// digest.
+func serveAndHash(ctx context.Context, dataDir, name string, peer, client url.URL, touched []string) (servedState, error) {
 	var st servedState
 	cfg := embed.NewConfig()
 	cfg.Name = name
@@ -382,6 +475,11 @@ func serveAndHash(ctx context.Context, dataDir, name string, peer, client url.UR
 		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 	st.rev, st.hash = rev, h.sum()
+	if touched != nil {
+		if st.touched, err = backup.TouchedDigest(ctx, cli, touched, rev); err != nil {
+			return st, fmt.Errorf("read the changed keys: %w", err)
+		}
+	}
 	return st, nil
 }
 

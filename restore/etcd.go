@@ -108,12 +108,16 @@ func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 	if src.etcd == nil {
 		return res, fmt.Errorf("version %s records no etcd snapshot (status %s)", src.id, orDash(string(src.status)))
 	}
-	segs, err := deltaSegments(o.Store, o.Journal, src.etcd.Revision, o.At, o.Revision)
+	if src.chainErr != nil {
+		return res, fmt.Errorf("version %s cannot be restored: %w", src.id, src.chainErr)
+	}
+	until := src.untilRevision(o.At, o.Revision)
+	segs, err := deltaSegments(o.Store, o.Journal, src.etcd.Revision, o.At, until)
 	if err != nil {
 		return res, err
 	}
 	cfg := etcdsnap.RestoreConfig{
-		Segments: segs, UntilRevision: o.Revision, UntilTime: o.At,
+		Segments: segs, UntilRevision: until, UntilTime: o.At,
 		DataDir: o.To, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 		Logger: zap.NewNop(), // etcd's info lines are noise next to ours
 	}
@@ -188,28 +192,35 @@ func (r *runner) etcd(ctx context.Context) error {
 	if r.src.etcd == nil {
 		return fmt.Errorf("version %s records no etcd snapshot (status %s)", r.src.id, orDash(string(r.src.status)))
 	}
+	if r.src.chainErr != nil {
+		return fmt.Errorf("version %s cannot be restored: %w", r.src.id, r.src.chainErr)
+	}
 	snapRev := r.src.etcd.Revision
-	segs, err := deltaSegments(r.opts.Store, r.opts.DeltaJournal, snapRev, r.opts.At, r.opts.Revision)
+	until := r.src.untilRevision(r.opts.At, r.opts.Revision)
+	segs, err := deltaSegments(r.opts.Store, r.opts.DeltaJournal, snapRev, r.opts.At, until)
 	if err != nil {
 		return err
 	}
 	point := fmt.Sprintf("revision %d", snapRev)
+	if r.src.journal != nil {
+		point = fmt.Sprintf("base version %s at revision %d", r.src.snapID, snapRev)
+	}
 	if len(segs) > 0 {
 		point += fmt.Sprintf(" plus %d delta segments", len(segs))
-		if r.opts.Revision > 0 {
-			point += fmt.Sprintf(" up to revision %d", r.opts.Revision)
+		if until > 0 {
+			point += fmt.Sprintf(" up to revision %d", until)
 		}
 		if !r.opts.At.IsZero() {
 			point += " up to " + r.opts.At.UTC().Format(time.RFC3339Nano)
 		}
 	}
 	if err := r.do(fmt.Sprintf("restore the etcd snapshot (%s, %d keys) into %s as member %s (peers %s, cluster %s), revision bumped by %d and marked compacted",
-		point, r.src.etcd.Keys, plan.staging, m.name, m.peerURLs, m.initialCluster, etcdsnap.RevisionBump), func() error {
+		point, r.src.etcdKeys(), plan.staging, m.name, m.peerURLs, m.initialCluster, etcdsnap.RevisionBump), func() error {
 		if err := r.mkdirParent(plan.staging); err != nil {
 			return err
 		}
 		cfg := etcdsnap.RestoreConfig{
-			Segments: segs, UntilRevision: r.opts.Revision, UntilTime: r.opts.At,
+			Segments: segs, UntilRevision: until, UntilTime: r.opts.At,
 			DataDir: stagingReal, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 			Logger: zap.NewNop(),
 		}

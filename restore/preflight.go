@@ -80,7 +80,13 @@ func (r *runner) preflight(ctx context.Context) error {
 
 	// The snapshot is read and checked whole now, so a truncated or
 	// corrupt one stops the restore before anything is changed.
-	if src.hasSnapshot {
+	if src.chainErr != nil {
+		block("etcd state unusable: %v", src.chainErr)
+	} else if src.hasSnapshot {
+		if src.journal != nil {
+			r.note("etcd: journal version at revision %d (%d keys): the snapshot of base version %s plus the delta journal from revision %d",
+				src.journal.Revision, src.journal.Keys, src.snapID, src.journal.BaseRevision)
+		}
 		sf, err := r.snapshot(ctx, true)
 		if err != nil {
 			block("etcd snapshot unusable: %v", err)

@@ -38,10 +38,52 @@ type source struct {
 	hasSnapshot      bool
 	snapshotSize     int64
 	hasClusterConfig bool
+	// snapID is the version holding the etcd snapshot stream: id itself,
+	// or a journal version's base. etcd is then the base's snapshot info
+	// and journal the version's own (Source journal): its state is that
+	// snapshot plus the delta journal up to journal.Revision.
+	snapID  string
+	journal *etcdsnap.Info
+	// chainErr: the journal version's chain is not intact (base gone,
+	// a gap or a break); nothing of its etcd state can be restored.
+	chainErr error
+}
+
+// etcdRevision is the revision of the version's own etcd state (a journal
+// version's, not its base's), 0 when it records none.
+func (src *source) etcdRevision() int64 {
+	if src.journal != nil {
+		return src.journal.Revision
+	}
+	if src.etcd != nil {
+		return src.etcd.Revision
+	}
+	return 0
+}
+
+// etcdKeys is the key count of the version's own etcd state.
+func (src *source) etcdKeys() int64 {
+	if src.journal != nil {
+		return src.journal.Keys
+	}
+	if src.etcd != nil {
+		return src.etcd.Keys
+	}
+	return 0
+}
+
+// untilRevision is the revision a restore replays to: the one asked for,
+// else a journal version's own (its base's snapshot alone is not its
+// state); 0 for a full version at its snapshot.
+func (src *source) untilRevision(at time.Time, rev int64) int64 {
+	if rev > 0 || !at.IsZero() || src.journal == nil {
+		return rev
+	}
+	return src.journal.Revision
 }
 
 func loadSource(store *rsyncish.Store, version string) (*source, error) {
-	id, err := store.Resolve(version)
+	id, err := backup.Resolve(store, version)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +95,7 @@ func loadSource(store *rsyncish.Store, version string) (*source, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := &source{id: id, info: vi, entries: entries}
+	src := &source{id: id, info: vi, entries: entries, snapID: id}
 	if raw, ok := vi.Meta[backup.MetaLayout]; ok {
 		var set layout.Set
 		if err := json.Unmarshal(raw, &set); err != nil {
@@ -79,8 +121,38 @@ func loadSource(store *rsyncish.Store, version string) (*source, error) {
 			src.hasClusterConfig = true
 		}
 	}
+	if src.etcd != nil && src.etcd.Source == etcdsnap.SourceJournal {
+		if err := src.loadBase(store); err != nil {
+			src.chainErr = err
+		}
+	}
 	src.unsafe = unsafePaths(src)
 	return src, nil
+}
+
+// loadBase points a journal version's snapshot at its base's and checks
+// the chain from there (backup.Readable).
+func (src *source) loadBase(store *rsyncish.Store) error {
+	own := src.etcd
+	src.journal = own
+	vs, err := store.Versions()
+	if err != nil {
+		return err
+	}
+	if err := backup.Readable(store, vs, src.info); err != nil {
+		return err
+	}
+	base, err := store.Version(own.Base)
+	if err != nil {
+		return fmt.Errorf("version %s: its base %s: %w", src.id, own.Base, err)
+	}
+	src.snapID, src.etcd = base.ID, backup.VersionEtcd(base)
+	for _, sh := range base.Streams {
+		if sh.Name == backup.EtcdSnapshotStream {
+			src.hasSnapshot, src.snapshotSize = true, sh.Size
+		}
+	}
+	return nil
 }
 
 // unsafePaths finds every reason a version could write outside the root or
@@ -252,6 +324,9 @@ func (s *snapshotFile) remove() {
 // runs its own before it writes, and a second full pass over a 1 GiB
 // image costs seconds.
 func materializeSnapshot(ctx context.Context, store *rsyncish.Store, src *source, check bool) (*snapshotFile, error) {
+	if src.chainErr != nil {
+		return nil, fmt.Errorf("version %s cannot be restored: %w", src.id, src.chainErr)
+	}
 	if !src.hasSnapshot {
 		why := "no etcd snapshot stream"
 		if src.status != "" {
@@ -259,7 +334,7 @@ func materializeSnapshot(ctx context.Context, store *rsyncish.Store, src *source
 		}
 		return nil, fmt.Errorf("version %s has %s: pick a version whose status is ok (kubekeep versions)", src.id, why)
 	}
-	f, err := backup.MaterializeSnapshot(ctx, store, src.id)
+	f, err := backup.MaterializeSnapshot(ctx, store, src.snapID)
 	if err != nil {
 		return nil, err
 	}
@@ -270,12 +345,12 @@ func materializeSnapshot(ctx context.Context, store *rsyncish.Store, src *source
 	st, err := etcdsnap.CheckDB(sf.path)
 	if err != nil {
 		sf.remove()
-		return nil, fmt.Errorf("version %s: stored etcd snapshot fails its consistency check: %w", src.id, err)
+		return nil, fmt.Errorf("version %s: stored etcd snapshot fails its consistency check: %w", src.snapID, err)
 	}
 	sf.stats, sf.checked = st, true
 	if src.etcd != nil && src.etcd.Revision != 0 && src.etcd.Revision != st.Revision {
 		sf.remove()
-		return nil, fmt.Errorf("version %s: stored etcd snapshot is at revision %d, the backup recorded %d", src.id, st.Revision, src.etcd.Revision)
+		return nil, fmt.Errorf("version %s: stored etcd snapshot is at revision %d, the backup recorded %d", src.snapID, st.Revision, src.etcd.Revision)
 	}
 	return sf, nil
 }
@@ -307,11 +382,14 @@ func (s *snapshotFile) vouch(src *source) *etcdsnap.VerifiedImage {
 // and a file is checked whole whatever vouches for it. The returned func
 // releases what was opened.
 func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *snapshotFile, cfg *etcdsnap.RestoreConfig, recheck bool) (func(), error) {
+	if src.chainErr != nil {
+		return nil, fmt.Errorf("version %s cannot be restored: %w", src.id, src.chainErr)
+	}
 	if streamsImage(src, have) {
 		e := src.etcd
-		rc, size, err := store.OpenStream(src.id, backup.EtcdSnapshotStream)
+		rc, size, err := store.OpenStream(src.snapID, backup.EtcdSnapshotStream)
 		if err != nil {
-			return nil, fmt.Errorf("version %s: open the etcd snapshot: %w", src.id, err)
+			return nil, fmt.Errorf("version %s: open the etcd snapshot: %w", src.snapID, err)
 		}
 		raw := e.Source == etcdsnap.SourceRaw
 		cfg.Snapshot, cfg.SnapshotSize, cfg.SkipHashCheck = ctxio.Reader(ctx, rc), size, raw

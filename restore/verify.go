@@ -28,9 +28,7 @@ func (r *runner) verify(ctx context.Context) error {
 		return nil
 	}
 	var wantRev, wantKeys int64
-	if r.src.etcd != nil {
-		wantRev, wantKeys = r.src.etcd.Revision, r.src.etcd.Keys
-	}
+	wantRev, wantKeys = r.src.etcdRevision(), r.src.etcdKeys()
 	if r.opts.Revision > wantRev {
 		wantRev = r.opts.Revision
 	}

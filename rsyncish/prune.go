@@ -21,6 +21,10 @@ type RetentionPolicy struct {
 	KeepHourly int
 	KeepDaily  int
 	KeepWeekly int
+	// Needs, when set, names the versions a version cannot be read
+	// without (an etcd journal version's base): each is kept while any
+	// version it is needed by is, with the reason "base of <id>".
+	Needs func(VersionInfo) []string
 }
 
 // PruneResult says what Prune did (or, dry, would do).
@@ -77,6 +81,22 @@ func (p RetentionPolicy) apply(vs []VersionInfo) (keep map[string][]string) {
 		if v.Verified {
 			keep[v.ID] = append(keep[v.ID], "newest verified")
 			break
+		}
+	}
+	if p.Needs != nil {
+		present := map[string]bool{}
+		for _, v := range vs {
+			present[v.ID] = true
+		}
+		for _, v := range newest {
+			if _, kept := keep[v.ID]; !kept {
+				continue
+			}
+			for _, id := range p.Needs(v) {
+				if present[id] && id != v.ID {
+					keep[id] = append(keep[id], "base of "+v.ID)
+				}
+			}
 		}
 	}
 	return keep

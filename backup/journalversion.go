@@ -1,0 +1,463 @@
+package backup
+
+// Journal versions: a version whose etcd part is a reference to an earlier
+// full version (its base) plus the delta journal up to the revision etcd
+// was at, instead of a new snapshot of the whole db.
+//
+// When the agent's delta stream is running, a version every five minutes
+// costs what changed: etcd is asked for one linearizable count-only range
+// (its revision R and key count, from its in-memory index) and the values
+// of the keys the journal touched since the base, at R; the journal is
+// read from the store. A full snapshot (every byte of the db streamed,
+// ~4 s of CPU per GiB) is taken only when the full-snapshot policy says so
+// (config.FullSnapshot: never more often than MinInterval, and then when
+// the journal since the base passed JournalShare of the db; always after
+// MaxInterval) or when no journal version can be made: no journal running,
+// a gap or declared break between the base and R, the base gone or
+// unverified, another cluster, a revision the journal does not account
+// for.
+//
+// The evidence recorded with a journal version (MetaJournal, JournalProof)
+// is what the drill checks the replayed state against: etcd's key count at
+// R, and a digest of the values at R of every key the journal changed
+// since the base, read from etcd (not from the journal). Etcd revisions
+// are dense (every revision in (BaseRevision, R] is a write that changed at
+// least one key), so the backup also checks that the journal holds a
+// change at each of them; a replay of an intact chain reaches exactly R.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubekeep/kubekeep/config"
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// MetaJournal is the meta key of a journal version's JournalProof.
+const MetaJournal = "etcdJournal"
+
+// JournalProof is what a journal version records from etcd at its
+// revision, for the drill to check the replayed state against.
+type JournalProof struct {
+	// Keys is etcd's live key count at Revision (a count-only range).
+	Keys     int64 `json:"keys"`
+	Revision int64 `json:"revision"`
+	// Touched is how many distinct keys the journal changed in
+	// (BaseRevision, Revision]; TouchedSHA256 is TouchedDigest of those
+	// keys' values read from etcd at Revision.
+	Touched       int    `json:"touched"`
+	TouchedSHA256 string `json:"touchedSha256"`
+	// Revisions is Revision - BaseRevision: each holds a change in the
+	// journal (checked at backup time).
+	Revisions int64 `json:"revisions"`
+	// Segments and JournalBytes: what the journal since the base held.
+	Segments     int   `json:"segments"`
+	JournalBytes int64 `json:"journalBytes"`
+}
+
+// VersionJournalProof returns the journal evidence a version records, or nil.
+func VersionJournalProof(v rsyncish.VersionInfo) *JournalProof {
+	var p JournalProof
+	if raw, ok := v.Meta[MetaJournal]; !ok || json.Unmarshal(raw, &p) != nil {
+		return nil
+	}
+	return &p
+}
+
+// Kinds of a version's etcd part (Result.EtcdKind, metrics, status).
+const (
+	EtcdKindFull    = "full"
+	EtcdKindJournal = "journal"
+)
+
+// DefaultJournalWait bounds how long a backup waits for the delta journal
+// to be durable up to etcd's revision before it takes a full snapshot.
+const DefaultJournalWait = 10 * time.Second
+
+// notJournal is why a journal version could not be made; the backup then
+// takes a full snapshot and says why.
+type notJournal struct{ why string }
+
+func (e *notJournal) Error() string { return e.why }
+
+func noJournal(format string, a ...any) error { return &notJournal{fmt.Sprintf(format, a...)} }
+
+// journalBase is the version a journal version builds on: the newest
+// version with a verified full snapshot stream of its own.
+type journalBase struct {
+	v    rsyncish.VersionInfo
+	info *etcdsnap.Info
+	time time.Time
+}
+
+func findBase(store *rsyncish.Store) (*journalBase, error) {
+	vs, err := store.Versions()
+	if err != nil {
+		return nil, err
+	}
+	for i := len(vs) - 1; i >= 0; i-- {
+		v := vs[i]
+		src, ok := EtcdSourceOf(v)
+		if !ok || src.Journal || !src.Info.Verified || src.Info.Revision <= 0 {
+			continue
+		}
+		t := v.Time
+		if !src.Info.Started.IsZero() {
+			t = src.Info.Started
+		}
+		return &journalBase{v: v, info: src.Info, time: t}, nil
+	}
+	return nil, nil
+}
+
+// FullReason says whether the policy wants a full snapshot now, given the
+// base's age and size and the journal bytes since it; "" means a journal
+// version will do.
+func FullReason(p config.FullSnapshot, age time.Duration, dbSize, journalBytes int64) string {
+	p = p.WithDefaults()
+	switch {
+	case age < p.MinInterval:
+		return ""
+	case age >= p.MaxInterval:
+		return fmt.Sprintf("the last full snapshot is %s old (etcd.fullSnapshot.maxInterval %s)", age.Round(time.Second), p.MaxInterval)
+	case p.JournalShare > 0 && dbSize > 0 && float64(journalBytes) >= p.JournalShare.Fraction()*float64(dbSize):
+		return fmt.Sprintf("the journal since the last full snapshot holds %d bytes, %s or more of the %d-byte db (etcd.fullSnapshot.journalShare)",
+			journalBytes, p.JournalShare, dbSize)
+	}
+	return ""
+}
+
+// journalEtcd records the version's etcd part as a journal version, or
+// returns a *notJournal saying why it cannot (the caller then takes a full
+// snapshot). Other errors are the store's.
+func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, cc etcdsnap.ClientConfig, log *slog.Logger) (*etcdsnap.Info, *JournalProof, error) {
+	started := time.Now()
+	if opts.ForceFull {
+		return nil, nil, noJournal("a full snapshot was asked for")
+	}
+	base, err := findBase(opts.Store)
+	if err != nil {
+		return nil, nil, err
+	}
+	if base == nil {
+		return nil, nil, noJournal("no version with a verified full snapshot to build on")
+	}
+	j, err := opts.Store.Journal(DeltaJournal)
+	if err != nil {
+		return nil, nil, err
+	}
+	segs, err := j.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(segs) == 0 {
+		return nil, nil, noJournal("no etcd delta journal")
+	}
+	baseRev := base.info.Revision
+	var journalBytes int64
+	for _, si := range segs {
+		if int64(si.Last) > baseRev {
+			journalBytes += si.Size
+		}
+	}
+	dbSize := max(base.info.DBSize, base.info.StatusDBSize)
+	if why := FullReason(opts.Etcd.FullSnapshot, time.Since(base.time), dbSize, journalBytes); why != "" {
+		return nil, nil, noJournal("%s", why)
+	}
+	wait := opts.JournalWait
+	if wait <= 0 {
+		wait = DefaultJournalWait
+	}
+	if opts.DeltaTail == nil && time.Since(newestTime(segs)) > wait {
+		return nil, nil, noJournal("the delta journal was last written %s ago: no delta stream is running", time.Since(newestTime(segs)).Round(time.Second))
+	}
+
+	cli, st, ep, err := etcdsnap.ConnectAny(ctx, cc)
+	if err != nil {
+		return nil, nil, noJournal("etcd: %v", err)
+	}
+	defer cli.Close()
+	info := &etcdsnap.Info{Source: etcdsnap.SourceJournal, Started: started, Endpoint: ep, EtcdVersion: st.Version,
+		StatusDBSize: st.DbSize, Base: base.v.ID, BaseRevision: baseRev}
+	if st.Header != nil {
+		info.ClusterID, info.MemberID = st.Header.ClusterId, st.Header.MemberId
+	}
+	if base.info.ClusterID != 0 && info.ClusterID != 0 && base.info.ClusterID != info.ClusterID {
+		return nil, nil, noJournal("etcd is cluster %x, the base version %s was taken of %x", info.ClusterID, base.v.ID, base.info.ClusterID)
+	}
+	// Linearizable: R is etcd's committed revision now, and the count is
+	// of the keys live at R (served from etcd's in-memory index).
+	resp, err := cli.Get(ctx, "\x00", clientv3.WithFromKey(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, nil, noJournal("etcd revision: %v", err)
+	}
+	rev := resp.Header.Revision
+	info.Revision, info.Keys, info.StatusRevision = rev, resp.Count, rev
+	if rev < baseRev {
+		return nil, nil, noJournal("etcd is at revision %d, below the base's %d: not the etcd of the base", rev, baseRev)
+	}
+	if err := waitDurable(ctx, j, opts.DeltaTail, rev, wait); err != nil {
+		return nil, nil, err
+	}
+	events, proof, err := journalSince(j, baseRev, rev)
+	if err != nil {
+		return nil, nil, err
+	}
+	proof.Keys, proof.Revision = resp.Count, rev
+	last := map[string]etcdsnap.Event{}
+	for _, e := range events {
+		last[e.Key] = e
+	}
+	keys := slices.Sorted(maps.Keys(last))
+	proof.Touched = len(keys)
+	if proof.TouchedSHA256, err = TouchedDigest(ctx, cli, keys, rev); err != nil {
+		return nil, nil, noJournal("read the changed keys at revision %d: %v", rev, err)
+	}
+	if err := carryExports(w, opts.Store, base.v, last, log); err != nil {
+		return nil, nil, err
+	}
+	info.Verified = true
+	info.Duration = time.Since(started).Seconds()
+	log.Info("etcd recorded as a journal version", "endpoint", ep, "revision", rev, "keys", info.Keys,
+		"base", base.v.ID, "baseRevision", baseRev, "changedKeys", proof.Touched, "segments", proof.Segments)
+	return info, proof, nil
+}
+
+func newestTime(segs []rsyncish.SegmentInfo) time.Time {
+	var t time.Time
+	for _, si := range segs {
+		if si.Time.After(t) {
+			t = si.Time
+		}
+	}
+	return t
+}
+
+// waitDurable waits, up to wait, until the journal holds every change up
+// to rev (the delta stream flushes every etcd.deltaFlush).
+func waitDurable(ctx context.Context, j *rsyncish.Journal, tail func() int64, rev int64, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		var have int64
+		if tail != nil {
+			have = tail()
+		} else {
+			segs, err := j.List()
+			if err != nil {
+				return err
+			}
+			for _, si := range segs {
+				have = max(have, int64(si.Last))
+			}
+		}
+		if have >= rev {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return noJournal("the delta journal is durable up to revision %d, not etcd's %d, after %s", have, rev, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// journalSince reads and checks the chain from baseRev to rev: no
+// undeclared gap or declared break in between, every segment readable,
+// the changes chaining from the base (etcdsnap.ReplayEvents), and a change
+// at every revision in (baseRev, rev].
+func journalSince(j *rsyncish.Journal, baseRev, rev int64) ([]etcdsnap.Event, *JournalProof, error) {
+	proof := &JournalProof{Revisions: rev - baseRev}
+	if err := ChainIntact(j, baseRev, rev); err != nil {
+		return nil, nil, noJournal("%v", err)
+	}
+	datas, segs, err := j.ReadNeeded(uint64(baseRev), uint64(rev), time.Time{})
+	if err != nil {
+		return nil, nil, noJournal("delta journal: %v", err)
+	}
+	readers := make([]io.Reader, len(datas))
+	for i, d := range datas {
+		readers[i] = bytes.NewReader(d)
+		proof.JournalBytes += int64(len(d))
+	}
+	proof.Segments = len(segs)
+	events, err := etcdsnap.ReplayEvents(readers, baseRev, rev, time.Time{})
+	if err != nil {
+		return nil, nil, noJournal("delta journal from revision %d to %d: %v", baseRev, rev, err)
+	}
+	if n := DistinctRevisions(events); n != rev-baseRev {
+		return nil, nil, noJournal("the delta journal holds changes at %d of the %d revisions from %d to %d", n, rev-baseRev, baseRev+1, rev)
+	}
+	return events, proof, nil
+}
+
+// DistinctRevisions counts the revisions events (in revision order) hold.
+func DistinctRevisions(events []etcdsnap.Event) int64 {
+	var n, prev int64
+	for _, e := range events {
+		if e.ModRevision != prev {
+			n++
+			prev = e.ModRevision
+		}
+	}
+	return n
+}
+
+// ChainIntact checks the journal's segment names cover (from, to] with
+// no undeclared gap and no declared break (a restarted chain).
+func ChainIntact(j *rsyncish.Journal, from, to int64) error {
+	if to <= from {
+		return nil
+	}
+	in := func(a, b uint64) bool { return int64(b) > from && int64(a) <= to }
+	gaps, err := j.Gaps()
+	if err != nil {
+		return fmt.Errorf("delta journal: %w", err)
+	}
+	for _, g := range gaps {
+		if in(g.From, g.To) {
+			return fmt.Errorf("the delta journal misses revisions %d to %d", g.From, g.To)
+		}
+	}
+	breaks, err := j.Breaks()
+	if err != nil {
+		return fmt.Errorf("delta journal: %w", err)
+	}
+	for _, b := range breaks {
+		if in(b.From, b.To) {
+			return fmt.Errorf("the delta journal restarted after a break: revisions %d to %d were never recorded", b.From, b.To)
+		}
+	}
+	segs, err := j.Needed(uint64(from), uint64(to), time.Time{})
+	if err != nil {
+		return fmt.Errorf("delta journal: %w", err)
+	}
+	covered := from
+	for _, si := range segs {
+		if int64(si.First) > covered+1 && int64(si.First) > covered {
+			return fmt.Errorf("the delta journal misses revisions %d to %d", covered+1, si.First-1)
+		}
+		covered = max(covered, int64(si.Last))
+	}
+	if covered < to {
+		return fmt.Errorf("the delta journal ends at revision %d, not %d", covered, to)
+	}
+	return nil
+}
+
+// TouchedDigest reads keys (sorted) from etcd at rev and folds them: each
+// key length-prefixed, then 1 and its value's sha256, or 0 when the key
+// is absent at rev. The drill computes the same over the replayed etcd.
+func TouchedDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev int64) (string, error) {
+	h := sha256.New()
+	var n [8]byte
+	const batch = 100 // below etcd's default --max-txn-ops (128)
+	for i := 0; i < len(keys); i += batch {
+		chunk := keys[i:min(i+batch, len(keys))]
+		ops := make([]clientv3.Op, len(chunk))
+		for k, key := range chunk {
+			var opts []clientv3.OpOption
+			if rev > 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			ops[k] = clientv3.OpGet(key, opts...)
+		}
+		resp, err := cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return "", err
+		}
+		for k, r := range resp.Responses {
+			binary.BigEndian.PutUint64(n[:], uint64(len(chunk[k])))
+			h.Write(n[:])
+			h.Write([]byte(chunk[k]))
+			kvs := r.GetResponseRange().GetKvs()
+			if len(kvs) == 0 {
+				h.Write([]byte{0})
+				continue
+			}
+			sum := sha256.Sum256(kvs[0].Value)
+			h.Write([]byte{1})
+			h.Write(sum[:])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// carryExports stores the kubeadm documents (ClusterConfiguration,
+// KubeletConfiguration, KubeProxyConfiguration) as of the journal
+// version's revision: from the journal's last change of their ConfigMap
+// when it changed since the base (none when it was deleted), else the
+// base's streams, so that every version holds what a rebuild needs.
+func carryExports(w *rsyncish.VersionWriter, store *rsyncish.Store, base rsyncish.VersionInfo, last map[string]etcdsnap.Event, log *slog.Logger) error {
+	for _, d := range exportDocs {
+		if e, ok := last[d.key]; ok {
+			if e.Type == etcdsnap.EventDelete {
+				log.Info(d.key + " was deleted since the base; the version holds no " + d.kind)
+				continue
+			}
+			doc, err := documentOf(e.Value, d.dataKey)
+			if err != nil {
+				log.Warn("cannot read "+d.kind+" from the journal; a rebuild will need one by hand", "key", d.key, "err", err)
+				continue
+			}
+			if _, err := w.AddStream(d.stream, bytes.NewReader(doc)); err != nil {
+				return &StoreError{fmt.Errorf("store %s: %w", d.kind, err)}
+			}
+			continue
+		}
+		rc, _, err := store.OpenStream(base.ID, d.stream)
+		if errors.Is(err, rsyncish.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return &StoreError{fmt.Errorf("read %s of the base version %s: %w", d.kind, base.ID, err)}
+		}
+		_, err = w.AddStream(d.stream, io.LimitReader(rc, 16<<20))
+		rc.Close()
+		if err != nil {
+			return &StoreError{fmt.Errorf("store %s: %w", d.kind, err)}
+		}
+	}
+	return nil
+}
+
+// exportDocs are where the exported documents live in etcd and which
+// stream of a version holds each.
+var exportDocs = []struct{ kind, key, dataKey, stream string }{
+	{etcdsnap.KindClusterConfiguration, etcdsnap.KubeadmConfigKey, "ClusterConfiguration", ClusterConfigurationStream},
+	{etcdsnap.KindKubeletConfiguration, etcdsnap.KubeletConfigKey, "kubelet", KubeletConfigurationStream},
+	{etcdsnap.KindKubeProxyConfiguration, etcdsnap.KubeProxyConfigKey, "config.conf", KubeProxyConfigurationStream},
+}
+
+func documentOf(value []byte, dataKey string) ([]byte, error) {
+	obj, err := etcdsnap.DecodeObject(value)
+	if err != nil {
+		return nil, err
+	}
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return nil, fmt.Errorf("holds a %T, not a ConfigMap", obj)
+	}
+	doc, ok := cm.Data[dataKey]
+	if !ok {
+		return nil, fmt.Errorf("no %s data key", dataKey)
+	}
+	return []byte(doc), nil
+}
