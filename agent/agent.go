@@ -27,6 +27,17 @@
 // (kubekeep_etcd_delta_gaps_total) and the newest kept in the status file.
 // How far the journal is durable is read from it at start, so the metrics
 // report what is on disk, never 0 after a restart.
+//
+// While the stream runs, a scheduled version is a journal version (the
+// backup package: the last full version plus the journal up to etcd's
+// revision, costing what changed), and a full snapshot is taken only when
+// etcd.fullSnapshot says so; the backup waits, bounded, for the stream to
+// make etcd's current revision durable. So a version is made at every
+// schedules.backup and none is skipped: schedules.backupCPUBudget is a
+// safety valve, off (0%) by default. The kind of every version is counted
+// (kubekeep_backup_etcd_versions_total{kind}) and shown in status. After a
+// full snapshot or a drill the agent returns its freed heap to the OS
+// (debug.FreeOSMemory), so its idle RSS is not the peak of the last one.
 package agent
 
 import (

@@ -121,3 +121,14 @@ func (s *journalSink) AppendSegment(data []byte, firstRev, lastRev int64, t time
 	a.m.lastSuccess.WithLabelValues(JobEtcdDeltas).Set(float64(t.UnixNano()) / 1e9)
 	return nil
 }
+
+// durableRevision is how far this agent's delta stream made the journal
+// durable (backup.Options.DeltaTail), 0 before its first segment.
+func (a *Agent) durableRevision() int64 {
+	a.deltaMu.Lock()
+	defer a.deltaMu.Unlock()
+	if a.deltaTail == nil {
+		return 0
+	}
+	return a.deltaTail.Rev
+}

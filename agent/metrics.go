@@ -26,6 +26,7 @@ type metrics struct {
 	duration     *prometheus.GaugeVec
 	cpu          *prometheus.GaugeVec
 	budgetSkips  prometheus.Counter
+	etcdKinds    *prometheus.CounterVec
 	runs         *prometheus.CounterVec
 	failures     *prometheus.CounterVec
 	bytesWritten *prometheus.CounterVec
@@ -63,6 +64,8 @@ func newMetrics(now func() time.Time) *metrics {
 		Help: "CPU the agent process used during the job's last run (other goroutines' included)."}, job)
 	m.budgetSkips = prometheus.NewCounter(prometheus.CounterOpts{Name: "kubekeep_backup_budget_skips_total",
 		Help: "Scheduled backups skipped to keep the agent within schedules.backupCPUBudget."})
+	m.etcdKinds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubekeep_backup_etcd_versions_total",
+		Help: "Versions whose etcd part was a full snapshot (kind=full) or a reference to a base plus the delta journal (kind=journal)."}, []string{"kind"})
 	m.runs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubekeep_job_runs_total",
 		Help: "Runs of the job, successful or not."}, job)
 	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubekeep_job_failures_total",
@@ -102,7 +105,7 @@ func newMetrics(now func() time.Time) *metrics {
 			return m.now().Sub(t).Seconds()
 		})
 	}
-	m.reg.MustRegister(m.lastSuccess, m.lastFailure, m.duration, m.cpu, m.budgetSkips, m.runs, m.failures, m.bytesWritten,
+	m.reg.MustRegister(m.lastSuccess, m.lastFailure, m.duration, m.cpu, m.budgetSkips, m.etcdKinds, m.runs, m.failures, m.bytesWritten,
 		m.storeUsed, m.storeFree, m.storeOK, m.storeFull, m.deltaGaps, m.versions, m.etcdRevision, m.deltaRev, m.etcdAPIUp,
 		m.degraded, m.problems, m.newestGood,
 		age("kubekeep_newest_verified_backup_age_seconds",

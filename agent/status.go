@@ -66,9 +66,20 @@ type FileState struct {
 type EtcdState struct {
 	// Source of the newest snapshot: "api" or "raw" (the data dir was
 	// copied because the API did not answer and nothing held the db).
+	// ("journal": the newest version recorded the delta journal on a base
+	// instead of a snapshot of its own).
 	Source   string    `json:"source,omitempty"`
 	Revision int64     `json:"revision,omitempty"`
 	Time     time.Time `json:"time,omitzero"`
+	// Kind of the newest version's etcd part, "full" or "journal"; Base
+	// is a journal version's base and FullReason why the newest full
+	// snapshot was taken. FullVersions and JournalVersions count this
+	// agent's versions of each kind.
+	Kind            string `json:"kind,omitempty"`
+	Base            string `json:"base,omitempty"`
+	FullReason      string `json:"fullReason,omitempty"`
+	FullVersions    int    `json:"fullVersions,omitempty"`
+	JournalVersions int    `json:"journalVersions,omitempty"`
 	// APIUp: the last snapshot or delta connection reached the etcd API.
 	APIUp bool   `json:"apiUp"`
 	Error string `json:"error,omitempty"`
@@ -113,12 +124,20 @@ type VersionRef struct {
 	Degraded bool      `json:"degraded,omitempty"`
 	Problems []string  `json:"problems,omitempty"`
 	Origin   string    `json:"origin,omitempty"`
+	// EtcdKind is "full" or "journal" (backup.EtcdKind); Base is a
+	// journal version's base.
+	EtcdKind string `json:"etcdKind,omitempty"`
+	Base     string `json:"base,omitempty"`
 }
 
 func versionRef(v rsyncish.VersionInfo) *VersionRef {
 	st := backup.VersionState(v)
-	return &VersionRef{ID: v.ID, Time: v.Time, Status: string(st.Status), Good: st.Good, Degraded: st.Degraded,
-		Problems: st.Problems, Origin: st.Origin}
+	ref := &VersionRef{ID: v.ID, Time: v.Time, Status: string(st.Status), Good: st.Good, Degraded: st.Degraded,
+		Problems: st.Problems, Origin: st.Origin, EtcdKind: backup.EtcdKind(v)}
+	if src, ok := backup.EtcdSourceOf(v); ok && src.Journal {
+		ref.Base = src.Version
+	}
+	return ref
 }
 
 // VerifiedRef is the newest version the restore drill verified; its age is
@@ -266,7 +285,7 @@ func ReadStatus(store *rsyncish.Store, now time.Time) (*Status, error) {
 		st.NewestVersion = versionRef(vs[len(vs)-1])
 		st.Degraded, st.Problems = st.NewestVersion.Degraded, st.NewestVersion.Problems
 	}
-	if g, ok := rsyncish.NewestGoodOf(vs); ok {
+	if g, _, ok := backup.LatestOf(store, vs); ok {
 		st.NewestGood = versionRef(g)
 	}
 	var newestEtcd time.Time

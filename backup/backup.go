@@ -1,7 +1,7 @@
 // Package backup takes one kubekeep version: it discovers the backup set
 // from the static-pod manifests, stores the files, streams a consistent
-// etcd snapshot into the same version, checks that snapshot before the
-// version commits, and exports beside it the kubeadm ClusterConfiguration
+// etcd snapshot into the same version (or records the delta journal on an
+// earlier one), checks that snapshot before the version commits, and exports beside it the kubeadm ClusterConfiguration
 // and the cluster's KubeletConfiguration and KubeProxyConfiguration (what
 // `kubeadm init --config` needs to rebuild the node as it was).
 //
@@ -15,6 +15,16 @@
 // /data/pki holds the link and /data/pki, and restores as it was.
 // Certificates and the etcd data dir the backup opens itself are resolved
 // inside the root the same way (layout.Real): nothing outside it is read.
+//
+// A version's etcd part is either a full snapshot (the stream above) or,
+// while a delta stream writes the store's journal, a journal version: a
+// reference to the newest full version (its base) plus the journal up to
+// etcd's revision, checked and recorded with evidence for the drill
+// (journalversion.go has the rules, config.FullSnapshot the policy for
+// when etcd is asked for a full snapshot anyway). EtcdSourceOf tells a
+// reader which; Resolve is what "latest" means for readers of etcd state
+// (it passes over a journal version whose chain broke); Prune keeps a
+// base while a kept version needs it.
 //
 // Every version records a status: ok (good: a checked etcd snapshot and a
 // complete file set), etcd-failed, files-only or degraded (files lost

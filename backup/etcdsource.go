@@ -99,7 +99,20 @@ func Resolve(s *rsyncish.Store, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var passed []string
+	v, passed, ok := LatestOf(s, vs)
+	switch {
+	case len(passed) == 0:
+		return s.Resolve(name) // the same answer, with its log
+	case ok:
+		return v.ID, nil
+	}
+	return "", fmt.Errorf("store %s: no good version whose etcd state can be read: %s: %w", s.Dir(), strings.Join(passed, "; "), rsyncish.ErrNotFound)
+}
+
+// LatestOf is what "latest" resolves to among vs (the store's listing):
+// the newest version "latest" may be (rsyncish.VersionInfo.Latest) that is
+// Readable; passed says why newer good journal versions were passed over.
+func LatestOf(s *rsyncish.Store, vs []rsyncish.VersionInfo) (v rsyncish.VersionInfo, passed []string, ok bool) {
 	for i := len(vs) - 1; i >= 0; i-- {
 		if !vs[i].Latest() {
 			continue
@@ -108,13 +121,20 @@ func Resolve(s *rsyncish.Store, name string) (string, error) {
 			passed = append(passed, err.Error())
 			continue
 		}
-		if len(passed) == 0 {
-			return s.Resolve(name) // the same answer, with its log
-		}
-		return vs[i].ID, nil
+		return vs[i], passed, true
 	}
-	if len(passed) == 0 {
-		return s.Resolve(name)
+	return rsyncish.VersionInfo{}, passed, false
+}
+
+// EtcdKind is the kind of version v's etcd part: EtcdKindFull,
+// EtcdKindJournal, or "" when it holds no etcd state.
+func EtcdKind(v rsyncish.VersionInfo) string {
+	src, ok := EtcdSourceOf(v)
+	switch {
+	case !ok:
+		return ""
+	case src.Journal:
+		return EtcdKindJournal
 	}
-	return "", fmt.Errorf("store %s: no good version whose etcd state can be read: %s: %w", s.Dir(), strings.Join(passed, "; "), rsyncish.ErrNotFound)
+	return EtcdKindFull
 }

@@ -42,6 +42,23 @@
 // The verify phase waits, bounded, for etcd and then the apiserver's
 // /readyz, and fails saying it timed out when either never gets ready.
 //
+// A version's etcd state is its own snapshot, or for a journal version
+// (backup.EtcdSourceOf) its base's snapshot plus the delta journal
+// replayed to the version's revision: loadSource points the snapshot at
+// the base and every phase, `restore etcd` and the drill replay the
+// segments up to that revision (or the --at/--revision asked for), and
+// verify expects the version's own revision and key count. A journal
+// version whose base or journal is gone restores nothing and says why.
+//
+// The drill of a journal version proves the replay against what etcd held
+// at the version's revision R, as the backup recorded it
+// (backup.JournalProof): the replay lands on exactly R (revisions are
+// dense, so a lost one leaves it short), the replayed etcd holds etcd's key
+// count at R, and the values of the keys the journal changed since the
+// base hash as etcd's did at R. Keys the journal never touched come from
+// the base snapshot, which is checked against its own sha256 and bbolt,
+// not against etcd at R; leases are not compared.
+//
 // The restore drill (Drill) checks first that the store's filesystem has
 // room for its scratch data dir (DrillSpace: the db and the two WAL
 // segments etcd preallocates) and fails with ErrDrillSpace otherwise. The

@@ -28,6 +28,7 @@ type backupOptions struct {
 	paths         []string
 	noDiscover    bool
 	acceptMissing bool
+	full          bool
 	output        string
 }
 
@@ -52,6 +53,13 @@ files the previous complete version had (a CA or service-account key,
 half of the files below one path, a quarter of all files), or whose
 manifests discovery could not read, is committed and marked degraded.
 Neither is good, and "latest" (restore, get, drill) skips both.
+
+When the agent's etcd delta stream is running (its journal is written to
+within the last seconds), the etcd part is a journal version: a reference
+to the newest full version plus the delta journal up to etcd's revision,
+checked and with etcd's key count and a digest of the changed keys' values
+recorded, unless etcd.fullSnapshot says a full snapshot is due. --full
+always takes a full snapshot.
 
 Prints the new version's ID, or with -o json:
   {"id","time","files","bytesRead","bytesWritten","bytesNew","duration",
@@ -87,6 +95,7 @@ not good (etcd-failed, files-only or degraded; the reason goes to stderr);
 	cmd.Flags().StringArrayVar(&opts.paths, "path", nil, "host path to back up in addition to what discovery finds (repeatable)")
 	cmd.Flags().BoolVar(&opts.noDiscover, "no-discover", false, "do not read the manifests: back up only --path (and etcd if etcd.endpoints is set)")
 	cmd.Flags().BoolVar(&opts.acceptMissing, "accept-missing", false, "files gone since the previous complete version went away on purpose: do not mark this version degraded for them")
+	cmd.Flags().BoolVar(&opts.full, "full", false, "take a full etcd snapshot even when a journal version (base + delta journal) would do")
 	outputFlag(cmd, &opts.output, "text", "json")
 	return cmd
 }
@@ -119,6 +128,7 @@ func runBackup(ctx context.Context, opts backupOptions, g *globalOptions) (*back
 		Exclude:       g.cfg.Paths.Exclude,
 		NoDiscover:    opts.noDiscover,
 		AcceptMissing: opts.acceptMissing,
+		ForceFull:     opts.full,
 		Etcd:          g.cfg.Etcd,
 		Origin:        backup.OriginCLI,
 		Logger:        g.logger,

@@ -112,11 +112,21 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) error {
 		if !e.APIUp {
 			api = "DOWN"
 		}
-		fmt.Fprintf(w, "etcd:             API %s, last snapshot revision %d (%s)", api, e.Revision, orNone(e.Source))
+		fmt.Fprintf(w, "etcd:             API %s, last version's revision %d (%s)", api, e.Revision, orNone(e.Source))
+		if e.Kind == backup.EtcdKindJournal {
+			fmt.Fprintf(w, ", a journal version on base %s", e.Base)
+		}
 		if e.Error != "" {
 			fmt.Fprintf(w, ": %s", e.Error)
 		}
 		fmt.Fprintln(w)
+		if e.FullVersions+e.JournalVersions > 0 {
+			fmt.Fprintf(w, "etcd versions:    %d full, %d journal", e.FullVersions, e.JournalVersions)
+			if e.FullReason != "" {
+				fmt.Fprintf(w, "; last full because %s", e.FullReason)
+			}
+			fmt.Fprintln(w)
+		}
 		if e.DeltaRevision > 0 {
 			fmt.Fprintf(w, "etcd deltas:      durable through revision %d (%s)\n", e.DeltaRevision, ago(now, &e.DeltaTime))
 		}

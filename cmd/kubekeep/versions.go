@@ -34,7 +34,16 @@ With -o json, prints [{"id","time","files","size","verified","etcd",
 "status","good","degraded","problems","origin","latest"}...] where "etcd"
 (present when the version holds an etcd snapshot) is the snapshot
 information recorded at backup time, "problems" why a version is
-degraded, and "latest" is true on the version "latest" resolves to.`,
+degraded, and "latest" is true on the version "latest" resolves to.
+"etcdKind" is "full" (the version holds a snapshot of its own) or
+"journal" (its etcd state is the snapshot of version "base", at
+etcd.baseRevision, plus the delta journal up to etcd.revision; "journal"
+holds the evidence recorded from etcd for the drill). ETCD in the table
+says the same: full, or journal on the base's ID.
+
+A journal version is only "latest" while its base is in the store and the
+journal from the base to its revision has no hole; otherwise "latest"
+passes over it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runVersions(g, o) },
 	}
@@ -57,6 +66,10 @@ type versionJSON struct {
 	Problems []string        `json:"problems,omitempty"`
 	Origin   string          `json:"origin,omitempty"`
 	Latest   bool            `json:"latest"`
+	// EtcdKind, Base and Journal: see the command's help.
+	EtcdKind string          `json:"etcdKind,omitempty"`
+	Base     string          `json:"base,omitempty"`
+	Journal  json.RawMessage `json:"journal,omitempty"`
 }
 
 func runVersions(g *globalOptions, o *versionsOptions) error {
@@ -71,14 +84,19 @@ func runVersions(g *globalOptions, o *versionsOptions) error {
 	if err != nil {
 		return err
 	}
-	latest, _ := rsyncish.NewestGoodOf(vs)
+	latest, _, _ := backup.LatestOf(s, vs)
 	if o.output == "json" {
 		out := make([]versionJSON, 0, len(vs))
 		for _, v := range vs {
 			st := backup.VersionState(v)
-			out = append(out, versionJSON{ID: v.ID, Time: v.Time, Files: v.Files, Size: v.Size, Verified: v.Verified,
+			vj := versionJSON{ID: v.ID, Time: v.Time, Files: v.Files, Size: v.Size, Verified: v.Verified,
 				Etcd: v.Meta[backup.MetaEtcd], Status: string(st.Status), Good: st.Good, Degraded: st.Degraded,
-				Problems: st.Problems, Origin: st.Origin, Latest: latest.ID != "" && v.ID == latest.ID})
+				Problems: st.Problems, Origin: st.Origin, Latest: latest.ID != "" && v.ID == latest.ID,
+				EtcdKind: backup.EtcdKind(v), Journal: v.Meta[backup.MetaJournal]}
+			if src, ok := backup.EtcdSourceOf(v); ok && src.Journal {
+				vj.Base = src.Version
+			}
+			out = append(out, vj)
 		}
 		return writeJSON(g.stdout, out)
 	}
@@ -95,9 +113,21 @@ func statusCell(st backup.State) string {
 	return out
 }
 
+// etcdCell is the ETCD column: full, journal on its base, or "-".
+func etcdCell(v rsyncish.VersionInfo) string {
+	src, ok := backup.EtcdSourceOf(v)
+	switch {
+	case !ok:
+		return "-"
+	case src.Journal:
+		return "journal on " + src.Version
+	}
+	return "full"
+}
+
 func versionsTable(g *globalOptions, vs []rsyncish.VersionInfo, latest string) error {
 	tw := newTable(g.stdout)
-	fmt.Fprintln(tw, "ID\tTIME (UTC)\tFILES\tSIZE\tNEW\tSTREAMS\tSTATUS\tVERIFIED")
+	fmt.Fprintln(tw, "ID\tTIME (UTC)\tFILES\tSIZE\tNEW\tSTREAMS\tETCD\tSTATUS\tVERIFIED")
 	var degraded []rsyncish.VersionInfo
 	for _, v := range vs {
 		st := backup.VersionState(v)
@@ -121,8 +151,8 @@ func versionsTable(g *globalOptions, vs []rsyncish.VersionInfo, latest string) e
 				verified = v.Verification.Time.Format("2006-01-02 15:04")
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.Time.Format("2006-01-02 15:04:05"), v.Files,
-			humanBytes(v.Size), humanBytes(v.Stats.BytesNew), streams, statusCell(st), verified)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.Time.Format("2006-01-02 15:04:05"), v.Files,
+			humanBytes(v.Size), humanBytes(v.Stats.BytesNew), streams, etcdCell(v), statusCell(st), verified)
 	}
 	if len(vs) == 0 {
 		fmt.Fprintln(tw, "(no versions)")

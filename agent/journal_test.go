@@ -1,0 +1,66 @@
+package agent
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/internal/testetcd"
+)
+
+// With the delta stream running, the agent's versions after the first
+// (full) one are journal versions: a version at every interval, none
+// skipped, the kind counted in metrics and shown in status. Before, every
+// version streamed a full snapshot.
+func TestAgentMakesJournalVersions(t *testing.T) {
+	root := testetcd.SandboxT(t)
+	srv := testetcd.StartT(t, root)
+	ctx := context.Background()
+	if _, err := srv.LoadCluster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cli := srv.ClientT(t)
+	dir := storeDir(t)
+	a, buf := newAgent(t, testSettings(root, dir), nil)
+	start(t, a, buf)
+	n := 0
+	waitFor(t, 30*time.Second, "4 versions, 2 of them journal versions", func() bool {
+		n++
+		if _, err := cli.Put(ctx, "/registry/configmaps/default/journal-"+strconv.Itoa(n), "v"); err != nil {
+			t.Fatal(err)
+		}
+		journal := 0
+		vs := versions(t, dir)
+		for _, v := range vs {
+			if src, ok := backup.EtcdSourceOf(v); ok && src.Journal {
+				journal++
+			}
+		}
+		return len(vs) >= 4 && journal >= 2
+	})
+	vs := versions(t, dir)
+	if src, ok := backup.EtcdSourceOf(vs[0]); !ok || src.Journal {
+		t.Errorf("first version %s: %+v, want a full snapshot", vs[0].ID, src)
+	}
+	for i := 1; i < len(vs); i++ {
+		if gap := vs[i].Time.Sub(vs[i-1].Time); gap > 6*time.Second {
+			t.Errorf("versions %s and %s are %s apart; the schedule is every 2s", vs[i-1].ID, vs[i].ID, gap)
+		}
+	}
+	_, body := scrape(t, a, "/metrics")
+	if v, _ := strconv.ParseFloat(metricValue(body, `kubekeep_backup_etcd_versions_total{kind="journal"}`), 64); v < 2 {
+		t.Errorf("journal versions metric = %v, want >= 2", v)
+	}
+	if v := metricValue(body, `kubekeep_backup_etcd_versions_total{kind="full"}`); v == "" || v == "0" {
+		t.Errorf("full versions metric = %q, want >= 1", v)
+	}
+	if v := metricValue(body, "kubekeep_backup_budget_skips_total"); v != "0" {
+		t.Errorf("budget skips = %q with the default (off) budget", v)
+	}
+	waitFor(t, 10*time.Second, "status to show a journal version", func() bool {
+		e := etcdState(a)
+		return e.Kind == backup.EtcdKindJournal && e.Base == vs[0].ID && e.JournalVersions >= 2 && e.FullVersions >= 1
+	})
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/internal/testetcd"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// As a user meets it: with a delta stream writing the store's journal (the
+// agent's), `kubekeep backup` records a journal version, `versions` says
+// which kind each version is and its base, `restore etcd --to` of the
+// journal version gives what etcd held at its revision, and --full takes a
+// full snapshot anyway. Before, every backup was a full snapshot and the
+// listing had no kind.
+func TestCLIJournalVersions(t *testing.T) {
+	root := testetcd.SandboxT(t)
+	srv := testetcd.StartT(t, root)
+	cli := srv.ClientT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	storeDir := filepath.Join(t.TempDir(), "store")
+	kk := func(args ...string) string {
+		t.Helper()
+		out, err := runCLI(t, append([]string{"--root", root.Dir, "--store", storeDir, "--allow-same-filesystem", "--log-level", "error"}, args...)...)
+		if err != nil {
+			t.Fatalf("kubekeep %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	type result struct {
+		ID         string         `json:"id"`
+		EtcdKind   string         `json:"etcdKind"`
+		FullReason string         `json:"fullReason"`
+		Etcd       *etcdsnap.Info `json:"etcd"`
+	}
+	backupJSON := func(args ...string) result {
+		t.Helper()
+		var r result
+		if err := json.Unmarshal([]byte(kk(append([]string{"backup", "-o", "json"}, args...)...)), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if _, err := cli.Put(ctx, "/cli/before", "x"); err != nil {
+		t.Fatal(err)
+	}
+	full := backupJSON()
+	if full.EtcdKind != backup.EtcdKindFull {
+		t.Fatalf("first backup: kind %q, want full", full.EtcdKind)
+	}
+
+	store, err := rsyncish.Open(storeDir, rsyncish.Options{AllowSameFilesystem: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := backup.DeltaSink(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- etcdsnap.NewDeltaStreamer(cli, full.Etcd.Revision, time.Now(), sink,
+			etcdsnap.DeltaConfig{Flush: 20 * time.Millisecond, Heartbeat: 200 * time.Millisecond}).Run(streamCtx)
+	}()
+	var once sync.Once
+	stopStream := func() { once.Do(func() { stop(); <-done }) }
+	defer stopStream()
+	put, err := cli.Put(ctx, "/cli/journal", "y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Delete(ctx, "/cli/before"); err != nil {
+		t.Fatal(err)
+	}
+	// The stream has written its first segments (a running agent's has).
+	j, err := store.Journal(backup.DeltaJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if segs, _ := j.List(); len(segs) > 0 && int64(segs[len(segs)-1].Last) >= put.Header.Revision {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the delta stream wrote nothing")
+		}
+	}
+	jv := backupJSON()
+	if jv.EtcdKind != backup.EtcdKindJournal || jv.Etcd.Base != full.ID || jv.Etcd.Revision <= put.Header.Revision {
+		t.Fatalf("backup with the delta stream running: %+v %+v, want a journal version on %s past revision %d", jv, jv.Etcd, full.ID, put.Header.Revision)
+	}
+	forced := backupJSON("--full")
+	if forced.EtcdKind != backup.EtcdKindFull {
+		t.Errorf("backup --full: kind %q", forced.EtcdKind)
+	}
+	stopStream()
+
+	var listed []struct {
+		ID       string `json:"id"`
+		EtcdKind string `json:"etcdKind"`
+		Base     string `json:"base"`
+		Latest   bool   `json:"latest"`
+	}
+	if err := json.Unmarshal([]byte(kk("versions", "-o", "json")), &listed); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 3 || listed[0].EtcdKind != "full" || listed[1].EtcdKind != "journal" || listed[1].Base != full.ID ||
+		listed[2].EtcdKind != "full" || listed[2].Base != "" || !listed[2].Latest {
+		t.Errorf("versions -o json: %+v", listed)
+	}
+	if table := kk("versions"); !strings.Contains(table, "journal on "+full.ID) {
+		t.Errorf("versions table does not say the journal version's base:\n%s", table)
+	}
+
+	to := filepath.Join(t.TempDir(), "etcd")
+	kk("restore", "etcd", "--version", jv.ID, "--to", to)
+	kvs, err := etcdsnap.ReadKeys(etcdsnap.DBPath(to))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := cli.Get(ctx, "\x00", clientv3WithFromKeyAt(jv.Etcd.Revision)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range kvs {
+		got[string(kv.Key)] = string(kv.Value)
+	}
+	if len(got) != len(want.Kvs) {
+		t.Errorf("restore etcd of the journal version: %d keys, etcd held %d at revision %d", len(got), len(want.Kvs), jv.Etcd.Revision)
+	}
+	for _, kv := range want.Kvs {
+		if got[string(kv.Key)] != string(kv.Value) {
+			t.Errorf("restored %s = %q, etcd held %q", kv.Key, got[string(kv.Key)], kv.Value)
+		}
+	}
+	if _, ok := got["/cli/before"]; ok || got["/cli/journal"] != "y" {
+		t.Errorf("restored state: %v", got)
+	}
+}
+
+func clientv3WithFromKeyAt(rev int64) []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithRev(rev)}
+}
