@@ -214,7 +214,10 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	if err := waitDurable(ctx, j, opts.DeltaTail, rev, wait); err != nil {
 		return nil, nil, err
 	}
-	events, proof, err := journalSince(j, baseRev, rev)
+	if segs, err = j.List(); err != nil { // what the wait made durable
+		return nil, nil, err
+	}
+	events, proof, err := journalSince(j, segs, baseRev, rev)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -279,25 +282,31 @@ func waitDurable(ctx context.Context, j *rsyncish.Journal, tail func() int64, re
 	}
 }
 
-// journalSince reads and checks the chain from baseRev to rev: no
-// undeclared gap or declared break in between, every segment readable,
-// the changes chaining from the base (etcdsnap.ReplayEvents), and a change
-// at every revision in (baseRev, rev].
-func journalSince(j *rsyncish.Journal, baseRev, rev int64) ([]etcdsnap.Event, *JournalProof, error) {
+// journalSince reads and checks the chain from baseRev to rev out of the
+// journal's listing segs: no hole and no declared break in between
+// (chainIntact), every segment readable, the changes chaining from the
+// base (etcdsnap.ReplayEvents), and a change at every revision in
+// (baseRev, rev].
+func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, rev int64) ([]etcdsnap.Event, *JournalProof, error) {
 	proof := &JournalProof{Revisions: rev - baseRev}
-	if err := ChainIntact(j, baseRev, rev); err != nil {
-		return nil, nil, noJournal("%v", err)
-	}
-	datas, segs, err := j.ReadNeeded(uint64(baseRev), uint64(rev), time.Time{})
+	breaks, err := j.Breaks()
 	if err != nil {
 		return nil, nil, noJournal("delta journal: %v", err)
 	}
-	readers := make([]io.Reader, len(datas))
-	for i, d := range datas {
-		readers[i] = bytes.NewReader(d)
+	needed, err := chainIntact(segs, breaks, baseRev, rev)
+	if err != nil {
+		return nil, nil, noJournal("%v", err)
+	}
+	readers := make([]io.Reader, 0, len(needed))
+	for _, si := range needed {
+		d, err := j.Read(si)
+		if err != nil {
+			return nil, nil, noJournal("delta journal: %v", err)
+		}
+		readers = append(readers, bytes.NewReader(d))
 		proof.JournalBytes += int64(len(d))
 	}
-	proof.Segments = len(segs)
+	proof.Segments = len(needed)
 	events, err := etcdsnap.ReplayEvents(readers, baseRev, rev, time.Time{})
 	if err != nil {
 		return nil, nil, noJournal("delta journal from revision %d to %d: %v", baseRev, rev, err)
@@ -321,45 +330,57 @@ func DistinctRevisions(events []etcdsnap.Event) int64 {
 }
 
 // ChainIntact checks the journal's segment names cover (from, to] with
-// no undeclared gap and no declared break (a restarted chain).
+// no hole and no declared break (a restarted chain). A damaged segment
+// is found when it is read.
 func ChainIntact(j *rsyncish.Journal, from, to int64) error {
 	if to <= from {
 		return nil
 	}
-	in := func(a, b uint64) bool { return int64(b) > from && int64(a) <= to }
-	gaps, err := j.Gaps()
+	segs, err := j.List()
 	if err != nil {
 		return fmt.Errorf("delta journal: %w", err)
-	}
-	for _, g := range gaps {
-		if in(g.From, g.To) {
-			return fmt.Errorf("the delta journal misses revisions %d to %d", g.From, g.To)
-		}
 	}
 	breaks, err := j.Breaks()
 	if err != nil {
 		return fmt.Errorf("delta journal: %w", err)
 	}
+	_, err = chainIntact(segs, breaks, from, to)
+	return err
+}
+
+// chainIntact is ChainIntact over a listing (ordered by first revision);
+// it returns the segments a replay from from to to reads, in order: those
+// holding a revision in (from, to], up to the first that reaches to (as
+// Journal.Needed picks them).
+func chainIntact(segs []rsyncish.SegmentInfo, breaks []rsyncish.Break, from, to int64) ([]rsyncish.SegmentInfo, error) {
 	for _, b := range breaks {
-		if in(b.From, b.To) {
-			return fmt.Errorf("the delta journal restarted after a break: revisions %d to %d were never recorded", b.From, b.To)
+		if int64(b.To) > from && int64(b.From) <= to {
+			return nil, fmt.Errorf("the delta journal restarted after a break: revisions %d to %d were never recorded", b.From, b.To)
 		}
 	}
-	segs, err := j.Needed(uint64(from), uint64(to), time.Time{})
-	if err != nil {
-		return fmt.Errorf("delta journal: %w", err)
+	if to <= from {
+		return nil, nil
 	}
+	var needed []rsyncish.SegmentInfo
 	covered := from
 	for _, si := range segs {
-		if int64(si.First) > covered+1 && int64(si.First) > covered {
-			return fmt.Errorf("the delta journal misses revisions %d to %d", covered+1, si.First-1)
+		if int64(si.Last) <= from {
+			continue
 		}
+		// A segment is named by the first revision it holds (a progress
+		// mark by the revision it vouches for): one past what is covered
+		// at most. What the names cannot show (a mark past a lost change)
+		// the replay and the density check do.
+		if int64(si.First) > covered+1 {
+			return nil, fmt.Errorf("the delta journal misses revisions %d to %d", covered+1, si.First-1)
+		}
+		needed = append(needed, si)
 		covered = max(covered, int64(si.Last))
+		if covered >= to {
+			return needed, nil
+		}
 	}
-	if covered < to {
-		return fmt.Errorf("the delta journal ends at revision %d, not %d", covered, to)
-	}
-	return nil
+	return nil, fmt.Errorf("the delta journal ends at revision %d, not %d", covered, to)
 }
 
 // TouchedDigest reads keys (sorted) from etcd at rev and folds them: each

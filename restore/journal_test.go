@@ -3,6 +3,8 @@ package restore
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/format"
@@ -25,6 +28,7 @@ import (
 type journalFixture struct {
 	t     *testing.T
 	ctx   context.Context
+	sb    *sandbox.Root
 	root  string
 	cli   *clientv3.Client
 	store *rsyncish.Store
@@ -44,8 +48,11 @@ func newJournalFixture(t *testing.T) *journalFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &journalFixture{t: t, ctx: ctx, root: root.Dir, cli: cli, store: store}
+	f := &journalFixture{t: t, ctx: ctx, sb: root, root: root.Dir, cli: cli, store: store}
 	if _, err := cli.Put(ctx, "/j/before", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.LoadCluster(ctx); err != nil {
 		t.Fatal(err)
 	}
 	f.full = f.backup(false)
@@ -382,5 +389,79 @@ func TestPruneKeepsBaseAndGapForcesFull(t *testing.T) {
 	}
 	if res.EtcdKind != backup.EtcdKindFull || !strings.Contains(res.FullReason, "misses") {
 		t.Errorf("backup over a journal with a hole: kind %q, reason %q; want full because of the hole", res.EtcdKind, res.FullReason)
+	}
+}
+
+// Every version holds the kubeadm exports a rebuild needs: a journal
+// version carries its base's ClusterConfiguration, and when kubeadm-config
+// changed in the journal (a kubeadm upgrade), the new one.
+func TestJournalVersionCarriesExports(t *testing.T) {
+	f := newJournalFixture(t)
+	read := func(id string) string {
+		t.Helper()
+		rc, _, err := f.store.OpenStream(id, backup.ClusterConfigurationStream)
+		if err != nil {
+			t.Fatalf("version %s: %v", id, err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	baseDoc := read(f.full.ID)
+	if !strings.Contains(baseDoc, "kind: ClusterConfiguration") {
+		t.Fatalf("the full version's ClusterConfiguration: %q", baseDoc)
+	}
+	f.changes(1)
+	same := f.backup(false)
+	if same.EtcdKind != backup.EtcdKindJournal {
+		t.Fatalf("kind %q (%s)", same.EtcdKind, same.FullReason)
+	}
+	if got := read(same.ID); got != baseDoc {
+		t.Errorf("journal version's ClusterConfiguration differs from its base's:\n%s", got)
+	}
+	upgraded := testetcd.ClusterConfiguration("v1.99.0", "10.0.0.99")
+	v, err := testetcd.Encode(testetcd.KubeadmConfigMap(upgraded))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.cli.Put(f.ctx, etcdsnap.KubeadmConfigKey, string(v)); err != nil {
+		t.Fatal(err)
+	}
+	changed := f.backup(false)
+	if changed.EtcdKind != backup.EtcdKindJournal {
+		t.Fatalf("kind %q (%s)", changed.EtcdKind, changed.FullReason)
+	}
+	if got := read(changed.ID); got != upgraded {
+		t.Errorf("journal version after kubeadm-config changed holds:\n%s\nwant:\n%s", got, upgraded)
+	}
+}
+
+// A whole restore (preflight, files, etcd phases) of a journal version
+// onto a wiped node: the data dir holds what etcd held at the version's
+// revision, from the base's snapshot and the journal.
+func TestRestorePhasesOfAJournalVersion(t *testing.T) {
+	f := newJournalFixture(t)
+	f.changes(1)
+	jv := f.backup(false)
+	if jv.EtcdKind != backup.EtcdKindJournal {
+		t.Fatalf("kind %q (%s)", jv.EtcdKind, jv.FullReason)
+	}
+	want := f.stateAt(jv.Etcd.Revision)
+	f.changes(2) // after the version: not restored
+	dir := filepath.Join(t.TempDir(), "node")
+	res, err := Run(f.ctx, Options{Root: dir, Store: f.store, Version: jv.ID,
+		Phases:   []string{PhasePreflight, PhaseFiles, PhaseEtcd},
+		Hostname: f.sb.Opts.NodeName, HostIPs: []net.IP{net.ParseIP(f.sb.Opts.AdvertiseAddress)}})
+	if err != nil {
+		t.Fatalf("restore of a journal version: %v\n%+v", err, res)
+	}
+	dataDir := filepath.Join(dir, strings.TrimPrefix(f.sb.EtcdDataDir, "/"))
+	sameState(t, "restore phases", dbState(t, dataDir), want)
+	st, err := etcdsnap.CheckDB(etcdsnap.DBPath(dataDir))
+	if err != nil || st.Revision != jv.Etcd.Revision+etcdsnap.RevisionBump {
+		t.Errorf("restored db: %+v %v, want revision %d + bump", st, err, jv.Etcd.Revision)
 	}
 }

@@ -476,8 +476,9 @@ func deltaSegments(store *rsyncish.Store, journal string, snapRev int64, at time
 	return out, nil
 }
 
-// PickVersionAt returns the newest version with a good etcd snapshot
-// started at or before at: the base for a point-in-time restore.
+// PickVersionAt returns the newest version with a good etcd snapshot (or
+// an intact journal version) started at or before at: the base for a
+// point-in-time restore.
 func PickVersionAt(store *rsyncish.Store, at time.Time) (string, error) {
 	vs, err := store.Versions()
 	if err != nil {
@@ -492,7 +493,7 @@ func PickVersionAt(store *rsyncish.Store, at time.Time) (string, error) {
 		if raw, ok := v.Meta[backup.MetaStatus]; ok {
 			_ = json.Unmarshal(raw, &st)
 		}
-		if st == backup.StatusOK {
+		if st == backup.StatusOK && backup.Readable(store, vs, v) == nil {
 			return v.ID, nil
 		}
 	}
