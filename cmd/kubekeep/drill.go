@@ -23,7 +23,17 @@ store lock: a backup, prune or drill). The agent runs this daily.
 
 The scratch dir needs free space on the store's filesystem: the db, the two
 WAL segments etcd preallocates (61 MiB each) and a margin. With less, the
-drill fails before it writes anything, saying how much it needs.`,
+drill fails before it writes anything, saying how much it needs.
+
+A journal version (see 'kubekeep versions': its etcd state is a base
+version's snapshot plus the delta journal up to its revision) is drilled
+by restoring the base's snapshot and replaying the journal to that
+revision; the drill then also checks that the replay lands on exactly that
+revision, that the key count is the one etcd reported there, and that the
+values of every key the journal changed since the base hash as etcd's did
+at that revision (recorded at backup time). A journal with a change lost,
+dropped or altered fails it. Keys the journal never touched come from the
+base snapshot, checked by its sha256 and bbolt.`,
 		Example: `  kubekeep drill --store /data/backup/kubekeep
   kubekeep drill --store /data/backup/kubekeep --version 20261123T112831Z -o json`,
 		Args: cobra.NoArgs,
@@ -47,6 +57,10 @@ drill fails before it writes anything, saying how much it needs.`,
 			if output == "text" {
 				fmt.Fprintf(g.stdout, "version %s verified: etcd %s served revision %d with %d keys, key/value sha256 %s (%.1fs)\n",
 					res.Version, res.EtcdVersion, res.ServedRevision, res.ServedKeys, res.KVHash, res.Seconds)
+				if res.Base != "" {
+					fmt.Fprintf(g.stdout, "  journal version on base %s (revision %d): %d changed keys match etcd's values at revision %d (sha256 %s)\n",
+						res.Base, res.BaseRevision, res.ChangedKeys, res.RecordedRevision, res.ChangedSHA256)
+				}
 			}
 			return nil
 		},

@@ -124,6 +124,10 @@ func TestCLIJournalVersions(t *testing.T) {
 		t.Errorf("versions table does not say the journal version's base:\n%s", table)
 	}
 
+	if out := kk("drill", "--version", jv.ID); !strings.Contains(out, "journal version on base "+full.ID) {
+		t.Errorf("drill of the journal version:\n%s", out)
+	}
+
 	to := filepath.Join(t.TempDir(), "etcd")
 	kk("restore", "etcd", "--version", jv.ID, "--to", to)
 	kvs, err := etcdsnap.ReadKeys(etcdsnap.DBPath(to))
