@@ -114,7 +114,10 @@ func asideDirAt(what, stamp string) string {
 func (r *runner) safety(ctx context.Context) error {
 	// Origin: a safety version is never what "latest" means, so a re-run
 	// of a phase with --version latest lands on the version restored from.
-	opts := backup.Options{Root: r.opts.Root, Store: r.opts.Store, Etcd: r.opts.Etcd, Logger: r.opts.Logger, Origin: backup.OriginSafety}
+	// A full snapshot: the safety version must stand on its own, whatever
+	// the restore does next to the journal's etcd.
+	opts := backup.Options{Root: r.opts.Root, Store: r.opts.Store, Etcd: r.opts.Etcd, Logger: r.opts.Logger, Origin: backup.OriginSafety,
+		ForceFull: true}
 	what := "a backup of the node's current state (discovered from its manifests)"
 	if _, err := layout.Discover(r.opts.Root, layout.Options{}); err != nil {
 		// No usable manifests (a fresh VM, or the stop phase already

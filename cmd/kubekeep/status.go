@@ -40,7 +40,12 @@ With -o json:
    "newestVerified":{"id","time","ageSeconds"},"newestGood":{"id",...},
    "degraded","problems","etcdDeltaLagSeconds","store":{"used","free"},
    "etcd":{"apiUp","deltaRevision","deltaTime","deltaGaps",
-           "lastDeltaGap":{"fromRevision","toRevision","fromTime","toTime"}}, ...}`,
+           "lastDeltaGap":{"fromRevision","toRevision","fromTime","toTime"},
+           "kind","base","fullReason","fullVersions","journalVersions"}, ...}
+
+"kind" is the newest version's etcd kind: "full" (a snapshot of its own) or
+"journal" (the snapshot of version "base" plus the delta journal up to its
+revision); newestVersion and newestGood carry "etcdKind" and "base" too.`,
 		Example: `  kubekeep status --store /data/backup/kubekeep
   kubekeep status --store /data/backup/kubekeep -o json`,
 		Args: cobra.NoArgs,
