@@ -2,6 +2,7 @@ package rsyncish
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +24,7 @@ type StreamAt struct {
 	id     string
 	name   string
 	size   int64
-	exts   format.Extents
+	exts   *rawEntry
 	starts []int64 // stream offset of each extent
 	shared *sharedBlobs
 
@@ -126,11 +127,11 @@ func (v *VersionReader) open(typ, name, what string) (*StreamAt, error) {
 	if e == nil {
 		return nil, fmt.Errorf("version %s has no %s: %w", v.id, what, ErrNotFound)
 	}
-	r := &StreamAt{id: v.id, name: name, size: e.Size, exts: e.Extents, starts: make([]int64, len(e.Extents)), shared: v.sh}
+	r := &StreamAt{id: v.id, name: name, size: e.Size, exts: e, starts: make([]int64, e.n()), shared: v.sh}
 	var off int64
-	for i, x := range e.Extents {
+	for i := range r.starts {
 		r.starts[i] = off
-		off += int64(x.Len)
+		off += int64(binary.LittleEndian.Uint32(e.raw[i*extentWire+36:]))
 	}
 	v.sh.refs.Add(1)
 	return r, nil
@@ -145,6 +146,7 @@ func (v *VersionReader) Close() error {
 	if v.sh == nil {
 		return nil
 	}
+	v.m.close()
 	sh := v.sh
 	v.sh = nil
 	return sh.unref()
@@ -183,10 +185,10 @@ func (r *StreamAt) ReadAt(p []byte, off int64) (int, error) {
 	i := sort.Search(len(r.starts), func(i int) bool { return r.starts[i] > off }) - 1
 	n := 0
 	for n < len(p) {
-		if i < 0 || i >= len(r.exts) {
+		if i < 0 || i >= len(r.starts) {
 			return n, fmt.Errorf("stream %q of version %s: no extent at offset %d", r.name, r.id, off)
 		}
-		x := r.exts[i]
+		x := r.exts.extent(i)
 		in := off - r.starts[i]
 		k := int(min(int64(len(p)-n), int64(x.Len)-in))
 		if x.ID.IsZero() {

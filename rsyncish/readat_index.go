@@ -1,6 +1,7 @@
 package rsyncish
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,17 +13,27 @@ import (
 )
 
 // readerIndex is the pack index as a random-access reader needs it: the
-// checked entries of every pack index, searched for the few blobs a read
+// raw entries of every pack index, searched for the few blobs a read
 // touches, without the map of every blob the writer's index builds (16k
-// entries per GiB stored; building it cost most of a `get`) and without
-// the stat of every pack and the damage record, which only a writer needs
-// (it must not reuse a bad copy; a reader tries every copy and the blob's
-// hash decides).
+// entries per GiB stored; building it cost most of a `get`), without the
+// stat of every pack and the damage record, and without checking each
+// index's checksum: all three serve a writer, which must not refer to a
+// copy it cannot vouch for. A reader tries every copy an index names and
+// the blob's own hash decides, so a damaged index entry can cost it a
+// failed read, never wrong bytes (verify reports the index).
 type readerIndex struct {
-	packs   []string
-	entries [][]format.IndexEntry
-	files   map[int]*os.File
+	packs []string
+	raw   [][]byte // each pack index's entries, 40 bytes each
+	files map[int]*os.File
 }
+
+// Pack index layout (format.EncodeIndex): magic, count (u32 LE), entries
+// of ID, offset (u32 LE), length (u32 LE), blake3-256 of what precedes.
+const (
+	packIndexMagic = "KKIDX001"
+	packIndexHead  = len(packIndexMagic) + 4
+	packIndexEntry = 32 + 4 + 4
+)
 
 func (s *Store) loadReaderIndex() (*readerIndex, error) {
 	ents, err := readStoreDir(s.path(indexDir))
@@ -43,13 +54,13 @@ func (s *Store) loadReaderIndex() (*readerIndex, error) {
 			s.log.Warn("skipping unreadable pack index", "pack", id, "err", err)
 			continue
 		}
-		entries, _, err := format.DecodeIndex(data)
-		if err != nil {
-			s.log.Warn("skipping damaged pack index", "pack", id, "err", err)
+		if len(data) < packIndexHead+32 || string(data[:len(packIndexMagic)]) != packIndexMagic ||
+			uint64(len(data)-packIndexHead-32) != uint64(binary.LittleEndian.Uint32(data[len(packIndexMagic):]))*packIndexEntry {
+			s.log.Warn("skipping damaged pack index", "pack", id)
 			continue
 		}
 		x.packs = append(x.packs, id)
-		x.entries = append(x.entries, entries)
+		x.raw = append(x.raw, data[packIndexHead:len(data)-32])
 	}
 	return x, nil
 }
@@ -71,9 +82,13 @@ func readExact(path string) ([]byte, error) {
 // blob reads blob id from the first copy whose bytes match its hash.
 func (x *readerIndex) blob(s *Store, id format.ID) ([]byte, error) {
 	var last error
-	for p, entries := range x.entries {
-		for _, e := range entries {
-			if e.ID != id {
+	for p, raw := range x.raw {
+		for o := 0; o+packIndexEntry <= len(raw); o += packIndexEntry {
+			if [32]byte(raw[o:o+32]) != id {
+				continue
+			}
+			e := format.IndexEntry{ID: id, Off: binary.LittleEndian.Uint32(raw[o+32:]), Len: binary.LittleEndian.Uint32(raw[o+36:])}
+			if e.Len == 0 || e.Len > 1<<30 {
 				continue
 			}
 			data, err := x.read(s, p, e)

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime/debug"
+	"syscall"
 
 	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
@@ -20,22 +22,55 @@ import (
 // ~1 ms). Anything it does not recognise falls back to the full decode.
 type lazyManifest struct {
 	id    string
-	body  []byte // after the magic and header lines
+	body  []byte // after the magic and header lines, in the mapping
 	full  *format.Manifest
 	block int
+	unmap func() // nothing decoded refers to the mapping
 }
 
-func (s *Store) lazyManifest(id string) (*lazyManifest, error) {
+func (m *lazyManifest) close() {
+	if m.unmap != nil {
+		m.unmap()
+		m.unmap, m.body = nil, nil
+	}
+}
+
+// mapStoreFile maps a store file read-only (no copy of a manifest of
+// megabytes onto the heap); an empty file reads as nothing.
+func mapStoreFile(path string) ([]byte, func(), error) {
+	f, st, err := openStoreFileStat(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	if st.Size() == 0 {
+		return nil, func() {}, nil
+	}
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("map %s: %w", path, err)
+	}
+	return data, func() { _ = syscall.Munmap(data) }, nil
+}
+
+func (s *Store) lazyManifest(id string) (lm *lazyManifest, err error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("version %q: %w", id, ErrNotFound)
 	}
-	data, err := readStoreFile(s.path(versionsDir, id+manifestExt))
+	data, unmap, err := mapStoreFile(s.path(versionsDir, id+manifestExt))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("version %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("version %s: %w", id, err)
 	}
+	defer func() {
+		if lm == nil || lm.unmap == nil {
+			unmap()
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer recoverFault(&err, "version "+id+": manifest")
 	body, err := format.Unseal(data)
 	if err != nil {
 		return nil, fmt.Errorf("version %s: manifest: %w", id, err)
@@ -60,15 +95,58 @@ func (s *Store) lazyManifest(id string) (*lazyManifest, error) {
 	if h.BlockSize < 512 || h.BlockSize > 1<<30 || h.BlockSize&(h.BlockSize-1) != 0 {
 		return nil, fmt.Errorf("version %s: manifest header: bad block size %d", id, h.BlockSize)
 	}
-	return &lazyManifest{id: id, body: rest, block: h.BlockSize}, nil
+	return &lazyManifest{id: id, body: rest, block: h.BlockSize, unmap: unmap}, nil
+}
+
+// rawEntry is an entry whose extents stay in their 40-byte wire form (a
+// 1 GiB stream's 16,384 extents are not decoded into a second copy).
+type rawEntry struct {
+	format.Entry // Extents unset
+	raw          []byte
+}
+
+func (e *rawEntry) n() int { return len(e.raw) / extentWire }
+
+// extent is extent i.
+func (e *rawEntry) extent(i int) format.Extent {
+	b := e.raw[i*extentWire:]
+	var x format.Extent
+	copy(x.ID[:], b[:32])
+	x.Off = binary.LittleEndian.Uint32(b[32:])
+	x.Len = binary.LittleEndian.Uint32(b[36:])
+	return x
+}
+
+// extentWire is an extent's size in a manifest (format.Extents' JSON).
+const extentWire = 40
+
+func rawOf(e *format.Entry) *rawEntry {
+	r := &rawEntry{Entry: *e, raw: make([]byte, 0, len(e.Extents)*extentWire)}
+	r.Extents = nil
+	for _, x := range e.Extents {
+		r.raw = append(r.raw, x.ID[:]...)
+		r.raw = binary.LittleEndian.AppendUint32(r.raw, x.Off)
+		r.raw = binary.LittleEndian.AppendUint32(r.raw, x.Len)
+	}
+	return r
+}
+
+// recoverFault turns a fault reading a mapped file (an I/O error on the
+// disk under it) into an error, instead of killing the process.
+func recoverFault(err *error, what string) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%s: reading the mapped file failed: %v", what, r)
+	}
 }
 
 // entry finds the entry of type typ at path.
-func (m *lazyManifest) entry(typ, path string) (*format.Entry, error) {
+func (m *lazyManifest) entry(typ, path string) (_ *rawEntry, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer recoverFault(&err, "version "+m.id+": manifest")
 	if m.full != nil {
 		for i := range m.full.Entries {
 			if e := &m.full.Entries[i]; e.Type == typ && e.Path == path {
-				return e, nil
+				return rawOf(e), nil
 			}
 		}
 		return nil, nil
@@ -108,7 +186,7 @@ func (m *lazyManifest) entry(typ, path string) (*format.Entry, error) {
 // decodeEntryLine decodes one entry line, taking the extents' base64 out
 // of the JSON first (it has no quote or backslash, and a JSON string
 // cannot hold the sequence "x":" unescaped, so the first is the key).
-func decodeEntryLine(line []byte, blockSize int) (*format.Entry, error) {
+func decodeEntryLine(line []byte, blockSize int) (*rawEntry, error) {
 	var raw []byte
 	if i := bytes.Index(line, []byte(`"x":"`)); i >= 0 {
 		start := i + len(`"x":"`)
@@ -130,32 +208,28 @@ func decodeEntryLine(line []byte, blockSize int) (*format.Entry, error) {
 	if err := json.Unmarshal(line, &w); err != nil {
 		return nil, err
 	}
-	e := w.Entry
+	e := &rawEntry{Entry: w.Entry, raw: raw}
+	e.Extents = nil
 	if w.PathBytes != nil {
 		e.Path = string(w.PathBytes)
 	}
-	const extentSize = 40
-	if len(raw)%extentSize != 0 {
-		return nil, fmt.Errorf("extents: %d bytes is not a multiple of %d", len(raw), extentSize)
+	if len(raw)%extentWire != 0 {
+		return nil, fmt.Errorf("extents: %d bytes is not a multiple of %d", len(raw), extentWire)
 	}
-	e.Extents = make(format.Extents, len(raw)/extentSize)
 	var off int64
-	for i := range e.Extents {
-		b := raw[i*extentSize:]
-		x := &e.Extents[i]
-		copy(x.ID[:], b[:32])
-		x.Off = binary.LittleEndian.Uint32(b[32:])
-		x.Len = binary.LittleEndian.Uint32(b[36:])
-		if x.Len == 0 {
+	for i := range e.n() {
+		b := raw[i*extentWire:]
+		n := binary.LittleEndian.Uint32(b[36:])
+		if n == 0 {
 			return nil, fmt.Errorf("extents: extent %d is empty", i)
 		}
-		if !x.ID.IsZero() && off/int64(blockSize) != (off+int64(x.Len)-1)/int64(blockSize) {
+		if [32]byte(b[:32]) != format.ZeroID && off/int64(blockSize) != (off+int64(n)-1)/int64(blockSize) {
 			return nil, fmt.Errorf("%q: extent at %d crosses a block boundary", e.Path, off)
 		}
-		off += int64(x.Len)
+		off += int64(n)
 	}
 	if (e.Type == format.TypeFile || e.Type == format.TypeStream) && (e.Size < 0 || off != e.Size) {
 		return nil, fmt.Errorf("%q: extents cover %d bytes, size is %d", e.Path, off, e.Size)
 	}
-	return &e, nil
+	return e, nil
 }

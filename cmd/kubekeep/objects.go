@@ -258,9 +258,6 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 		if vs.deltas, err = applyDeltas(store, vs.snap, untilRev, atTime); err != nil {
 			return nil, fmt.Errorf("version %s: %w", id, err)
 		}
-		if at == "" && vs.snap.Revision() != src.Revision {
-			return nil, fmt.Errorf("version %s: the journal reaches revision %d, the version is at %d", id, vs.snap.Revision(), src.Revision)
-		}
 	}
 	g.logger.Debug("opened version snapshot", "version", id, "snapshotOf", src.Version, "revision", vs.snap.Revision(), "indexed", vs.indexed, "deltas", vs.deltas, "encryption", vs.encFrom)
 	ok = true
