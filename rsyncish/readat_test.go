@@ -197,3 +197,46 @@ func FuzzDecodeEntryLine(f *testing.F) {
 		}
 	})
 }
+
+// TestStreamAtDamagedPackIndex: a pack index whose entry points at the
+// wrong bytes makes a read fail (the blob's hash decides), never return
+// them; another copy of the blob, named by another index, is used.
+func TestStreamAtDamagedPackIndex(t *testing.T) {
+	data := randBytes(64 << 10)
+	s, r := readAtStream(t, data)
+	idxs, err := filepath.Glob(filepath.Join(s.dir, indexDir, "*"+indexExt))
+	if err != nil || len(idxs) != 1 {
+		t.Fatalf("indexes %v %v", idxs, err)
+	}
+	raw, err := os.ReadFile(idxs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(raw)
+	bad[packIndexHead+32] ^= 0x10 // the first entry's offset
+	if err := os.WriteFile(idxs[0], bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadAt(make([]byte, 10), 0); err == nil {
+		t.Fatal("read through a damaged index entry succeeded")
+	}
+	r2, err := s.OpenStreamAt(r.id, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	// A second copy of the pack and its intact index, listed after the
+	// damaged one: the failed copy is passed over.
+	packs, _ := filepath.Glob(filepath.Join(s.dir, packsDir, "*"+packExt))
+	pack, _ := os.ReadFile(packs[0])
+	if err := os.WriteFile(filepath.Join(s.dir, packsDir, strings.Repeat("f", 32)+packExt), pack, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.dir, indexDir, strings.Repeat("f", 32)+indexExt), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	if _, err := r2.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data[:10]) {
+		t.Errorf("read with a good second copy: %v", err)
+	}
+}
