@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
@@ -41,12 +43,30 @@ func (s *Store) loadReaderIndex() (*readerIndex, error) {
 		return nil, fmt.Errorf("reading the pack indexes: %w", err)
 	}
 	x := &readerIndex{files: map[int]*os.File{}}
+	var names []string
 	for _, e := range ents {
-		id, ok := strings.CutSuffix(e.Name(), indexExt)
-		if !ok {
-			continue
+		if id, ok := strings.CutSuffix(e.Name(), indexExt); ok {
+			names = append(names, id)
 		}
-		data, err := readExact(s.path(indexDir, e.Name()))
+	}
+	// Read in parallel: on a cold cache each is a random read of the
+	// disk, and hundreds of them in a row dominate a cold `get`.
+	datas := make([][]byte, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range min(16, len(names)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(names); i = int(next.Add(1) - 1) {
+				datas[i], errs[i] = readExact(s.path(indexDir, names[i]+indexExt))
+			}
+		}()
+	}
+	wg.Wait()
+	for i, id := range names {
+		data, err := datas[i], errs[i]
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
