@@ -30,6 +30,14 @@
 // do not touch readlock: readers never wait for a backup. A store whose
 // readlock cannot be created (a read-only mount) is read without it.
 //
+// OpenVersion (and OpenStreamAt) give random access into stored streams
+// and files (readat.go): a read maps its range through the entry's
+// extents and reads and checks only the blobs it touches, so one object
+// out of an 8 GiB etcd snapshot costs a few blobs, not the stream. It
+// decodes only the manifest lines asked for and searches the pack indexes'
+// raw entries instead of building the writer's in-memory index; it holds
+// the read lock like OpenStream.
+//
 // # Layout
 //
 //	config.json              store id, format and creation time, sealed (blake3
