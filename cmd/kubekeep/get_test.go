@@ -191,9 +191,10 @@ func TestGetReadsOnlyWhatItNeeds(t *testing.T) {
 
 // TestJournalVersion: a journal version (no snapshot of its own: its
 // base's snapshot and key index plus the delta journal up to its
-// revision) reads exactly as etcd served at that revision, through get,
-// objects and diff; a change after its revision is not in it, and
-// `get --at` after that change is.
+// revision), as `kubekeep backup` makes one while the delta stream runs,
+// reads exactly as etcd served at that revision, through get, objects and
+// diff; a change after its revision is not in it, and `get --at` after
+// that change is.
 func TestJournalVersion(t *testing.T) {
 	f := newObjectsFixture(t)
 	ve := backup.VersionEtcd(f.v1)
@@ -228,26 +229,27 @@ func TestJournalVersion(t *testing.T) {
 	rev := f.putCM(t, "web", "cm-004", "changed")
 	durable(rev)
 
-	// The journal version, as the backup writes one.
-	unlock, err := f.store.Lock(context.Background())
+	// The journal version the backup writes while the delta stream runs.
+	out, stderr, err := f.kk("backup", "-o", "json")
+	if err != nil {
+		t.Fatalf("backup: %v\n%s", err, stderr)
+	}
+	var made struct {
+		ID       string         `json:"id"`
+		EtcdKind string         `json:"etcdKind"`
+		Etcd     *etcdsnap.Info `json:"etcd"`
+	}
+	if err := json.Unmarshal([]byte(out), &made); err != nil {
+		t.Fatal(err)
+	}
+	if made.EtcdKind != backup.EtcdKindJournal || made.Etcd.Base != f.v1.ID || made.Etcd.Revision < rev {
+		t.Fatalf("backup with the delta stream running: kind %q, etcd %+v; want a journal version on %s at %d or later", made.EtcdKind, made.Etcd, f.v1.ID, rev)
+	}
+	jv, err := f.store.Version(made.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := f.store.NewVersion(context.Background(), rsyncish.WriteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := etcdsnap.Info{Source: etcdsnap.SourceJournal, Base: f.v1.ID, BaseRevision: ve.Revision, Revision: rev, Verified: true}
-	if err := w.SetMeta(backup.MetaEtcd, info); err != nil {
-		t.Fatal(err)
-	}
-	jv, err := w.Commit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unlock(); err != nil {
-		t.Fatal(err)
-	}
+	rev = made.Etcd.Revision
 	later := f.putCM(t, "shop", "target", "later")
 	durable(later)
 	time.Sleep(100 * time.Millisecond)
@@ -256,7 +258,7 @@ func TestJournalVersion(t *testing.T) {
 	stop()
 	<-done
 
-	out, stderr, err := f.kk("get", "--version", jv.ID, "configmaps/shop/target")
+	out, stderr, err = f.kk("get", "--version", jv.ID, "configmaps/shop/target")
 	if err != nil {
 		t.Fatalf("get: %v\n%s", err, stderr)
 	}

@@ -192,7 +192,8 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 	if at != "" && (version == "" || version == "latest") {
 		id, err = versionAt(store, atTime)
 	} else {
-		id, err = store.Resolve(version)
+		// "latest" passes over a journal version that cannot be read.
+		id, err = backup.Resolve(store, version)
 	}
 	if err != nil {
 		return nil, err
@@ -300,7 +301,8 @@ func openIndexed(vr *rsyncish.VersionReader, src backup.EtcdSource) (objects.Rea
 }
 
 // versionAt is the newest version started at or before t that holds etcd
-// state (a snapshot of its own, or a base and the journal).
+// state that can be read (a snapshot of its own, or a base and an intact
+// journal).
 func versionAt(store *rsyncish.Store, t time.Time) (string, error) {
 	vs, err := store.Versions()
 	if err != nil {
@@ -310,7 +312,7 @@ func versionAt(store *rsyncish.Store, t time.Time) (string, error) {
 		if vs[i].Time.After(t) {
 			continue
 		}
-		if _, ok := backup.EtcdSourceOf(vs[i]); ok {
+		if _, ok := backup.EtcdSourceOf(vs[i]); ok && backup.Readable(store, vs, vs[i]) == nil {
 			return vs[i].ID, nil
 		}
 	}
