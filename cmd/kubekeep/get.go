@@ -26,9 +26,12 @@ func newGetCommand(g *globalOptions) *cobra.Command {
 		Use:   "get RESOURCE[/NAMESPACE]/NAME",
 		Short: "Print one Kubernetes object from a version, ready for kubectl apply",
 		Long: `Print one Kubernetes object out of a version's etcd snapshot, read straight
-from the snapshot: no apiserver, no etcd, no cluster rollback. With --at the
-snapshot is moved forward by the etcd changes recorded after it, up to that
-time.
+from the store: no apiserver, no etcd, no cluster rollback. The snapshot's key
+index (written by the backup) says where the object's bytes are, and only
+those are read, so it takes milliseconds whatever the size of etcd; a version
+without an index (older backups) has its snapshot copied out first. A journal
+version is its base's snapshot moved forward by the etcd changes recorded up
+to its revision; with --at the changes up to that time are applied.
 
 The output is what 'kubectl apply -f' takes back: apiVersion and kind set;
 resourceVersion, uid, managedFields, creationTimestamp, generation, selfLink

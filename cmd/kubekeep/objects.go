@@ -32,9 +32,10 @@ func newObjectsCommand(g *globalOptions) *cobra.Command {
 		Use:   "objects [RESOURCE]",
 		Short: "List the Kubernetes objects in a version's etcd snapshot",
 		Long: `List the Kubernetes objects stored in a version's etcd snapshot, read
-straight from the snapshot file: no apiserver, no etcd. With --at, the
-version's snapshot is moved forward by the etcd changes recorded after it,
-up to that time.
+straight from the store: no apiserver, no etcd. Through the snapshot's key
+index only the keys of RESOURCE (and -n's namespace) are read. A journal
+version is its base's snapshot moved forward by the etcd changes recorded up
+to its revision; with --at, the changes up to that time are applied.
 
 RESOURCE is a plural, singular or short name (configmaps, cm, deploy) or
 plural.group for custom resources (widgets.example.com).`,
