@@ -40,6 +40,7 @@ import (
 	"slices"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
 
@@ -59,9 +60,20 @@ type JournalProof struct {
 	Revision int64 `json:"revision"`
 	// Touched is how many distinct keys the journal changed in
 	// (BaseRevision, Revision]; TouchedSHA256 is TouchedDigest of those
-	// keys' values read from etcd at Revision.
+	// keys read from etcd at Revision: whether each is there, the revision
+	// of its last change and its version (no values: cheap on the wire).
+	// A replay that lost or misplaced any change of them differs.
 	Touched       int    `json:"touched"`
 	TouchedSHA256 string `json:"touchedSha256"`
+	// ValuesFrom is the revision of the previous version on the same base
+	// (BaseRevision for the first); Changed is how many keys the journal
+	// changed in (ValuesFrom, Revision] and ValuesSHA256 ValuesDigest of
+	// their values read from etcd at Revision. So each version reads from
+	// etcd the values of what changed since the one before, and the
+	// drill compares them with the replay's.
+	ValuesFrom   int64  `json:"valuesFrom"`
+	Changed      int    `json:"changed"`
+	ValuesSHA256 string `json:"valuesSha256"`
 	// Revisions is Revision - BaseRevision: each holds a change in the
 	// journal (checked at backup time).
 	Revisions int64 `json:"revisions"`
@@ -228,8 +240,14 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	}
 	keys := slices.Sorted(maps.Keys(last))
 	proof.Touched = len(keys)
-	if proof.TouchedSHA256, err = TouchedDigest(ctx, cli, keys, rev); err != nil {
+	proof.ValuesFrom = previousRevision(opts.Store, base, rev)
+	changed := ChangedSince(events, proof.ValuesFrom)
+	proof.Changed = len(changed)
+	if proof.TouchedSHA256, err = TouchedDigest(ctx, cli, keys, rev, 0); err != nil {
 		return nil, nil, noJournal("read the changed keys at revision %d: %v", rev, err)
+	}
+	if proof.ValuesSHA256, err = ValuesDigest(ctx, cli, changed, rev); err != nil {
+		return nil, nil, noJournal("read the changed values at revision %d: %v", rev, err)
 	}
 	if err := carryExports(w, opts.Store, base.v, last, log); err != nil {
 		return nil, nil, err
@@ -383,13 +401,65 @@ func chainIntact(segs []rsyncish.SegmentInfo, breaks []rsyncish.Break, from, to 
 	return nil, fmt.Errorf("the delta journal ends at revision %d, not %d", covered, to)
 }
 
-// TouchedDigest reads keys (sorted) from etcd at rev and folds them: each
-// key length-prefixed, then 1 and its value's sha256, or 0 when the key
-// is absent at rev. The drill computes the same over the replayed etcd.
-func TouchedDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev int64) (string, error) {
+// previousRevision is the revision of the newest journal version on base
+// below rev, or the base's own.
+func previousRevision(store *rsyncish.Store, base *journalBase, rev int64) int64 {
+	prev := base.info.Revision
+	vs, err := store.Versions()
+	if err != nil {
+		return prev
+	}
+	for _, v := range vs {
+		if src, ok := EtcdSourceOf(v); ok && src.Journal && src.Version == base.v.ID && src.Revision < rev {
+			prev = max(prev, src.Revision)
+		}
+	}
+	return prev
+}
+
+// ChangedSince returns, sorted, the keys events change after revision from.
+func ChangedSince(events []etcdsnap.Event, from int64) []string {
+	seen := map[string]bool{}
+	for _, e := range events {
+		if e.ModRevision > from {
+			seen[e.Key] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// TouchedDigest reads keys (sorted) from etcd at rev, without their
+// values, and folds them: each key length-prefixed, then 0 when it is
+// absent at rev, or 1, the revision of its last change minus bump and its
+// version. The drill computes the same over the replayed etcd with bump
+// etcdsnap.RevisionBump: a replay of a dense journal puts each change at
+// its original revision plus the bump.
+func TouchedDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev, bump int64) (string, error) {
+	return foldKeys(ctx, cli, keys, rev, true, func(h io.Writer, kv *mvccpb.KeyValue) {
+		var b [16]byte
+		binary.BigEndian.PutUint64(b[:8], uint64(kv.ModRevision-bump))
+		binary.BigEndian.PutUint64(b[8:], uint64(kv.Version))
+		h.Write(b[:])
+	})
+}
+
+// ValuesDigest reads keys (sorted) from etcd at rev and folds them: each
+// key length-prefixed, then 0 when it is absent, or 1 and its value's
+// sha256.
+func ValuesDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev int64) (string, error) {
+	return foldKeys(ctx, cli, keys, rev, false, func(h io.Writer, kv *mvccpb.KeyValue) {
+		sum := sha256.Sum256(kv.Value)
+		h.Write(sum[:])
+	})
+}
+
+// foldKeys reads keys at rev (0: the current revision) in transactions of
+// up to 100 gets (below etcd's default --max-txn-ops, 128) and hashes
+// each with add.
+func foldKeys(ctx context.Context, cli *clientv3.Client, keys []string, rev int64, keysOnly bool, add func(io.Writer, *mvccpb.KeyValue)) (string, error) {
 	h := sha256.New()
 	var n [8]byte
-	const batch = 100 // below etcd's default --max-txn-ops (128)
+	const batch = 100
 	for i := 0; i < len(keys); i += batch {
 		chunk := keys[i:min(i+batch, len(keys))]
 		ops := make([]clientv3.Op, len(chunk))
@@ -397,6 +467,9 @@ func TouchedDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev
 			var opts []clientv3.OpOption
 			if rev > 0 {
 				opts = append(opts, clientv3.WithRev(rev))
+			}
+			if keysOnly {
+				opts = append(opts, clientv3.WithKeysOnly())
 			}
 			ops[k] = clientv3.OpGet(key, opts...)
 		}
@@ -413,9 +486,8 @@ func TouchedDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev
 				h.Write([]byte{0})
 				continue
 			}
-			sum := sha256.Sum256(kvs[0].Value)
 			h.Write([]byte{1})
-			h.Write(sum[:])
+			add(h, kvs[0])
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -239,7 +239,7 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	if jr != nil {
 		touched = jr.touched
 	}
-	served, err := serveAndHash(ctx, dataDir, name, peer, client, touched)
+	served, err := serveAndHash(ctx, dataDir, name, peer, client, jr)
 	if err != nil {
 		return fail(err)
 	}
@@ -253,12 +253,19 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 		return fail(fmt.Errorf("served key/values hash to %s, the snapshot's to %s", served.hash, res.SnapshotKVHash))
 	}
 	if jr != nil {
+		p := jr.proof
 		res.ChangedKeys, res.ChangedSHA256 = len(touched), served.touched
 		switch {
-		case len(touched) != jr.proof.Touched:
-			return fail(fmt.Errorf("the journal from revision %d to %d changes %d keys, the backup saw %d", src.etcd.Revision, recorded, len(touched), jr.proof.Touched))
-		case served.touched != jr.proof.TouchedSHA256:
-			return fail(fmt.Errorf("the values of the %d keys the journal changed hash to %s after the replay, etcd's at revision %d to %s", len(touched), served.touched, recorded, jr.proof.TouchedSHA256))
+		case len(touched) != p.Touched:
+			return fail(fmt.Errorf("the journal from revision %d to %d changes %d keys, the backup saw %d", src.etcd.Revision, recorded, len(touched), p.Touched))
+		case served.touched != p.TouchedSHA256:
+			return fail(fmt.Errorf("the %d keys the journal changed since the base are not as etcd held them at revision %d (presence, revision of the last change, version): %s after the replay, %s recorded",
+				len(touched), recorded, served.touched, p.TouchedSHA256))
+		case len(jr.changed) != p.Changed:
+			return fail(fmt.Errorf("the journal from revision %d to %d changes %d keys, the backup saw %d", p.ValuesFrom, recorded, len(jr.changed), p.Changed))
+		case served.values != p.ValuesSHA256:
+			return fail(fmt.Errorf("the values of the %d keys the journal changed since revision %d hash to %s after the replay, etcd's at revision %d to %s",
+				len(jr.changed), p.ValuesFrom, served.values, recorded, p.ValuesSHA256))
 		}
 	}
 	detail := fmt.Sprintf("etcd %s served revision %d (recorded %d + %d), %d keys, key/value sha256 %s; snapshot sha256 %s",
@@ -357,8 +364,9 @@ func imageKVHash(dbPath string) (string, error) {
 type servedState struct {
 	rev, keys int64
 	hash      string
-	// touched is backup.TouchedDigest of the keys asked for.
-	touched string
+	// touched and values are backup.TouchedDigest and ValuesDigest of a
+	// journal replay's keys.
+	touched, values string
 }
 
 // journalReplay is what a journal version's drill replays: the journal
@@ -367,6 +375,8 @@ type servedState struct {
 type journalReplay struct {
 	datas   [][]byte
 	touched []string
+	// changed are the keys changed after proof.ValuesFrom.
+	changed []string
 	proof   *backup.JournalProof
 }
 
@@ -404,13 +414,14 @@ func loadJournalReplay(store *rsyncish.Store, src *source) (*journalReplay, erro
 		}
 	}
 	slices.Sort(jr.touched)
+	jr.changed = backup.ChangedSince(events, proof.ValuesFrom)
 	return jr, nil
 }
 
 // serveAndHash starts an embedded etcd on dataDir and reads every key
 // through its API, in pages at one revision, and the touched keys'
 // digest.
-func serveAndHash(ctx context.Context, dataDir, name string, peer, client url.URL, touched []string) (servedState, error) {
+func serveAndHash(ctx context.Context, dataDir, name string, peer, client url.URL, jr *journalReplay) (servedState, error) {
 	var st servedState
 	cfg := embed.NewConfig()
 	cfg.Name = name
@@ -475,9 +486,12 @@ func serveAndHash(ctx context.Context, dataDir, name string, peer, client url.UR
 		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 	st.rev, st.hash = rev, h.sum()
-	if touched != nil {
-		if st.touched, err = backup.TouchedDigest(ctx, cli, touched, rev); err != nil {
+	if jr != nil {
+		if st.touched, err = backup.TouchedDigest(ctx, cli, jr.touched, rev, etcdsnap.RevisionBump); err != nil {
 			return st, fmt.Errorf("read the changed keys: %w", err)
+		}
+		if st.values, err = backup.ValuesDigest(ctx, cli, jr.changed, rev); err != nil {
+			return st, fmt.Errorf("read the changed values: %w", err)
 		}
 	}
 	return st, nil
