@@ -8,7 +8,8 @@
 # and journal versions a real one would. Every interval 1% of the keys
 # change (a 4 KiB change in each 1 MiB value, which etcd stores whole).
 #
-# Reported, per size: versions made vs scheduled, the kind of each (full
+# Reported, per size: versions made vs scheduled (the scheduler draws each
+# gap from [interval, interval + jitter]; jitter is scaled too), the kind of each (full
 # snapshot or journal version, from `kubekeep versions -o json`), the
 # agent's CPU per version (from /proc: utime+stime and its waited-for
 # children's, sampled as each backup finishes) and averaged at the real
@@ -216,6 +217,8 @@ secs=$(python3 -c "import sys; s=sys.argv[1]; print(float(s[:-1])*{'s':1,'m':60}
 scale=$(python3 -c "print(300/$secs)")
 fmin=$(python3 -c "print(f'{3600/$scale:g}s')")
 fmax=$(python3 -c "print(f'{86400/$scale:g}s')")
+# schedules.jitter (default 30s, at most a quarter of the interval) scaled too.
+jit=$(python3 -c "print(f'{30/$scale:g}s')")
 
 for size in $sizes; do
   label="$((size / gib)) GiB"
@@ -237,16 +240,21 @@ for size in $sizes; do
   echo "bench-agent $label: etcd filled with $((size >> 20)) MiB of 1 MiB values in $(python3 -c "print(round($(date +%s.%N)-$t0,1))")s; db $(du -sh "$root/var/lib/etcd" | cut -f1)"
 
   # Strict cadence: no CPU budget; the daily jobs are measured on their own.
-  printf 'schedules:\n  drill: 0s\n  verify: 0s\n  backupCPUBudget: 0%%\netcd:\n  fullSnapshot:\n    minInterval: %s\n    maxInterval: %s\n    journalShare: 10%%\n' \
-    "$fmin" "$fmax" > "$d/kubekeep.yaml"
+  printf 'schedules:\n  drill: 0s\n  verify: 0s\n  backupCPUBudget: 0%%\n  jitter: %s\netcd:\n  fullSnapshot:\n    minInterval: %s\n    maxInterval: %s\n    journalShare: 10%%\n' \
+    "$jit" "$fmin" "$fmax" > "$d/kubekeep.yaml"
+  if ! "$tmp/kubekeep" config validate --config "$d/kubekeep.yaml" > "$d/validate.log" 2>&1; then
+    echo "bench-agent $label: this build has no etcd.fullSnapshot policy ($(tail -1 "$d/validate.log")); its own policy is measured"
+    printf 'schedules:\n  drill: 0s\n  verify: 0s\n  backupCPUBudget: 0%%\n  jitter: %s\n' "$jit" > "$d/kubekeep.yaml"
+  fi
   "$tmp/kubekeep" agent --root "$root" --store "$store" --allow-same-filesystem --backup-interval "$interval" \
     --metrics-listen "" --log-format json --log-level info --config "$d/kubekeep.yaml" > "$d/agent.log" 2>&1 &
   agent_pid=$!
+  tf=$(date +%s.%N)
   sleep 2
+  kill -0 "$agent_pid" 2>/dev/null || { echo "bench-agent $label: the agent exited at start:"; tail -20 "$d/agent.log"; exit 1; }
   rss_start=$(awk '$1=="VmRSS:" {print $2}' "/proc/$agent_pid/status")
   # The first version (a full snapshot, cold) is the start, not the
   # steady state: it is reported on its own and the window begins after it.
-  tf=$(date +%s.%N)
   wait_log "$d/agent.log" '"msg":"job done","job":"backup"' 1800
   first_cpu=$(awk -v clk="$(getconf CLK_TCK)" '{print ($14+$15+$16+$17)/clk}' "/proc/$agent_pid/stat")
   first_wall=$(python3 -c "print(round($(date +%s.%N)-$tf,1))")
@@ -289,7 +297,7 @@ prev = w["cpu0"]
 per = []
 for (t, c) in w["samples"]:
     per.append(c - prev); prev = c
-print(f"bench-agent {label}: first version (full snapshot, cold start): {fwall}s wall, agent CPU {fcpu:.1f}s since start, RSS at start {rss0/1024:.0f} MiB")
+print(f"bench-agent {label}: first version (full snapshot, cold start): {fwall}s wall, agent CPU {fcpu:.1f}s since start, RSS 2 s after start (first backup running) {rss0/1024:.0f} MiB")
 gaps = [b[0] - a[0] for a, b in zip(w["samples"], w["samples"][1:])]
 spacing = f"; versions {min(gaps):.1f}-{max(gaps):.1f}s apart (mean {sum(gaps)/len(gaps):.1f}s)" if gaps else ""
 print(f"bench-agent {label}: strict cadence {secs:g}s = 5m, {n} intervals: {len(made)} versions made of {n} scheduled, {w['skips']} skipped{spacing}")
@@ -312,7 +320,7 @@ print(f"bench-agent {label}: agent CPU {cpu_w:.1f}s over the window ({wall:.0f}s
 snap = sum(r[3] for r in rows)
 watch = max(0, j1 - j0)
 hours = n * 300 / 3600
-print(f"bench-agent {label}: etcd sent {snap/2**20:.0f} MiB of snapshots + ~{watch/2**20:.0f} MiB of watch (the journal's growth) in {hours:g} real hours "
+print(f"bench-agent {label}: etcd sent {snap/2**20:.0f} MiB of snapshots + ~{watch/2**20:.0f} MiB of watch (the journal's growth) in {hours:.2f} real hours "
       f"= {(snap+watch)/hours/2**20:.0f} MiB per hour (a full snapshot every 5 minutes: {12*size/2**20:.0f} MiB per hour)")
 print(f"bench-agent {label}: peak RSS {w['peakKiB']/1024:.0f} MiB, idle RSS {idle/1024:.0f} MiB (goal idle <= 64 MiB: {'met' if idle <= 64*1024 else 'NOT met'})")
 PY
