@@ -18,12 +18,17 @@ package backup
 // for.
 //
 // The evidence recorded with a journal version (MetaJournal, JournalProof)
-// is what the drill checks the replayed state against: etcd's key count at
-// R, and a digest of the values at R of every key the journal changed
-// since the base, read from etcd (not from the journal). Etcd revisions
-// are dense (every revision in (BaseRevision, R] is a write that changed at
-// least one key), so the backup also checks that the journal holds a
-// change at each of them; a replay of an intact chain reaches exactly R.
+// is what the drill checks the replayed state against, read from etcd at
+// R (not from the journal): the live key count; for every key the journal
+// changed since the base, whether it exists, the revision of its last
+// change and its version (a keys-only read, TouchedDigest); and the values
+// of the keys changed since the previous version on the same base
+// (ValuesDigest), so a version reads from etcd the values of what changed
+// since the one before. Etcd revisions are dense (every revision in
+// (BaseRevision, R] is a write that changed at least one key), so the
+// backup also checks that the journal holds a change at each of them; a
+// replay of an intact chain reaches exactly R, each change at its original
+// revision plus etcdsnap.RevisionBump.
 
 import (
 	"bytes"

@@ -54,10 +54,12 @@
 // at the version's revision R, as the backup recorded it
 // (backup.JournalProof): the replay lands on exactly R (revisions are
 // dense, so a lost one leaves it short), the replayed etcd holds etcd's key
-// count at R, and the values of the keys the journal changed since the
-// base hash as etcd's did at R. Keys the journal never touched come from
-// the base snapshot, which is checked against its own sha256 and bbolt,
-// not against etcd at R; leases are not compared.
+// count at R, every key the journal changed since the base has the
+// presence, last-change revision (plus the bump) and version etcd reported
+// at R, and the values of the keys changed since the previous version hash
+// as etcd's did at R. Keys the journal never touched come from the base
+// snapshot, which is checked against its own sha256 and bbolt, not against
+// etcd at R; leases are not compared.
 //
 // The restore drill (Drill) checks first that the store's filesystem has
 // room for its scratch data dir (DrillSpace: the db and the two WAL

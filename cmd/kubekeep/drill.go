@@ -29,11 +29,12 @@ A journal version (see 'kubekeep versions': its etcd state is a base
 version's snapshot plus the delta journal up to its revision) is drilled
 by restoring the base's snapshot and replaying the journal to that
 revision; the drill then also checks that the replay lands on exactly that
-revision, that the key count is the one etcd reported there, and that the
-values of every key the journal changed since the base hash as etcd's did
-at that revision (recorded at backup time). A journal with a change lost,
-dropped or altered fails it. Keys the journal never touched come from the
-base snapshot, checked by its sha256 and bbolt.`,
+revision, that the key count is the one etcd reported there, that every key
+the journal changed since the base is there or not, last changed at the
+same revision and version as etcd said, and that the values of the keys
+changed since the previous version hash as etcd's did (recorded at backup
+time). A journal with a change lost, dropped or altered fails it. Keys the
+journal never touched come from the base snapshot, checked by its sha256 and bbolt.`,
 		Example: `  kubekeep drill --store /data/backup/kubekeep
   kubekeep drill --store /data/backup/kubekeep --version 20261123T112831Z -o json`,
 		Args: cobra.NoArgs,
