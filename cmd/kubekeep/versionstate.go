@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/layout"
+	"github.com/kubekeep/kubekeep/objects"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// versionSnapshot is a version's etcd state, opened for reading: through
+// the key index the backup stored beside the snapshot (random access into
+// the stored streams, nothing materialised), or for a version without one
+// (older backups, a damaged index) the snapshot materialised and opened
+// with bbolt. A journal version is its base's snapshot plus the journal up
+// to its revision; --at moves either kind on to a time.
+type versionSnapshot struct {
+	id      string
+	store   *rsyncish.Store
+	snap    objects.Reader
+	file    *backup.SnapshotFile // materialised only
+	vr      *rsyncish.VersionReader
+	indexed bool
+	deltas  int // journal events applied
+	encFrom string
+}
+
+func (v *versionSnapshot) Close() {
+	if v.snap != nil {
+		_ = v.snap.Close()
+	}
+	if v.vr != nil {
+		_ = v.vr.Close()
+	}
+	v.file.Remove()
+}
+
+// storeBytes is what reading cost in blob bytes read from the store's
+// packs (the indexed path; 0 otherwise).
+func (v *versionSnapshot) storeBytes() int64 {
+	if v.vr == nil {
+		return 0
+	}
+	return v.vr.BlobBytesRead()
+}
+
+// withIndexFallback runs fn on the version's state and, when the key
+// index turns out damaged part-way (a block that fails its checksum, an
+// index that disagrees with the image), warns and runs it again on the
+// materialised snapshot: the index only speeds reads up, the snapshot is
+// the truth.
+func withIndexFallback(ctx context.Context, g *globalOptions, version, at, encConfig string, fn func(*versionSnapshot) error) error {
+	vs, err := openVersionState(ctx, g, version, at, encConfig, false, nil)
+	if err != nil {
+		return err
+	}
+	err = fn(vs)
+	indexed := vs.indexed
+	vs.Close()
+	if err == nil || !indexed || !errors.Is(err, etcdsnap.ErrKeyIndex) {
+		return err
+	}
+	g.logger.Warn("the version's etcd key index is damaged; reading the whole snapshot instead (verify --read-data names the damage)", "version", vs.id, "err", err)
+	vs, err = openVersionState(ctx, g, version, at, encConfig, true, nil)
+	if err != nil {
+		return err
+	}
+	defer vs.Close()
+	return fn(vs)
+}
+
+// openVersionState opens the state of --version/--at; with share, through
+// the read lock and pack index share already holds (diff's second point).
+func openVersionState(ctx context.Context, g *globalOptions, version, at, encConfig string, noIndex bool, share *versionSnapshot) (*versionSnapshot, error) {
+	var store *rsyncish.Store
+	var err error
+	if share != nil {
+		store = share.store
+	} else if store, err = openStoreMode(g, false); err != nil {
+		return nil, err
+	}
+	var atTime time.Time
+	if at != "" {
+		if atTime, err = time.Parse(time.RFC3339, at); err != nil {
+			return nil, fmt.Errorf("--at %q: want RFC 3339, like 2026-11-23T10:15:00Z", at)
+		}
+	}
+	var id string
+	if at != "" && (version == "" || version == "latest") {
+		id, err = versionAt(store, atTime)
+	} else {
+		// "latest" passes over a journal version that cannot be read.
+		id, err = backup.Resolve(store, version)
+	}
+	if err != nil {
+		return nil, err
+	}
+	vi, err := store.Version(id)
+	if err != nil {
+		return nil, err
+	}
+	src, ok := backup.EtcdSourceOf(vi)
+	if !ok {
+		return nil, fmt.Errorf("version %s holds no etcd state (its etcd backup failed, or it is files-only)", id)
+	}
+	if at != "" && atTime.Before(vi.Time) {
+		return nil, fmt.Errorf("--at %s is before version %s (%s)", at, id, vi.Time.Format(time.RFC3339))
+	}
+	vs := &versionSnapshot{id: id, store: store}
+	ok = false
+	defer func() {
+		if !ok {
+			vs.Close()
+		}
+	}()
+	if share != nil && share.vr != nil {
+		vs.vr, err = share.vr.Version(id)
+	} else {
+		vs.vr, err = store.OpenVersion(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !noIndex {
+		vs.snap, err = openIndexed(vs.vr, src)
+		if errors.Is(err, etcdsnap.ErrKeyIndex) {
+			g.logger.Warn("the version's etcd key index is damaged; reading the whole snapshot instead (verify --read-data names the damage)", "version", src.Version, "err", err)
+		} else if err != nil && !errors.Is(err, rsyncish.ErrNotFound) {
+			return nil, fmt.Errorf("version %s: %w", id, err)
+		}
+		vs.indexed = vs.snap != nil
+	}
+	if vs.snap == nil {
+		// No key index (a version from before kubekeep wrote one): the
+		// snapshot is copied out of the store and opened with bbolt.
+		if vs.file, err = backup.MaterializeSnapshot(ctx, store, src.Version); err != nil {
+			return nil, err
+		}
+		if vs.snap, err = objects.Open(vs.file.Path); err != nil {
+			return nil, fmt.Errorf("version %s: %w", src.Version, err)
+		}
+	}
+	kr, from, err := keyring(vs.vr, id, g.cfg.Root, encConfig)
+	if err != nil {
+		return nil, err
+	}
+	if kr != nil {
+		vs.snap.UseEncryption(kr)
+		vs.encFrom = from
+	}
+	if src.Journal || at != "" {
+		untilRev := int64(0)
+		if at == "" {
+			untilRev = src.Revision
+		}
+		if vs.deltas, err = applyDeltas(store, vs.snap, untilRev, atTime); err != nil {
+			return nil, fmt.Errorf("version %s: %w", id, err)
+		}
+	}
+	g.logger.Debug("opened version snapshot", "version", id, "snapshotOf", src.Version, "revision", vs.snap.Revision(), "indexed", vs.indexed, "deltas", vs.deltas, "encryption", vs.encFrom)
+	ok = true
+	return vs, nil
+}
+
+// openIndexed opens the snapshot of src through its stored key index.
+func openIndexed(vr *rsyncish.VersionReader, src backup.EtcdSource) (objects.Reader, error) {
+	base := vr
+	if src.Version != vr.ID() {
+		var err error
+		if base, err = vr.Version(src.Version); err != nil {
+			return nil, err
+		}
+		defer base.Close()
+	}
+	idx, err := base.Stream(backup.EtcdKeyIndexStream)
+	if err != nil {
+		return nil, err
+	}
+	img, err := base.Stream(backup.EtcdSnapshotStream)
+	if err != nil {
+		idx.Close()
+		return nil, err
+	}
+	r, err := objects.OpenIndexed(objects.IndexedConfig{
+		Index: idx, IndexSize: idx.Size(), Image: img,
+		Base: src.Version,
+		OnClose: func() error {
+			idx.Close()
+			return img.Close()
+		},
+	})
+	if err != nil {
+		idx.Close()
+		img.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// versionAt is the newest version started at or before t that holds etcd
+// state that can be read (a snapshot of its own, or a base and an intact
+// journal).
+func versionAt(store *rsyncish.Store, t time.Time) (string, error) {
+	vs, err := store.Versions()
+	if err != nil {
+		return "", err
+	}
+	for i := len(vs) - 1; i >= 0; i-- {
+		if vs[i].Time.After(t) {
+			continue
+		}
+		if _, ok := backup.EtcdSourceOf(vs[i]); ok && backup.Readable(store, vs, vs[i]) == nil {
+			return vs[i].ID, nil
+		}
+	}
+	return "", fmt.Errorf("no version with an etcd snapshot at or before %s: %w", t.Format(time.RFC3339), rsyncish.ErrNotFound)
+}
+
+// keyring loads the EncryptionConfiguration: the file given, else the one
+// the version's kube-apiserver manifest names, read from the version
+// itself (the host's copy may be newer, or gone).
+func keyring(store *rsyncish.VersionReader, id, root, explicit string) (*objects.Keyring, string, error) {
+	if explicit != "" {
+		kr, err := objects.LoadEncryptionConfig(explicit)
+		return kr, explicit, err
+	}
+	manifest := filepath.Join(layout.ManifestsDir, "kube-apiserver.yaml")
+	data, err := readVersionFile(store, id, manifest)
+	if err != nil {
+		return nil, "", nil // no manifest in the version: nothing encrypted we could know of
+	}
+	pod, err := layout.ParseManifest(manifest, data)
+	if err != nil || len(pod.Spec.Containers) == 0 {
+		return nil, "", nil
+	}
+	c := pod.Spec.Containers[0]
+	cpath := layout.ContainerFlags(c)["encryption-provider-config"]
+	if cpath == "" {
+		return nil, "", nil
+	}
+	hostPath, ok := layout.HostPathOf(pod, c, cpath)
+	if !ok {
+		return nil, "", fmt.Errorf("the apiserver's --encryption-provider-config %s is on no hostPath volume: pass --encryption-config", cpath)
+	}
+	cfg, err := readVersionFile(store, id, hostPath)
+	if err != nil {
+		// Encrypted values will say which key they need.
+		return nil, "", nil
+	}
+	kr, err := objects.ParseEncryptionConfig(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("version %s: encryption config %s: %w", id, hostPath, err)
+	}
+	return kr, "version " + id + ":" + hostPath, nil
+}
+
+func readVersionFile(vr *rsyncish.VersionReader, _, hostPath string) ([]byte, error) {
+	f, err := vr.File(hostPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.NewSectionReader(f, 0, min(f.Size(), 16<<20)))
+}
+
+// applyDeltas replays the journal's etcd changes recorded after the
+// snapshot up to revision untilRev or time t (zero: no such target).
+func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t time.Time) (int, error) {
+	// Only the segments up to the target: damage in a later one blocks
+	// nothing before it.
+	j, err := store.Journal(backup.DeltaJournal)
+	if err != nil {
+		return 0, fmt.Errorf("etcd deltas: %w", err)
+	}
+	if t.IsZero() && untilRev <= snap.Revision() {
+		return 0, nil
+	}
+	datas, _, err := j.ReadNeeded(uint64(max(snap.Revision(), 0)), uint64(max(untilRev, 0)), t)
+	if err != nil {
+		if errors.Is(err, rsyncish.ErrNotFound) && untilRev <= snap.Revision() {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("etcd deltas: %w", err)
+	}
+	readers := make([]io.Reader, len(datas))
+	for i, d := range datas {
+		readers[i] = bytes.NewReader(d)
+	}
+	// The restore's own checks: no gap from the snapshot, the target
+	// covered (up to the newest change or progress mark), not inside a
+	// stretch a restarted watch caught up on.
+	evs, err := etcdsnap.ReplayEvents(readers, snap.Revision(), untilRev, t)
+	if err != nil {
+		return 0, fmt.Errorf("etcd deltas: %w", err)
+	}
+	if err := snap.ApplyEvents(evs); err != nil {
+		return 0, fmt.Errorf("etcd deltas: %w", err)
+	}
+	return len(evs), nil
+}
