@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
 
 // readAtStream stores data as stream "s" (16 KiB blocks) and opens it for
@@ -180,9 +182,9 @@ func TestLazyManifestMatchesDecode(t *testing.T) {
 // the store can seal one) decodes or fails; extents never claim bytes the
 // size does not have.
 func FuzzDecodeEntryLine(f *testing.F) {
-	f.Add([]byte(`{"p":"etcd/snapshot.db","t":"stream","s":40,"x":"` + strings.Repeat("A", 52) + `KAAAAA=="}`))
-	f.Add([]byte(`{"p":"/etc/a","t":"file","s":0}`))
-	f.Add([]byte(`{"p":"/etc/a","t":"dir","x":"","pb":"AA=="}`))
+	f.Add([]byte(`{"p":"etcd/snapshot.db","t":"s","s":40,"x":"` + strings.Repeat("A", 52) + `KAAAAA=="}`))
+	f.Add([]byte(`{"p":"/etc/a","t":"f","s":0}`))
+	f.Add([]byte(`{"p":"/etc/a","t":"d","x":"","pb":"AA=="}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		e, err := decodeEntryLine(line, 64<<10)
 		if err != nil {
@@ -192,7 +194,7 @@ func FuzzDecodeEntryLine(f *testing.F) {
 		for i := range e.n() {
 			total += int64(e.extent(i).Len)
 		}
-		if (e.Type == "file" || e.Type == "stream") && total != e.Size {
+		if (e.Type == format.TypeFile || e.Type == format.TypeStream) && total != e.Size {
 			t.Fatalf("extents cover %d bytes, size %d", total, e.Size)
 		}
 	})
