@@ -228,8 +228,17 @@ func decodeEntryLine(line []byte, blockSize int) (*rawEntry, error) {
 		}
 		off += int64(n)
 	}
-	if (e.Type == format.TypeFile || e.Type == format.TypeStream) && (e.Size < 0 || off != e.Size) {
-		return nil, fmt.Errorf("%q: extents cover %d bytes, size is %d", e.Path, off, e.Size)
+	switch e.Type {
+	case format.TypeFile, format.TypeStream:
+		if e.Size < 0 || off != e.Size {
+			return nil, fmt.Errorf("%q: extents cover %d bytes, size is %d", e.Path, off, e.Size)
+		}
+	case format.TypeDir, format.TypeSymlink:
+		if len(raw) != 0 {
+			return nil, fmt.Errorf("%q: %s with data", e.Path, e.Type)
+		}
+	default:
+		return nil, fmt.Errorf("%q: unknown type %q", e.Path, e.Type)
 	}
 	return e, nil
 }

@@ -190,6 +190,11 @@ func FuzzDecodeEntryLine(f *testing.F) {
 		if err != nil {
 			return
 		}
+		switch e.Type {
+		case format.TypeFile, format.TypeStream, format.TypeDir, format.TypeSymlink:
+		default:
+			t.Fatalf("entry of unknown type %q accepted", e.Type)
+		}
 		var total int64
 		for i := range e.n() {
 			total += int64(e.extent(i).Len)
