@@ -158,6 +158,9 @@ type Agent struct {
 	// deltaTail is where the journal is durable (read from it at start):
 	// a chain that starts beyond it leaves a gap.
 	deltaTail *deltaPoint
+	// journal is what the last journal version checked of the journal,
+	// so the next one reads only what was written since.
+	journal backup.JournalCache
 	// deltaWanted: the delta loop has what it needs to stream (a
 	// snapshot, etcd's address, the store) and tries to.
 	deltaWanted atomic.Bool

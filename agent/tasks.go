@@ -46,9 +46,10 @@ func (a *Agent) takeBackup(ctx context.Context) (*backup.Result, error) {
 		Logger:  a.log,
 		// A journal version needs this agent's delta stream: without it
 		// (deltas off, or not running) the version is a full one.
-		ForceFull:   !cfg.Etcd.Deltas || !a.deltaWanted.Load(),
-		JournalWait: max(backup.DefaultJournalWait, 3*cfg.Etcd.DeltaFlush),
-		DeltaTail:   a.durableRevision,
+		ForceFull:    !cfg.Etcd.Deltas || !a.deltaWanted.Load(),
+		JournalWait:  max(backup.DefaultJournalWait, 3*cfg.Etcd.DeltaFlush),
+		DeltaTail:    a.durableRevision,
+		JournalCache: &a.journal,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)

@@ -118,7 +118,10 @@ type Options struct {
 	// DeltaTail, when the caller runs the delta stream (the agent), says
 	// how far the journal is durable without listing it.
 	DeltaTail func() int64
-	Logger    *slog.Logger
+	// JournalCache, kept across versions by one writer (the agent), lets
+	// a journal version read only the journal since the previous one.
+	JournalCache *JournalCache
+	Logger       *slog.Logger
 }
 
 // Result is what one backup did. Its JSON form is the `kubekeep backup -o

@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -234,18 +235,35 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	if segs, err = j.List(); err != nil { // what the wait made durable
 		return nil, nil, err
 	}
-	events, proof, err := journalSince(j, segs, baseRev, rev)
+	valuesFrom := previousRevision(opts.Store, base, rev)
+	// What this process already checked of the chain (the agent's cache),
+	// when it ends at the previous version: only the journal since is read.
+	cache := opts.JournalCache.take(base.v.ID, valuesFrom)
+	fromRev := baseRev
+	if cache != nil {
+		fromRev = cache.rev
+	}
+	events, proof, err := journalSince(j, segs, baseRev, fromRev, rev)
 	if err != nil {
 		return nil, nil, err
 	}
-	proof.Keys, proof.Revision = resp.Count, rev
-	last := map[string]etcdsnap.Event{}
-	for _, e := range events {
-		last[e.Key] = e
+	if cache == nil {
+		cache = &journalState{base: base.v.ID, touched: map[string]bool{}, exports: map[string]etcdsnap.Event{}}
 	}
-	keys := slices.Sorted(maps.Keys(last))
+	cache.rev = rev
+	cache.segments, cache.bytes = cache.segments+proof.Segments, cache.bytes+proof.JournalBytes
+	for _, e := range events {
+		cache.touched[e.Key] = true
+		if isExportKey(e.Key) {
+			cache.exports[e.Key] = e
+		}
+	}
+	proof.Segments, proof.JournalBytes = cache.segments, cache.bytes
+	proof.Keys, proof.Revision = resp.Count, rev
+	keys := slices.Sorted(maps.Keys(cache.touched))
+	last := cache.exports
 	proof.Touched = len(keys)
-	proof.ValuesFrom = previousRevision(opts.Store, base, rev)
+	proof.ValuesFrom = valuesFrom
 	changed := ChangedSince(events, proof.ValuesFrom)
 	proof.Changed = len(changed)
 	if proof.TouchedSHA256, err = TouchedDigest(ctx, cli, keys, rev, 0); err != nil {
@@ -259,6 +277,7 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	}
 	info.Verified = true
 	info.Duration = time.Since(started).Seconds()
+	opts.JournalCache.put(cache)
 	log.Info("etcd recorded as a journal version", "endpoint", ep, "revision", rev, "keys", info.Keys,
 		"base", base.v.ID, "baseRevision", baseRev, "changedKeys", proof.Touched, "segments", proof.Segments)
 	return info, proof, nil
@@ -310,7 +329,7 @@ func waitDurable(ctx context.Context, j *rsyncish.Journal, tail func() int64, re
 // (chainIntact), every segment readable, the changes chaining from the
 // base (etcdsnap.ReplayEvents), and a change at every revision in
 // (baseRev, rev].
-func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, rev int64) ([]etcdsnap.Event, *JournalProof, error) {
+func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fromRev, rev int64) ([]etcdsnap.Event, *JournalProof, error) {
 	proof := &JournalProof{Revisions: rev - baseRev}
 	breaks, err := j.Breaks()
 	if err != nil {
@@ -322,6 +341,9 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, rev
 	}
 	readers := make([]io.Reader, 0, len(needed))
 	for _, si := range needed {
+		if int64(si.Last) <= fromRev {
+			continue // checked by an earlier version of this process
+		}
 		d, err := j.Read(si)
 		if err != nil {
 			return nil, nil, noJournal("delta journal: %v", err)
@@ -329,13 +351,13 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, rev
 		readers = append(readers, bytes.NewReader(d))
 		proof.JournalBytes += int64(len(d))
 	}
-	proof.Segments = len(needed)
-	events, err := etcdsnap.ReplayEvents(readers, baseRev, rev, time.Time{})
+	proof.Segments = len(readers)
+	events, err := etcdsnap.ReplayEvents(readers, fromRev, rev, time.Time{})
 	if err != nil {
-		return nil, nil, noJournal("delta journal from revision %d to %d: %v", baseRev, rev, err)
+		return nil, nil, noJournal("delta journal from revision %d to %d: %v", fromRev, rev, err)
 	}
-	if n := DistinctRevisions(events); n != rev-baseRev {
-		return nil, nil, noJournal("the delta journal holds changes at %d of the %d revisions from %d to %d", n, rev-baseRev, baseRev+1, rev)
+	if n := DistinctRevisions(events); n != rev-fromRev {
+		return nil, nil, noJournal("the delta journal holds changes at %d of the %d revisions from %d to %d", n, rev-fromRev, fromRev+1, rev)
 	}
 	return events, proof, nil
 }
@@ -404,6 +426,64 @@ func chainIntact(segs []rsyncish.SegmentInfo, breaks []rsyncish.Break, from, to 
 		}
 	}
 	return nil, fmt.Errorf("the delta journal ends at revision %d, not %d", covered, to)
+}
+
+// JournalCache is what a long-running writer of versions (the agent)
+// keeps of the journal its last journal version checked: the base, the
+// revision checked up to, the keys changed since the base and the last
+// change of the kubeadm ConfigMaps. With it, a journal version reads and
+// checks only the journal since the previous version (O(what changed
+// since), not O(since the base)); the chain's segment names are still
+// checked from the base, and the evidence still comes from etcd. It is
+// used only when it ends exactly at the previous version on the same base;
+// anything else (a new base, a version another process took, a failed
+// commit) reads from the base again. Safe for one writer at a time.
+type JournalCache struct {
+	mu sync.Mutex
+	st *journalState
+}
+
+type journalState struct {
+	base     string
+	rev      int64
+	touched  map[string]bool
+	exports  map[string]etcdsnap.Event
+	segments int
+	bytes    int64
+}
+
+// take hands out the cached state when it is on base and ends at rev, and
+// forgets it either way (it is put back once the next version is made).
+func (c *JournalCache) take(base string, rev int64) *journalState {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.st
+	c.st = nil
+	if st == nil || st.base != base || st.rev != rev {
+		return nil
+	}
+	return st
+}
+
+func (c *JournalCache) put(st *journalState) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.st = st
+	c.mu.Unlock()
+}
+
+func isExportKey(key string) bool {
+	for _, d := range exportDocs {
+		if d.key == key {
+			return true
+		}
+	}
+	return false
 }
 
 // previousRevision is the revision of the newest journal version on base

@@ -35,6 +35,8 @@ type journalFixture struct {
 	full  *backup.Result
 	j     *rsyncish.Journal
 	stop  func()
+	// cache is kept across the fixture's backups, as the agent keeps it.
+	cache backup.JournalCache
 }
 
 func newJournalFixture(t *testing.T) *journalFixture {
@@ -82,7 +84,7 @@ func newJournalFixture(t *testing.T) *journalFixture {
 
 func (f *journalFixture) backup(full bool) *backup.Result {
 	f.t.Helper()
-	res, err := backup.Run(f.ctx, backup.Options{Root: f.root, Store: f.store, Etcd: config.Default().Etcd, ForceFull: full})
+	res, err := backup.Run(f.ctx, backup.Options{Root: f.root, Store: f.store, Etcd: config.Default().Etcd, ForceFull: full, JournalCache: &f.cache})
 	if err != nil || res.Status != backup.StatusOK {
 		f.t.Fatalf("backup: %v %+v", err, res)
 	}
