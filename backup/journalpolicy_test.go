@@ -24,7 +24,7 @@ func TestFullSnapshotPolicy(t *testing.T) {
 	}{
 		{"young base, huge journal", 30 * time.Minute, gib, gib, false, ""},
 		{"an hour, journal under the share", time.Hour, 8 * gib, 100 << 20, false, ""},
-		{"an hour, journal past the share", time.Hour, gib, gib / 5, true, "journalShare"},
+		{"an hour, journal past the share", time.Hour, gib, gib / 4, true, "journalShare"},
 		{"a day old, quiet", 24 * time.Hour, 8 * gib, 1 << 20, true, "maxInterval"},
 		{"23h, quiet 8 GiB", 23 * time.Hour, 8 * gib, 1 << 20, false, ""},
 	} {
