@@ -39,6 +39,14 @@ func normalise(c Config) Config {
 	if len(c.Paths.Exclude) == 0 {
 		c.Paths.Exclude = nil
 	}
+	if len(c.Offsite) == 0 {
+		c.Offsite = nil
+	}
+	for i := range c.Offsite {
+		if len(c.Offsite[i].Recipients) == 0 {
+			c.Offsite[i].Recipients = nil
+		}
+	}
 	return c
 }
 

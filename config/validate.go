@@ -73,6 +73,7 @@ func (c *Config) validate(name string, top *yaml.Node, failed []string) error {
 	absPath("root", c.Root, true)
 	absPath("store.path", c.Store.Path, true)
 	absPath("store.mountpoint", c.Store.Mountpoint, false)
+	offsiteProblems(c.Offsite, bad)
 	if c.Store.Mountpoint != "" && c.Store.Path != "" && !within(c.Store.Path, c.Store.Mountpoint) &&
 		decoded("store.path", "store.mountpoint") {
 		bad("store.mountpoint", "store.path %q is not under the mountpoint %q", c.Store.Path, c.Store.Mountpoint)

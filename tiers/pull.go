@@ -29,9 +29,15 @@ type PullResult struct {
 // It copies every object: a pull of one version and the journal after
 // it, leaving out the packs only older versions use, is not done yet.
 func Pull(ctx context.Context, src backend.Backend, dst *backend.Local, tier string) (PullResult, error) {
+	return PullTypes(ctx, src, dst, tier, backend.Types...)
+}
+
+// PullTypes is Pull of the objects of the types given only (the
+// manifests alone, to list a tier's versions).
+func PullTypes(ctx context.Context, src backend.Backend, dst *backend.Local, tier string, types ...backend.FileType) (PullResult, error) {
 	start := time.Now()
 	res := PullResult{Tier: tier, Destination: dst.Location()}
-	for _, t := range backend.Types {
+	for _, t := range types {
 		var infos []backend.FileInfo
 		if err := src.List(ctx, t, func(fi backend.FileInfo) error {
 			infos = append(infos, fi)

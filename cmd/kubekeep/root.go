@@ -71,6 +71,9 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 	cloud := newCloudCommand(g)
 	cloud.AddCommand(newCloudListCommand(g), newCloudSnapshotCommand(g), newCloudPruneCommand(g),
 		newCloudPolicyCommand(g), newCloudRollbackCommand(g))
+	offsite := newOffsiteCommand(g)
+	offsite.AddCommand(newOffsiteKeygenCommand(g), newOffsiteSyncCommand(g), newOffsiteVersionsCommand(g), newOffsitePullCommand(g),
+		newOffsiteVerifyCommand(g))
 	cmd.AddCommand(
 		newVersionCommand(g),
 		newConfigCommand(g),
@@ -88,6 +91,7 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 		newAgentCommand(g),
 		newStatusCommand(g),
 		cloud,
+		offsite,
 	)
 	return cmd
 }

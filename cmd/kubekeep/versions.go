@@ -84,8 +84,14 @@ func runVersions(g *globalOptions, o *versionsOptions) error {
 	if err != nil {
 		return err
 	}
+	return writeVersions(g, s, vs, o.output)
+}
+
+// writeVersions prints versions vs of store s as `versions` does (also
+// used for what an off-site tier holds).
+func writeVersions(g *globalOptions, s *rsyncish.Store, vs []rsyncish.VersionInfo, output string) error {
 	latest, _, _ := backup.LatestOf(s, vs)
-	if o.output == "json" {
+	if output == "json" {
 		out := make([]versionJSON, 0, len(vs))
 		for _, v := range vs {
 			st := backup.VersionState(v)
