@@ -95,6 +95,7 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 	if err := v.journals(); err != nil {
 		return nil, err
 	}
+	v.requirements()
 	v.aux()
 	if s.holdsLock() == nil {
 		if err := s.writeDamageAll(v.rot, v.auxBad); err != nil {
@@ -116,6 +117,15 @@ type verifier struct {
 	rot      rotten
 	auxBad   []string
 	versions map[string]bool
+	// What requirements (require.go) are judged by: each version's
+	// requirements, the streams it holds, the store file at fault for a
+	// stream that lost a block, the versions whose manifest is damaged,
+	// and what journals found of each journal.
+	requires     map[string][]Requirement
+	streams      map[string]map[string]bool
+	badStreams   map[string]map[string]string
+	badManifest  map[string]bool
+	journalState map[string]*journalCheck
 }
 
 type blobState struct {
@@ -254,6 +264,7 @@ func (v *verifier) manifests() error {
 		return fmt.Errorf("verify: %w", err)
 	}
 	v.versions = map[string]bool{}
+	v.requires, v.streams, v.badStreams, v.badManifest = map[string][]Requirement{}, map[string]map[string]bool{}, map[string]map[string]string{}, map[string]bool{}
 	for _, e := range verEnts {
 		if err := v.ctx.Err(); err != nil {
 			return err
@@ -273,13 +284,18 @@ func (v *verifier) manifests() error {
 		}
 		if err != nil {
 			v.problem(Problem{Kind: "manifest", Object: obj, Detail: err.Error(), Versions: []string{vid}})
+			v.badManifest[vid] = true
 			continue
 		}
 		r.Versions++
+		if len(m.Header.Requires) > 0 {
+			v.requires[vid] = m.Header.Requires
+		}
 		for _, ent := range m.Entries {
 			if ent.Type != format.TypeStream && !SafePath(ent.Path) {
 				v.problem(Problem{Kind: "path", Object: obj, Detail: fmt.Sprintf("unsafe path %q (restore refuses it)", ent.Path), Versions: []string{vid}, Paths: []string{ent.Path}})
 			}
+			badObj := ""
 			for _, x := range ent.Extents {
 				if x.ID.IsZero() {
 					continue
@@ -302,6 +318,15 @@ func (v *verifier) manifests() error {
 				}
 				h.versions[vid] = true
 				h.paths[ent.Path] = true
+				if badObj == "" {
+					badObj = st.obj
+					if badObj == "" {
+						badObj = obj
+					}
+				}
+			}
+			if ent.Type == format.TypeStream {
+				v.noteStream(vid, ent.Path, badObj)
 			}
 		}
 	}
@@ -397,6 +422,7 @@ func (v *verifier) journals() error {
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
+	v.journalState = map[string]*journalCheck{}
 	for _, name := range names {
 		j, err := s.Journal(name)
 		if err != nil {
@@ -406,10 +432,16 @@ func (v *verifier) journals() error {
 		if err != nil {
 			return err
 		}
+		jc := &journalCheck{segs: segs, bad: map[string]string{}}
+		v.journalState[name] = jc
+		jc.breaks, _ = j.Breaks() // the good ones; a damaged one is reported below
 		for _, si := range segs {
 			r.Segments++
 			data, err := j.Read(si)
 			r.BytesRead += int64(len(data))
+			if err != nil {
+				jc.bad[si.File] = err.Error()
+			}
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name + "/" + si.File,
 					Detail: err.Error() + " (a point-in-time restore to an earlier revision still works)",

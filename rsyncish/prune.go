@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -102,6 +103,40 @@ func (p RetentionPolicy) apply(vs []VersionInfo) (keep map[string][]string) {
 	return keep
 }
 
+// keepRequired adds to keep every version a kept version requires
+// (Requirement), and what those require in turn: a journal version's base
+// goes only with the last version built on it. A version whose header
+// cannot be read is kept by nothing here (Prune refuses to sweep then).
+func (s *Store) keepRequired(vs []VersionInfo, keep map[string][]string) {
+	present := map[string]bool{}
+	for _, v := range vs {
+		present[v.ID] = true
+	}
+	todo := make([]string, 0, len(keep))
+	for id := range keep {
+		todo = append(todo, id)
+	}
+	sort.Strings(todo)
+	for len(todo) > 0 {
+		id := todo[0]
+		todo = todo[1:]
+		h, err := s.readHeader(id)
+		if err != nil {
+			continue
+		}
+		for _, r := range h.Requires {
+			if r.Version == "" || r.Version == id || !present[r.Version] {
+				continue
+			}
+			if _, kept := keep[r.Version]; kept {
+				continue // its own requirements are queued already
+			}
+			keep[r.Version] = []string{"required by " + id}
+			todo = append(todo, r.Version)
+		}
+	}
+}
+
 // repackThreshold: a pack is rewritten when at least this share of its
 // bytes is unreferenced; below it the space is not worth the I/O.
 const repackThreshold = 0.3
@@ -128,6 +163,7 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 		return nil, err
 	}
 	keep := policy.apply(vs)
+	s.keepRequired(vs, keep)
 	res := &PruneResult{DryRun: dryRun, Keep: []KeepReason{}, Remove: []VersionInfo{}}
 	for _, v := range vs {
 		if r, ok := keep[v.ID]; ok {

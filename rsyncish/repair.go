@@ -67,6 +67,10 @@ type DamagedVersion struct {
 	// Paths are the host paths (or stream names) that lost data.
 	Paths []string `json:"paths,omitempty"`
 	Blobs int      `json:"blobs"`
+	// Requires is what the version requires (Requirement) that is lost: a
+	// stream of a damaged version, or journal revisions a segment of which
+	// is missing or damaged.
+	Requires []string `json:"requires,omitempty"`
 }
 
 // Repair makes the store consistent again after damage, like restic's
@@ -279,6 +283,11 @@ func (s *Store) listDamaged(ctx context.Context, res *RepairResult) error {
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
+	// lostPaths: damaged version -> its paths that lost data (nil: its
+	// manifest); reqs: each version's requirements.
+	lostPaths := map[string][]string{}
+	reqs := map[string][]Requirement{}
+	present := map[string]bool{}
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -291,9 +300,14 @@ func (s *Store) listDamaged(ctx context.Context, res *RepairResult) error {
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
+		present[vid] = true
 		if err != nil {
 			res.Damaged = append(res.Damaged, DamagedVersion{ID: vid, Manifest: err.Error()})
+			lostPaths[vid] = nil
 			continue
+		}
+		if len(m.Header.Requires) > 0 {
+			reqs[vid] = m.Header.Requires
 		}
 		dv := DamagedVersion{ID: vid}
 		paths := map[string]bool{}
@@ -312,7 +326,31 @@ func (s *Store) listDamaged(ctx context.Context, res *RepairResult) error {
 		if dv.Blobs > 0 {
 			dv.Paths = sortedKeys(paths)
 			res.Damaged = append(res.Damaged, dv)
+			lostPaths[vid] = dv.Paths
 		}
+	}
+	// The versions that require what is lost are damaged as well.
+	lostReqs := dependents(lostPaths, reqs)
+	for vid, rs := range reqs {
+		for _, r := range rs {
+			if r.Journal == "" && !present[r.Version] {
+				lostReqs[vid] = append(lostReqs[vid], r.String()+": not in the store")
+			}
+			if r.Journal != "" {
+				if err := s.journalReadable(r); err != nil {
+					lostReqs[vid] = append(lostReqs[vid], r.String()+": "+err.Error())
+				}
+			}
+		}
+	}
+	for i := range res.Damaged {
+		if rs := lostReqs[res.Damaged[i].ID]; rs != nil {
+			res.Damaged[i].Requires = rs
+			delete(lostReqs, res.Damaged[i].ID)
+		}
+	}
+	for vid, rs := range lostReqs {
+		res.Damaged = append(res.Damaged, DamagedVersion{ID: vid, Requires: rs})
 	}
 	sort.Slice(res.Damaged, func(i, j int) bool { return res.Damaged[i].ID < res.Damaged[j].ID })
 	for _, dv := range res.Damaged {

@@ -52,6 +52,8 @@ type VersionWriter struct {
 	skipped []format.Skipped
 	meta    map[string]json.RawMessage
 	stats   format.Stats
+	// requires is what Require recorded (require.go).
+	requires []format.Requirement
 
 	pk       packer
 	storeDev uint64
@@ -473,7 +475,7 @@ func (w *VersionWriter) Commit() (VersionInfo, error) {
 	})
 	cfg := w.s.config()
 	cfg.Format = format.StoreFormat // what this manifest is written in
-	h := format.Header{ID: w.id, Time: w.start, BlockSize: w.bs, Parent: w.parent, Paths: w.paths, Skipped: w.skipped, Store: &cfg}
+	h := format.Header{ID: w.id, Time: w.start, BlockSize: w.bs, Parent: w.parent, Paths: w.paths, Skipped: w.skipped, Store: &cfg, Requires: w.requires}
 	for _, e := range w.entries {
 		switch e.Type {
 		case format.TypeFile:

@@ -64,9 +64,59 @@ type Header struct {
 	// written, so that a damaged config.json can be rebuilt from any
 	// manifest (absent in versions written before it was recorded).
 	Store *Config `json:"store,omitempty"`
+	// Requires is the data outside this manifest the version needs to be
+	// restored whole: another version's stream, a journal's revisions
+	// (a journal version of etcd needs its base's snapshot and the delta
+	// journal since). Verify names the version damaged when any of it is
+	// missing or damaged; prune keeps what a kept version requires. Absent
+	// in versions that stand alone, and in every version written before
+	// it was recorded (an older kubekeep reading it ignores it, as it
+	// ignored the dependency before).
+	Requires []Requirement `json:"requires,omitempty"`
 	// ManifestFormat is the format of the manifest it was read from (1 or
 	// 2), from its magic line; not stored in the header.
 	ManifestFormat int `json:"-"`
+}
+
+// Requirement is one piece of data a version needs beyond its manifest:
+// either Stream of Version, or the revisions (After, Through] of Journal
+// (none when Through == After).
+type Requirement struct {
+	Version string `json:"version,omitempty"`
+	Stream  string `json:"stream,omitempty"`
+	Journal string `json:"journal,omitempty"`
+	After   uint64 `json:"after,omitempty"`
+	Through uint64 `json:"through,omitempty"`
+	// IfHeld, only when asking for a requirement (never stored): the
+	// stream is required only if Version holds it at all (a stream is
+	// never added to a committed version, so this is decided then).
+	IfHeld bool `json:"-"`
+}
+
+// Check says what is wrong with a requirement, if anything.
+func (r Requirement) Check() error {
+	switch {
+	case r.Version != "" && r.Journal != "":
+		return fmt.Errorf("requirement names both version %q and journal %q", r.Version, r.Journal)
+	case r.Version != "":
+		if r.Stream == "" || r.After != 0 || r.Through != 0 {
+			return fmt.Errorf("requirement of version %q: wants a stream and no revisions", r.Version)
+		}
+	case r.Journal != "":
+		if r.Stream != "" || r.Through < r.After {
+			return fmt.Errorf("requirement of journal %q: wants revisions (after, through] with through >= after, no stream", r.Journal)
+		}
+	default:
+		return errors.New("requirement names neither a version nor a journal")
+	}
+	return nil
+}
+
+func (r Requirement) String() string {
+	if r.Journal != "" {
+		return fmt.Sprintf("journal %s revisions %d-%d", r.Journal, r.After+1, r.Through)
+	}
+	return fmt.Sprintf("stream %s of version %s", r.Stream, r.Version)
 }
 
 // StreamHeader names a stored stream and its size.
@@ -281,6 +331,11 @@ func decodeHeader(line []byte, h *Header) error {
 	}
 	if h.BlockSize < 512 || h.BlockSize > 1<<30 || h.BlockSize&(h.BlockSize-1) != 0 {
 		return fmt.Errorf("manifest header: bad block size %d", h.BlockSize)
+	}
+	for i, r := range h.Requires {
+		if err := r.Check(); err != nil {
+			return fmt.Errorf("manifest header: requirement %d: %w", i+1, err)
+		}
 	}
 	return nil
 }
