@@ -272,6 +272,13 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	if proof.ValuesSHA256, err = ValuesDigest(ctx, cli, changed, rev); err != nil {
 		return nil, nil, noJournal("read the changed values at revision %d: %v", rev, err)
 	}
+	// What the version needs beyond itself: verify, repair and prune
+	// judge it by this; refused when the store is known not to hold it.
+	if err := w.Require(rsyncish.Requirement{Version: base.v.ID, Stream: EtcdSnapshotStream},
+		rsyncish.Requirement{Version: base.v.ID, Stream: EtcdKeyIndexStream, IfHeld: true},
+		rsyncish.Requirement{Journal: DeltaJournal, After: uint64(baseRev), Through: uint64(rev)}); err != nil {
+		return nil, nil, noJournal("the base or the journal is damaged: %v", err)
+	}
 	if err := carryExports(w, opts.Store, base.v, last, log); err != nil {
 		return nil, nil, err
 	}
