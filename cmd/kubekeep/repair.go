@@ -73,7 +73,12 @@ func runRepair(cmd *cobra.Command, g *globalOptions, o *checkerOptions) error {
 				fmt.Fprintf(g.stdout, "DAMAGED: version %s: manifest unreadable: %s\n", d.ID, d.Manifest)
 				continue
 			}
-			fmt.Fprintf(g.stdout, "DAMAGED: version %s lost %d block(s) of %s\n", d.ID, d.Blobs, strings.Join(d.Paths, ", "))
+			if d.Blobs > 0 {
+				fmt.Fprintf(g.stdout, "DAMAGED: version %s lost %d block(s) of %s\n", d.ID, d.Blobs, strings.Join(d.Paths, ", "))
+			}
+			if len(d.Requires) > 0 {
+				fmt.Fprintf(g.stdout, "DAMAGED: version %s requires what is lost: %s\n", d.ID, strings.Join(d.Requires, "; "))
+			}
 		}
 		for _, id := range res.MarksDropped {
 			fmt.Fprintf(g.stdout, "verification mark of %s removed\n", id)
