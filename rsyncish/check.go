@@ -71,13 +71,16 @@ func (r *Report) Clean() bool { return len(r.Problems) == 0 }
 // Verify checks the store: config.json, every index, manifest,
 // verification mark and journal segment against its checksum; every pack
 // against its index's size; every referenced blob for presence; every
-// journal for gaps; the rescue kit against its recorded hashes; with
-// readData, every blob of every pack against its hash. Holding the lock gives a consistent view (a
-// concurrent prune could otherwise remove what it is looking at), and lets
-// Verify record the rotten blobs it found in the damage record, which
-// keeps every later backup from referring to them and every later verify
-// reporting them until repair. A non-nil error means the check itself
-// could not run.
+// journal for gaps; every version's requirements (Require: the streams
+// of other versions and journal revisions it needs, a version being
+// named damaged when they are); the rescue kit against its recorded
+// hashes; with readData, every blob of every pack against its hash.
+// Holding the lock gives a consistent view (a concurrent prune could
+// otherwise remove what it is looking at), and lets Verify record the
+// rotten blobs and damaged journal segments it found in the damage
+// record, which keeps every later backup from referring to them and every
+// later verify reporting them until repair. A non-nil error means the
+// check itself could not run.
 func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 	v := &verifier{s: s, ctx: ctx, r: &Report{ReadData: readData, Problems: []Problem{}},
 		blobs: map[format.ID]*blobState{}, hits: map[format.ID]*hit{}, rot: rotten{}}
@@ -98,7 +101,7 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 	v.requirements()
 	v.aux()
 	if s.holdsLock() == nil {
-		if err := s.writeDamageAll(v.rot, v.auxBad); err != nil {
+		if err := s.writeDamageRecord(v.rot, v.auxBad, v.badSegments()); err != nil {
 			v.r.Warnings = append(v.r.Warnings, "could not record the damage found: "+err.Error())
 		}
 	}
@@ -439,7 +442,7 @@ func (v *verifier) journals() error {
 			r.Segments++
 			data, err := j.Read(si)
 			r.BytesRead += int64(len(data))
-			if err != nil {
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				jc.bad[si.File] = err.Error()
 			}
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {

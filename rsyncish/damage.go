@@ -67,9 +67,39 @@ func (s *Store) damagedAux() []string {
 // The caller holds the lock.
 func (s *Store) writeDamage(r rotten) error { return s.writeDamageAll(r, s.damagedAux()) }
 
-// writeDamageAll publishes the damage record (removes it when empty).
+// damagedSegments returns the journal segments the damage record names,
+// by journal (file -> true).
+func (s *Store) damagedSegments() map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	data, err := readStoreFile(s.path(damageFile))
+	if err != nil {
+		return out
+	}
+	var d format.Damage
+	if format.UnsealJSON(data, &d) != nil {
+		return out
+	}
+	for j, files := range d.Segments {
+		for _, f := range files {
+			if out[j] == nil {
+				out[j] = map[string]bool{}
+			}
+			out[j][f] = true
+		}
+	}
+	return out
+}
+
+// writeDamageAll publishes the damage record's packs and aux list, keeping
+// its segments (removes it when empty).
 func (s *Store) writeDamageAll(r rotten, aux []string) error {
-	if len(r) == 0 && len(aux) == 0 {
+	return s.writeDamageRecord(r, aux, s.damagedSegments())
+}
+
+// writeDamageRecord publishes the whole damage record (removes it when
+// empty); Verify writes the segments it found.
+func (s *Store) writeDamageRecord(r rotten, aux []string, segs map[string]map[string]bool) error {
+	if len(r) == 0 && len(aux) == 0 && len(segs) == 0 {
 		if err := os.Remove(s.path(damageFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("removing %s: %w", damageFile, err)
 		}
@@ -83,6 +113,14 @@ func (s *Store) writeDamageAll(r rotten, aux []string) error {
 		}
 		sort.Strings(ids)
 		d.Packs[pack] = ids
+	}
+	for j, files := range segs {
+		if len(files) > 0 {
+			if d.Segments == nil {
+				d.Segments = map[string][]string{}
+			}
+			d.Segments[j] = sortedKeys(files)
+		}
 	}
 	data, err := format.SealJSON(d)
 	if err != nil {

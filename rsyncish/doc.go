@@ -54,9 +54,12 @@
 //	index/<rand>.idx         the pack's blob list (format.EncodeIndex), sealed
 //	versions/<id>.manifest   line-oriented: magic, header JSON, one JSON line
 //	                         per file/dir/symlink/stream, blake3 trailer
-//	                         (format.ManifestMagic)
+//	                         (format.ManifestMagic); the header's "requires"
+//	                         lists what else the version needs (see
+//	                         Requirements)
 //	verified/<id>            the restore drill's result (versions are immutable)
-//	damage.json              the blobs verify --read-data found rotten, by pack
+//	damage.json              the blobs verify --read-data found rotten, by pack,
+//	                         and the journal segments verify found damaged
 //	                         (format.Damage), sealed; absent when none
 //	journals/<name>/<first>-<last>-<ns>.seg   checksummed delta segments
 //	journals/<name>/<from>-<to>.break         sealed: revisions from..to were
@@ -156,6 +159,33 @@
 // the damaged pack and its index, clears the damage record, lists the
 // versions still lacking data and drops their verification marks. Checked
 // by TestLostPackNotReused and TestRepair.
+//
+// # Requirements
+//
+// A version may need data beyond its manifest: a journal version of etcd
+// holds no snapshot of its own and is its base's snapshot streams plus a
+// journal's revisions (base, R]. VersionWriter.Require records that in the
+// header (format.Requirement: Stream of Version, or Journal revisions
+// (After, Through]); it first checks that the store holds it whole as far
+// as is known without reading data (every block of the stream with a good
+// copy, per the index's pack stats and the damage record; the journal's
+// segment names covering the range with no hole and no break, none of its
+// segments recorded damaged), and refuses otherwise, so the caller builds
+// on a full copy instead. Verify then judges the version by what it
+// requires: it is named damaged (problem kind "requires", one per cause,
+// naming every version it hurts) when the required version is missing or
+// its manifest damaged, the stream lost a block (a lost, wrong-size or,
+// with read-data, rotten pack), or the journal's segments a replay of the
+// range reads (Journal.Needed) have a hole or break in their names, or one
+// is unreadable, fails its checksum or is truncated (verify reads and
+// checks every segment, with or without read-data). Damage outside what a
+// version requires (a file of its base, a segment after its revision)
+// does not name it. Repair lists such versions among those damaged for
+// good; Prune keeps every version a kept version requires, transitively.
+// A manifest without "requires" stands alone (every version written
+// before requirements were recorded); an older kubekeep ignores the field
+// (it ignored the dependency before). Checked by TestVerifyRequirements,
+// TestRequireRefusesDamage, TestPruneKeepsRequired.
 //
 // # Block size: the measurement
 //

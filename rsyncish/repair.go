@@ -81,7 +81,9 @@ type DamagedVersion struct {
 // copied to a new pack, each checked against its hash, and is then removed
 // with its index, so no index refers to data the store cannot produce and
 // the next backup stores what was lost again. It then lists the versions
-// that still lack data and drops their verification marks. The caller
+// that still lack data, or whose requirements (Require) lack it: a
+// required version's stream lost a block, a required journal segment is
+// missing or damaged; and drops their verification marks. The caller
 // holds the lock; Repair holds the read lock exclusively, as Prune does.
 // Like every writer, it is crash-safe: a new pack and its index are durable
 // before the old index goes.

@@ -101,8 +101,31 @@ func (s *Store) journalHolds(r Requirement) error {
 	if err != nil {
 		return err
 	}
-	_, err = chain(segs, breaks, r.After, r.Through)
-	return err
+	needed, err := chain(segs, breaks, r.After, r.Through)
+	if err != nil {
+		return err
+	}
+	bad := s.damagedSegments()[r.Journal]
+	for _, si := range needed {
+		if bad[si.File] {
+			return fmt.Errorf("segment %s (revisions %d-%d) was found damaged by verify", si.File, si.First, si.Last)
+		}
+	}
+	return nil
+}
+
+// badSegments is what journals found damaged, for the damage record.
+func (v *verifier) badSegments() map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for name, jc := range v.journalState {
+		for f := range jc.bad {
+			if out[name] == nil {
+				out[name] = map[string]bool{}
+			}
+			out[name][f] = true
+		}
+	}
+	return out
 }
 
 // journalReadable checks that the journal's segments cover r's revisions

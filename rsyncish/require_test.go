@@ -178,11 +178,26 @@ func TestRequireRefusesDamage(t *testing.T) {
 	if err := try(Requirement{Version: base, Stream: "etcd/none"}); err == nil {
 		t.Error("a stream the version does not hold was accepted")
 	}
+	// A segment verify found damaged is refused without reading it
+	// again (a writer that checked the journal up to some revision
+	// before reads only what came after).
+	flip(t, filepath.Join(dir, journalsDir, "deltas", segs[2].File), 60)
+	unlock := lockTest(t, s)
+	if _, err := s.Verify(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := try(Requirement{Journal: "deltas", After: 120, Through: 125}); err == nil || !strings.Contains(err.Error(), "found damaged by verify") {
+		t.Errorf("a segment verify found damaged: %v", err)
+	}
+	if err := try(Requirement{Journal: "deltas", After: 130, Through: 135}); err != nil {
+		t.Errorf("a journal range past the damaged segment: %v", err)
+	}
 	os.Remove(filepath.Join(dir, journalsDir, "deltas", segs[1].File))
 	if err := try(Requirement{Journal: "deltas", After: 100, Through: 125}); err == nil {
 		t.Error("a journal range with a hole was accepted")
 	}
-	if err := try(Requirement{Journal: "deltas", After: 120, Through: 135}); err != nil {
+	if err := try(Requirement{Journal: "deltas", After: 130, Through: 140}); err != nil {
 		t.Errorf("a journal range past the hole: %v", err)
 	}
 	packs, _ := filepath.Glob(filepath.Join(dir, packsDir, "*"+packExt))

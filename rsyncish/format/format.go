@@ -204,6 +204,12 @@ type Damage struct {
 	// Aux are the top-level extras (the rescue kit) that did not match
 	// their recorded hash: the next WriteAux of each clears it.
 	Aux []string `json:"aux,omitempty"`
+	// Segments are the journal segments verify found damaged (unreadable,
+	// failing their checksum, truncated), by journal: a version requiring
+	// revisions they hold is not built (VersionWriter.Require), without
+	// reading the journal again. A segment is never rewritten under its
+	// name, so an entry goes stale only when the segment is trimmed.
+	Segments map[string][]string `json:"segments,omitempty"`
 }
 
 // AuxFiles is the store's aux.json: what WriteAux wrote, so that verify can

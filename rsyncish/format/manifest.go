@@ -48,7 +48,8 @@ type Header struct {
 	Time      time.Time `json:"time"`
 	BlockSize int       `json:"blockSize"`
 	// Parent is the version whose file metadata let unchanged files skip
-	// reading; informational only, versions never depend on each other.
+	// reading; informational only: a version depends on another only
+	// through Requires.
 	Parent   string         `json:"parent,omitempty"`
 	Paths    []string       `json:"paths,omitempty"`
 	Files    int            `json:"files"`
