@@ -329,9 +329,9 @@ print(f"bench-agent {label}: etcd sent {snap/2**20:.0f} MiB of snapshots + ~{wat
 print(f"bench-agent {label}: peak RSS {w['peakKiB']/1024:.0f} MiB, idle RSS {idle/1024:.0f} MiB (goal idle <= 64 MiB: {'met' if idle <= 64*1024 else 'NOT met'})")
 PY
 
-  avail=$(awk '$1=="MemAvailable:" {print $2 * 1024}' /proc/meminfo)
-  if [ "${BENCH_AGENT_DAILY:-1}" != 0 ] && [ "$avail" -lt $((size * 4)) ]; then
-    echo "bench-agent $label: daily drill and verify SKIPPED: the drill's RSS is ~3x the db (its etcd maps it) and $((avail >> 30)) GiB are available"
+  avail=$(awk '$1=="MemAvailable:" {print $2}' /proc/meminfo) # KiB
+  if [ "${BENCH_AGENT_DAILY:-1}" != 0 ] && [ "$avail" -lt $((size / 1024 * 4)) ]; then
+    echo "bench-agent $label: daily drill and verify SKIPPED: the drill's RSS is ~3x the db (its etcd maps it) and $((avail >> 20)) GiB are available"
   elif [ "${BENCH_AGENT_DAILY:-1}" != 0 ]; then
     # The once-a-day jobs, as the agent runs them (same code, own process),
     # on the newest version (a journal version when the policy made one).
