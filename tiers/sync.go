@@ -28,6 +28,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -48,6 +49,11 @@ type SyncOptions struct {
 	// Sleep waits between retries (nil: a timer honouring ctx); tests
 	// shorten it.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Types limits the sync to these kinds of object (nil: all). The
+	// agent ships journal segments as they seal with Types:
+	// {JournalFile}: segments need nothing else in the tier to be
+	// consistent, so the order of the package doc still holds.
+	Types []backend.FileType
 }
 
 // Retry is an exponential backoff with full jitter.
@@ -95,6 +101,9 @@ func Sync(ctx context.Context, src *backend.Local, dst backend.Backend, cat *Cat
 	todo := map[backend.FileType][]backend.FileInfo{}
 	for i := len(backend.Types) - 1; i >= 0; i-- {
 		t := backend.Types[i]
+		if opts.Types != nil && !slices.Contains(opts.Types, t) {
+			continue
+		}
 		err := src.List(ctx, t, func(fi backend.FileInfo) error {
 			if t == backend.ConfigFile && !configObjects[fi.Name] {
 				return nil
