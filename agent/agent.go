@@ -38,6 +38,27 @@
 // (kubekeep_backup_etcd_versions_total{kind}) and shown in status. After a
 // full snapshot or a drill the agent returns its freed heap to the OS
 // (debug.FreeOSMemory), so its idle RSS is not the peak of the last one.
+//
+// Off-site tiers (offsite.go; the config's offsite list, tiers.Sync): each
+// tier with a non-zero every is a job, offsite-<name>, run every `every`,
+// OffsiteVersionDelay (5 s) after each committed version (versions
+// committed meanwhile share the run), and retried with backoff like any
+// job. Journal segments ship as they seal: each durable delta segment
+// wakes a journal-only sync of the tiers, at most every
+// OffsiteJournalEvery (10 s; an idle etcd's progress marks at most once a
+// minute), skipped for a tier whose job is failing (its retries ship the
+// journal too) and handed to the job when it fails. A sync only reads the
+// store: it holds neither the store slot nor the writer lock, so backups
+// never wait for an upload; prune waits for running syncs (and they for
+// it), so a sync never uploads a manifest whose pack a prune removed after
+// the listing. Credentials come from the agent's environment (tiers.Open)
+// and appear in no log line or error. What a tier holds is read from its
+// catalogue in the store (so a CLI sync counts, and a restarted agent
+// reports it at once): kubekeep_offsite_lag_seconds{tier} (the age of the
+// newest version or segment uploaded), _last_success_timestamp_seconds and
+// _bytes_uploaded_total, and "offsite" in the status. A failing tier is
+// not a /healthz condition: it does not stop local backups; alert on the
+// lag.
 package agent
 
 import (
@@ -57,6 +78,7 @@ import (
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
+	"github.com/kubekeep/kubekeep/tiers"
 )
 
 // DrillFunc restores version's etcd into a scratch place, checks it and
@@ -112,6 +134,16 @@ type Config struct {
 	DeltaHeartbeat time.Duration
 	// NoSignals leaves SIGHUP alone (tests running several agents).
 	NoSignals bool
+	// OffsiteRetry is the backoff of a tier's uploads within one sync
+	// (zero: DefaultOffsiteRetry); the job retries a failed sync after.
+	OffsiteRetry tiers.Retry
+	// OffsiteJournalEvery is how often at most journal segments are
+	// shipped to the tiers as they seal (default 10 s).
+	OffsiteJournalEvery time.Duration
+	// OffsiteVersionDelay is how long after a committed version the
+	// tiers' sync starts; versions committed meanwhile share it (default
+	// 5 s).
+	OffsiteVersionDelay time.Duration
 }
 
 // Agent runs the jobs for one store.
@@ -179,6 +211,15 @@ type Agent struct {
 	// watching is set once the change watches are in place.
 	watching atomic.Bool
 
+	// Off-site tiers (offsite.go): per-tier state under offMu; offGate
+	// is shared by syncs and taken alone by prune; offKick wakes the
+	// journal shipper.
+	offMu       sync.Mutex
+	offTiers    map[string]*offsiteTier
+	offMarkKick time.Time
+	offGate     sync.RWMutex
+	offKick     chan struct{}
+
 	// hooks for tests
 	beforeBackup func()
 }
@@ -200,6 +241,12 @@ func New(c Config) (*Agent, error) {
 	if c.CatchUpCheck <= 0 {
 		c.CatchUpCheck = 15 * time.Second
 	}
+	if c.OffsiteJournalEvery <= 0 {
+		c.OffsiteJournalEvery = defaultOffsiteJournalEvery
+	}
+	if c.OffsiteVersionDelay <= 0 {
+		c.OffsiteVersionDelay = defaultOffsiteVersionDelay
+	}
 	if err := c.Settings.Validate("agent settings", nil); err != nil {
 		return nil, err
 	}
@@ -213,6 +260,8 @@ func New(c Config) (*Agent, error) {
 		storeKick: make(chan struct{}, 1),
 		deltaKick: make(chan struct{}, 1),
 		rewatch:   make(chan struct{}, 1),
+		offKick:   make(chan struct{}, 1),
+		offTiers:  map[string]*offsiteTier{},
 		state:     FileState{Jobs: map[string]*JobState{}},
 	}
 	a.m = newMetrics(func() time.Time { return a.now() })
@@ -276,7 +325,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		prev = &FileState{Jobs: map[string]*JobState{}}
 	}
 	a.stMu.Lock()
-	a.state = FileState{PID: os.Getpid(), Started: a.now().UTC(), Jobs: prev.Jobs, Etcd: prev.Etcd}
+	a.state = FileState{PID: os.Getpid(), Started: a.now().UTC(), Jobs: prev.Jobs, Etcd: prev.Etcd, Offsite: prev.Offsite}
 	for _, js := range a.state.Jobs {
 		js.NextRun = nil
 	}
@@ -313,6 +362,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goBG(a.statusLoop)
 	goBG(a.watchLoop)
 	goBG(a.deltaLoop)
+	goBG(a.offsiteJournalLoop)
 	if a.opts.Reload != nil && !a.opts.NoSignals {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)

@@ -119,6 +119,7 @@ func (s *journalSink) AppendSegment(data []byte, firstRev, lastRev int64, t time
 	a.statusDirty = true
 	a.stMu.Unlock()
 	a.m.lastSuccess.WithLabelValues(JobEtcdDeltas).Set(float64(t.UnixNano()) / 1e9)
+	a.offsiteSegment(firstRev, lastRev)
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -81,13 +83,13 @@ func (a *Agent) specs(cfg config.Config) []jobSpec {
 		}
 		return ""
 	}
-	return []jobSpec{
+	return append([]jobSpec{
 		{JobBackup, s.Backup, "", a.backupJob},
 		{JobCloudSnapshot, s.CloudSnapshot, cloudOff, a.cloudJob},
 		{JobPrune, s.Prune, zeroOff(s.Prune, "schedules.prune"), a.pruneJob},
 		{JobVerify, s.Verify, zeroOff(s.Verify, "schedules.verify"), a.verifyJob},
 		{JobDrill, s.Drill, drillOff, a.drillJob},
-	}
+	}, a.offsiteSpecs(cfg)...)
 }
 
 // effectiveJitter keeps jitter well inside the interval: a 30 s jitter on
@@ -102,9 +104,18 @@ func effectiveJitter(interval, jitter time.Duration) time.Duration {
 // daily when the agent restarts more often than that; a job that is
 // overdue runs once, at once. At start the backup always runs at once.
 func (a *Agent) schedule(cfg config.Config, starting bool) {
+	a.offsiteSetup(cfg)
 	a.jobsMu.Lock()
 	defer a.jobsMu.Unlock()
-	for _, sp := range a.specs(cfg) {
+	specs := a.specs(cfg)
+	// A tier dropped from the config: its sync stops.
+	for name, j := range a.jobs {
+		if !strings.HasPrefix(name, JobOffsitePrefix) || slices.ContainsFunc(specs, func(sp jobSpec) bool { return sp.name == name }) {
+			continue
+		}
+		specs = append(specs, jobSpec{name: name, off: "the tier is no longer in the config's offsite list", run: j.run})
+	}
+	for _, sp := range specs {
 		j := a.jobs[sp.name]
 		if j == nil {
 			j = &jobRunner{name: sp.name}
@@ -123,6 +134,7 @@ func (a *Agent) schedule(cfg config.Config, starting bool) {
 		a.stMu.Unlock()
 
 		if sp.off != "" {
+			j.stopRetry()
 			if j.gjob != nil {
 				_ = a.sched.RemoveJob(j.gjob.ID())
 				j.gjob = nil

@@ -43,6 +43,10 @@ type metrics struct {
 	newestGood   prometheus.Gauge
 	problems     prometheus.Gauge
 
+	offLastSuccess *prometheus.GaugeVec
+	offBytes       *prometheus.CounterVec
+	offCovered     map[string]time.Time // by tier, under mu: kubekeep_offsite_lag_seconds
+
 	mu             sync.Mutex
 	newestVerified time.Time // zero: none
 	newestVersion  time.Time
@@ -93,6 +97,12 @@ func newMetrics(now func() time.Time) *metrics {
 		Help: "Problems recorded in the newest version (0 when it is complete)."})
 	m.newestGood = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubekeep_newest_backup_good",
 		Help: "1 when the newest version is good (etcd snapshot checked, file set complete): what `latest` means to a restore."})
+	tier := []string{"tier"}
+	m.offCovered = map[string]time.Time{}
+	m.offLastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubekeep_offsite_last_success_timestamp_seconds",
+		Help: "Unix time of the tier's last successful sync by the agent (a full sync or journal segments shipped)."}, tier)
+	m.offBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubekeep_offsite_bytes_uploaded_total",
+		Help: "Bytes of store objects the agent uploaded to the tier (before sealing)."}, tier)
 	age := func(name, help string, get func() time.Time) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
 			m.mu.Lock()
@@ -107,7 +117,7 @@ func newMetrics(now func() time.Time) *metrics {
 	}
 	m.reg.MustRegister(m.lastSuccess, m.lastFailure, m.duration, m.cpu, m.budgetSkips, m.etcdKinds, m.runs, m.failures, m.bytesWritten,
 		m.storeUsed, m.storeFree, m.storeOK, m.storeFull, m.deltaGaps, m.versions, m.etcdRevision, m.deltaRev, m.etcdAPIUp,
-		m.degraded, m.problems, m.newestGood,
+		m.degraded, m.problems, m.newestGood, m.offLastSuccess, m.offBytes, offsiteLag{m},
 		age("kubekeep_newest_verified_backup_age_seconds",
 			"Age of the newest version the restore drill verified (+Inf when none): the recovery point that is proven.",
 			func() time.Time { return m.newestVerified }),
@@ -153,6 +163,51 @@ func (m *metrics) covered(t time.Time) {
 		m.deltaCovered = t
 	}
 	m.mu.Unlock()
+}
+
+// offsiteCovered records the newest cluster state tier holds (zero: the
+// tier is known, what it holds is not yet); it never goes back.
+func (m *metrics) offsiteCovered(tier string, t time.Time) {
+	m.mu.Lock()
+	if cur, ok := m.offCovered[tier]; !ok || t.After(cur) {
+		m.offCovered[tier] = t
+	}
+	m.mu.Unlock()
+}
+
+// offsiteKeep forgets the tiers no longer configured.
+func (m *metrics) offsiteKeep(tiers map[string]bool) {
+	m.mu.Lock()
+	for t := range m.offCovered {
+		if !tiers[t] {
+			delete(m.offCovered, t)
+			m.offLastSuccess.DeleteLabelValues(t)
+			m.offBytes.DeleteLabelValues(t)
+		}
+	}
+	m.mu.Unlock()
+}
+
+var offsiteLagDesc = prometheus.NewDesc("kubekeep_offsite_lag_seconds",
+	"Age of the newest cluster state the tier holds: the time of the newest version or etcd delta segment uploaded to it (+Inf when none).",
+	[]string{"tier"}, nil)
+
+// offsiteLag computes kubekeep_offsite_lag_seconds at scrape time.
+type offsiteLag struct{ m *metrics }
+
+func (o offsiteLag) Describe(ch chan<- *prometheus.Desc) { ch <- offsiteLagDesc }
+
+func (o offsiteLag) Collect(ch chan<- prometheus.Metric) {
+	o.m.mu.Lock()
+	defer o.m.mu.Unlock()
+	now := o.m.now()
+	for tier, t := range o.m.offCovered {
+		v := math.Inf(1)
+		if !t.IsZero() {
+			v = now.Sub(t).Seconds()
+		}
+		ch <- prometheus.MustNewConstMetric(offsiteLagDesc, prometheus.GaugeValue, v, tier)
+	}
 }
 
 // metricsServer serves /metrics and /healthz on one listener.

@@ -60,6 +60,8 @@ type FileState struct {
 	// StoreError is why the agent currently does not write (second disk
 	// missing or read-only); empty when it writes.
 	StoreError string `json:"storeError,omitempty"`
+	// Offsite is what the agent knows of each tier, by name.
+	Offsite map[string]*OffsiteState `json:"offsite,omitempty"`
 }
 
 // EtcdState is the agent's view of etcd.
@@ -111,6 +113,10 @@ type Status struct {
 	// Degraded: the newest version is degraded; Problems says why.
 	Degraded bool     `json:"degraded"`
 	Problems []string `json:"problems,omitempty"`
+	// Offsite: each off-site tier, by name (absent when the store has
+	// none): its last successful sync, the age of the newest cluster
+	// state it holds, the newest version it holds.
+	Offsite map[string]OffsiteStatus `json:"offsite,omitempty"`
 }
 
 // VersionRef names a version. Status is the one it recorded (ok,
@@ -304,6 +310,7 @@ func ReadStatus(store *rsyncish.Store, now time.Time) (*Status, error) {
 		lag := roundSec(now.Sub(covered))
 		st.EtcdDeltaLagSeconds = &lag
 	}
+	st.Offsite = readOffsite(store, fst, now)
 	used, free, err := store.Usage()
 	st.Store = StoreUsage{Used: used, Free: free}
 	if err != nil {

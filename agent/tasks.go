@@ -71,6 +71,7 @@ func (a *Agent) takeBackup(ctx context.Context) (*backup.Result, error) {
 	}
 	a.recordEtcdSnapshot(res, started)
 	a.refreshStoreStats()
+	a.offsiteVersionCommitted()
 	if res.EtcdKind == backup.EtcdKindFull {
 		// A full snapshot went through this process a MiB at a time (the
 		// store's blocks, the check copy, the key index): the heap it grew
@@ -169,6 +170,10 @@ func (a *Agent) cloudJob(ctx context.Context) (int64, error) {
 
 func (a *Agent) pruneJob(ctx context.Context) (int64, error) {
 	cfg := a.config()
+	// No tier sync runs while prune removes (or repacks) what it may have
+	// listed; syncs wait for the prune, backups do not wait for syncs.
+	a.offGate.Lock()
+	defer a.offGate.Unlock()
 	return 0, a.withStore(ctx, func() error {
 		unlock, err := a.store.LockWait(ctx, time.Minute)
 		if err != nil {

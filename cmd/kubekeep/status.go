@@ -140,7 +140,21 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) error {
 				e.DeltaGaps, g.FromRevision, g.ToRevision, g.FromTime.Format(time.RFC3339), g.ToTime.Format(time.RFC3339))
 		}
 	}
-	fmt.Fprintf(w, "store:            %s used, %s free, %d versions\n\n", humanBytes(st.Store.Used), humanBytes(st.Store.Free), st.Versions)
+	fmt.Fprintf(w, "store:            %s used, %s free, %d versions\n", humanBytes(st.Store.Used), humanBytes(st.Store.Free), st.Versions)
+	tierNames := make([]string, 0, len(st.Offsite))
+	for n := range st.Offsite {
+		tierNames = append(tierNames, n)
+	}
+	sort.Strings(tierNames)
+	for _, n := range tierNames {
+		o := st.Offsite[n]
+		holds := "nothing known yet"
+		if o.LagSeconds != nil {
+			holds = fmt.Sprintf("cluster state %s old", (time.Duration(*o.LagSeconds) * time.Second).String())
+		}
+		fmt.Fprintf(w, "off-site %-8s last sync %s; holds %s, newest version %s\n", n+":", ago(now, o.LastSuccess), holds, orNone(o.NewestVersion))
+	}
+	fmt.Fprintln(w)
 
 	names := make([]string, 0, len(st.Jobs))
 	for n := range st.Jobs {
