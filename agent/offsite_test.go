@@ -262,3 +262,62 @@ func (p *proxy) restart(t *testing.T) {
 	}
 	p.serve(ln)
 }
+
+// A reload that drops a tier stops its sync job and its series; one that
+// sets its every to 0 turns the job off, saying why.
+func TestOffsiteTierReload(t *testing.T) {
+	root := testetcd.SandboxT(t)
+	dir := storeDir(t)
+	cfg := testSettings(root, dir)
+	cfg.Schedules.Backup = time.Hour
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := config.Offsite{Name: "dr", URL: "s3://kk/cp1", Endpoint: "http://127.0.0.1:1", Region: "us-east-1",
+		Recipients: []string{id.Recipient().String()}, Every: time.Minute}
+	cfg.Offsite = []config.Offsite{tc}
+	next := cfg
+	a, buf := newAgent(t, cfg, func(c *Config) { c.Reload = func() (config.Config, error) { return next, nil } })
+	start(t, a, buf)
+	job := OffsiteJob("dr")
+	scheduled := func() bool {
+		a.jobsMu.Lock()
+		defer a.jobsMu.Unlock()
+		j := a.jobs[job]
+		return j != nil && j.gjob != nil && j.interval == time.Minute
+	}
+	if !scheduled() {
+		t.Fatal("the tier's sync job is not scheduled")
+	}
+	if _, body := scrape(t, a, "/metrics"); metricValue(body, `kubekeep_offsite_lag_seconds{tier="dr"}`) != "+Inf" {
+		t.Errorf("lag of a tier that holds nothing yet: %q, want +Inf", metricValue(body, `kubekeep_offsite_lag_seconds{tier="dr"}`))
+	}
+
+	off := tc
+	off.Every = 0
+	next.Offsite = []config.Offsite{off}
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if js := jobState(a, job); scheduled() || !strings.Contains(js.Disabled, "every is 0") {
+		t.Errorf("every: 0 after a reload: %+v, want the job off", js)
+	}
+	next.Offsite = []config.Offsite{tc}
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if !scheduled() {
+		t.Error("every: 1m again: the job is not scheduled")
+	}
+	next.Offsite = nil
+	if err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if js := jobState(a, job); scheduled() || !strings.Contains(js.Disabled, "no longer in the config") {
+		t.Errorf("the tier dropped from the config: %+v, want the job off", js)
+	}
+	if _, body := scrape(t, a, "/metrics"); strings.Contains(body, `tier="dr"`) {
+		t.Error("the dropped tier's series are still served")
+	}
+}
