@@ -345,3 +345,35 @@ func TestSyncToS3AndPull(t *testing.T) {
 		t.Errorf("reconcile: %d missing, %v", missing, err)
 	}
 }
+
+// A sync limited to journal objects (the agent's as segments seal) sends
+// those and nothing else; the next full sync sends the rest.
+func TestSyncTypes(t *testing.T) {
+	w := newWorld(t, localTier(t))
+	w.backup(t, 1<<20, 0)
+	j, err := w.store.Journal("etcd-deltas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append([]byte("segment"), 10, 12, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := tiers.Sync(ctxT(t), w.src, w.master, w.cat, tiers.SyncOptions{Tier: "dr", Types: []backend.FileType{backend.JournalFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[backend.FileType]int{}
+	for _, ft := range backend.Types {
+		w.master.List(ctxT(t), ft, func(backend.FileInfo) error { kinds[ft]++; return nil })
+	}
+	var local int // the segment, and what the journal keeps beside it
+	w.src.List(ctxT(t), backend.JournalFile, func(backend.FileInfo) error { local++; return nil })
+	if local == 0 || res.ObjectsUploaded != local || kinds[backend.JournalFile] != local || kinds[backend.PackFile] != 0 || kinds[backend.ManifestFile] != 0 {
+		t.Fatalf("journal-only sync: %+v, the tier holds %v", res, kinds)
+	}
+	res, err = tiers.Sync(ctxT(t), w.src, w.master, w.cat, tiers.SyncOptions{Tier: "dr"})
+	if err != nil || res.VersionsUploaded != 1 || res.ObjectsUploaded < 3 {
+		t.Fatalf("the full sync after it: %+v %v", res, err)
+	}
+	w.pullAndCheck(t)
+}
