@@ -4,7 +4,8 @@
 # root holding SIZE bytes of 1 MiB values. BENCH_AGENT_INTERVAL (12s) stands
 # for the real 5 minutes; the full-snapshot policy is the default one
 # scaled by the same factor (etcd.fullSnapshot minInterval 1h -> 144s,
-# maxInterval 24h, journalShare 10%), so a compressed run sees the fulls
+# maxInterval 24h -> 3456s; journalShare, a share, is the build's default),
+# so a compressed run sees the fulls
 # and journal versions a real one would. Every interval 1% of the keys
 # (BENCH_AGENT_CHURN) change (a 4 KiB change in each 1 MiB value, which etcd stores whole).
 #
@@ -245,7 +246,7 @@ for size in $sizes; do
   echo "bench-agent $label: etcd filled with $((size >> 20)) MiB of 1 MiB values in $(python3 -c "print(round($(date +%s.%N)-$t0,1))")s; db $(du -sh "$root/var/lib/etcd" | cut -f1)"
 
   # Strict cadence: no CPU budget; the daily jobs are measured on their own.
-  printf 'schedules:\n  drill: 0s\n  verify: 0s\n  backupCPUBudget: 0%%\n  jitter: %s\netcd:\n  fullSnapshot:\n    minInterval: %s\n    maxInterval: %s\n    journalShare: 10%%\n' \
+  printf 'schedules:\n  drill: 0s\n  verify: 0s\n  backupCPUBudget: 0%%\n  jitter: %s\netcd:\n  fullSnapshot:\n    minInterval: %s\n    maxInterval: %s\n' \
     "$jit" "$fmin" "$fmax" > "$d/kubekeep.yaml"
   if ! "$tmp/kubekeep" config validate --config "$d/kubekeep.yaml" > "$d/validate.log" 2>&1; then
     echo "bench-agent $label: this build has no etcd.fullSnapshot policy ($(tail -1 "$d/validate.log")); its own policy is measured"
