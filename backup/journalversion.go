@@ -46,8 +46,11 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubekeep/kubekeep/config"
@@ -547,33 +550,25 @@ func ValuesDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev 
 
 // foldKeys reads keys at rev (0: the current revision) in transactions of
 // up to 100 gets (below etcd's default --max-txn-ops, 128) and hashes
-// each with add.
+// each with add. A transaction whose answer is larger than a gRPC message
+// may be (100 values of a MiB) is split in halves until it fits: before,
+// one such batch failed the journal version, the backup fell back to a
+// full snapshot, and on a busy 8 GiB etcd every later version did too.
 func foldKeys(ctx context.Context, cli *clientv3.Client, keys []string, rev int64, keysOnly bool, add func(io.Writer, *mvccpb.KeyValue)) (string, error) {
 	h := sha256.New()
 	var n [8]byte
 	const batch = 100
 	for i := 0; i < len(keys); i += batch {
 		chunk := keys[i:min(i+batch, len(keys))]
-		ops := make([]clientv3.Op, len(chunk))
-		for k, key := range chunk {
-			var opts []clientv3.OpOption
-			if rev > 0 {
-				opts = append(opts, clientv3.WithRev(rev))
-			}
-			if keysOnly {
-				opts = append(opts, clientv3.WithKeysOnly())
-			}
-			ops[k] = clientv3.OpGet(key, opts...)
-		}
-		resp, err := cli.Txn(ctx).Then(ops...).Commit()
+		rs, err := getBatch(ctx, cli, chunk, rev, keysOnly)
 		if err != nil {
 			return "", err
 		}
-		for k, r := range resp.Responses {
+		for k, r := range rs {
 			binary.BigEndian.PutUint64(n[:], uint64(len(chunk[k])))
 			h.Write(n[:])
 			h.Write([]byte(chunk[k]))
-			kvs := r.GetResponseRange().GetKvs()
+			kvs := r.GetKvs()
 			if len(kvs) == 0 {
 				h.Write([]byte{0})
 				continue
@@ -583,6 +578,42 @@ func foldKeys(ctx context.Context, cli *clientv3.Client, keys []string, rev int6
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// getBatch reads keys at rev in one transaction, or in halves when the
+// answer is too large for one message.
+func getBatch(ctx context.Context, cli *clientv3.Client, keys []string, rev int64, keysOnly bool) ([]*etcdserverpb.RangeResponse, error) {
+	ops := make([]clientv3.Op, len(keys))
+	for k, key := range keys {
+		var opts []clientv3.OpOption
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		if keysOnly {
+			opts = append(opts, clientv3.WithKeysOnly())
+		}
+		ops[k] = clientv3.OpGet(key, opts...)
+	}
+	resp, err := cli.Txn(ctx).Then(ops...).Commit()
+	if status.Code(err) == codes.ResourceExhausted && len(keys) > 1 {
+		a, err := getBatch(ctx, cli, keys[:len(keys)/2], rev, keysOnly)
+		if err != nil {
+			return nil, err
+		}
+		b, err := getBatch(ctx, cli, keys[len(keys)/2:], rev, keysOnly)
+		if err != nil {
+			return nil, err
+		}
+		return append(a, b...), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*etcdserverpb.RangeResponse, len(resp.Responses))
+	for k, r := range resp.Responses {
+		out[k] = r.GetResponseRange()
+	}
+	return out, nil
 }
 
 // carryExports stores the kubeadm documents (ClusterConfiguration,
