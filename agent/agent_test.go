@@ -536,3 +536,35 @@ func TestBackupCPUBudget(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "a change-triggered version despite the budget", func() bool { return len(versions(t, dir)) == 2 })
 }
+
+// Jitter moves a schedule's phase, not each gap: the runs follow each
+// other by exactly the interval, so "a version every schedules.backup"
+// holds. Before, every gap was drawn from [interval, interval+jitter]:
+// 11.4 versions an hour instead of 12 at the defaults (bench-agent).
+func TestScheduleIntervalIsStrict(t *testing.T) {
+	root := testetcd.SandboxT(t)
+	testetcd.StartT(t, root)
+	dir := storeDir(t)
+	cfg := testSettings(root, dir)
+	cfg.Schedules.Backup = time.Hour
+	cfg.Schedules.Jitter = 10 * time.Minute
+	a, buf := newAgent(t, cfg, nil)
+	start(t, a, buf)
+	var runs []time.Time
+	waitFor(t, 30*time.Second, "the backup schedule", func() bool {
+		j := a.job(JobBackup)
+		a.jobsMu.Lock()
+		defer a.jobsMu.Unlock()
+		if j.gjob == nil {
+			return false
+		}
+		var err error
+		runs, err = j.gjob.NextRuns(6)
+		return err == nil && len(runs) == 6
+	})
+	for i := 1; i < len(runs); i++ {
+		if gap := runs[i].Sub(runs[i-1]); gap != time.Hour {
+			t.Errorf("runs %d and %d of the backup schedule are %s apart, want exactly the 1h interval (next runs %v)", i-1, i, gap, runs)
+		}
+	}
+}

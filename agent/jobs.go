@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -159,10 +160,12 @@ func (a *Agent) schedule(cfg config.Config, starting bool) {
 		}
 		j.mu.Unlock()
 
-		var def gocron.JobDefinition = gocron.DurationJob(sp.interval)
-		if jit > 0 {
-			def = gocron.DurationRandomJob(sp.interval, sp.interval+jit)
-		}
+		// A strict interval, its phase jittered: the first run is moved by
+		// up to the jitter, then every run follows the one before by
+		// exactly the interval. (A random gap per run, as before, made the
+		// average gap interval + jitter/2: 11.4 versions an hour instead
+		// of 12 at the defaults, against "a version every 5 minutes".)
+		def := gocron.DurationJob(sp.interval)
 		now := a.now()
 		first := now.Add(sp.interval)
 		if !last.IsZero() {
@@ -171,6 +174,9 @@ func (a *Agent) schedule(cfg config.Config, starting bool) {
 			// A new install must not wait a day for its first verified
 			// version: check shortly after the first backup instead.
 			first = now.Add(min(sp.interval, a.opts.FirstCheckDelay))
+		}
+		if jit > 0 {
+			first = first.Add(rand.N(jit))
 		}
 		if sp.name == JobBackup && starting {
 			first = now

@@ -67,7 +67,8 @@ type Schedules struct {
 	Prune         time.Duration `yaml:"prune"`
 	Verify        time.Duration `yaml:"verify"`
 	Drill         time.Duration `yaml:"drill"`
-	// Jitter is the largest random delay added to each scheduled run.
+	// Jitter is the largest random shift of each job's first scheduled run
+	// (its phase); the runs after it follow by exactly the interval.
 	Jitter time.Duration `yaml:"jitter"`
 	// Debounce is how long a burst of file changes must settle before the
 	// change-triggered backup runs.
