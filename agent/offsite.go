@@ -120,7 +120,7 @@ func (a *Agent) syncTier(ctx context.Context, name string, types []backend.FileT
 	if err := os.MkdirAll(filepath.Join(a.store.Dir(), "tmp"), 0o700); err != nil {
 		return fmt.Errorf("tier %s: %w", name, err)
 	}
-	scratch, err := os.MkdirTemp(filepath.Join(a.store.Dir(), "tmp"), "offsite-")
+	scratch, err := a.store.MkdirTemp("offsite-")
 	if err != nil {
 		return fmt.Errorf("tier %s: %w", name, err)
 	}

@@ -509,3 +509,30 @@ func TestGuards(t *testing.T) {
 		t.Errorf("files %d symlinks %d", vi.Files, vi.Symlinks)
 	}
 }
+
+// A temp dir from MkdirTemp is 0700 in the store's tmp; a live process's
+// stays through leftover cleaning, a dead one's goes with what it holds
+// (a killed off-site sync's sealed objects).
+func TestMkdirTempLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	live, err := s.MkdirTemp("offsite-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(live); err != nil || fi.Mode().Perm() != 0o700 || filepath.Dir(live) != filepath.Join(dir, tmpDir) {
+		t.Fatalf("temp dir %s: %v %v", live, fi.Mode(), err)
+	}
+	dead := exec.Command("true")
+	_ = dead.Run()
+	killed := filepath.Join(dir, tmpDir, "offsite-"+tmpMarker+strconv.Itoa(dead.ProcessState.Pid())+"-abcd")
+	writeFile(t, filepath.Join(killed, "seal-1.age"), []byte("sealed"), 0o600)
+	unlock := lockTest(t, s)
+	unlock()
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the live process's temp dir went: %v", err)
+	}
+	if _, err := os.Stat(killed); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a dead process's temp dir stayed: %v", err)
+	}
+}

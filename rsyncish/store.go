@@ -588,6 +588,19 @@ func (s *Store) CreateTemp(pattern string) (*os.File, error) {
 	return f, nil
 }
 
+// MkdirTemp creates a 0700 temp directory in the store's tmp directory
+// (the off-site sync seals objects in one before upload). The caller
+// removes it; a killed caller's directory, with all it holds, is removed
+// as a leftover by the next Lock, as temp files are.
+func (s *Store) MkdirTemp(pattern string) (string, error) {
+	pattern = strings.ReplaceAll(filepath.Base(pattern), "*", "")
+	name := s.path(tmpDir, tmpName(pattern))
+	if err := os.Mkdir(name, 0o700); err != nil {
+		return "", fmt.Errorf("store temp dir: %w", err)
+	}
+	return name, nil
+}
+
 // OpenScratch opens (creating it 0600) a named scratch file in the store's
 // tmp directory that outlives the run: the etcd snapshot's check copy is
 // kept there so the next backup rewrites only the pages that changed

@@ -212,7 +212,7 @@ func runOffsiteSync(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 }
 
 func syncTier(ctx context.Context, g *globalOptions, store *rsyncish.Store, src *backend.Local, tc config.Offsite) (tiers.SyncResult, error) {
-	scratch, err := os.MkdirTemp(filepath.Join(store.Dir(), "tmp"), "offsite-")
+	scratch, err := store.MkdirTemp("offsite-")
 	if err != nil {
 		return tiers.SyncResult{Tier: tc.Name}, err
 	}
