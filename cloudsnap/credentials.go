@@ -5,81 +5,31 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+
+	"github.com/kubekeep/kubekeep/internal/ecsmeta"
 )
 
-// metadataClient reads the ECS instance metadata service. Values are
-// untrusted bytes from the network: they are size-limited and validated
-// before use.
+// metadataClient reads the ECS instance metadata service (internal/ecsmeta).
 type metadataClient struct {
-	base string
-	http *http.Client
+	*ecsmeta.Client
 }
 
 const metadataTimeout = 3 * time.Second
 
 func newMetadataClient(base string) *metadataClient {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	// The metadata service is link-local to the VM; a proxy cannot reach it.
-	tr.Proxy = nil
-	return &metadataClient{base: strings.TrimRight(base, "/"), http: &http.Client{Transport: tr, Timeout: metadataTimeout}}
+	return &metadataClient{ecsmeta.New(base, metadataTimeout)}
 }
 
-// token asks for an IMDSv2 token; an empty token (IMDSv1) is used when the
-// service does not hand one out.
-func (m *metadataClient) token(ctx context.Context) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, m.base+"/latest/api/token", nil)
-	if err != nil {
-		return ""
-	}
-	req.Header.Set("X-aliyun-ecs-metadata-token-ttl-seconds", "300")
-	resp, err := m.http.Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return ""
-	}
-	tok := strings.TrimSpace(string(body))
-	if tok == "" || strings.ContainsFunc(tok, func(r rune) bool { return r > unicode.MaxASCII || !unicode.IsPrint(r) }) {
-		return ""
-	}
-	return tok
-}
-
-// raw GETs one metadata path and returns the body (at most 64 KiB).
+// raw GETs one metadata path with a fresh token and returns the body (at
+// most 64 KiB).
 func (m *metadataClient) raw(ctx context.Context, path string) ([]byte, error) {
-	tok := m.token(ctx)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.base+"/latest/meta-data/"+path, nil)
-	if err != nil {
-		return nil, fmt.Errorf("metadata %s: %w", path, err)
-	}
-	if tok != "" {
-		req.Header.Set("X-aliyun-ecs-metadata-token", tok)
-	}
-	resp, err := m.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("metadata %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return nil, fmt.Errorf("metadata %s: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("metadata %s at %s: HTTP %d", path, m.base, resp.StatusCode)
-	}
-	return body, nil
+	return m.Get(ctx, m.Token(ctx), path)
 }
 
 // get returns one metadata value (instance-id, region-id, zone-id).

@@ -5,15 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"regexp"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/credentials"
+
+	"github.com/kubekeep/kubekeep/internal/ecsmeta"
 )
 
 // The environment variables static credentials come from (the names of
@@ -66,10 +65,7 @@ func RAMRoleCredentials(cfg RAMRole) credentials.CredentialsProvider {
 	if cfg.MetadataURL == "" {
 		cfg.MetadataURL = DefaultMetadataURL
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.Proxy = nil // the metadata service is link-local: never through a proxy
-	md := &metadata{base: strings.TrimRight(cfg.MetadataURL, "/"), role: cfg.Role,
-		http: &http.Client{Transport: tr, Timeout: metadataTimeout}}
+	md := &metadata{Client: ecsmeta.New(cfg.MetadataURL, metadataTimeout), role: cfg.Role}
 	return credentials.NewCredentialsFetcherProvider(credentials.CredentialsFetcherFunc(md.fetch))
 }
 
@@ -85,63 +81,19 @@ func DefaultCredentials(metadataURL string) credentials.CredentialsProvider {
 const metadataTimeout = 3 * time.Second
 
 type metadata struct {
-	base string
+	*ecsmeta.Client
 	role string
-	http *http.Client
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-func (m *metadata) token(ctx context.Context) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, m.base+"/latest/api/token", nil)
-	if err != nil {
-		return ""
-	}
-	req.Header.Set("X-aliyun-ecs-metadata-token-ttl-seconds", "300")
-	resp, err := m.http.Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	tok := strings.TrimSpace(string(body))
-	if err != nil || resp.StatusCode != http.StatusOK || tok == "" ||
-		strings.ContainsFunc(tok, func(r rune) bool { return r > unicode.MaxASCII || !unicode.IsPrint(r) }) {
-		return ""
-	}
-	return tok
-}
-
-func (m *metadata) get(ctx context.Context, tok, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.base+"/latest/meta-data/"+path, nil)
-	if err != nil {
-		return nil, fmt.Errorf("metadata %s: %w", path, err)
-	}
-	if tok != "" {
-		req.Header.Set("X-aliyun-ecs-metadata-token", tok)
-	}
-	resp, err := m.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("metadata %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return nil, fmt.Errorf("metadata %s: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("metadata %s at %s: HTTP %d", path, m.base, resp.StatusCode)
-	}
-	return body, nil
-}
-
 func (m *metadata) fetch(ctx context.Context) (credentials.Credentials, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*metadataTimeout)
 	defer cancel()
-	tok := m.token(ctx)
+	tok := m.Token(ctx)
 	role := m.role
 	if role == "" {
-		body, err := m.get(ctx, tok, "ram/security-credentials/")
+		body, err := m.Get(ctx, tok, "ram/security-credentials/")
 		if err != nil {
 			return credentials.Credentials{}, fmt.Errorf("no RAM role on this instance (set %s and %s, or attach a role): %w", EnvAccessKeyID, EnvAccessKeySecret, err)
 		}
@@ -150,7 +102,7 @@ func (m *metadata) fetch(ctx context.Context) (credentials.Credentials, error) {
 	if !idPattern.MatchString(role) {
 		return credentials.Credentials{}, fmt.Errorf("RAM role name %.40q from the metadata service is not a name", role)
 	}
-	body, err := m.get(ctx, tok, "ram/security-credentials/"+role)
+	body, err := m.Get(ctx, tok, "ram/security-credentials/"+role)
 	if err != nil {
 		return credentials.Credentials{}, fmt.Errorf("RAM role %s: %w", role, err)
 	}
