@@ -117,21 +117,13 @@ func (a *Agent) syncTier(ctx context.Context, name string, types []backend.FileT
 	t := a.offsiteTier(name)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := os.MkdirAll(filepath.Join(a.store.Dir(), "tmp"), 0o700); err != nil {
-		return fmt.Errorf("tier %s: %w", name, err)
-	}
-	scratch, err := a.store.MkdirTemp("offsite-")
-	if err != nil {
-		return fmt.Errorf("tier %s: %w", name, err)
-	}
-	defer os.RemoveAll(scratch)
 	// Credentials come from the agent's environment (tiers.Open), never
 	// from the file, and no error or log line here carries them.
-	tr, err := tiers.Open(ctx, tc, tiers.OpenOptions{StoreDir: a.store.Dir(), Scratch: scratch})
+	tr, closeTier, err := tiers.OpenForStore(ctx, tc, a.store)
 	if err != nil {
 		return err
 	}
-	defer tr.Sealed.Close()
+	defer closeTier()
 	src, err := backend.OpenLocal(a.store.Dir())
 	if err != nil {
 		return fmt.Errorf("tier %s: %w", name, err)

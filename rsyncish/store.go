@@ -594,6 +594,9 @@ func (s *Store) CreateTemp(pattern string) (*os.File, error) {
 // as a leftover by the next Lock, as temp files are.
 func (s *Store) MkdirTemp(pattern string) (string, error) {
 	pattern = strings.ReplaceAll(filepath.Base(pattern), "*", "")
+	if err := os.MkdirAll(s.path(tmpDir), 0o700); err != nil {
+		return "", fmt.Errorf("store temp dir: %w", err)
+	}
 	name := s.path(tmpDir, tmpName(pattern))
 	if err := os.Mkdir(name, 0o700); err != nil {
 		return "", fmt.Errorf("store temp dir: %w", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/kubekeep/kubekeep/config"
+	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 	"github.com/kubekeep/kubekeep/tiers/oss"
 	"github.com/kubekeep/kubekeep/tiers/s3"
@@ -172,4 +173,24 @@ func localNameKey(ctx context.Context, remote backend.Backend, storeDir, tier st
 		return nil, err
 	}
 	return k, nil
+}
+
+// OpenForStore opens the tier cfg describes for the local store at its
+// master: objects are sealed in a temp dir of the store's own
+// (rsyncish.Store.MkdirTemp, cleaned after a kill). close removes it and
+// closes the tier.
+func OpenForStore(ctx context.Context, cfg config.Offsite, store *rsyncish.Store) (t *Tier, close func(), err error) {
+	scratch, err := store.MkdirTemp("offsite-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("tier %s: %w", cfg.Name, err)
+	}
+	t, err = Open(ctx, cfg, OpenOptions{StoreDir: store.Dir(), Scratch: scratch})
+	if err != nil {
+		os.RemoveAll(scratch)
+		return nil, nil, err
+	}
+	return t, func() {
+		t.Sealed.Close()
+		os.RemoveAll(scratch)
+	}, nil
 }

@@ -212,16 +212,11 @@ func runOffsiteSync(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 }
 
 func syncTier(ctx context.Context, g *globalOptions, store *rsyncish.Store, src *backend.Local, tc config.Offsite) (tiers.SyncResult, error) {
-	scratch, err := store.MkdirTemp("offsite-")
+	t, closeTier, err := tiers.OpenForStore(ctx, tc, store)
 	if err != nil {
 		return tiers.SyncResult{Tier: tc.Name}, err
 	}
-	defer os.RemoveAll(scratch)
-	t, err := tiers.Open(ctx, tc, tiers.OpenOptions{StoreDir: store.Dir(), Scratch: scratch})
-	if err != nil {
-		return tiers.SyncResult{Tier: tc.Name}, err
-	}
-	defer t.Sealed.Close()
+	defer closeTier()
 	return tiers.Sync(ctx, src, t.Sealed, t.Catalogue, tiers.SyncOptions{Tier: tc.Name, Bandwidth: int64(tc.Bandwidth), Logger: g.logger})
 }
 
