@@ -11,7 +11,24 @@ PKGS      := ./...
 
 all: build
 
+# Tools tests run, as command:Debian-package: promtool checks the monitoring
+# examples (examples/prometheus-rules*.yaml, the dashboard's queries); tmux
+# and rclone drive CLI tests. Installed with apt only when missing and we are
+# root with apt-get; otherwise a warning names the package (the tests that need
+# it then fail saying `make deps`).
+APT_TOOLS := promtool:prometheus tmux:tmux rclone:rclone
+
 deps:
+	@missing=; for t in $(APT_TOOLS); do \
+		command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing with apt:$$missing"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing || \
+			{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
+		else echo "warning: missing tools, install the Debian packages:$$missing"; fi; \
+	fi
 	$(GO) mod download
 	cd internal/etcd35 && $(GO) mod download
 	cd internal/versitygw && $(GO) mod download
