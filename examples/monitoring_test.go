@@ -371,9 +371,9 @@ var (
 func TestMetricNames(t *testing.T) {
 	for expr, want := range map[string]string{
 		`increase(kubekeep_job_failures_total{job="backup", instance=~"$x"}[30m]) > 3`: "kubekeep_job_failures_total",
-		`time() - kubekeep_job_last_success_timestamp_seconds{job="a b"}`:               "kubekeep_job_last_success_timestamp_seconds",
-		`sum by (job, tier) (rate(kubekeep_a[5m])) / on(job) kubekeep_b > 2 * 86400`:     "kubekeep_a kubekeep_b",
-		`absent(kubekeep_store_writable) or vector(1e3)`:                                 "kubekeep_store_writable",
+		`time() - kubekeep_job_last_success_timestamp_seconds{job="a b"}`:              "kubekeep_job_last_success_timestamp_seconds",
+		`sum by (job, tier) (rate(kubekeep_a[5m])) / on(job) kubekeep_b > 2 * 86400`:   "kubekeep_a kubekeep_b",
+		`absent(kubekeep_store_writable) or vector(1e3)`:                               "kubekeep_store_writable",
 	} {
 		got, err := metricNames(expr)
 		if err != nil || strings.Join(got, " ") != want {
