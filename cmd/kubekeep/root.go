@@ -74,6 +74,7 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 	offsite := newOffsiteCommand(g)
 	offsite.AddCommand(newOffsiteKeygenCommand(g), newOffsiteSyncCommand(g), newOffsiteVersionsCommand(g), newOffsitePullCommand(g),
 		newOffsiteVerifyCommand(g))
+	offsite.AddCommand(newOffsitePruneCommand(g))
 	cmd.AddCommand(
 		newVersionCommand(g),
 		newConfigCommand(g),
@@ -85,6 +86,7 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 		newPruneCommand(g),
 		newGetCommand(g),
 		newObjectsCommand(g),
+		newServeCommand(g),
 		newDiffCommand(g),
 		restore,
 		newDrillCommand(g),

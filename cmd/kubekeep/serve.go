@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kubekeep/kubekeep/serve"
+)
+
+type serveOptions struct {
+	version       string
+	at            string
+	encConfig     string
+	listen        string
+	kubeconfigOut string
+}
+
+func newServeCommand(g *globalOptions) *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve a version read-only as a Kubernetes API, for kubectl",
+		Long: `Serve the objects of a version's etcd snapshot (plus the recorded etcd
+changes for --at) as a read-only Kubernetes API over TLS, so kubectl works
+on a backup: get and list of every built-in resource and of the custom
+resources of the CRDs in the snapshot, label and field selectors, -o
+yaml|json, kubectl's tables (with the CRDs' printer columns), describe,
+and get -w (which shows the one state a backup has and then waits). No
+etcd and no kube-apiserver run: objects are read straight from the store
+as 'kubekeep get' reads them, Secrets decrypted with the version's
+EncryptionConfiguration.
+
+Every write (create, apply, edit, delete, patch) is refused with 405 and
+a message that this is a backup. A throwaway CA is made for the session;
+the kubeconfig written (0600; by default in a fresh 0700 temp dir removed
+on exit) trusts it and carries the only client certificate the server
+accepts: requests without it get 401, since the API shows decrypted
+Secrets. Stops on SIGINT or SIGTERM.`,
+		Example: `  kubekeep serve --version latest
+  kubekeep serve --at 2026-11-23T10:17:30Z --kubeconfig-out /root/backup.conf
+  kubectl --kubeconfig /root/backup.conf get cm -n shop
+  kubectl --kubeconfig /root/backup.conf get cm shop-settings -n shop -o yaml | kubectl apply -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runServe(cmd.Context(), g, o, args)
+		},
+	}
+	versionFlags(cmd, &o.version, &o.at, &o.encConfig)
+	cmd.Flags().StringVar(&o.listen, "listen", "127.0.0.1:0", "address to serve on (port 0: any free port)")
+	cmd.Flags().StringVar(&o.kubeconfigOut, "kubeconfig-out", "", "write the kubeconfig here, 0600 (default: a file in a fresh temp dir, removed on exit)")
+	return cmd
+}
+
+func runServe(ctx context.Context, g *globalOptions, o *serveOptions, _ []string) error {
+	start := time.Now()
+	host, _, err := net.SplitHostPort(o.listen)
+	if err != nil {
+		return &exitError{code: 2, msg: fmt.Sprintf("--listen %q: want HOST:PORT, like 127.0.0.1:8443: %v", o.listen, err)}
+	}
+	vs, err := openVersionState(ctx, g, o.version, o.at, o.encConfig, false, nil)
+	if err != nil {
+		return err
+	}
+	defer vs.Close()
+	label := vs.id
+	if o.at != "" {
+		label = fmt.Sprintf("%s at %s", vs.id, o.at)
+	}
+	srv, err := serve.New(serve.Config{Reader: vs.snap, Version: label, Logger: g.logger})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", o.listen, err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	// The kubeconfig names the address it can reach: loopback for a
+	// wildcard listen.
+	urlHost := host
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		urlHost = "127.0.0.1"
+	}
+	creds, err := serve.NewCredentials([]string{host})
+	if err != nil {
+		return err
+	}
+	url := "https://" + net.JoinHostPort(urlHost, fmt.Sprint(port))
+
+	path := o.kubeconfigOut
+	if path == "" {
+		dir, err := os.MkdirTemp("", "kubekeep-serve-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		path = filepath.Join(dir, "kubeconfig")
+	}
+	name := "kubekeep-" + vs.id
+	data, err := creds.Kubeconfig(url, name)
+	if err != nil {
+		return err
+	}
+	if err := serve.WriteKubeconfig(path, data); err != nil {
+		return fmt.Errorf("--kubeconfig-out: %w", err)
+	}
+	if ip := net.ParseIP(urlHost); ip == nil || !ip.IsLoopback() {
+		g.logger.Warn("serving beyond loopback: whoever holds the kubeconfig reads every object of the backup, Secrets decrypted", "listen", o.listen)
+	}
+	g.logger.Info("serving", "version", vs.id, "at", o.at, "revision", srv.Revision(), "url", url, "kubeconfig", path,
+		"indexed", vs.indexed, "deltaEvents", vs.deltas, "encryptionFrom", vs.encFrom, "notServed", len(srv.Problems()),
+		"startup", time.Since(start).Round(time.Millisecond).String())
+	for _, p := range srv.Problems() {
+		fmt.Fprintf(g.stderr, "warning: not served: %s\n", p)
+	}
+	fmt.Fprintf(g.stderr, "Serving backup %s (etcd revision %d) read-only on %s\nkubeconfig: %s\n\n  kubectl --kubeconfig %s get pods -A\n\nStop with Ctrl-C.\n",
+		label, srv.Revision(), url, path, shellQuote(path))
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serve.Run(ctx, ln, srv, creds, g.logger)
+}
+
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`!*?[]{}()<>|&;#~") {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
