@@ -19,6 +19,8 @@
 #   BENCH_OBJECTS_COLD    cold runs per command, each kind (default 5)
 #   BENCH_OBJECTS_LIB=0   skip the library and operator timing (benchsnap)
 #   BENCH_DIR             work directory (default: a temp dir, removed)
+#   BENCH_OBJECTS_KEEP=1  keep each size's dir (the store, for profiling);
+#                         with BENCH_DIR, as the work dir is removed otherwise
 #
 # Goals (issue 14): get <= 100 ms cold and <= 20 ms warm on 1 GiB and 8 GiB;
 # get --at within 2x of get; objects and diff in time proportional to what
@@ -423,5 +425,5 @@ for lbl, g in (("latest", get), ("version 1", get1)):
 print(f"  (the binary alone: {floor['cold']} ms cold, {floor['warm']} ms warm)")
 print(f"  goal get --at within 2x of get: {at['warm'] / get['warm']:.1f}x warm, {at['cold'] / get['cold']:.1f}x cold, {ok(at['warm'] <= 2 * get['warm'] and at['cold'] <= 2 * get['cold'])}")
 PY
-  rm -rf "$d"
+  if [ "${BENCH_OBJECTS_KEEP:-0}" = 1 ]; then echo "  kept: $d (store: $store)"; else rm -rf "$d"; fi
 done
