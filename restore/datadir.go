@@ -148,10 +148,12 @@ func (r *runner) keepOld(p *dataDirPlan) error {
 	case p.old == "":
 		return nil
 	case !p.mounted:
+		r.replaces("the etcd data dir %s: moved aside to %s (the restored one takes its place)", p.dataDir, p.old)
 		return r.do(fmt.Sprintf("move the old data dir %s aside to %s (kept, never deleted)", p.dataDir, p.old), func() error {
 			return r.moveAside(p.dataDir, p.old)
 		})
 	}
+	r.replaces("the etcd data in %s (%s): moved aside to %s/ (the restored one takes its place)", p.dataDir, strings.Join(p.oldEntries, ", "), p.old)
 	return r.do(fmt.Sprintf("%s is a mount point (it cannot be moved): move its contents %s aside to %s/ inside the same filesystem (kept, never deleted; etcd reads only %s/member)",
 		p.dataDir, strings.Join(p.oldEntries, ", "), p.old, p.dataDir), func() error {
 		root, err := r.root()

@@ -34,6 +34,9 @@ type EtcdOptions struct {
 	InitialCluster string
 	PeerURLs       []string
 	Logger         *slog.Logger
+	// Progress hears the bytes of the snapshot read (nil: none); the
+	// caller names the step.
+	Progress Progress
 }
 
 // EtcdResult is what RestoreEtcd produced.
@@ -121,6 +124,8 @@ func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 		DataDir: o.To, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 		Logger: zap.NewNop(), // etcd's info lines are noise next to ours
 	}
+	defer watchStore(o.Store, o.Progress)()
+	progressBytes(o.Progress, src.snapshotSize)
 	release, err := etcdImage(ctx, o.Store, src, nil, &cfg, false)
 	if err != nil {
 		return res, err
@@ -223,6 +228,9 @@ func (r *runner) etcd(ctx context.Context) error {
 			Segments: segs, UntilRevision: until, UntilTime: r.opts.At,
 			DataDir: stagingReal, Name: m.name, InitialCluster: m.initialCluster, InitialAdvertisePeerURLs: m.peerURLs,
 			Logger: zap.NewNop(),
+		}
+		if r.snap == nil {
+			defer r.counting(r.src.snapshotSize)()
 		}
 		release, err := etcdImage(ctx, r.opts.Store, r.src, r.snap, &cfg, false)
 		if err != nil {

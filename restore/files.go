@@ -29,6 +29,9 @@ type FilesOptions struct {
 	// Now is the clock (the name of the dir replaced files are kept in).
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Progress hears the bytes of the files read out of the store (nil:
+	// none); the caller names the step.
+	Progress Progress
 }
 
 // FilesResult is what RestoreFiles did.
@@ -103,7 +106,10 @@ func RestoreFiles(ctx context.Context, o FilesOptions) (FilesResult, error) {
 			o.Logger.Info("kept what the restore replaces", "version", src.id, "to", o.To, "dir", job.aside, "paths", len(res.Kept))
 		}
 	}
+	progressBytes(o.Progress, filesBytes(job.todo, nil))
+	stop := watchStore(o.Store, o.Progress)
 	err = job.restore(ctx)
+	stop()
 	res.Entries = job.restoredCount()
 	if res.Kept != nil {
 		// Damaged files were not restored: what they would have replaced

@@ -76,6 +76,9 @@ func (r *runner) kubeadm(ctx context.Context) error {
 		if !k.Stale || (!r.opts.DryRun && !r.exists(k.Path)) {
 			continue
 		}
+		if r.exists(k.Path) {
+			r.replaces("%s: moved aside to %s/ (%s)", k.Path, stale, k.Reason)
+		}
 		if err := r.do(fmt.Sprintf("move %s aside to %s/ (%s) so kubeadm init writes it anew", k.Path, stale, k.Reason), func() error {
 			return r.moveAside(k.Path, stale+"/"+path.Base(k.Path))
 		}); err != nil {
@@ -88,6 +91,9 @@ func (r *runner) kubeadm(ctx context.Context) error {
 		for _, p := range []string{"/etc/kubernetes/kubelet.conf", kubeletClientCert} {
 			if !r.opts.DryRun && !r.exists(p) {
 				continue
+			}
+			if r.exists(p) {
+				r.replaces("%s: moved aside to %s/ (the kubelet's client certificate expired)", p, stale)
 			}
 			if err := r.do(fmt.Sprintf("move %s aside to %s/ (the kubelet's client certificate expired, kubeadm#2054)", p, stale), func() error {
 				return r.moveAside(p, stale+p)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/kubekeep/kubekeep/backup"
@@ -180,6 +181,7 @@ func (r *runner) stop(ctx context.Context) error {
 func (r *runner) moveManifestsAside(manifests []string, why string) error {
 	aside := r.asideDir("manifests")
 	for _, m := range manifests {
+		r.replaces("static pod manifest %s: moved aside to %s/ (its pod stops)", m, aside)
 		if err := r.do(fmt.Sprintf("move %s aside to %s/%s", m, aside, why), func() error {
 			return r.moveAside(m, aside+"/"+path.Base(m))
 		}); err != nil {
@@ -338,6 +340,9 @@ func (r *runner) files(ctx context.Context) error {
 				why = c.Reason
 			}
 		}
+		if r.exists(p) {
+			r.replaces("%s: moved aside to %s/ (%s)", p, aside, why)
+		}
 		if err := r.do(fmt.Sprintf("move %s aside to %s/ (%s) so kubeadm re-signs it with the old CA", p, aside, why), func() error {
 			return r.moveAside(p, aside+p)
 		}); err != nil {
@@ -362,6 +367,9 @@ func (r *runner) restoreEntries(ctx context.Context, keep func(string) bool, des
 		return err
 	}
 	if len(job.replaced) > 0 {
+		ps := job.replacedPaths()
+		sort.Strings(ps)
+		r.replaces("%d paths that differ from the version: replaced, the old ones kept under %s/: %s", len(ps), job.aside, strings.Join(ps, ", "))
 		if err := r.do(job.describeKept(), job.keep); err != nil {
 			return err
 		}
@@ -370,6 +378,7 @@ func (r *runner) restoreEntries(ctx context.Context, keep func(string) bool, des
 		if _, err := r.root(); err != nil {
 			return err
 		}
+		defer r.counting(filesBytes(job.todo, nil))()
 		return job.restore(ctx)
 	})
 }

@@ -156,6 +156,9 @@ type Options struct {
 	APIServer     string
 	// Now is the clock (certificate expiry, names of moved-aside dirs).
 	Now func() time.Time
+	// Progress hears each phase and the bytes it reads from the store
+	// (nil: none).
+	Progress Progress
 }
 
 // PhaseResult is what one phase did (or, in a dry run, would do).
@@ -174,6 +177,12 @@ type Result struct {
 	Phases  []PhaseResult `json:"phases"`
 	// Preflight is the preflight report when that phase ran.
 	Preflight *Report `json:"preflight,omitempty"`
+	// Replaces is what the run replaces or moves aside on the node (in a
+	// dry run: would): static pod manifests, files that differ from the
+	// version, leaf certificates and kubeconfigs, the etcd data dir. Empty
+	// for a restore into an empty root. The CLI asks for a yes when it is
+	// not empty.
+	Replaces []string `json:"replaces,omitempty"`
 }
 
 // PhaseError is a failed phase with the command that resumes the restore.
@@ -230,11 +239,18 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer r.close()
 	res := &Result{Version: r.src.id, DryRun: opts.DryRun}
+	defer func() { res.Replaces = r.replaced }()
+	if p := opts.Progress; p != nil {
+		defer p.Done()
+	}
 	var firstErr *PhaseError
 	for i, name := range r.phases {
 		start := time.Now()
 		pr := PhaseResult{Name: name}
 		r.cur = &pr
+		if p := opts.Progress; p != nil {
+			p.Step("restore phase " + name)
+		}
 		r.log.Info("restore phase starting", "phase", name, "version", r.src.id, "dryRun", opts.DryRun)
 		r.printf("[%s] %s", name, phaseHelp[name])
 		err := r.runPhase(ctx, name)
@@ -328,7 +344,9 @@ type runner struct {
 
 	cur    *PhaseResult
 	report *Report
-	an     *analysis
+	// replaced is what the run replaces on the node (Result.Replaces).
+	replaced []string
+	an       *analysis
 	// snap is the verified snapshot image materialised once per run.
 	snap *snapshotFile
 }
@@ -416,6 +434,12 @@ func (r *runner) warn(format string, args ...any) {
 	r.cur.Warnings = append(r.cur.Warnings, msg)
 	r.printf("  WARNING: %s", msg)
 	r.log.Warn(msg, "phase", r.cur.Name)
+}
+
+// replaces records something on the node this run replaces or moves
+// aside.
+func (r *runner) replaces(format string, args ...any) {
+	r.replaced = append(r.replaced, fmt.Sprintf(format, args...))
 }
 
 func (r *runner) skip(why string) {

@@ -430,7 +430,12 @@ func (r *runner) snapshot(ctx context.Context, check bool) (*snapshotFile, error
 		return r.snap, nil
 	}
 	r.snap.remove()
+	release := func() {}
+	if r.src.hasSnapshot {
+		release = r.counting(r.src.snapshotSize)
+	}
 	sf, err := materializeSnapshot(ctx, r.opts.Store, r.src, check)
+	release()
 	if err != nil {
 		return nil, err
 	}

@@ -85,6 +85,9 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 	v := &verifier{s: s, ctx: ctx, r: &Report{ReadData: readData, Problems: []Problem{}},
 		blobs: map[format.ID]*blobState{}, hits: map[format.ID]*hit{}, rot: rotten{}}
 	v.config()
+	if p := s.progress(); p != nil && readData {
+		p.Bytes(s.packBytes())
+	}
 	if err := v.packs(); err != nil {
 		return nil, err
 	}
@@ -488,6 +491,7 @@ func (v *verifier) checkPack(id string, entries []format.IndexEntry) (map[format
 	defer f.Close()
 	br := bufio.NewReaderSize(f, 1<<20)
 	var buf []byte
+	prog := v.s.progress()
 	for _, b := range entries {
 		if err := v.ctx.Err(); err != nil {
 			return nil, err
@@ -501,6 +505,9 @@ func (v *verifier) checkPack(id string, entries []format.IndexEntry) (map[format
 			continue
 		}
 		v.r.BytesRead += int64(b.Len)
+		if prog != nil {
+			prog.Add(int64(b.Len))
+		}
 		if format.Sum(buf) != b.ID {
 			bad[b.ID] = fmt.Sprintf("hash mismatch at offset %d of pack %s (bit rot)", b.Off, id)
 		}

@@ -111,9 +111,9 @@ func (s *Store) openEntry(id string, match func(*format.Entry) bool, what string
 		}
 		br := newBlobReader(s, x)
 		if e.Size >= prefetchMinSize {
-			return newPrefetchReader(br, e.Extents, &releaser{c: br, done: release}), e.Size, nil
+			return s.countReads(newPrefetchReader(br, e.Extents, &releaser{c: br, done: release})), e.Size, nil
 		}
-		return &extentReader{br: br, own: true, exts: e.Extents, done: release}, e.Size, nil
+		return s.countReads(&extentReader{br: br, own: true, exts: e.Extents, done: release}), e.Size, nil
 	}
 	return nil, 0, fmt.Errorf("version %s has no %s: %w", id, what, ErrNotFound)
 }

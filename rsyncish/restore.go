@@ -261,7 +261,11 @@ func writeTempFile(root *os.Root, br *blobReader, e *format.Entry, rel string, a
 		return "", err
 	}
 	var buf []byte
+	prog := br.s.progress()
 	for _, x := range e.Extents {
+		if prog != nil {
+			prog.Add(int64(x.Len))
+		}
 		if x.ID.IsZero() {
 			// Holes stay holes: a preallocated WAL segment restores sparse.
 			if _, err := f.Seek(int64(x.Len), io.SeekCurrent); err != nil {

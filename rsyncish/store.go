@@ -61,6 +61,8 @@ type Store struct {
 	cfgErr error // config.json unusable: cfg is what the manifests record
 	locked bool
 	idx    *index // loaded on demand; the writer adds to it
+	// prog is the Progress SetProgress installed (progress.go).
+	prog progressHolder
 }
 
 // Errors callers may test with errors.Is.
