@@ -15,13 +15,17 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
 
-// RetentionPolicy says which versions to keep; buckets are UTC hours, days
-// and ISO weeks, and each bucket keeps its newest version (restic's rules).
+// RetentionPolicy says which versions to keep; buckets are UTC hours, days,
+// ISO weeks and months, and each bucket keeps its newest version (restic's
+// rules).
 type RetentionPolicy struct {
 	KeepLast   int
 	KeepHourly int
 	KeepDaily  int
 	KeepWeekly int
+	// KeepMonthly is the off-site tiers' (the store's own retention has
+	// no monthly bucket).
+	KeepMonthly int
 	// Needs, when set, names the versions a version cannot be read
 	// without (an etcd journal version's base): each is kept while any
 	// version it is needed by is, with the reason "base of <id>".
@@ -46,6 +50,12 @@ type KeepReason struct {
 	Time    time.Time `json:"time"`
 	Reasons []string  `json:"reasons"`
 }
+
+// Keep decides which versions of vs (oldest first) the policy keeps, with
+// the reasons: the newest verified version always, and the versions Needs
+// names for a kept one (one level; the store's Prune adds the rest). The
+// off-site tiers' prune applies it to the versions a tier holds.
+func (p RetentionPolicy) Keep(vs []VersionInfo) map[string][]string { return p.apply(vs) }
 
 // Policy decides which versions to keep, newest verified always included.
 // vs is sorted oldest first, as Versions returns it.
@@ -78,6 +88,7 @@ func (p RetentionPolicy) apply(vs []VersionInfo) (keep map[string][]string) {
 		y, w := t.ISOWeek()
 		return fmt.Sprintf("%d-W%02d", y, w)
 	})
+	bucket(p.KeepMonthly, "monthly", func(t time.Time) string { return t.Format("2006-01") })
 	for _, v := range newest {
 		if v.Verified {
 			keep[v.ID] = append(keep[v.ID], "newest verified")
@@ -155,7 +166,7 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 	if err := s.holdsLock(); err != nil {
 		return nil, err
 	}
-	if policy.KeepLast <= 0 && policy.KeepHourly <= 0 && policy.KeepDaily <= 0 && policy.KeepWeekly <= 0 {
+	if policy.KeepLast <= 0 && policy.KeepHourly <= 0 && policy.KeepDaily <= 0 && policy.KeepWeekly <= 0 && policy.KeepMonthly <= 0 {
 		return nil, errors.New("prune: the retention policy keeps nothing")
 	}
 	vs, err := s.Versions()

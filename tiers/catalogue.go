@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 )
@@ -22,18 +24,30 @@ import (
 // a kill -9 loses at most the line of the upload in flight, whose object
 // the next sync finds already there (ErrExists) and records. A torn last
 // line is ignored.
+//
+// Beside it, <tier>.refs records what each version uploaded needs in the
+// tier (VersionRefs) and which versions the tier's retention removed
+// (see Prune), and <tier>.lock serialises Prune against syncs (Sync holds
+// it shared, Prune exclusively: a sync never finds a pack gone that it
+// skipped as uploaded).
 type Catalogue struct {
-	path string
-	mu   sync.Mutex
-	have map[backend.Handle]int64
+	path     string
+	refsPath string
+	mu       sync.Mutex
+	have     map[backend.Handle]int64
+	refs     map[string]*VersionRefs
+	pruned   map[string]bool
 }
 
 // OpenCatalogue reads (or starts) the catalogue at path; its directory
 // is created 0700.
 func OpenCatalogue(path string) (*Catalogue, error) {
-	c := &Catalogue{path: path, have: map[backend.Handle]int64{}}
+	c := &Catalogue{path: path, refsPath: refsPath(path), have: map[backend.Handle]int64{}}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("catalogue %s: %w", path, err)
+	}
+	if err := c.loadRefs(); err != nil {
+		return nil, err
 	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -131,13 +145,44 @@ func (c *Catalogue) Reconcile(ctx context.Context, remote backend.Backend) (miss
 			return 0, err
 		}
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for h := range c.have {
+		if _, ok := have[h]; !ok {
+			missing++
+		}
+	}
+	old := c.have
+	c.have = have
+	if err := c.rewrite(); err != nil {
+		c.have = old
+		return 0, err
+	}
+	return missing, nil
+}
+
+// Handles lists what the catalogue records of type t.
+func (c *Catalogue) Handles(t backend.FileType) map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int64{}
+	for h, size := range c.have {
+		if h.Type == t {
+			out[h.Name] = size
+		}
+	}
+	return out
+}
+
+// rewrite replaces the catalogue file with c.have (c.mu held).
+func (c *Catalogue) rewrite() error {
 	tmp := c.path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return 0, err
+		return fmt.Errorf("catalogue %s: %w", c.path, err)
 	}
 	w := bufio.NewWriter(f)
-	for h, size := range have {
+	for h, size := range c.have {
 		fmt.Fprintf(w, "%s %d\n", h, size)
 	}
 	if err := w.Flush(); err == nil {
@@ -151,15 +196,41 @@ func (c *Catalogue) Reconcile(ctx context.Context, remote backend.Backend) (miss
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return 0, fmt.Errorf("catalogue %s: %w", c.path, err)
+		return fmt.Errorf("catalogue %s: %w", c.path, err)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for h := range c.have {
-		if _, ok := have[h]; !ok {
-			missing++
+	return nil
+}
+
+// lock takes the tier's lock file, shared (syncs) or exclusive (prune),
+// polling until ctx ends; unlock releases it.
+func (c *Catalogue) lock(ctx context.Context, exclusive bool) (unlock func(), err error) {
+	p := strings.TrimSuffix(c.path, ".catalogue") + ".lock"
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("tier lock %s: %w", p, err)
+	}
+	how := syscall.LOCK_SH
+	if exclusive {
+		how = syscall.LOCK_EX
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("tier lock %s: %w", p, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			what := "a prune of the tier is running"
+			if exclusive {
+				what = "a sync of the tier is running"
+			}
+			return nil, fmt.Errorf("tier lock %s: %s: %w", p, what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	c.have = have
-	return missing, nil
 }

@@ -1,6 +1,7 @@
 package tiers
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -36,6 +37,7 @@ type Tier struct {
 	// opened for a pull, on a machine without the store).
 	Catalogue *Catalogue
 	cfg       config.Offsite
+	nameKey   []byte
 }
 
 // OpenOptions say how to reach a tier.
@@ -116,6 +118,7 @@ func Open(ctx context.Context, cfg config.Offsite, o OpenOptions) (*Tier, error)
 	default:
 		return nil, fmt.Errorf("tier %s: %w", cfg.Name, seal.ErrNoIdentity)
 	}
+	t.nameKey = nameKey
 	scratch := o.Scratch
 	if scratch == "" {
 		scratch = os.TempDir()
@@ -193,4 +196,18 @@ func OpenForStore(ctx context.Context, cfg config.Offsite, store *rsyncish.Store
 		t.Sealed.Close()
 		os.RemoveAll(scratch)
 	}, nil
+}
+
+// Reader is the tier opened for reading with identities, beside the
+// master's view (Sealed): the name key is read from the tier, and must be
+// the one this machine uses, if it has one.
+func (t *Tier) Reader(ctx context.Context, identities []age.Identity) (*seal.Sealed, error) {
+	nk, err := seal.LoadNameKey(ctx, t.Remote, identities)
+	if err != nil {
+		return nil, fmt.Errorf("tier %s: %w", t.Name, err)
+	}
+	if t.nameKey != nil && !bytes.Equal(nk, t.nameKey) {
+		return nil, fmt.Errorf("tier %s: the identity opens a tier key that is not the one this store uses for the tier", t.Name)
+	}
+	return seal.New(t.Remote, seal.Config{Identities: identities, NameKey: nk, Scratch: os.TempDir()})
 }

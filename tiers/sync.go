@@ -18,7 +18,55 @@
 // leaves a tier whose every manifest's data is there, and the next sync
 // finishes without uploading again what landed. Uploads are retried with
 // exponential backoff and full jitter within a total budget, and can be
-// held to a bandwidth limit.
+// held to a bandwidth limit. SyncOptions.Progress reports bytes and
+// objects as they go.
+//
+// # Retention (Prune)
+//
+// Prune (kubekeep offsite prune) applies the tier's retention {keepLast,
+// keepDaily, keepWeekly, keepMonthly} to the versions the tier holds, by
+// the store's own rules (rsyncish.RetentionPolicy.Keep: UTC buckets, each
+// keeps its newest version; the newest version with a drill mark in the
+// tier is always kept), plus every version a kept one reads (a journal
+// version's base), transitively. It runs on the master and relies on:
+//
+//   - a LIST of the tier first (Catalogue.Reconcile): what the tier holds
+//     is the bucket's word, so a lost or stale catalogue is rebuilt (the
+//     names open with the name key; no identity needed), and uploads a
+//     killed sync never recorded are seen;
+//   - the refs file beside the catalogue: what each version needs in the
+//     tier (VersionRefs: its packs, the versions it reads, its etcd
+//     snapshot revision), recorded by Sync from the store before the
+//     manifest goes up. The tier is sealed and the master cannot read it
+//     back; so a version without a record (uploaded by an older kubekeep,
+//     or the store's offsite state was lost) is read from the store if it
+//     still holds the version, else from the tier with an identity
+//     (PruneOptions.Reader, --identity); without either Prune refuses
+//     before deleting anything (ErrNoRefs).
+//
+// It deletes in an order that keeps the tier consistent if stopped
+// anywhere: the manifests of the versions not kept (each first recorded as
+// pruned in the refs file, so Sync does not upload it again while the
+// store still has it), their drill marks, then the pack indexes and packs
+// no remaining version needs (index before pack), then the etcd delta
+// segments at or below the lowest snapshot revision of the remaining
+// versions (what the local prune trims too). Nothing else the store still
+// holds is deleted: the next sync would upload it again, and versions not
+// uploaded yet may need it. A config.json or the tier key is never
+// deleted. An object the bucket refuses to delete because its retention
+// runs (S3 Object Lock, OSS WORM: s3.ErrLocked, oss.ErrLocked) is counted
+// in LockedSkipped, not an error; a version whose manifest is refused
+// stays whole, with everything it needs, and a later prune deletes it. On
+// S3 every version of a key is deleted (a delete marker alone keeps the
+// data and its bill). A dry run asks the bucket nothing about locks: it
+// counts what it would delete if nothing were locked.
+//
+// A prune holds the tier's lock file exclusively, syncs hold it shared:
+// a sync never skips a pack as uploaded that a prune is deleting.
+// Deleting needs credentials the agent does not have (its policy: put,
+// get, list): Prune uses what its caller opened the tier with, which the
+// CLI reads from the same environment variables as the sync, given a
+// delete-capable key in the prune's own environment only.
 package tiers
 
 import (
@@ -54,6 +102,17 @@ type SyncOptions struct {
 	// {JournalFile}: segments need nothing else in the tier to be
 	// consistent, so the order of the package doc still holds.
 	Types []backend.FileType
+	// Progress, when set, is called as the sync goes: once when the
+	// work is known, as bytes go up (at most every MiB of an object) and
+	// after each object. It runs on the sync's goroutine: keep it quick.
+	Progress func(Progress)
+}
+
+// Progress is how far a sync or a pull is. Bytes count the objects'
+// plaintext (a retried object counts once).
+type Progress struct {
+	BytesDone, BytesTotal     int64
+	ObjectsDone, ObjectsTotal int
 }
 
 // Retry is an exponential backoff with full jitter.
@@ -97,6 +156,12 @@ func Sync(ctx context.Context, src *backend.Local, dst backend.Backend, cat *Cat
 	if opts.Bandwidth > 0 {
 		lim = rate.NewLimiter(rate.Limit(opts.Bandwidth), int(min(opts.Bandwidth, 1<<20)))
 	}
+	// A prune of the tier waits for this sync, and this sync for it.
+	unlock, err := cat.lock(ctx, false)
+	if err != nil {
+		return res, fmt.Errorf("tier %s: %w", opts.Tier, err)
+	}
+	defer unlock()
 	// Lists first, in reverse order of dependency (see the package doc).
 	todo := map[backend.FileType][]backend.FileInfo{}
 	for i := len(backend.Types) - 1; i >= 0; i-- {
@@ -112,6 +177,9 @@ func Sync(ctx context.Context, src *backend.Local, dst backend.Backend, cat *Cat
 				res.BytesSkipped += fi.Size
 				return nil
 			}
+			if v, ok := versionOf(t, fi.Name); ok && cat.Pruned(v) {
+				return nil // the tier's retention removed it
+			}
 			todo[t] = append(todo[t], fi)
 			return nil
 		})
@@ -119,10 +187,28 @@ func Sync(ctx context.Context, src *backend.Local, dst backend.Backend, cat *Cat
 			return res, fmt.Errorf("tier %s: list the store: %w", opts.Tier, err)
 		}
 	}
+	prog := &progress{fn: opts.Progress}
+	for _, fis := range todo {
+		for _, fi := range fis {
+			prog.p.BytesTotal += fi.Size
+			prog.p.ObjectsTotal++
+		}
+	}
+	prog.report()
+	refs := &refsMaker{src: src, cat: cat, todo: todo}
 	for _, t := range backend.Types {
 		for _, fi := range todo[t] {
 			h := backend.Handle{Type: t, Name: fi.Name}
-			n, err := upload(ctx, src, dst, h, lim, opts, log)
+			if t == backend.ManifestFile {
+				// What the version needs goes on record before the
+				// version goes up: every manifest in the tier has one.
+				if err := refs.record(ctx, fi.Name); err != nil {
+					res.Duration = time.Since(start).Seconds()
+					return res, fmt.Errorf("tier %s: %w", opts.Tier, err)
+				}
+			}
+			n, err := upload(ctx, src, dst, h, lim, opts, log, prog)
+			prog.objectDone(fi.Size)
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, backend.ErrNotFound) {
 				continue // pruned or replaced (a progress mark) since the list
 			}
@@ -154,7 +240,7 @@ func Sync(ctx context.Context, src *backend.Local, dst backend.Backend, cat *Cat
 }
 
 // upload sends one object, with retries.
-func upload(ctx context.Context, src *backend.Local, dst backend.Backend, h backend.Handle, lim *rate.Limiter, opts SyncOptions, log *slog.Logger) (int64, error) {
+func upload(ctx context.Context, src *backend.Local, dst backend.Backend, h backend.Handle, lim *rate.Limiter, opts SyncOptions, log *slog.Logger, prog *progress) (int64, error) {
 	f, err := src.Open(h)
 	if err != nil {
 		return 0, err
@@ -167,6 +253,9 @@ func upload(ctx context.Context, src *backend.Local, dst backend.Backend, h back
 	var rd backend.RewindReader = fr
 	if lim != nil {
 		rd = &limited{RewindReader: fr, ctx: ctx, lim: lim}
+	}
+	if prog.fn != nil {
+		rd = &counted{RewindReader: rd, prog: prog}
 	}
 	sleep := opts.Sleep
 	if sleep == nil {
@@ -235,4 +324,51 @@ func (l *limited) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// progress reports a sync's progress to SyncOptions.Progress.
+type progress struct {
+	fn       func(Progress)
+	p        Progress
+	inFlight int64 // bytes read of the object going up
+	reported int64
+}
+
+func (p *progress) report() {
+	if p.fn != nil {
+		q := p.p
+		q.BytesDone += p.inFlight
+		p.fn(q)
+	}
+}
+
+func (p *progress) objectDone(size int64) {
+	p.p.BytesDone += size
+	p.p.ObjectsDone++
+	p.inFlight, p.reported = 0, 0
+	p.report()
+}
+
+// counted tells progress how far an upload's reader is (the sealing
+// reads it once per attempt; a rewind starts the count over).
+type counted struct {
+	backend.RewindReader
+	prog *progress
+	pos  int64
+}
+
+func (c *counted) Read(p []byte) (int, error) {
+	n, err := c.RewindReader.Read(p)
+	c.pos += int64(n)
+	c.prog.inFlight = c.pos
+	if c.pos-c.prog.reported >= 1<<20 {
+		c.prog.reported = c.pos
+		c.prog.report()
+	}
+	return n, err
+}
+
+func (c *counted) Rewind() error {
+	c.pos, c.prog.inFlight, c.prog.reported = 0, 0, 0
+	return c.RewindReader.Rewind()
 }

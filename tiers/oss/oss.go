@@ -78,6 +78,10 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 )
 
+// ErrLocked: the bucket's WORM retention policy still protects the object
+// (409 FileImmutable); nobody can delete or overwrite it before then.
+var ErrLocked = errors.New("object is under the bucket's WORM retention")
+
 // MinPartSize is the smallest multipart part OSS accepts (but for the
 // last).
 const MinPartSize = 100 << 10
@@ -288,7 +292,7 @@ func (b *Backend) wrap(op, where string, err error) error {
 		case se.Code == "FileAlreadyExists":
 			return fmt.Errorf("%s %s: %w", op, where, backend.ErrExists)
 		case se.Code == "FileImmutable":
-			return fmt.Errorf("%s %s: refused by the bucket's WORM retention policy: %s", op, where, summary(se))
+			return fmt.Errorf("%s %s: refused by the bucket's WORM retention policy: %s: %w", op, where, summary(se), ErrLocked)
 		}
 		return fmt.Errorf("%s %s: %s", op, where, summary(se))
 	}
@@ -342,7 +346,8 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 }
 
 // Remove implements backend.Backend. Under a running WORM retention OSS
-// refuses it (an error naming the object and the policy).
+// refuses it (an error naming the object and the policy, wrapping
+// ErrLocked).
 func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	key, err := b.key(h)
 	if err != nil {

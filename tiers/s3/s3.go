@@ -19,8 +19,13 @@
 //     fewer bytes, not an error), then a ranged GET whose byte count is
 //     checked.
 //   - Remove: S3 deletes a missing key without complaint; a HEAD first
-//     keeps ErrNotFound. On a versioned bucket a delete only adds a delete
-//     marker; the data stays until its lock and lifecycle say otherwise.
+//     keeps ErrNotFound. On a versioned bucket (every bucket with Object
+//     Lock is one) a plain delete would only add a delete marker and
+//     keep paying for the data, so Remove deletes each version of the key
+//     by its version id; a version under retention is refused by the
+//     server, and Remove reports that as ErrLocked (the other versions
+//     are still deleted). That needs s3:DeleteObjectVersion and
+//     s3:ListBucketVersions: the prune's credentials, not the agent's.
 package s3
 
 import (
@@ -38,6 +43,10 @@ import (
 
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 )
+
+// ErrLocked: the object is still under its Object Lock retention (or a
+// legal hold); it cannot be deleted before then, by anyone.
+var ErrLocked = errors.New("object is under Object Lock retention")
 
 // LockMode is an S3 Object Lock retention mode.
 type LockMode string
@@ -278,9 +287,9 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 	return nil
 }
 
-// Remove implements backend.Backend. On a locked bucket the server
-// refuses removing a version still under retention; a plain delete on a
-// versioned bucket only hides the object behind a delete marker.
+// Remove implements backend.Backend: every version of the object goes
+// (see the package doc); a version still under retention stays, and
+// Remove returns ErrLocked.
 func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	key, err := b.key(h)
 	if err != nil {
@@ -289,10 +298,48 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	if _, err := b.Stat(ctx, h); err != nil {
 		return err
 	}
-	if err := b.cli.RemoveObject(ctx, b.cfg.Bucket, key, minio.RemoveObjectOptions{}); err != nil {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var versions []string
+	for oi := range b.cli.ListObjects(lctx, b.cfg.Bucket, minio.ListObjectsOptions{Prefix: key, WithVersions: true}) {
+		if oi.Err != nil {
+			if minio.ToErrorResponse(oi.Err).Code == "NotImplemented" {
+				break // no versioning on this server: the plain delete below
+			}
+			return b.mapErr("remove", h, oi.Err)
+		}
+		if oi.Key == key {
+			versions = append(versions, oi.VersionID)
+		}
+	}
+	if len(versions) == 0 {
+		versions = []string{""}
+	}
+	var locked error
+	for _, v := range versions {
+		if v == "null" {
+			v = ""
+		}
+		err := b.cli.RemoveObject(ctx, b.cfg.Bucket, key, minio.RemoveObjectOptions{VersionID: v})
+		if err == nil {
+			continue
+		}
+		if lockRefusal(err) {
+			locked = fmt.Errorf("remove %s (version %s): %w", b.where(h), v, ErrLocked)
+			continue
+		}
 		return b.mapErr("remove", h, err)
 	}
-	return nil
+	return locked
+}
+
+// lockRefusal says whether a delete was refused for a retention or a legal
+// hold (AWS answers AccessDenied; MinIO and versitygw name the lock).
+func lockRefusal(err error) bool {
+	e := minio.ToErrorResponse(err)
+	msg := strings.ToLower(e.Message)
+	return e.Code == "AccessDenied" && (strings.Contains(msg, "lock") || strings.Contains(msg, "worm") || strings.Contains(msg, "retention") || strings.Contains(msg, "protected")) ||
+		e.Code == "ObjectLocked" || e.Code == "InvalidRequest" && strings.Contains(msg, "lock")
 }
 
 func (b *Backend) where(h backend.Handle) string { return b.Location() + "/" + h.String() }

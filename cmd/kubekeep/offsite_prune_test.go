@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/kubekeep/kubekeep/internal/s3test"
+)
+
+// offsiteWorld is a store with versions, an S3 server, a bucket, an
+// identity and a config naming the tier.
+type offsiteWorld struct {
+	srv       *s3test.Server
+	cli       *minio.Client
+	bucket    string
+	dir       string // the store
+	ids       []string
+	root      string
+	idFile    string
+	recipient string
+}
+
+func newOffsiteWorld(t *testing.T, versions int) *offsiteWorld {
+	t.Helper()
+	w := &offsiteWorld{srv: s3test.StartT(t), bucket: "kk-dr"}
+	var err error
+	if w.cli, err = minio.New(w.srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(w.srv.AccessKey, w.srv.SecretKey, "")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cli.MakeBucket(context.Background(), w.bucket, minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", w.srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", w.srv.SecretKey)
+	w.idFile = filepath.Join(t.TempDir(), "dr.agekey")
+	out, err := runCLI(t, "offsite", "keygen", "--out", w.idFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.recipient = strings.TrimSpace(out)
+	w.dir, w.ids, w.root = storeWithVersions(t, versions)
+	return w
+}
+
+// config writes a config with the tier and extra keys under it.
+func (w *offsiteWorld) config(t *testing.T, extra string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "kubekeep.yaml")
+	body := fmt.Sprintf(`offsite:
+  - name: dr
+    url: s3://%s/cp1
+    endpoint: http://%s
+    region: us-east-1
+    recipients: [%s]
+%s`, w.bucket, w.srv.Endpoint, w.recipient, extra)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (w *offsiteWorld) objects(t *testing.T) int {
+	n := 0
+	for oi := range w.cli.ListObjects(context.Background(), w.bucket, minio.ListObjectsOptions{Recursive: true, WithVersions: true}) {
+		if oi.Err != nil {
+			t.Fatal(oi.Err)
+		}
+		if !oi.IsDeleteMarker {
+			n++
+		}
+	}
+	return n
+}
+
+type pruneJSON struct {
+	Tier                                          string
+	DryRun                                        bool
+	VersionsKept, VersionsDeleted, ObjectsDeleted int
+	BytesDeleted                                  int64
+	LockedSkipped                                 int
+	Deleted                                       []string
+}
+
+// kubekeep offsite prune: a retention that keeps nothing is refused
+// naming the config key; --dry-run deletes nothing; the prune deletes the
+// versions keepLast does not keep (the -o json of the contract), the tier's
+// own versions are then the kept one, and a pull of it restores.
+func TestOffsitePrune(t *testing.T) {
+	w := newOffsiteWorld(t, 3)
+	if out, err := runCLI(t, "offsite", "sync", "--config", w.config(t, ""), "--store", w.dir); err != nil {
+		t.Fatalf("sync: %v\n%s", err, out)
+	}
+	_, err := runCLI(t, "offsite", "prune", "--config", w.config(t, ""), "--store", w.dir, "--tier", "dr")
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "offsite[0].retention") {
+		t.Errorf("prune without a retention: %v, want exit 2 naming offsite[0].retention", err)
+	}
+	cfg := w.config(t, "    retention: {keepLast: 1}\n")
+	prune := func(args ...string) pruneJSON {
+		t.Helper()
+		out, err := runCLI(t, append([]string{"offsite", "prune", "--config", cfg, "--store", w.dir, "--tier", "dr", "-o", "json"}, args...)...)
+		if err != nil {
+			t.Fatalf("prune %v: %v\n%s", args, err, out)
+		}
+		var r pruneJSON
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("prune -o json: %v\n%s", err, out)
+		}
+		return r
+	}
+	before := w.objects(t)
+	if r := prune("--dry-run"); !r.DryRun || r.VersionsDeleted != 2 || r.VersionsKept != 1 || w.objects(t) != before {
+		t.Fatalf("dry run: %+v; the bucket holds %d object versions, %d before", r, w.objects(t), before)
+	}
+	r := prune()
+	if r.Tier != "dr" || r.VersionsDeleted != 2 || r.VersionsKept != 1 || r.ObjectsDeleted < 2 || r.BytesDeleted <= 0 || r.LockedSkipped != 0 ||
+		strings.Join(r.Deleted, " ") != strings.Join(w.ids[:2], " ") {
+		t.Fatalf("prune: %+v, want versions %v deleted", r, w.ids[:2])
+	}
+	if got := w.objects(t); got != before-r.ObjectsDeleted {
+		t.Errorf("the bucket holds %d object versions, %d before, %d deleted", got, before, r.ObjectsDeleted)
+	}
+	out, err := runCLI(t, "offsite", "versions", "--config", cfg, "--identity", w.idFile, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []struct{ ID string }
+	if err := json.Unmarshal([]byte(out), &vs); err != nil || len(vs) != 1 || vs[0].ID != w.ids[2] {
+		t.Errorf("the tier's versions after the prune: %s (%v), want only %s", out, err, w.ids[2])
+	}
+	// The next sync does not put the pruned versions back.
+	if out, err := runCLI(t, "offsite", "sync", "--config", cfg, "--store", w.dir, "-o", "json"); err != nil || !strings.Contains(out, `"objectsUploaded": 0`) {
+		t.Errorf("sync after the prune: %v\n%s", err, out)
+	}
+	newStore := filepath.Join(t.TempDir(), "pulled")
+	if out, err := runCLI(t, "offsite", "pull", "--config", cfg, "--identity", w.idFile, "--store", newStore); err != nil {
+		t.Fatalf("pull after the prune: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "verify", "--store", newStore, "--read-data"); err != nil {
+		t.Errorf("verify of the store pulled after the prune: %v\n%s", err, out)
+	}
+	to := t.TempDir()
+	if out, err := runCLI(t, "restore", "files", "--store", newStore, "--version", "latest", "--to", to); err != nil {
+		t.Fatalf("restore from the pulled store: %v\n%s", err, out)
+	}
+	if got, _ := os.ReadFile(filepath.Join(to, "etc/kubernetes/pki/ca.crt")); len(got) != 102 {
+		t.Errorf("restored ca.crt has %d bytes, want the last version's 102", len(got))
+	}
+}

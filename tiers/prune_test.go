@@ -1,0 +1,327 @@
+package tiers_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	alioss "github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/kubekeep/kubekeep/config"
+	"github.com/kubekeep/kubekeep/internal/s3test"
+	"github.com/kubekeep/kubekeep/rsyncish"
+	"github.com/kubekeep/kubekeep/rsyncish/backend"
+	"github.com/kubekeep/kubekeep/tiers"
+	"github.com/kubekeep/kubekeep/tiers/oss"
+	"github.com/kubekeep/kubekeep/tiers/oss/ossfake"
+	"github.com/kubekeep/kubekeep/tiers/s3"
+	"github.com/kubekeep/kubekeep/tiers/seal"
+)
+
+// localPrune applies keepLast to the store, as the agent's prune does.
+func (w *world) localPrune(t *testing.T, keepLast int) {
+	t.Helper()
+	unlock, err := w.store.Lock(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := w.store.Prune(ctxT(t), rsyncish.RetentionPolicy{KeepLast: keepLast}, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (w *world) sync(t *testing.T, dst backend.Backend) tiers.SyncResult {
+	t.Helper()
+	res, err := tiers.Sync(ctxT(t), w.src, dst, w.cat, tiers.SyncOptions{Tier: "dr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// pullVersions pulls the tier into a new store, verifies it (every pack
+// read) and reads the versions given back byte for byte; it returns the
+// versions the pulled store holds.
+func (w *world) pullVersions(t *testing.T, want map[string][]byte) []string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "pulled")
+	dst, err := backend.OpenLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tiers.Pull(ctxT(t), w.restorer(t), dst, "dr"); err != nil {
+		t.Fatal(err)
+	}
+	pulled, err := rsyncish.Open(dir, rsyncish.Options{AllowSameFilesystem: true})
+	if err != nil {
+		t.Fatalf("the pulled store does not open: %v", err)
+	}
+	rep, err := pulled.Verify(ctxT(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) > 0 {
+		t.Errorf("the store pulled after the prune does not verify: %+v", rep.Problems)
+	}
+	for id, data := range want {
+		rc, _, err := pulled.OpenStream(id, "etcd/snapshot.db")
+		if err != nil {
+			t.Errorf("version %s from the pruned tier: %v", id, err)
+			continue
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("version %s from the pruned tier: %d bytes, %v; want the %d bytes backed up", id, len(got), err, len(data))
+		}
+	}
+	vs, err := pulled.Versions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, v := range vs {
+		ids = append(ids, v.ID)
+	}
+	return ids
+}
+
+// bucketVersions counts every object version under the bucket (delete
+// markers aside): what the bucket stores and bills.
+func bucketVersions(t *testing.T, cli *minio.Client, bucket string) int {
+	n := 0
+	for oi := range cli.ListObjects(ctxT(t), bucket, minio.ListObjectsOptions{Recursive: true, WithVersions: true}) {
+		if oi.Err != nil {
+			t.Fatal(oi.Err)
+		}
+		if !oi.IsDeleteMarker {
+			n++
+		}
+	}
+	return n
+}
+
+// The tier's retention on a real S3 server with Object Lock: the two
+// oldest versions went up unlocked, the next two under compliance
+// retention, the two newest too. keepLast 2 deletes the unlocked old
+// versions and the packs only they used (for good: no object version
+// left behind a delete marker), skips the locked ones with a count (their
+// data stays with them), and the tier still pulls, verifies and restores
+// every version it holds. A dry run first deletes nothing.
+func TestPruneS3ObjectLock(t *testing.T) {
+	srv := s3test.StartT(t)
+	cli, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bucket = "dr-prune"
+	if err := cli.MakeBucket(ctxT(t), bucket, minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
+		t.Fatal(err)
+	}
+	open := func(lock *s3.Lock) *s3.Backend {
+		b, err := s3.Open(ctxT(t), s3.Config{Endpoint: srv.Endpoint, Bucket: bucket, Prefix: "cp1", Region: "us-east-1",
+			Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, ""), Lock: lock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	unlocked := open(nil)
+	w := newWorld(t, unlocked)
+	sealedWith := func(b backend.Backend) *seal.Sealed {
+		s, err := seal.New(b, seal.Config{Recipients: w.recipients(), NameKey: w.nameKey, Scratch: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	const size = 2 << 20
+	w.backup(t, size, 0)
+	w.backup(t, size, 256<<10)
+	w.sync(t, w.master)
+	locked := sealedWith(open(&s3.Lock{Mode: s3.Compliance, Days: 1}))
+	for range 2 {
+		w.backup(t, size, 256<<10)
+		w.backup(t, size, 256<<10)
+		w.localPrune(t, 2)
+		w.sync(t, locked)
+	}
+	tier := &tiers.Tier{Name: "dr", Remote: unlocked, Sealed: w.master, Catalogue: w.cat}
+	opts := tiers.PruneOptions{Tier: "dr", Retention: config.OffsiteRetention{KeepLast: 2}, Store: w.src}
+
+	before := bucketVersions(t, cli, bucket)
+	opts.DryRun = true
+	dry, err := tiers.Prune(ctxT(t), tier, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := bucketVersions(t, cli, bucket); after != before {
+		t.Fatalf("a dry run changed the bucket: %d object versions, %d before", after, before)
+	}
+	if dry.VersionsDeleted != 4 || dry.VersionsKept != 2 || dry.ObjectsDeleted <= 4 {
+		t.Errorf("dry run: %+v, want 4 versions to delete (and packs), 2 kept", dry)
+	}
+
+	opts.DryRun = false
+	res, err := tiers.Prune(ctxT(t), tier, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("prune: %+v", res)
+	old, held, newest := w.versions[:2], w.versions[2:4], w.versions[4:]
+	if !slices.Equal(res.Deleted, old) || res.VersionsDeleted != 2 {
+		t.Errorf("deleted versions %v, want the two unlocked ones %v", res.Deleted, old)
+	}
+	if res.LockedSkipped < 2 {
+		t.Errorf("lockedSkipped %d: the two locked manifests were not counted", res.LockedSkipped)
+	}
+	// The unlocked versions' objects are gone for good; the packs only
+	// they used too (more objects than their two manifests).
+	if res.ObjectsDeleted <= 2 || res.BytesDeleted <= 0 {
+		t.Errorf("objects deleted %d (%d bytes): the old versions' own packs stayed", res.ObjectsDeleted, res.BytesDeleted)
+	}
+	if after := bucketVersions(t, cli, bucket); after != before-res.ObjectsDeleted {
+		t.Errorf("the bucket holds %d object versions, %d before and %d deleted: a delete left the data behind a marker", after, before, res.ObjectsDeleted)
+	}
+	want := map[string][]byte{}
+	for i, id := range w.versions[2:] {
+		want[id] = w.blobs[2+i]
+	}
+	got := w.pullVersions(t, want)
+	if !slices.Equal(got, append(slices.Clone(held), newest...)) {
+		t.Errorf("the pruned tier holds versions %v, want the locked %v and the kept %v", got, held, newest)
+	}
+	// The next sync does not upload the pruned versions again, nor the
+	// locked ones' objects (they are still there).
+	if r := w.sync(t, w.master); r.ObjectsUploaded != 0 {
+		t.Errorf("the sync after the prune uploaded %+v", r)
+	}
+	// And the next prune deletes nothing more while the locks run.
+	again, err := tiers.Prune(ctxT(t), tier, opts)
+	if err != nil || again.ObjectsDeleted != 0 || again.LockedSkipped < 2 {
+		t.Errorf("second prune: %+v %v", again, err)
+	}
+}
+
+// Versions the tier holds without a reference record (synced by an
+// older kubekeep, or the offsite state lost) that the store no longer
+// has: prune refuses, deleting nothing, and says to pass the identity;
+// with it, it reads their manifests from the tier and goes on.
+func TestPruneWithoutRefs(t *testing.T) {
+	w := newWorld(t, localTier(t))
+	const size = 1 << 20
+	for range 4 {
+		w.backup(t, size, 64<<10)
+		w.sync(t, w.master)
+	}
+	w.localPrune(t, 1)
+	// Lose the refs (an older kubekeep never wrote them).
+	catPath := filepath.Join(w.storeDir, "offsite", "dr.catalogue")
+	if err := os.Remove(strings.TrimSuffix(catPath, ".catalogue") + ".refs"); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := tiers.OpenCatalogue(catPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tier := &tiers.Tier{Name: "dr", Remote: w.inner, Sealed: w.master, Catalogue: cat}
+	opts := tiers.PruneOptions{Tier: "dr", Retention: config.OffsiteRetention{KeepLast: 2}, Store: w.src}
+	_, err = tiers.Prune(ctxT(t), tier, opts)
+	if !errors.Is(err, tiers.ErrNoRefs) || !strings.Contains(err.Error(), "--identity") || !strings.Contains(err.Error(), w.versions[0]) {
+		t.Fatalf("prune without refs: %v, want ErrNoRefs naming %s and --identity", err, w.versions[0])
+	}
+	opts.Reader = w.restorer(t)
+	res, err := tiers.Prune(ctxT(t), tier, opts)
+	if err != nil || res.VersionsDeleted != 2 || res.ObjectsDeleted <= 2 {
+		t.Fatalf("prune with the identity: %+v %v", res, err)
+	}
+	got := w.pullVersions(t, map[string][]byte{w.versions[2]: w.blobs[2], w.versions[3]: w.blobs[3]})
+	if !slices.Equal(got, w.versions[2:]) {
+		t.Errorf("tier holds %v after the prune, want %v", got, w.versions[2:])
+	}
+}
+
+func (w *world) recipients() []age.Recipient { return []age.Recipient{w.id.Recipient()} }
+
+// ossClock is the OSS fake's object clock.
+type ossClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *ossClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// The same on OSS (the fake checks signatures and WORM): the bucket's
+// locked one-day WORM policy refuses deleting what is younger; prune
+// deletes the versions that went up two days before and the packs only
+// they used, counts the young ones it may not delete, and the tier pulls
+// and restores what it holds.
+func TestPruneOSSWorm(t *testing.T) {
+	clk := &ossClock{t: time.Now()}
+	fake := ossfake.New(ossfake.Options{Now: clk.Now})
+	fake.AddAccessKey("LTAI5tKubekeepTestKey", "kubekeep-test-secret")
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	fake.CreateBucket("dr-oss")
+	cli := alioss.NewClient(alioss.LoadDefaultConfig().WithRegion(fake.Region()).WithEndpoint(srv.URL).
+		WithCredentialsProvider(oss.StaticCredentials("LTAI5tKubekeepTestKey", "kubekeep-test-secret", "")))
+	days := int32(1)
+	ir, err := cli.InitiateBucketWorm(ctxT(t), &alioss.InitiateBucketWormRequest{Bucket: alioss.Ptr("dr-oss"),
+		InitiateWormConfiguration: &alioss.InitiateWormConfiguration{RetentionPeriodInDays: &days}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.CompleteBucketWorm(ctxT(t), &alioss.CompleteBucketWormRequest{Bucket: alioss.Ptr("dr-oss"), WormId: ir.WormId}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := oss.Open(ctxT(t), oss.Config{Endpoint: srv.URL, Region: fake.Region(), Bucket: "dr-oss", Prefix: "cp1",
+		Creds: oss.StaticCredentials("LTAI5tKubekeepTestKey", "kubekeep-test-secret", ""), LockDays: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, b)
+	const size = 1 << 20
+	w.backup(t, size, 0)
+	w.backup(t, size, 128<<10)
+	w.sync(t, w.master)
+	clk.mu.Lock()
+	clk.t = clk.t.Add(48 * time.Hour)
+	clk.mu.Unlock()
+	for range 2 {
+		w.backup(t, size, 128<<10)
+		w.backup(t, size, 128<<10)
+		w.localPrune(t, 2)
+		w.sync(t, w.master)
+	}
+	objects := len(fake.Objects("dr-oss"))
+	tier := &tiers.Tier{Name: "dr", Remote: b, Sealed: w.master, Catalogue: w.cat}
+	res, err := tiers.Prune(ctxT(t), tier, tiers.PruneOptions{Tier: "dr", Retention: config.OffsiteRetention{KeepLast: 2}, Store: w.src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Deleted, w.versions[:2]) || res.LockedSkipped < 2 || res.ObjectsDeleted <= 2 {
+		t.Errorf("prune under WORM: %+v; want versions %v deleted with their packs, the 2 young ones skipped", res, w.versions[:2])
+	}
+	if got := len(fake.Objects("dr-oss")); got != objects-res.ObjectsDeleted {
+		t.Errorf("the bucket holds %d objects, %d before and %d deleted", got, objects, res.ObjectsDeleted)
+	}
+	want := map[string][]byte{}
+	for i, id := range w.versions[2:] {
+		want[id] = w.blobs[2+i]
+	}
+	if got := w.pullVersions(t, want); !slices.Equal(got, w.versions[2:]) {
+		t.Errorf("the pruned tier holds %v, want %v", got, w.versions[2:])
+	}
+}
