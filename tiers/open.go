@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"filippo.io/age"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -17,6 +20,7 @@ import (
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
+	"github.com/kubekeep/kubekeep/rsyncish/format"
 	"github.com/kubekeep/kubekeep/tiers/oss"
 	"github.com/kubekeep/kubekeep/tiers/s3"
 	"github.com/kubekeep/kubekeep/tiers/seal"
@@ -126,6 +130,11 @@ func Open(ctx context.Context, cfg config.Offsite, o OpenOptions) (*Tier, error)
 	if t.Sealed, err = seal.New(remote, seal.Config{Recipients: recipients, Identities: o.Identities, NameKey: nameKey, Scratch: scratch}); err != nil {
 		return nil, err
 	}
+	if o.StoreDir != "" && len(o.Identities) == 0 {
+		if err := checkOwner(ctx, remote, t.Sealed, o.StoreDir); err != nil {
+			return nil, fmt.Errorf("tier %s: %w", cfg.Name, err)
+		}
+	}
 	if o.StoreDir != "" {
 		if t.Catalogue, err = OpenCatalogue(filepath.Join(StateDir(o.StoreDir), cfg.Name+".catalogue")); err != nil {
 			return nil, err
@@ -175,7 +184,70 @@ func localNameKey(ctx context.Context, remote backend.Backend, storeDir, tier st
 	} else if err != nil {
 		return nil, err
 	}
+	// The tier key in the tier must be the one this store sealed: its
+	// fingerprint is kept beside the name key (taken on first use).
+	sealed, err := backend.LoadAll(ctx, remote, seal.KeyHandle)
+	if err != nil {
+		return nil, fmt.Errorf("read the tier key: %w", err)
+	}
+	sum := sha256.Sum256(sealed)
+	fp := hex.EncodeToString(sum[:])
+	fpPath := filepath.Join(dir, tier+".keyid")
+	switch had, err := os.ReadFile(fpPath); {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.WriteFile(fpPath, []byte(fp+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	case strings.TrimSpace(string(had)) != fp:
+		return nil, fmt.Errorf("%s/%s is not the tier key this store made for the tier (%s records another): the tier belongs to another store, or its key was replaced; use another prefix", remote.Location(), seal.KeyHandle, fpPath)
+	}
 	return k, nil
+}
+
+// ownerPrefix names the tier's owner marker, config/store-<store id>
+// (sealed like every name): which store the tier holds.
+const ownerPrefix = "store-"
+
+// checkOwner refuses a tier that holds another store's objects: config
+// objects whose names this store's name key did not make, or another
+// store id's marker; a tier without this store's marker gets it.
+func checkOwner(ctx context.Context, remote backend.Backend, sealed *seal.Sealed, storeDir string) error {
+	data, err := os.ReadFile(filepath.Join(storeDir, "config.json"))
+	if err != nil {
+		return fmt.Errorf("read the store's id: %w", err)
+	}
+	var sc format.Config
+	if err := format.UnsealJSON(data, &sc); err != nil || sc.StoreID == "" || backend.ValidName(ownerPrefix+sc.StoreID) != nil {
+		return fmt.Errorf("read the store's id from %s: %v", filepath.Join(storeDir, "config.json"), err)
+	}
+	mine := false
+	err = remote.List(ctx, backend.ConfigFile, func(fi backend.FileInfo) error {
+		if fi.Name == seal.KeyHandle.Name {
+			return nil
+		}
+		name, ok := sealed.Opens(backend.ConfigFile, fi.Name)
+		if !ok {
+			return fmt.Errorf("%s holds config objects this store's tier key did not name (%s/%s): it holds another store; use another prefix",
+				remote.Location(), backend.ConfigFile, fi.Name)
+		}
+		if id, ok := strings.CutPrefix(name, ownerPrefix); ok {
+			if id != sc.StoreID {
+				return fmt.Errorf("%s holds store %s; this is store %s (%s): use another prefix for this store's tier", remote.Location(), id, sc.StoreID, storeDir)
+			}
+			mine = true
+		}
+		return nil
+	})
+	if err != nil || mine {
+		return err
+	}
+	err = sealed.Save(ctx, backend.Handle{Type: backend.ConfigFile, Name: ownerPrefix + sc.StoreID}, backend.NewByteReader(nil))
+	if err != nil && !errors.Is(err, backend.ErrExists) {
+		return fmt.Errorf("mark the tier as store %s's: %w", sc.StoreID, err)
+	}
+	return nil
 }
 
 // OpenForStore opens the tier cfg describes for the local store at its

@@ -21,6 +21,17 @@
 // held to a bandwidth limit. SyncOptions.Progress reports bytes and
 // objects as they go.
 //
+// # One store per tier
+//
+// On the master, Open refuses (naming the tier) a tier that holds another
+// store: a tier key there while this store has none for the tier; a tier
+// key other than the one this store sealed (its SHA-256 is kept in
+// <tier>.keyid, taken on first use); config objects whose names this
+// store's name key did not make; or the owner marker config/store-<id>
+// (sealed like every name) of another store id, as when the offsite state
+// was copied with a cloned disk. A tier without this store's marker gets
+// it. So two clusters never mix their objects under one prefix.
+//
 // # Retention (Prune)
 //
 // Prune (kubekeep offsite prune) applies the tier's retention {keepLast,

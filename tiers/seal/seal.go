@@ -191,6 +191,13 @@ func (s *Sealed) local(t backend.FileType, remote string) (string, error) {
 	return string(name), nil
 }
 
+// Opens says whether remote, a name of type t in the tier, was made with
+// this tier's name key, and returns the handle's name if so.
+func (s *Sealed) Opens(t backend.FileType, remote string) (string, bool) {
+	name, err := s.local(t, remote)
+	return name, err == nil
+}
+
 // RemoteName is the name handle h has in the tier (for catalogues and
 // error messages; it reveals nothing without the name key).
 func (s *Sealed) RemoteName(h backend.Handle) (string, error) {
