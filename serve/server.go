@@ -26,6 +26,10 @@ type Config struct {
 	// Version names what is served (the version ID, and the time for
 	// --at), in messages and in the refusal of writes.
 	Version string
+	// GetHint is how an operator reads one object of this version back for
+	// kubectl apply, named in the refusal of writes (default: kubekeep get
+	// RESOURCE/NAMESPACE/NAME).
+	GetHint string
 	// Logger gets one line per request at debug level (method, path,
 	// status, duration; never a body) and what New could not serve.
 	Logger *slog.Logger
@@ -143,9 +147,13 @@ type statusError struct {
 func (e *statusError) Error() string { return e.message }
 
 func (s *Server) readOnlyMessage() string {
+	hint := s.cfg.GetHint
+	if hint == "" {
+		hint = "kubekeep get RESOURCE/NAMESPACE/NAME"
+	}
 	return fmt.Sprintf("kubekeep serve is a read-only view of backup %s (etcd revision %d): writes are refused. "+
-		"To put an object back, apply it to the live cluster: kubekeep get RESOURCE/NAMESPACE/NAME --version ... | kubectl apply -f -",
-		s.cfg.Version, s.rev)
+		"To put an object back, apply it to the live cluster: %s | kubectl apply -f -",
+		s.cfg.Version, s.rev, hint)
 }
 
 func writeStatus(w http.ResponseWriter, e *statusError) {
@@ -240,8 +248,24 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok"))
 		return nil
+	case p == "openapi/v2":
+		// An OpenAPI v2 document without paths or schemas: kubectl apply
+		// and create validate against it before they send anything,
+		// and with no /openapi/v2 at all they stop there ("failed to
+		// download openapi") instead of reaching the 405 that says why.
+		// An empty protobuf message is an empty openapi_v2.Document.
+		if strings.Contains(r.Header.Get("Accept"), "protobuf") {
+			w.Header().Set("Content-Type", "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}
+		writeJSON(w, http.StatusOK, "application/json", map[string]any{
+			"swagger": "2.0", "paths": map[string]any{},
+			"info": map[string]any{"title": "kubekeep serve: read-only backup " + s.cfg.Version, "version": s.version["gitVersion"]},
+		})
+		return nil
 	case p == "":
-		paths := []string{"/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"}
+		paths := []string{"/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v2", "/readyz", "/version"}
 		for _, g := range s.groups {
 			if g.name != "" {
 				paths = append(paths, "/apis/"+g.name)

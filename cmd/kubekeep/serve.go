@@ -71,11 +71,11 @@ func runServe(ctx context.Context, g *globalOptions, o *serveOptions, _ []string
 		return err
 	}
 	defer vs.Close()
-	label := vs.id
+	label, hint := vs.id, "kubekeep get RESOURCE/NAMESPACE/NAME --version "+vs.id
 	if o.at != "" {
-		label = fmt.Sprintf("%s at %s", vs.id, o.at)
+		label, hint = fmt.Sprintf("%s at %s", vs.id, o.at), "kubekeep get RESOURCE/NAMESPACE/NAME --at "+o.at
 	}
-	srv, err := serve.New(serve.Config{Reader: vs.snap, Version: label, Logger: g.logger})
+	srv, err := serve.New(serve.Config{Reader: vs.snap, Version: label, GetHint: hint, Logger: g.logger})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,419 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubekeep/kubekeep/internal/kubenode"
+)
+
+// serving is a `kubekeep serve` running in the test process.
+type serving struct {
+	url, kubeconfig string
+	stderr          *syncBuffer
+	cancel          context.CancelFunc
+	done            chan error
+	started         time.Duration
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startServe runs `kubekeep serve` with the global flags and serve args
+// through cobra (flags parsed as an operator's are), writing its
+// kubeconfig into the test's temp dir, until the test ends.
+func startServe(t *testing.T, globals []string, args ...string) *serving {
+	t.Helper()
+	t.Setenv("KUBEKEEP_CONFIG", "")
+	s := &serving{stderr: &syncBuffer{}, done: make(chan error, 1), kubeconfig: filepath.Join(t.TempDir(), "serve.conf")}
+	cmd := newRootCommand()
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(s.stderr)
+	cmd.SetArgs(append(append(append([]string{}, globals...), "serve", "--kubeconfig-out", s.kubeconfig), args...))
+	start := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- cmd.ExecuteContext(ctx) }()
+	// The kubeconfig is written once the server listens.
+	for {
+		if b, err := os.ReadFile(s.kubeconfig); err == nil {
+			var kc struct {
+				Clusters []struct {
+					Cluster struct{ Server string } `json:"cluster"`
+				} `json:"clusters"`
+			}
+			if yaml.Unmarshal(b, &kc) == nil && len(kc.Clusters) == 1 {
+				s.url = kc.Clusters[0].Cluster.Server
+				break
+			}
+		}
+		select {
+		case err := <-s.done:
+			t.Fatalf("kubekeep serve exited: %v\n%s", err, s.stderr)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Since(start) > 2*time.Minute {
+			t.Fatalf("kubekeep serve did not start in 2 min\n%s", s.stderr)
+		}
+	}
+	s.started = time.Since(start)
+	t.Cleanup(func() { s.stop(t) })
+	return s
+}
+
+func (s *serving) stop(t *testing.T) {
+	t.Helper()
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Errorf("kubekeep serve: %v\n%s", err, s.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("kubekeep serve did not stop within 30 s of its context ending")
+	}
+}
+
+// kubectl runs the real kubectl against the served kubeconfig.
+func (s *serving) kubectl(t *testing.T, bin string, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, errOut, err := kubenode.Kubectl(ctx, bin, s.kubeconfig, args...)
+	t.Logf("kubectl %s (%s)\n%s%s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), tailLines(out, 12), tailLines(errOut, 4))
+	return out, errOut, err
+}
+
+func (s *serving) mustKubectl(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, errOut, err := s.kubectl(t, bin, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s%s\nserve:\n%s", strings.Join(args, " "), err, out, errOut, s.stderr)
+	}
+	return out
+}
+
+const serveShop = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: target
+  namespace: shop
+  labels:
+    app: shop
+    tier: backend
+data:
+  currency: EUR
+  rate: "1.08"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: other
+  namespace: shop
+  labels:
+    app: web
+data:
+  colour: blue
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: shop
+stringData:
+  password: s3cr3t-serve-password
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: default
+  namespace: shop
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-0
+  namespace: shop
+  labels:
+    app: web
+spec:
+  automountServiceAccountToken: false
+  containers:
+  - name: web
+    image: registry.k8s.io/pause:3.10
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names:
+    plural: widgets
+    singular: widget
+    kind: Widget
+    shortNames: [wd]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    additionalPrinterColumns:
+    - name: Size
+      type: integer
+      jsonPath: .spec.size
+    - name: Colour
+      type: string
+      jsonPath: .spec.colour
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+`
+
+const serveWidget = `apiVersion: example.com/v1
+kind: Widget
+metadata:
+  name: w1
+  namespace: shop
+spec:
+  size: 3
+  colour: teal
+`
+
+// rows are the lines of kubectl's table output, split into fields.
+func rows(out string) [][]string {
+	var rs [][]string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		rs = append(rs, strings.Fields(l))
+	}
+	return rs
+}
+
+// hasRow reports whether a row of out starts with the given fields.
+func hasRow(out string, fields ...string) bool {
+	for _, r := range rows(out) {
+		if len(r) >= len(fields) && slices.Equal(r[:len(fields)], fields) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestServeRealNodeKubectl is the issue's "tried as a person would": a
+// real kubeadm v1.34 node's kube-apiserver writes built-ins (protobuf),
+// a Secret encrypted at rest, a CRD and a custom resource; kubekeep
+// backs the node up; `kubekeep serve --version latest` serves the
+// version; the real kubectl 1.34 reads it. Every assertion compares with
+// what was written, or what the live apiserver says about it.
+func TestServeRealNodeKubectl(t *testing.T) {
+	kubenode.RunIsolated(t, func(t *testing.T) {
+		n := kubenode.Init(t, kubenode.Options{SkipAddons: true})
+		n.Apply(t, serveShop)
+		n.Kubectl(t, "wait", "--for=condition=established", "--timeout=60s", "crd/widgets.example.com")
+		n.Apply(t, serveWidget)
+		live := func(args ...string) map[string]any {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(n.Kubectl(t, append(args, "-o", "json")...)), &m); err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		liveCM := live("get", "cm", "-n", "shop", "target")
+		liveNS := n.Kubectl(t, "get", "ns", "-o", "name")
+
+		dir := filepath.Join(t.TempDir(), "store")
+		globals := []string{"--root", "/", "--store", dir, "--allow-same-filesystem", "--log-format", "json", "--log-level", "info"}
+		if out, stderr, err := runCLILog(t, append(globals, "backup")...); err != nil {
+			t.Fatalf("backup: %v\n%s\n%s", err, out, stderr)
+		}
+		// The live cluster moves on; the backup does not.
+		n.Kubectl(t, "delete", "cm", "-n", "shop", "other")
+
+		s := startServe(t, globals, "--version", "latest")
+		t.Logf("kubekeep serve started in %s (open the version, read the CRDs, listen, write the kubeconfig)", s.started.Round(time.Millisecond))
+		kc := func(args ...string) string { return s.mustKubectl(t, n.Bins.Kubectl, args...) }
+
+		// get pods -A: the Pod the apiserver stored (no scheduler: Pending).
+		out := kc("get", "pods", "-A")
+		if !hasRow(out, "NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE") || !hasRow(out, "shop", "web-0", "0/1", "Pending", "0") {
+			t.Errorf("get pods -A:\n%s", out)
+		}
+		// get ns: every namespace the live apiserver had.
+		out = kc("get", "ns")
+		for _, l := range strings.Fields(liveNS) {
+			if name := strings.TrimPrefix(l, "namespace/"); !hasRow(out, name, "Active") {
+				t.Errorf("get ns lacks %s Active:\n%s", name, out)
+			}
+		}
+		// get configmap -o yaml: what was written, with the live object's
+		// uid and resourceVersion.
+		var cm map[string]any
+		if err := yaml.Unmarshal([]byte(kc("get", "configmap", "target", "-n", "shop", "-o", "yaml")), &cm); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(cm["data"]); got != "map[currency:EUR rate:1.08]" {
+			t.Errorf("served data %s, written currency=EUR rate=1.08", got)
+		}
+		for _, f := range []string{"uid", "resourceVersion", "creationTimestamp"} {
+			if got, want := str2(cm, "metadata", f), str2(liveCM, "metadata", f); got != want {
+				t.Errorf("served metadata.%s %q, the live apiserver's %q", f, got, want)
+			}
+		}
+		// get secret -o json: decrypted (it is aescbc in etcd).
+		var sec struct {
+			Data map[string][]byte `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(kc("get", "secret", "db", "-n", "shop", "-o", "json")), &sec); err != nil {
+			t.Fatal(err)
+		}
+		if string(sec.Data["password"]) != "s3cr3t-serve-password" {
+			t.Errorf("served Secret password %q, written s3cr3t-serve-password", sec.Data["password"])
+		}
+		// CRDs and the custom resource with its printer columns, by plural
+		// and by short name.
+		if out = kc("get", "crd"); !hasRow(out, "widgets.example.com") {
+			t.Errorf("get crd:\n%s", out)
+		}
+		for _, res := range []string{"widgets", "wd"} {
+			out = kc("get", res, "-n", "shop")
+			if !hasRow(out, "NAME", "SIZE", "COLOUR") || !hasRow(out, "w1", "3", "teal") {
+				t.Errorf("get %s -n shop:\n%s", res, out)
+			}
+		}
+		// Selectors: the ConfigMap deleted live is still in the backup.
+		if out = kc("get", "cm", "-n", "shop", "-l", "app=web"); !hasRow(out, "other", "1") || hasRow(out, "target") {
+			t.Errorf("get cm -l app=web:\n%s", out)
+		}
+		if out = kc("get", "cm", "-A", "-l", "tier=backend,app in (shop)"); !hasRow(out, "shop", "target", "2") || hasRow(out, "shop", "other") {
+			t.Errorf("get cm -A -l tier=backend,app in (shop):\n%s", out)
+		}
+		if out = kc("get", "cm", "-n", "shop", "--field-selector", "metadata.name=target", "-o", "name"); strings.TrimSpace(out) != "configmap/target" {
+			t.Errorf("get cm --field-selector metadata.name=target: %q", out)
+		}
+		if _, errOut, err := s.kubectl(t, n.Bins.Kubectl, "get", "cm", "-n", "shop", "--field-selector", "data.colour=blue"); err == nil || !strings.Contains(errOut, "metadata.name, metadata.namespace") {
+			t.Errorf("an unsupported field selector: %v\n%s", err, errOut)
+		}
+		// describe.
+		out = kc("describe", "configmap", "target", "-n", "shop")
+		for _, want := range []string{"Name:", "target", "Namespace:", "shop", "app=shop", "currency:", "EUR"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("describe configmap lacks %q:\n%s", want, out)
+			}
+		}
+		// get -w: the one state, then it waits (until killed here).
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		w := exec.CommandContext(ctx, n.Bins.Kubectl, "--kubeconfig", s.kubeconfig, "--cache-dir", t.TempDir(), "get", "cm", "-n", "shop", "-w")
+		var wout, werr bytes.Buffer
+		w.Stdout, w.Stderr = &wout, &werr
+		err := w.Run()
+		cancel()
+		if ctx.Err() == nil {
+			t.Errorf("kubectl get -w ended by itself (%v): it should watch until stopped\n%s%s", err, wout.String(), werr.String())
+		}
+		if !hasRow(wout.String(), "target", "2") || !hasRow(wout.String(), "other", "1") {
+			t.Errorf("kubectl get -w printed:\n%s%s", wout.String(), werr.String())
+		}
+		// Writes are refused, saying why.
+		for _, args := range [][]string{
+			{"delete", "cm", "target", "-n", "shop"},
+			{"label", "cm", "target", "-n", "shop", "x=y"},
+			{"create", "cm", "new", "-n", "shop", "--from-literal=k=v"},
+		} {
+			out, errOut, err := s.kubectl(t, n.Bins.Kubectl, args...)
+			if err == nil || !strings.Contains(errOut, "read-only view of backup") {
+				t.Errorf("kubectl %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
+			}
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+		// (The widget as written would be "unchanged": apply sends nothing.)
+		changed := strings.Replace(serveWidget, "size: 3", "size: 4", 1)
+		out, errOut, err := kubenode.KubectlInput(ctx, n.Bins.Kubectl, s.kubeconfig, strings.NewReader(changed), "apply", "-f", "-")
+		cancel()
+		if err == nil || !strings.Contains(errOut, "read-only view of backup") {
+			t.Errorf("kubectl apply: %v\n%s%s", err, out, errOut)
+		}
+		// Without the client certificate: 401, whatever the path.
+		ca := filepath.Join(t.TempDir(), "ca.crt")
+		var kcfg struct {
+			Clusters []struct {
+				Cluster struct {
+					CA []byte `json:"certificate-authority-data"`
+				} `json:"cluster"`
+			} `json:"clusters"`
+		}
+		b, _ := os.ReadFile(s.kubeconfig)
+		if err := yaml.Unmarshal(b, &kcfg); err != nil || len(kcfg.Clusters) != 1 {
+			t.Fatalf("kubeconfig: %v", err)
+		}
+		os.WriteFile(ca, kcfg.Clusters[0].Cluster.CA, 0o600)
+		for _, p := range []string{"/api/v1/namespaces/shop/secrets/db", "/version"} {
+			c := exec.Command("curl", "-sS", "--cacert", ca, "-w", "\n%{http_code}", s.url+p)
+			o, err := c.CombinedOutput()
+			if err != nil || !strings.HasSuffix(strings.TrimSpace(string(o)), "401") || strings.Contains(string(o), "s3cr3t") {
+				t.Errorf("curl %s without the client certificate: %v\n%s", p, err, o)
+			}
+		}
+		if fi, err := os.Stat(s.kubeconfig); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("kubeconfig mode: %v %v", fi.Mode(), err)
+		}
+	})
+}
+
+func str2(m map[string]any, path ...string) string {
+	var cur any = m
+	for _, k := range path {
+		mm, _ := cur.(map[string]any)
+		cur = mm[k]
+	}
+	s, _ := cur.(string)
+	return s
+}
+
+func tailLines(s string, n int) string {
+	l := strings.SplitAfter(s, "\n")
+	if len(l) > n {
+		l = append([]string{"[...]\n"}, l[len(l)-n:]...)
+	}
+	return strings.Join(l, "")
+}
