@@ -1,18 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/kubekeep/kubekeep/internal/s3test"
+	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
 // offsiteWorld is a store with versions, an S3 server, a bucket, an
@@ -152,5 +159,114 @@ func TestOffsitePrune(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(to, "etc/kubernetes/pki/ca.crt")); len(got) != 102 {
 		t.Errorf("restored ca.crt has %d bytes, want the last version's 102", len(got))
+	}
+}
+
+// A `kubekeep offsite sync` killed with SIGKILL mid-upload (held to
+// 8 MiB/s so the kill lands among the packs; the store holds the small
+// version newOffsiteWorld writes and one of 40 MiB) leaves a tier the next sync
+// finishes without uploading again what landed, and that then verifies
+// with the identity and pulls into a store that verifies.
+func TestOffsiteSyncKilled(t *testing.T) {
+	w := newOffsiteWorld(t, 1)
+	s, err := rsyncish.Open(w.dir, rsyncish.Options{AllowSameFilesystem: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 40<<20) // three packs
+	rand.Read(data)
+	unlock, err := s.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vw, err := s.NewVersion(context.Background(), rsyncish.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vw.AddStream("etcd/snapshot.db", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vw.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	var total int64
+	filepath.Walk(w.dir, func(p string, fi os.FileInfo, err error) error {
+		rel, _ := filepath.Rel(w.dir, p)
+		if err == nil && fi.Mode().IsRegular() && (rel == "config.json" || strings.HasPrefix(rel, "packs/") || strings.HasPrefix(rel, "index/") || strings.HasPrefix(rel, "versions/")) {
+			total += fi.Size()
+		}
+		return nil
+	})
+	cfg := w.config(t, "    bandwidth: 8MiB/s\n")
+	bin := buildCLI(t)
+	cmd := exec.Command(bin, "offsite", "sync", "--config", cfg, "--store", w.dir, "--log-level", "error")
+	cmd.Env = append(os.Environ(), "KUBEKEEP_CONFIG=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	packs := func() int {
+		n := 0
+		for oi := range w.cli.ListObjects(context.Background(), w.bucket, minio.ListObjectsOptions{Prefix: "cp1/packs/", Recursive: true}) {
+			if oi.Err == nil {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for packs() == 0 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no pack landed within 2 minutes: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("the sync was not killed mid-way (it ended: %v): %s", err, stderr.String())
+	}
+	landed := packs()
+	if landed >= 3 {
+		t.Fatalf("all %d packs landed before the kill: the test did not stop the sync mid-way", landed)
+	}
+	var vs int
+	for range w.cli.ListObjects(context.Background(), w.bucket, minio.ListObjectsOptions{Prefix: "cp1/versions/", Recursive: true}) {
+		vs++
+	}
+	if vs != 0 {
+		t.Errorf("the killed sync left %d manifests in the tier before all their packs", vs)
+	}
+
+	out, err := runCLI(t, "offsite", "sync", "--config", cfg, "--store", w.dir, "-o", "json")
+	if err != nil {
+		t.Fatalf("the sync after the kill: %v\n%s", err, out)
+	}
+	var r struct {
+		VersionsUploaded            int
+		BytesUploaded, BytesSkipped int64
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of 3 packs landed before the kill; the next sync: %s (store: %d bytes)", landed, strings.TrimSpace(out), total)
+	if r.VersionsUploaded != 2 || r.BytesUploaded >= total-int64(landed)*(15<<20) || r.BytesSkipped < int64(landed)*(15<<20) {
+		t.Errorf("the sync after the kill uploaded %d bytes and skipped %d of the store's %d, with %d packs of 16 MiB landed: it sent again what landed",
+			r.BytesUploaded, r.BytesSkipped, total, landed)
+	}
+	if out, err := runCLI(t, "offsite", "verify", "--config", cfg, "--identity", w.idFile, "--read-data"); err != nil {
+		t.Errorf("the tier after the kill and the resumed sync: %v\n%s", err, out)
+	}
+	pulled := filepath.Join(t.TempDir(), "pulled")
+	if out, err := runCLI(t, "offsite", "pull", "--config", cfg, "--identity", w.idFile, "--store", pulled); err != nil {
+		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "verify", "--store", pulled, "--read-data"); err != nil {
+		t.Errorf("the pulled store: %v\n%s", err, out)
 	}
 }
