@@ -17,6 +17,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/internal/kubenode"
 )
 
@@ -416,4 +418,73 @@ func tailLines(s string, n int) string {
 		l = append([]string{"[...]\n"}, l[len(l)-n:]...)
 	}
 	return strings.Join(l, "")
+}
+
+// TestServeAtAndAList: `serve --at T` serves the version plus the etcd
+// changes recorded up to T (a ConfigMap created after the backup, as it
+// was at T, not as it is now); `--version latest` does not have it; a
+// list of 400 ConfigMaps through the real kubectl equals what etcd holds
+// at the backup's revision.
+func TestServeAtAndAList(t *testing.T) {
+	bins := kubenode.Binaries(t)
+	f := newObjectsFixture(t)
+	ve := backup.VersionEtcd(f.v1)
+	sink, err := backup.DeltaSink(f.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	streamCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- etcdsnap.NewDeltaStreamer(f.cli, ve.Revision, f.v1.Time, sink, etcdsnap.DeltaConfig{Flush: 20 * time.Millisecond}).Run(streamCtx)
+	}()
+	j, _ := f.store.Journal(backup.DeltaJournal)
+	durable := func(rev int64) {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			segs, _ := j.List()
+			if len(segs) > 0 && int64(segs[len(segs)-1].Last) >= rev {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("revision %d never became durable", rev)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	durable(f.putCM(t, "shop", "at-target", "before"))
+	time.Sleep(100 * time.Millisecond)
+	at := time.Now().UTC().Format(time.RFC3339Nano)
+	time.Sleep(100 * time.Millisecond)
+	durable(f.putCM(t, "shop", "at-target", "after"))
+	stop()
+	<-done
+
+	globals := []string{"--root", f.root, "--store", f.dir, "--allow-same-filesystem", "--log-format", "json", "--log-level", "info"}
+	s := startServe(t, globals, "--at", at)
+	t.Logf("serve --at started in %s", s.started.Round(time.Millisecond))
+	if out := s.mustKubectl(t, bins.Kubectl, "get", "cm", "at-target", "-n", "shop", "-o", "jsonpath={.data.k}"); out != "before" {
+		t.Errorf("serve --at %s: at-target's k is %q, was \"before\" then", at, out)
+	}
+	s.stop(t)
+
+	s = startServe(t, globals, "--version", "latest")
+	t.Logf("serve --version latest started in %s", s.started.Round(time.Millisecond))
+	if _, errOut, err := s.kubectl(t, bins.Kubectl, "get", "cm", "at-target", "-n", "shop"); err == nil || !strings.Contains(errOut, `configmaps "at-target" not found in backup `+f.v1.ID) {
+		t.Errorf("at-target in the backup taken before it: %v %s", err, errOut)
+	}
+	out := s.mustKubectl(t, bins.Kubectl, "get", "cm", "-A", "-o", "custom-columns=NS:.metadata.namespace,NAME:.metadata.name,RV:.metadata.resourceVersion", "--no-headers")
+	var got []string
+	for _, r := range rows(out) {
+		got = append(got, r[1]+" "+r[2])
+	}
+	var want []string
+	for _, ns := range []string{"kube-public", "kube-system", "shop", "web"} {
+		want = append(want, etcdNames(t, f.cli, "/registry/configmaps/"+ns+"/", ve.Revision)...)
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") || len(got) < 400 {
+		t.Errorf("get cm -A: %d objects, etcd had %d at revision %d", len(got), len(want), ve.Revision)
+	}
 }
