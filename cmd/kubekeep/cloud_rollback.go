@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -38,7 +36,8 @@ command again continues where it stopped. If it stops with disks from
 different points in time it says so loudly and leaves the instance stopped.
 
 --dry-run shows the plan and changes nothing. Without --yes the plan is shown
-and a person must type the set id to go on.`,
+and a person at a terminal must type the set id to go on; without a terminal
+and without --yes it refuses (exit 2). Each step is a line when it ends.`,
 		Example: `  kubekeep cloud rollback --set kk-20260302-080000-1a2b3c --dry-run --region cn-hangzhou --instance-id i-bp1...
   kubekeep cloud rollback --set kk-20260302-080000-1a2b3c --yes --region cn-hangzhou --instance-id i-bp1...`,
 		Args: cobra.NoArgs,
@@ -79,8 +78,7 @@ func runCloudRollback(cmd *cobra.Command, opts cloudRollbackOptions, g *globalOp
 			return err
 		}
 	}
-	ro := cloudsnap.RollbackOptions{SetID: opts.set, StatePath: opts.stateFile, NoSafetySnapshot: opts.noSafety,
-		Progress: func(step string) { fmt.Fprintln(g.stderr, "rollback:", step) }}
+	ro := cloudsnap.RollbackOptions{SetID: opts.set, StatePath: opts.stateFile, NoSafetySnapshot: opts.noSafety}
 	plan, err := client.PlanRollback(ctx, ro)
 	if err != nil {
 		return err
@@ -90,12 +88,27 @@ func runCloudRollback(cmd *cobra.Command, opts cloudRollbackOptions, g *globalOp
 		_, err := fmt.Fprintln(g.stdout, "dry run: nothing changed")
 		return err
 	}
-	if !opts.yes {
-		if err := confirmRollback(cmd.InOrStdin(), g.stdout, plan.Set.ID); err != nil {
-			return err
-		}
+	// The plan is on stdout; a person at a terminal types the set id.
+	if err := confirm(cmd, g, opts.yes, fmt.Sprintf("the rollback of instance %s to set %s (it stops the VM and overwrites its disks)", plan.InstanceID, plan.Set.ID),
+		[]string{"This stops the instance and overwrites its disks."}, plan.Set.ID); err != nil {
+		return err
 	}
-	if _, err := client.Rollback(ctx, ro); err != nil {
+	// Each step of the rollback (stop, reset each disk, start) is a line
+	// when it ends, on a terminal its name while it runs.
+	rep, err := startProgress(g)
+	if err != nil {
+		return err
+	}
+	ro.Progress = func(step string) {
+		if step == "done" {
+			rep.Done()
+			return
+		}
+		rep.Step("rollback: " + step)
+	}
+	_, err = client.Rollback(ctx, ro)
+	rep.Done()
+	if err != nil {
 		var mixed *cloudsnap.MixedDisksError
 		if errors.As(err, &mixed) {
 			return &exitError{code: 3, msg: err.Error() + fmt.Sprintf("\n(state kept in %s; re-run: kubekeep cloud rollback --set %s --region %s --instance-id %s)",
@@ -128,28 +141,4 @@ func printRollbackPlan(w io.Writer, plan *cloudsnap.RollbackPlan, stateFile stri
 	if !plan.Safety {
 		fmt.Fprintln(w, "  WARNING: no safety snapshot: the disks' current contents will be lost")
 	}
-}
-
-// confirmRollback asks a person at a terminal to type the set id; with no
-// terminal (a script, a pipe) it refuses, so only --yes runs unattended.
-func confirmRollback(in io.Reader, out io.Writer, setID string) error {
-	f, isFile := in.(*os.File)
-	interactive := false
-	if isFile {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			interactive = true
-		}
-	}
-	if !interactive {
-		return errors.New("rollback stops the VM and overwrites its disks: re-run with --yes to confirm (or --dry-run to only see the plan)")
-	}
-	fmt.Fprintf(out, "This stops the instance and overwrites its disks. Type the set id (%s) to go on: ", setID)
-	line, err := bufio.NewReader(in).ReadString('\n')
-	if err != nil && line == "" {
-		return fmt.Errorf("no confirmation read: %w", err)
-	}
-	if strings.TrimSpace(line) != setID {
-		return errors.New("confirmation did not match the set id: nothing changed")
-	}
-	return nil
 }

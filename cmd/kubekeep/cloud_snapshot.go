@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kubekeep/kubekeep/cloudsnap"
+	"github.com/kubekeep/kubekeep/internal/progress"
 )
 
 // backupBeforeCloudSnapshot takes one store version and returns its id and
@@ -75,21 +77,36 @@ func runCloudSnapshot(cmd *cobra.Command, opts cloudSnapshotOptions, g *globalOp
 		req.Version, req.EtcdRevision = id, rev
 		g.logger.Info("local version taken before the cloud snapshot", "version", id, "etcdRevision", rev)
 	}
+	var bar *progress.Percent
 	if opts.wait {
-		last := ""
+		// At a terminal a bar of the disks' mean progress; otherwise a
+		// line each time a disk's progress or the set's status changes.
+		mode, err := progress.ModeFor(g.stderr)
+		if err != nil {
+			return err
+		}
 		req.Progress = func(s cloudsnap.Set) {
+			if bar == nil {
+				bar = progress.NewPercent(g.stderr, mode, "cloud snapshot set "+s.ID)
+			}
 			var parts []string
+			sum := 0
 			for _, d := range s.Disks {
 				parts = append(parts, d.DiskID+" "+d.Progress)
+				n, _ := strconv.Atoi(strings.TrimSuffix(d.Progress, "%"))
+				sum += n
 			}
-			line := fmt.Sprintf("set %s %s: %s", s.ID, s.Status, strings.Join(parts, ", "))
-			if line != last {
-				fmt.Fprintln(g.stderr, line)
-				last = line
+			pct := 0
+			if len(s.Disks) > 0 {
+				pct = sum / len(s.Disks)
 			}
+			bar.Set(pct, s.Status+": "+strings.Join(parts, ", "))
 		}
 	}
 	set, err := client.CreateSet(ctx, req)
+	if bar != nil {
+		bar.Done()
+	}
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,18 @@ journal never touched come from the base snapshot, checked by its sha256 and bbo
 			if err != nil {
 				return err
 			}
+			// The bytes are the snapshot's, read out of the store into
+			// the scratch data dir; serving and comparing it follow.
+			rep, err := startProgress(g)
+			if err != nil {
+				return err
+			}
+			rep.Step("drill: restore the etcd snapshot into scratch, serve it, compare")
+			rep.Bytes(restore.SnapshotBytes(s, version))
+			s.SetProgress(rep)
 			res, err := restore.Drill(cmd.Context(), s, version, g.logger)
+			s.SetProgress(nil)
+			rep.Done()
 			if output == "json" && res.Version != "" {
 				if jerr := writeJSON(g.stdout, res); jerr != nil && err == nil {
 					err = jerr

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kubekeep/kubekeep/config"
+	"github.com/kubekeep/kubekeep/internal/progress"
 	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 	"github.com/kubekeep/kubekeep/tiers"
@@ -178,10 +179,18 @@ func runOffsiteSync(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 	if err != nil {
 		return err
 	}
+	// A bar per tier at a terminal (bytes of objects uploaded, rate,
+	// time left), a line per tier otherwise.
+	rep, err := startProgress(g)
+	if err != nil {
+		return err
+	}
 	var results []tiers.SyncResult
 	var failed []string
 	for _, tc := range list {
-		res, err := syncTier(ctx, g, store, src, tc)
+		rep.Step("offsite sync " + tc.Name)
+		res, err := syncTier(ctx, g, store, src, tc, tierProgress(rep))
+		rep.Done()
 		results = append(results, res)
 		if err != nil {
 			g.logger.Error("off-site sync failed", "tier", tc.Name, "err", err)
@@ -211,13 +220,28 @@ func runOffsiteSync(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 	return nil
 }
 
-func syncTier(ctx context.Context, g *globalOptions, store *rsyncish.Store, src *backend.Local, tc config.Offsite) (tiers.SyncResult, error) {
+// tierProgress turns a sync's running totals into a Reporter's counts.
+func tierProgress(rep progress.Reporter) func(tiers.Progress) {
+	var total, done int64
+	return func(p tiers.Progress) {
+		if p.BytesTotal != total {
+			total = p.BytesTotal
+			rep.Bytes(total)
+		}
+		if p.BytesDone > done {
+			rep.Add(p.BytesDone - done)
+			done = p.BytesDone
+		}
+	}
+}
+
+func syncTier(ctx context.Context, g *globalOptions, store *rsyncish.Store, src *backend.Local, tc config.Offsite, prog func(tiers.Progress)) (tiers.SyncResult, error) {
 	t, closeTier, err := tiers.OpenForStore(ctx, tc, store)
 	if err != nil {
 		return tiers.SyncResult{Tier: tc.Name}, err
 	}
 	defer closeTier()
-	return tiers.Sync(ctx, src, t.Sealed, t.Catalogue, tiers.SyncOptions{Tier: tc.Name, Bandwidth: int64(tc.Bandwidth), Logger: g.logger})
+	return tiers.Sync(ctx, src, t.Sealed, t.Catalogue, tiers.SyncOptions{Tier: tc.Name, Bandwidth: int64(tc.Bandwidth), Logger: g.logger, Progress: prog})
 }
 
 func newOffsitePullCommand(g *globalOptions) *cobra.Command {
@@ -272,7 +296,15 @@ func runOffsitePull(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 	if err != nil {
 		return err
 	}
+	// tiers.Pull reports no bytes as it goes (yet): a line when it ends,
+	// the tier's name while it runs at a terminal.
+	rep, err := startProgress(g)
+	if err != nil {
+		return err
+	}
+	rep.Step("offsite pull " + t.Name)
 	res, err := tiers.Pull(ctx, t.Sealed, dst, t.Name)
+	rep.Done()
 	if err != nil {
 		return err
 	}

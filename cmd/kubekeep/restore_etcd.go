@@ -52,8 +52,14 @@ manifest describes; flags override it. --to must not exist or be empty.`,
 			if err != nil {
 				return err
 			}
-			o.Store, o.Logger, o.PeerURLs = s, g.logger, peerURLs
+			rep, err := startProgress(g)
+			if err != nil {
+				return err
+			}
+			o.Store, o.Logger, o.PeerURLs, o.Progress = s, g.logger, peerURLs, rep
+			rep.Step("restore etcd")
 			res, err := restore.RestoreEtcd(cmd.Context(), o)
+			rep.Done()
 			if err != nil {
 				return err
 			}

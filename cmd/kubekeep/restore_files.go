@@ -52,9 +52,15 @@ restores it from there, and the command exits 1.`,
 			if err != nil {
 				return err
 			}
+			rep, err := startProgress(g)
+			if err != nil {
+				return err
+			}
+			rep.Step("restore files")
 			res, err := restore.RestoreFiles(cmd.Context(), restore.FilesOptions{
-				Store: s, Version: o.version, To: o.to, Paths: o.paths, Logger: g.logger,
+				Store: s, Version: o.version, To: o.to, Paths: o.paths, Logger: g.logger, Progress: rep,
 			})
+			rep.Done()
 			// Damaged files leave the rest restored: say what was, then
 			// fail with the list of what was not.
 			if err != nil && !errors.Is(err, restore.ErrDamagedFiles) {

@@ -51,7 +51,18 @@ func runVerify(cmd *cobra.Command, g *globalOptions, o *checkerOptions) error {
 		return err
 	}
 	defer unlock()
+	// --read-data reads every pack: a bar at a terminal, a line otherwise.
+	prog, err := startProgress(g)
+	if err != nil {
+		return operational(err)
+	}
+	if o.readData {
+		prog.Step("verify --read-data")
+		s.SetProgress(prog)
+	}
 	rep, err := s.Verify(cmd.Context(), o.readData)
+	s.SetProgress(nil)
+	prog.Done()
 	if err != nil {
 		return operational(err)
 	}

@@ -219,7 +219,7 @@ func rebuild(t *testing.T, etcdMount bool) {
 
 	// The rebuild: one command, the defaults, no phase picked by hand.
 	start := time.Now()
-	r := kk(t, "restore", "--version", "latest")
+	r := kk(t, "restore", "--version", "latest", "--yes") // no terminal: --yes, as a script passes it
 	if r.code != 0 {
 		t.Fatalf("%s\nagent:\n%s", r, agent.log())
 	}
@@ -393,7 +393,7 @@ func kubeadmDryRun(t *testing.T, n *kubenode.Node) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	r := kk(t, "restore", "--version", "latest", "--phase", "kubeadm", "--force-kubeadm")
+	r := kk(t, "restore", "--version", "latest", "--phase", "kubeadm", "--force-kubeadm", "--yes")
 	if r.code != 0 {
 		t.Fatalf("%s", r)
 	}

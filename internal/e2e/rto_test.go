@@ -55,7 +55,7 @@ func TestRTOBench(t *testing.T) {
 		// kubekeep: wipe, then one command.
 		disaster(t)
 		start = time.Now()
-		if r := kk(t, "restore", "--version", "latest"); r.code != 0 {
+		if r := kk(t, "restore", "--version", "latest", "--yes"); r.code != 0 {
 			t.Fatalf("%s", r)
 		}
 		waitAPI(t)

@@ -51,7 +51,7 @@ func TestRealNodeSymlinkedPKI(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		r := kk(t, "restore", "--version", "latest")
+		r := kk(t, "restore", "--version", "latest", "--yes") // no terminal: --yes, as a script passes it
 		if r.code != 0 {
 			t.Fatalf("%s", r)
 		}
