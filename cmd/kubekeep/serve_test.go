@@ -250,7 +250,9 @@ func hasRow(out string, fields ...string) bool {
 // what was written, or what the live apiserver says about it.
 func TestServeRealNodeKubectl(t *testing.T) {
 	kubenode.RunIsolated(t, func(t *testing.T) {
-		n := kubenode.Init(t, kubenode.Options{SkipAddons: true})
+		// With the addons: CoreDNS's Deployment and Service, kube-proxy's
+		// DaemonSet, their RBAC, as kubeadm writes them.
+		n := kubenode.Init(t, kubenode.Options{})
 		n.Apply(t, serveShop)
 		n.Kubectl(t, "wait", "--for=condition=established", "--timeout=60s", "crd/widgets.example.com")
 		n.Apply(t, serveWidget)
@@ -341,6 +343,41 @@ func TestServeRealNodeKubectl(t *testing.T) {
 		for _, want := range []string{"Name:", "target", "Namespace:", "shop", "app=shop", "currency:", "EUR"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("describe configmap lacks %q:\n%s", want, out)
+			}
+		}
+		// More of what a person types.
+		out = kc("get", "deploy,ds,svc", "-n", "kube-system")
+		for _, row := range [][]string{{"deployment.apps/coredns", "0/2", "0", "0"}, {"daemonset.apps/kube-proxy"}, {"service/kube-dns", "ClusterIP", "10.96.0.10", "<none>", "53/UDP,53/TCP,9153/TCP"}} {
+			if !hasRow(out, row...) {
+				t.Errorf("get deploy,ds,svc -n kube-system lacks %v:\n%s", row, out)
+			}
+		}
+		if out = kc("get", "all", "-n", "shop"); !hasRow(out, "pod/web-0", "0/1", "Pending") {
+			t.Errorf("get all -n shop:\n%s", out)
+		}
+		if out = kc("get", "nodes"); !hasRow(out, kubenode.Hostname) || !strings.Contains(out, "control-plane") {
+			t.Errorf("get nodes:\n%s", out)
+		}
+		if out = kc("api-resources", "--api-group", "example.com"); !hasRow(out, "widgets", "wd", "example.com/v1", "true", "Widget") {
+			t.Errorf("api-resources --api-group example.com:\n%s", out)
+		}
+		if out = kc("version"); !strings.Contains(out, "Server Version: "+kubenode.KubernetesVersion+"+kubekeep") {
+			t.Errorf("kubectl version:\n%s", out)
+		}
+		for _, args := range [][]string{
+			{"describe", "pod", "web-0", "-n", "shop"},
+			{"describe", "namespace", "shop"},
+			{"describe", "secret", "db", "-n", "shop"},
+			{"describe", "widget", "w1", "-n", "shop"},
+			{"describe", "deployment", "coredns", "-n", "kube-system"},
+			{"describe", "node", kubenode.Hostname},
+		} {
+			out = kc(args...)
+			if !strings.Contains(out, "Name:") || !strings.Contains(out, args[2]) {
+				t.Errorf("kubectl %s:\n%s", strings.Join(args, " "), out)
+			}
+			if args[1] == "secret" && (!strings.Contains(out, "password:  21 bytes") || strings.Contains(out, "s3cr3t")) {
+				t.Errorf("describe secret shows sizes, never values:\n%s", out)
 			}
 		}
 		// get -w: the one state, then it waits (until killed here).
