@@ -512,6 +512,22 @@ func TestServeAtAndAList(t *testing.T) {
 	if _, errOut, err := s.kubectl(t, bins.Kubectl, "get", "cm", "at-target", "-n", "shop"); err == nil || !strings.Contains(errOut, `configmaps "at-target" not found in backup `+f.v1.ID) {
 		t.Errorf("at-target in the backup taken before it: %v %s", err, errOut)
 	}
+	// kubectl takes the aggregated discovery: two requests (/api, /apis),
+	// not one per group version.
+	_, errOut, err := s.kubectl(t, bins.Kubectl, "-v=6", "get", "cm", "-n", "shop", "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs []string
+	for _, l := range strings.Split(errOut, "\n") {
+		if _, u, ok := strings.Cut(l, `verb="GET" url="`+s.url); ok {
+			u, _, _ = strings.Cut(u, `"`)
+			reqs = append(reqs, u)
+		}
+	}
+	if len(reqs) != 3 || !strings.HasPrefix(reqs[0], "/api?") || !strings.HasPrefix(reqs[1], "/apis?") || !strings.HasPrefix(reqs[2], "/api/v1/namespaces/shop/configmaps?") {
+		t.Errorf("kubectl's requests: %q\n%s", reqs, tailLines(errOut, 20))
+	}
 	out := s.mustKubectl(t, bins.Kubectl, "get", "cm", "-A", "-o", "custom-columns=NS:.metadata.namespace,NAME:.metadata.name,RV:.metadata.resourceVersion", "--no-headers")
 	var got []string
 	for _, r := range rows(out) {
