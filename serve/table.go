@@ -106,7 +106,7 @@ var builtinColumns = map[string][]column{
 		col("External-IP", "string", 0, serviceExternalIP),
 		col("Port(s)", "string", 0, servicePorts),
 		ageColumn,
-		col("Selector", "string", 1, serviceSelector),
+		col("Selector", "string", 1, mapField("spec", "selector")),
 	},
 	"deployments": {nameColumn,
 		col("Ready", "string", 0, func(o map[string]any, _ time.Time) any {
@@ -120,6 +120,80 @@ var builtinColumns = map[string][]column{
 		col("Available", "integer", 0, intField("status", "availableReplicas")),
 		ageColumn,
 	},
+	"daemonsets": {nameColumn,
+		col("Desired", "integer", 0, intField("status", "desiredNumberScheduled")),
+		col("Current", "integer", 0, intField("status", "currentNumberScheduled")),
+		col("Ready", "integer", 0, intField("status", "numberReady")),
+		col("Up-to-date", "integer", 0, intField("status", "updatedNumberScheduled")),
+		col("Available", "integer", 0, intField("status", "numberAvailable")),
+		col("Node Selector", "string", 0, mapField("spec", "template", "spec", "nodeSelector")),
+		ageColumn,
+	},
+	"statefulsets": {nameColumn, col("Ready", "string", 0, ratio([]string{"status", "readyReplicas"}, []string{"spec", "replicas"})), ageColumn},
+	"replicasets": {nameColumn,
+		col("Desired", "integer", 0, intField("spec", "replicas")),
+		col("Current", "integer", 0, intField("status", "replicas")),
+		col("Ready", "integer", 0, intField("status", "readyReplicas")),
+		ageColumn,
+	},
+	"jobs": {nameColumn,
+		col("Completions", "string", 0, ratio([]string{"status", "succeeded"}, []string{"spec", "completions"})),
+		ageColumn,
+	},
+	"cronjobs": {nameColumn,
+		col("Schedule", "string", 0, field("spec", "schedule")),
+		col("Suspend", "boolean", 0, func(o map[string]any, _ time.Time) any { v, _ := lookup(o, "spec", "suspend"); return v == true }),
+		col("Active", "integer", 0, count("status", "active")),
+		col("Last Schedule", "string", 0, func(o map[string]any, now time.Time) any {
+			if s := str(o, "status", "lastScheduleTime"); s != "" {
+				return age(s, now)
+			}
+			return "<none>"
+		}),
+		ageColumn,
+	},
+	"persistentvolumeclaims": {nameColumn,
+		col("Status", "string", 0, field("status", "phase")),
+		col("Volume", "string", 0, field("spec", "volumeName")),
+		col("Capacity", "string", 0, field("status", "capacity", "storage")),
+		col("StorageClass", "string", 0, field("spec", "storageClassName")),
+		ageColumn,
+	},
+	"persistentvolumes": {nameColumn,
+		col("Capacity", "string", 0, field("spec", "capacity", "storage")),
+		col("Reclaim Policy", "string", 0, field("spec", "persistentVolumeReclaimPolicy")),
+		col("Status", "string", 0, field("status", "phase")),
+		col("Claim", "string", 0, func(o map[string]any, _ time.Time) any {
+			if n := str(o, "spec", "claimRef", "name"); n != "" {
+				return str(o, "spec", "claimRef", "namespace") + "/" + n
+			}
+			return ""
+		}),
+		col("StorageClass", "string", 0, field("spec", "storageClassName")),
+		ageColumn,
+	},
+	"ingresses": {nameColumn,
+		col("Class", "string", 0, field("spec", "ingressClassName")),
+		col("Hosts", "string", 0, func(o map[string]any, _ time.Time) any {
+			var hs []string
+			if l, ok := lookup(o, "spec", "rules"); ok {
+				for _, x := range asList(l) {
+					m, _ := x.(map[string]any)
+					if h := str(m, "host"); h != "" {
+						hs = append(hs, h)
+					}
+				}
+			}
+			if len(hs) == 0 {
+				return "*"
+			}
+			return strings.Join(hs, ",")
+		}),
+		ageColumn,
+	},
+	"leases":              {nameColumn, col("Holder", "string", 0, field("spec", "holderIdentity")), ageColumn},
+	"rolebindings":        {nameColumn, col("Role", "string", 0, roleRef), ageColumn},
+	"clusterrolebindings": {nameColumn, col("Role", "string", 0, roleRef), ageColumn},
 	"nodes": {nameColumn,
 		col("Status", "string", 0, nodeStatus),
 		col("Roles", "string", 0, nodeRoles),
@@ -260,20 +334,6 @@ func servicePorts(o map[string]any, _ time.Time) any {
 	return strings.Join(ps, ",")
 }
 
-func serviceSelector(o map[string]any, _ time.Time) any {
-	v, _ := lookup(o, "spec", "selector")
-	m, _ := v.(map[string]any)
-	if len(m) == 0 {
-		return "<none>"
-	}
-	var kv []string
-	for k, v := range m {
-		kv = append(kv, fmt.Sprintf("%s=%v", k, v))
-	}
-	sort.Strings(kv)
-	return strings.Join(kv, ",")
-}
-
 func nodeStatus(o map[string]any, _ time.Time) any {
 	status := "Unknown"
 	if l, ok := lookup(o, "status", "conditions"); ok {
@@ -365,4 +425,37 @@ func crdColumns(cv *crdVersion) ([]column, error) {
 		})
 	}
 	return cols, nil
+}
+
+func ratio(num, den []string) func(map[string]any, time.Time) any {
+	return func(o map[string]any, _ time.Time) any {
+		a, _ := lookup(o, num...)
+		b, _ := lookup(o, den...)
+		an, _ := toInt64(a)
+		bn, ok := toInt64(b)
+		if !ok {
+			bn = 1 // replicas and completions default to 1
+		}
+		return fmt.Sprintf("%d/%d", an, bn)
+	}
+}
+
+func mapField(path ...string) func(map[string]any, time.Time) any {
+	return func(o map[string]any, _ time.Time) any {
+		v, _ := lookup(o, path...)
+		m, _ := v.(map[string]any)
+		if len(m) == 0 {
+			return "<none>"
+		}
+		var kv []string
+		for k, v := range m {
+			kv = append(kv, fmt.Sprintf("%s=%v", k, v))
+		}
+		sort.Strings(kv)
+		return strings.Join(kv, ",")
+	}
+}
+
+func roleRef(o map[string]any, _ time.Time) any {
+	return str(o, "roleRef", "kind") + "/" + str(o, "roleRef", "name")
 }

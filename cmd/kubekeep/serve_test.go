@@ -347,7 +347,7 @@ func TestServeRealNodeKubectl(t *testing.T) {
 		}
 		// More of what a person types.
 		out = kc("get", "deploy,ds,svc", "-n", "kube-system")
-		for _, row := range [][]string{{"deployment.apps/coredns", "0/2", "0", "0"}, {"daemonset.apps/kube-proxy"}, {"service/kube-dns", "ClusterIP", "10.96.0.10", "<none>", "53/UDP,53/TCP,9153/TCP"}} {
+		for _, row := range [][]string{{"deployment.apps/coredns", "0/2", "0", "0"}, {"daemonset.apps/kube-proxy", "0", "0", "0", "0", "0", "kubernetes.io/os=linux"}, {"service/kube-dns", "ClusterIP", "10.96.0.10", "<none>", "53/UDP,53/TCP,9153/TCP"}} {
 			if !hasRow(out, row...) {
 				t.Errorf("get deploy,ds,svc -n kube-system lacks %v:\n%s", row, out)
 			}
