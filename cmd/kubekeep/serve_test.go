@@ -3,23 +3,30 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/internal/kubenode"
+	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
 
 // serving is a `kubekeep serve` running in the test process.
@@ -539,5 +546,115 @@ func TestServeAtAndAList(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") || len(got) < 400 {
 		t.Errorf("get cm -A: %d objects, etcd had %d at revision %d", len(got), len(want), ve.Revision)
+	}
+}
+
+// TestServeProcess runs `kubekeep serve` as an operator does, as its own
+// process: the kubeconfig goes into a fresh 0700 temp dir (0600 file),
+// stderr says where and how to use it, a request with its credential
+// reads a Secret while the log (at debug level) never holds the value,
+// and SIGTERM ends it with exit 0 and the temp dir removed.
+func TestServeProcess(t *testing.T) {
+	bin := buildCLI(t)
+	root := testetcd.SandboxT(t)
+	srv := testetcd.StartT(t, root)
+	if _, err := srv.LoadCluster(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "store")
+	globals := []string{"--root", root.Dir, "--store", dir, "--allow-same-filesystem", "--log-format", "json"}
+	if out, stderr, err := runCLILog(t, append(globals, "backup")...); err != nil {
+		t.Fatalf("backup: %v\n%s\n%s", err, out, stderr)
+	}
+	cmd := exec.Command(bin, append(globals, "--log-level", "debug", "serve")...)
+	cmd.Env = append(os.Environ(), "KUBEKEEP_CONFIG=")
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var kubeconfig string
+	deadline := time.Now().Add(time.Minute)
+	for kubeconfig == "" {
+		for _, l := range strings.Split(stderr.String(), "\n") {
+			if p, ok := strings.CutPrefix(l, "kubeconfig: "); ok {
+				kubeconfig = p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no kubeconfig line in a minute:\n%s", stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(stderr.String(), "kubectl --kubeconfig "+kubeconfig+" get pods -A") {
+		t.Errorf("stderr has no example kubectl line:\n%s", stderr)
+	}
+	if fi, err := os.Stat(filepath.Dir(kubeconfig)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("kubeconfig dir: %v %v", fi.Mode(), err)
+	}
+	if fi, err := os.Stat(kubeconfig); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("kubeconfig: %v %v", fi.Mode(), err)
+	}
+	// The kubeconfig's own credentials, read as kubectl reads them.
+	b, _ := os.ReadFile(kubeconfig)
+	var kc struct {
+		Clusters []struct {
+			Cluster struct {
+				Server string `json:"server"`
+				CA     []byte `json:"certificate-authority-data"`
+			} `json:"cluster"`
+		} `json:"clusters"`
+		Users []struct {
+			User struct {
+				Cert []byte `json:"client-certificate-data"`
+				Key  []byte `json:"client-key-data"`
+			} `json:"user"`
+		} `json:"users"`
+	}
+	if err := yaml.Unmarshal(b, &kc); err != nil || len(kc.Clusters) != 1 || len(kc.Users) != 1 {
+		t.Fatalf("kubeconfig: %v\n%s", err, b)
+	}
+	cert, err := tls.X509KeyPair(kc.Users[0].User.Cert, kc.Users[0].User.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(kc.Clusters[0].Cluster.CA)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
+	resp, err := client.Get(kc.Clusters[0].Cluster.Server + "/api/v1/namespaces/shop/secrets/db-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var sec corev1.Secret
+	if err := json.Unmarshal(body, &sec); err != nil || string(sec.Data["password"]) != "not-a-real-password" {
+		t.Errorf("the Secret through serve: %d %v %s", resp.StatusCode, err, body)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not stop within 20 s of SIGTERM\n%s", stderr)
+	}
+	if _, err := os.Stat(filepath.Dir(kubeconfig)); !os.IsNotExist(err) {
+		t.Errorf("the kubeconfig's temp dir is still there after exit: %v", err)
+	}
+	log := stderr.String()
+	if !strings.Contains(log, `"msg":"request"`) {
+		t.Errorf("no request logged at debug level:\n%s", log)
+	}
+	for _, secret := range []string{"not-a-real-password", base64.StdEncoding.EncodeToString([]byte("not-a-real-password")), "PRIVATE KEY"} {
+		if strings.Contains(log, secret) {
+			t.Errorf("the log holds %q:\n%s", secret, log)
+		}
 	}
 }
