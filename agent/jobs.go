@@ -146,6 +146,9 @@ func (a *Agent) schedule(cfg config.Config, starting bool) {
 			j.interval = 0
 			continue
 		}
+		// The failure counter at 0 before the first run: increase() over
+		// a counter that appears at 1 does not count that first failure.
+		a.m.failures.WithLabelValues(sp.name)
 		if j.gjob != nil && j.interval == sp.interval && j.jitter == jit {
 			continue
 		}
@@ -352,6 +355,9 @@ func (a *Agent) record(name string, start time.Time, dur time.Duration, bytes in
 func (a *Agent) recordQuiet(name string, start time.Time, dur time.Duration, bytes int64, err error, logIt bool) {
 	end := start.Add(dur).UTC()
 	a.m.runs.WithLabelValues(name).Inc()
+	// The failure counter exists (at 0) from the job's first run on: an
+	// alert on increase() counts a failure only once the series is there.
+	failures := a.m.failures.WithLabelValues(name)
 	a.m.duration.WithLabelValues(name).Set(dur.Seconds())
 	if bytes > 0 {
 		a.m.bytesWritten.WithLabelValues(name).Add(float64(bytes))
@@ -366,7 +372,7 @@ func (a *Agent) recordQuiet(name string, start time.Time, dur time.Duration, byt
 	if err != nil {
 		js.LastFailure, js.LastError = &end, err.Error()
 		js.Failures++
-		a.m.failures.WithLabelValues(name).Inc()
+		failures.Inc()
 		a.m.lastFailure.WithLabelValues(name).Set(float64(end.UnixNano()) / 1e9)
 	} else {
 		js.LastSuccess = &end
