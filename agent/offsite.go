@@ -2,12 +2,18 @@ package agent
 
 // Off-site tiers (the config's offsite list): the agent's sync of each
 // tier, journal segments shipped as they seal, and what the tier holds.
+// A tier stays open between syncs (reopened when its config changes or a
+// sync fails; a sync that uploads nothing HEADs the tier key, so success
+// still means the tier answered), and a full sync lists the tier at the
+// agent's start and once a day after (Catalogue.Reconcile), so an object
+// the tier lost is uploaded again instead of trusted forever.
 
 import (
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +23,7 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 	"github.com/kubekeep/kubekeep/tiers"
+	"github.com/kubekeep/kubekeep/tiers/seal"
 )
 
 // JobOffsitePrefix starts the job name of a tier's sync: "offsite-dr"
@@ -60,11 +67,38 @@ type OffsiteStatus struct {
 	NewestVersion string     `json:"newestVersion"`
 }
 
+// defaultOffsiteReconcile is how often a tier's full sync first lists the
+// tier (tiers.Catalogue.Reconcile), so an object the tier lost is
+// uploaded again (if the store still has it) instead of trusted forever.
+const defaultOffsiteReconcile = 24 * time.Hour
+
 // offsiteTier serialises the syncs of one tier (its catalogue is one
-// file) and debounces the sync after a version.
+// file), debounces the sync after a version and keeps the tier open
+// between syncs.
 type offsiteTier struct {
 	mu           sync.Mutex
 	versionTimer *time.Timer // under Agent.offMu
+
+	// Under mu. open is the tier as the last sync opened it, for the next
+	// (an open costs requests: the bucket, its lock configuration, the
+	// tier key, the owner marker; journal shipping syncs every few
+	// seconds); it is opened again when the tier's config changed or a
+	// sync failed (credentials rotated, the server replaced).
+	open   *openedTier
+	opens  int // times opened (tests)
+	closed bool
+	// reconcileEvery (default defaultOffsiteReconcile) is how often a
+	// full sync first lists the tier; the first full sync after the agent
+	// starts does, so what the tier lost while the agent was down is
+	// noticed too. reconciled is when it last did.
+	reconcileEvery time.Duration
+	reconciled     time.Time
+}
+
+type openedTier struct {
+	tr    *tiers.Tier
+	close func()
+	cfg   config.Offsite
 }
 
 func (a *Agent) offsiteTier(name string) *offsiteTier {
@@ -72,10 +106,48 @@ func (a *Agent) offsiteTier(name string) *offsiteTier {
 	defer a.offMu.Unlock()
 	t := a.offTiers[name]
 	if t == nil {
-		t = &offsiteTier{}
+		t = &offsiteTier{reconcileEvery: defaultOffsiteReconcile}
 		a.offTiers[name] = t
 	}
 	return t
+}
+
+// opened returns the tier open for tc, opening it when there is none or
+// its config changed (t.mu held).
+func (t *offsiteTier) opened(ctx context.Context, a *Agent, tc config.Offsite) (*tiers.Tier, error) {
+	if t.open != nil && reflect.DeepEqual(t.open.cfg, tc) {
+		if err := t.open.tr.Catalogue.Refresh(); err != nil {
+			return nil, fmt.Errorf("tier %s: %w", tc.Name, err)
+		}
+		return t.open.tr, nil
+	}
+	t.drop()
+	// Credentials come from the agent's environment (tiers.Open), never
+	// from the file, and no error or log line here carries them.
+	tr, closeTier, err := tiers.OpenForStore(ctx, tc, a.store)
+	if err != nil {
+		return nil, err
+	}
+	t.open = &openedTier{tr: tr, close: closeTier, cfg: tc}
+	t.opens++
+	if !t.closed && a.jobCtx != nil {
+		t.closed = true // one closer per tier, when the agent stops
+		go func() {
+			<-a.jobCtx.Done()
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.drop()
+		}()
+	}
+	return tr, nil
+}
+
+// drop closes the open tier, if any (t.mu held).
+func (t *offsiteTier) drop() {
+	if t.open != nil {
+		t.open.close()
+		t.open = nil
+	}
 }
 
 func (a *Agent) offsiteConfig(name string) (config.Offsite, bool) {
@@ -117,13 +189,24 @@ func (a *Agent) syncTier(ctx context.Context, name string, types []backend.FileT
 	t := a.offsiteTier(name)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	// Credentials come from the agent's environment (tiers.Open), never
-	// from the file, and no error or log line here carries them.
-	tr, closeTier, err := tiers.OpenForStore(ctx, tc, a.store)
+	if a.jobCtx != nil && a.jobCtx.Err() != nil {
+		return a.jobCtx.Err() // stopping: the tier is closed, not opened again
+	}
+	tr, err := t.opened(ctx, a, tc)
 	if err != nil {
 		return err
 	}
-	defer closeTier()
+	if types == nil && (t.reconciled.IsZero() || a.now().Sub(t.reconciled) >= t.reconcileEvery) {
+		missing, err := tr.Catalogue.Reconcile(ctx, tr.Sealed)
+		if err != nil {
+			t.drop()
+			return fmt.Errorf("tier %s: list it to check the catalogue: %w", name, err)
+		}
+		t.reconciled = a.now()
+		if missing > 0 {
+			a.log.Warn("the tier lacks objects its catalogue recorded; this sync uploads again those the store still has", "tier", name, "missing", missing)
+		}
+	}
 	src, err := backend.OpenLocal(a.store.Dir())
 	if err != nil {
 		return fmt.Errorf("tier %s: %w", name, err)
@@ -137,7 +220,16 @@ func (a *Agent) syncTier(ctx context.Context, name string, types []backend.FileT
 	if res.BytesUploaded > 0 {
 		a.m.offBytes.WithLabelValues(name).Add(float64(res.BytesUploaded))
 	}
+	if err == nil && res.ObjectsUploaded == 0 {
+		// Nothing went up, and the open tier is cached: ask the tier
+		// something (a HEAD of its key) so a success still means it
+		// answered, and a tier that is down fails its job.
+		if _, serr := tr.Remote.Stat(ctx, seal.KeyHandle); serr != nil {
+			err = fmt.Errorf("tier %s: %w", name, serr)
+		}
+	}
 	if err != nil {
+		t.drop()
 		return err
 	}
 	now := a.now().UTC()
@@ -189,6 +281,24 @@ func (a *Agent) offsiteSetup(cfg config.Config) {
 	names := map[string]bool{}
 	for _, tc := range cfg.Offsite {
 		names[tc.Name] = true
+	}
+	// A tier dropped from the config is closed.
+	a.offMu.Lock()
+	var gone []*offsiteTier
+	for name, t := range a.offTiers {
+		if !names[name] {
+			gone = append(gone, t)
+		}
+	}
+	a.offMu.Unlock()
+	for _, t := range gone {
+		go func() { // not under the reload: a sync of it may be running
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.drop()
+		}()
+	}
+	for _, tc := range cfg.Offsite {
 		a.m.offBytes.WithLabelValues(tc.Name).Add(0)
 		a.m.offsiteCovered(tc.Name, time.Time{})
 		if a.store == nil {

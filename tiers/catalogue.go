@@ -37,6 +37,22 @@ type Catalogue struct {
 	have     map[backend.Handle]int64
 	refs     map[string]*VersionRefs
 	pruned   map[string]bool
+	// stamp is the catalogue file's size and time as last read or
+	// written by this Catalogue (Refresh rereads it when they differ).
+	stamp fileStamp
+}
+
+type fileStamp struct {
+	size int64
+	mod  time.Time
+}
+
+func stampOf(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{fi.Size(), fi.ModTime()}
 }
 
 // OpenCatalogue reads (or starts) the catalogue at path; its directory
@@ -46,28 +62,52 @@ func OpenCatalogue(path string) (*Catalogue, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("catalogue %s: %w", path, err)
 	}
-	if err := c.loadRefs(); err != nil {
+	if err := c.load(); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(path)
+	return c, nil
+}
+
+// load reads the catalogue and refs files (c.mu held, or c not shared).
+func (c *Catalogue) load() error {
+	if err := c.loadRefs(); err != nil {
+		return err
+	}
+	have := map[backend.Handle]int64{}
+	stamp := stampOf(c.path)
+	f, err := os.Open(c.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return c, nil
+		c.have, c.stamp = have, fileStamp{}
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("catalogue %s: %w", path, err)
+		return fmt.Errorf("catalogue %s: %w", c.path, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		if h, size, ok := parseLine(sc.Text()); ok {
-			c.have[h] = size
+			have[h] = size
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("catalogue %s: %w", path, err)
+		return fmt.Errorf("catalogue %s: %w", c.path, err)
 	}
-	return c, nil
+	c.have, c.stamp = have, stamp
+	return nil
+}
+
+// Refresh rereads the catalogue when another process changed it since
+// (a CLI sync or prune beside the agent, which keeps its Catalogue open);
+// it costs a stat otherwise.
+func (c *Catalogue) Refresh() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if stampOf(c.path) == c.stamp {
+		return nil
+	}
+	return c.load()
 }
 
 func parseLine(l string) (backend.Handle, int64, bool) {
@@ -111,7 +151,11 @@ func (c *Catalogue) Add(h backend.Handle, size int64) error {
 		return fmt.Errorf("catalogue %s: %w", c.path, err)
 	}
 	defer f.Close()
+	fi0 := int64(-1)
 	// A torn line from a kill mid-write must not glue onto this one.
+	if fi, err := f.Stat(); err == nil {
+		fi0 = fi.Size()
+	}
 	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
 		last := make([]byte, 1)
 		if r, err := os.Open(c.path); err == nil {
@@ -128,6 +172,9 @@ func (c *Catalogue) Add(h backend.Handle, size int64) error {
 		return fmt.Errorf("catalogue %s: %w", c.path, err)
 	}
 	c.have[h] = size
+	if c.stamp.size == fi0 {
+		c.stamp = stampOf(c.path) // nobody else wrote meanwhile
+	}
 	return nil
 }
 
@@ -198,6 +245,7 @@ func (c *Catalogue) rewrite() error {
 		os.Remove(tmp)
 		return fmt.Errorf("catalogue %s: %w", c.path, err)
 	}
+	c.stamp = stampOf(c.path)
 	return nil
 }
 
