@@ -85,10 +85,8 @@ func runCloudSnapshot(cmd *cobra.Command, opts cloudSnapshotOptions, g *globalOp
 		if err != nil {
 			return err
 		}
+		bar = progress.NewPercent(g.stderr, mode, "cloud snapshot")
 		req.Progress = func(s cloudsnap.Set) {
-			if bar == nil {
-				bar = progress.NewPercent(g.stderr, mode, "cloud snapshot set "+s.ID)
-			}
 			var parts []string
 			sum := 0
 			for _, d := range s.Disks {
@@ -100,7 +98,7 @@ func runCloudSnapshot(cmd *cobra.Command, opts cloudSnapshotOptions, g *globalOp
 			if len(s.Disks) > 0 {
 				pct = sum / len(s.Disks)
 			}
-			bar.Set(pct, s.Status+": "+strings.Join(parts, ", "))
+			bar.Set(pct, "set "+s.ID+" "+s.Status+": "+strings.Join(parts, ", "))
 		}
 	}
 	set, err := client.CreateSet(ctx, req)

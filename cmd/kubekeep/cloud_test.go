@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/kubekeep/kubekeep/cloudsnap"
 	"github.com/kubekeep/kubekeep/cloudsnap/ecsfake"
 	"github.com/kubekeep/kubekeep/config"
+	"github.com/kubekeep/kubekeep/internal/progress"
 )
 
 // cloudFake starts the fake ECS (real SDK signatures and all) with one
@@ -69,13 +71,21 @@ func TestCloudCommandsAgainstFake(t *testing.T) {
 	backupBeforeCloudSnapshot = func(ctx context.Context, g *globalOptions) (string, int64, error) {
 		return "v-20260302-1", 4242, nil
 	}
-	out, _, err := runKubekeep(t, "", append([]string{"cloud", "snapshot", "--wait", "-o", "json"}, common...)...)
+	t.Setenv(progress.EnvVar, "")
+	out, stderr, err := runKubekeep(t, "", append([]string{"cloud", "snapshot", "--wait", "-o", "json", "--log-level", "error"}, common...)...)
 	if err != nil {
 		t.Fatalf("cloud snapshot: %v", err)
 	}
 	var made cloudSetJSON
 	if err := json.Unmarshal([]byte(out), &made); err != nil || made.Status != "accomplished" || made.Version != "v-20260302-1" || made.EtcdRevision != 4242 {
 		t.Fatalf("snapshot output %q: %+v %v", out, made, err)
+	}
+	// Without a terminal: a line per change of the disks' progress, then
+	// the summary.
+	if lines := strings.Split(strings.TrimSpace(stderr), "\n"); len(lines) < 2 ||
+		!regexp.MustCompile(`^cloud snapshot: set `+made.ID+` \w+: d-cli\w+ \d+%, d-cli\w+ \d+%$`).MatchString(lines[0]) ||
+		!regexp.MustCompile(`^cloud snapshot: done in \S+$`).MatchString(lines[len(lines)-1]) {
+		t.Errorf("cloud snapshot --wait stderr:\n%s", stderr)
 	}
 	for _, sn := range fake.Snapshots() {
 		if sn.Tags["kubekeep-version"] != "v-20260302-1" && sn.GroupID == "" {
@@ -118,15 +128,21 @@ func TestCloudCommandsAgainstFake(t *testing.T) {
 		t.Fatalf("rollback --dry-run: %q %v", out, err)
 	}
 	_, _, err = runKubekeep(t, made.ID+"\n", rb...)
-	if err == nil || !strings.Contains(err.Error(), "--yes") {
-		t.Fatalf("rollback without --yes and without a terminal must refuse, got %v", err)
+	if err == nil || !strings.Contains(err.Error(), "--yes") || exitCode(err) != 2 {
+		t.Fatalf("rollback without --yes and without a terminal must refuse (exit 2), got %v", err)
 	}
 	if fake.Calls("StopInstance") != 0 {
 		t.Fatal("refused rollback stopped the instance")
 	}
-	out, _, err = runKubekeep(t, "", append(rb, "--yes", "--no-safety-snapshot")...)
+	out, stderr, err = runKubekeep(t, "", append(rb, "--yes", "--no-safety-snapshot", "--log-level", "error")...)
 	if err != nil || !strings.Contains(out, "rolled back") {
 		t.Fatalf("rollback --yes: %q %v", out, err)
+	}
+	// A line per step when it ends.
+	for _, want := range []string{"rollback: stop instance i-clitest: done in ", "rollback: start instance i-clitest: done in "} {
+		if !strings.Contains(stderr, "\n"+want) && !strings.HasPrefix(stderr, want) {
+			t.Errorf("rollback stderr lacks %q:\n%s", want, stderr)
+		}
 	}
 	if fake.DiskContent("d-clisys") != "before" || fake.InstanceStatus("i-clitest") != "Running" {
 		t.Fatalf("after rollback: disk %q, instance %s", fake.DiskContent("d-clisys"), fake.InstanceStatus("i-clitest"))

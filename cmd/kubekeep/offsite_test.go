@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -61,15 +62,21 @@ func TestOffsiteSyncPullRestore(t *testing.T) {
 		VersionsUploaded, ObjectsUploaded int
 		BytesUploaded, BytesSkipped       int64
 	}
+	// Without a terminal a sync writes one line (its bytes, time and
+	// rate, from tiers' progress) on stderr.
+	syncLine := regexp.MustCompile(`^offsite sync dr: ([\d.]+ (B|KiB|MiB) in \S+ \([\d.]+ [KMG]?i?B/s\)|done in \S+)\n$`)
 	sync := func() syncJSON {
 		t.Helper()
-		out, err := runCLI(t, "offsite", "sync", "--config", cfg, "--store", dir, "-o", "json")
+		out, stderr, err := runKubekeepEnv(t, "offsite", "sync", "--config", cfg, "--store", dir, "--log-level", "error", "-o", "json")
 		if err != nil {
 			t.Fatalf("offsite sync: %v\n%s", err, out)
 		}
 		var r syncJSON
 		if err := json.Unmarshal([]byte(out), &r); err != nil {
 			t.Fatalf("sync -o json: %v\n%s", err, out)
+		}
+		if m := syncLine.FindStringSubmatch(stderr); m == nil || (r.BytesUploaded > 0) != (m[2] != "") {
+			t.Errorf("sync uploaded %d bytes; its line on stderr: %q", r.BytesUploaded, stderr)
 		}
 		return r
 	}
@@ -138,9 +145,12 @@ func TestOffsiteSyncPullRestore(t *testing.T) {
 		t.Errorf("pull with another identity: %v", err)
 	}
 	newStore := filepath.Join(t.TempDir(), "store")
-	out, err := runCLI(t, "offsite", "pull", "--config", cfg, "--identity", idFile, "--version", "latest", "--store", newStore, "-o", "json")
+	out, stderr, err := runKubekeepEnv(t, "offsite", "pull", "--config", cfg, "--identity", idFile, "--version", "latest", "--store", newStore, "--log-level", "error", "-o", "json")
 	if err != nil {
 		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`^offsite pull dr: done in \S+\n$`).MatchString(stderr) {
+		t.Errorf("pull's line on stderr: %q", stderr)
 	}
 	var pr struct{ Version string }
 	if json.Unmarshal([]byte(out), &pr); pr.Version != ids[2] {

@@ -284,3 +284,28 @@ func TestRestorePromptInTerminal(t *testing.T) {
 	}
 	t.Logf("answered y:\n%s", strings.TrimRight(pane, "\n"))
 }
+
+// verify --read-data and drill write their one line too: the bytes read
+// (every pack; the snapshot), the time and the rate.
+func TestVerifyAndDrillPlainLines(t *testing.T) {
+	n := newLiveNode(t, 1)
+	common := []string{"--store", n.store, "--allow-same-filesystem", "--log-level", "error"}
+	_, stderr, err := runKubekeepEnv(t, append(common, "verify", "--read-data")...)
+	if err != nil {
+		t.Fatalf("verify --read-data: %v\n%s", err, stderr)
+	}
+	if !regexp.MustCompile(`^verify --read-data: [\d.]+ (KiB|MiB) in \S+ \([\d.]+ [KMG]?i?B/s\)\n$`).MatchString(stderr) {
+		t.Errorf("verify --read-data stderr %q: want one line with the bytes read", stderr)
+	}
+	_, stderr, err = runKubekeepEnv(t, append(common, "verify")...)
+	if err != nil || stderr != "" {
+		t.Errorf("verify without --read-data reads no data and says nothing: %v %q", err, stderr)
+	}
+	_, stderr, err = runKubekeepEnv(t, append(common, "drill", "--version", n.id)...)
+	if err != nil {
+		t.Fatalf("drill: %v\n%s", err, stderr)
+	}
+	if !regexp.MustCompile(`^drill: [^\n]*: [\d.]+ (KiB|MiB) in \S+ \([\d.]+ [KMG]?i?B/s\)\n$`).MatchString(stderr) {
+		t.Errorf("drill stderr %q: want one line with the snapshot's bytes", stderr)
+	}
+}
