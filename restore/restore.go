@@ -61,6 +61,17 @@
 // snapshot, which is checked against its own sha256 and bbolt, not against
 // etcd at R; leases are not compared.
 //
+// Options.Progress (nil: none) hears each phase as a step and the bytes
+// the bulk reads move out of the store (the files the files phase
+// restores, the etcd snapshot), counted by the store itself
+// (rsyncish.Store.SetProgress) only around those reads; FilesOptions and
+// EtcdOptions take one too. Result.Replaces lists what a run replaces or
+// moves aside on the node (static pod manifests, files that differ from
+// the version, leaf certificates and kubeconfigs, the etcd data dir); a
+// dry run fills it the same way, so a caller can show it and ask before
+// the real run (the CLI does), and it is empty for a restore into an
+// empty root.
+//
 // The restore drill (Drill) checks first that the store's filesystem has
 // room for its scratch data dir (DrillSpace: the db and the two WAL
 // segments etcd preallocates) and fails with ErrDrillSpace otherwise. The

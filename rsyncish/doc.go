@@ -30,6 +30,11 @@
 // do not touch readlock: readers never wait for a backup. A store whose
 // readlock cannot be created (a read-only mount) is read without it.
 //
+// SetProgress (progress.go) lets a command draw a progress bar: the bytes
+// OpenStream, OpenFile and RestoreFiles hand out, and the packs Verify
+// --read-data reads (whose total it announces first), are counted into
+// the installed Progress; nil, the default, changes nothing.
+//
 // OpenVersion (and OpenStreamAt) give random access into stored streams
 // and files (readat.go): a read maps its range through the entry's
 // extents and reads and checks only the blobs it touches, so one object
