@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/objects"
 )
 
@@ -156,8 +157,13 @@ func (sel *selector) matches(obj map[string]any) bool {
 }
 
 // listObjects reads the objects of res (in ns, or all) that match sel, in
-// key order (namespace, then name).
-func (s *Server) listObjects(res *resource, ns string, sel *selector) ([]map[string]any, error) {
+// key order (namespace, then name). An object that cannot be read (a
+// value encrypted with a key the version's EncryptionConfiguration does
+// not hold, or by KMS; a value that does not decode) is left out of the
+// list with a Warning header naming it and why, which kubectl prints, so
+// one such Secret does not hide all the others; damage to the key index
+// (etcdsnap.ErrKeyIndex) fails the list.
+func (s *Server) listObjects(w http.ResponseWriter, res *resource, ns string, sel *selector) ([]map[string]any, error) {
 	// A name given exactly needs one read, not the whole list.
 	if name, ok := sel.fields.RequiresExactMatch("metadata.name"); ok && (ns != "" || !res.namespaced) {
 		obj, err := s.cfg.Reader.Get(objects.Ref{Group: res.group, Resource: res.plural, Namespace: ns, Name: name})
@@ -179,17 +185,36 @@ func (s *Server) listObjects(res *resource, ns string, sel *selector) ([]map[str
 		return nil, err
 	}
 	out := make([]map[string]any, 0, len(items))
+	skipped := 0
 	for _, it := range items {
 		obj, err := s.cfg.Reader.GetKey(it.Key)
-		if err != nil {
+		if errors.Is(err, etcdsnap.ErrKeyIndex) {
 			return nil, fmt.Errorf("read %s: %w", it.Key, err)
+		}
+		if err != nil {
+			if skipped++; skipped <= maxWarnings {
+				w.Header().Add("Warning", warning(fmt.Sprintf("kubekeep serve: %s left out of the list: %v", it.Ref, err)))
+			}
+			continue
 		}
 		c := s.content(res, obj)
 		if sel.matches(c) {
 			out = append(out, c)
 		}
 	}
+	if skipped > maxWarnings {
+		w.Header().Add("Warning", warning(fmt.Sprintf("kubekeep serve: %d more %s left out of the list", skipped-maxWarnings, res.groupResource())))
+	}
 	return out, nil
+}
+
+// maxWarnings bounds the Warning headers of one answer.
+const maxWarnings = 10
+
+// warning is an RFC 7234 warning value as the apiserver sends them (code
+// 299, agent "-"), which client-go prints as "Warning: text".
+func warning(text string) string {
+	return "299 - " + strconv.Quote(strings.ToValidUTF8(text, "?"))
 }
 
 func (s *Server) serveList(w http.ResponseWriter, r *http.Request, res *resource, ns string) error {
@@ -201,7 +226,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, res *resource
 	if q.Get("watch") == "true" || q.Get("watch") == "1" {
 		return s.serveWatch(w, r, res, ns, sel)
 	}
-	objs, err := s.listObjects(res, ns, sel)
+	objs, err := s.listObjects(w, res, ns, sel)
 	if err != nil {
 		return err
 	}
@@ -315,7 +340,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, res *resourc
 	var objs []map[string]any
 	if initial {
 		var err error
-		if objs, err = s.listObjects(res, ns, sel); err != nil {
+		if objs, err = s.listObjects(w, res, ns, sel); err != nil {
 			return err
 		}
 	}

@@ -69,6 +69,8 @@ func newFixture(t *testing.T) *fixture {
 			_, err = testetcd.PutObject(ctx, cli, resource, o)
 		case *corev1.Namespace:
 			_, err = testetcd.PutObject(ctx, cli, resource, o)
+		case *corev1.Secret:
+			_, err = testetcd.PutObject(ctx, cli, resource, o)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -83,7 +85,10 @@ func newFixture(t *testing.T) *fixture {
 		})
 	}
 	put("configmaps", &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere", Namespace: "web", CreationTimestamp: created, Labels: map[string]string{"app": "web"}}})
+	put("secrets", &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "open", Namespace: "shop"}, Data: map[string][]byte{"k": []byte("v")}})
 	for k, v := range map[string]string{
+		// Encrypted at rest with a key the reader has not got.
+		"/registry/secrets/shop/locked": "k8s:enc:aescbc:v1:key1:" + strings.Repeat("\x17", 48),
 		"/registry/apiextensions.k8s.io/customresourcedefinitions/widgets.example.com": widgetCRD,
 		"/registry/example.com/widgets/shop/w1":                                        widget("w1", 3, "teal"),
 		"/registry/example.com/widgets/shop/w2":                                        widget("w2", 5, "red"),
@@ -560,3 +565,26 @@ func TestKubeconfigAndCredentials(t *testing.T) {
 }
 
 func parseCert(der []byte) (*x509.Certificate, error) { return x509.ParseCertificate(der) }
+
+// TestServeUnreadableObject: a Secret encrypted with a key the version's
+// EncryptionConfiguration lacks is an error naming the provider and key
+// when asked for, and is left out of lists with a warning kubectl prints,
+// the other Secrets still listed.
+func TestServeUnreadableObject(t *testing.T) {
+	f := newFixture(t)
+	st := f.getJSON(t, "/api/v1/namespaces/shop/secrets/locked", "", 500)
+	if m := fmt.Sprint(st["message"]); !strings.Contains(m, `aescbc key "key1"`) {
+		t.Errorf("get the locked Secret: %v", st)
+	}
+	for _, accept := range []string{"", tableAccept} {
+		code, h, b := f.do(t, f.client, "GET", "/api/v1/namespaces/shop/secrets", accept)
+		var l map[string]any
+		json.Unmarshal(b, &l)
+		if code != 200 || (accept == "" && !slices.Equal(names(l), []string{"shop/open"})) || (accept != "" && len(l["rows"].([]any)) != 1) {
+			t.Errorf("list secrets (Accept %q): %d %s", accept, code, b)
+		}
+		if w := h.Values("Warning"); len(w) != 1 || !strings.HasPrefix(w[0], `299 - "kubekeep serve: secrets/shop/locked left out of the list: `) || !strings.Contains(w[0], `aescbc key \"key1\"`) {
+			t.Errorf("warnings: %q", w)
+		}
+	}
+}
