@@ -1,9 +1,11 @@
 package tiers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
@@ -35,36 +37,95 @@ func Pull(ctx context.Context, src backend.Backend, dst *backend.Local, tier str
 // PullTypes is Pull of the objects of the types given only (the
 // manifests alone, to list a tier's versions).
 func PullTypes(ctx context.Context, src backend.Backend, dst *backend.Local, tier string, types ...backend.FileType) (PullResult, error) {
+	return PullWith(ctx, src, dst, PullOptions{Tier: tier, Types: types})
+}
+
+// PullOptions tune a pull.
+type PullOptions struct {
+	// Tier names the tier in results and errors.
+	Tier string
+	// Types limits the pull to these kinds of object (nil: all).
+	Types []backend.FileType
+	// Progress, when set, is called once the work is known, as bytes come
+	// in (at most every MiB of an object) and after each object (objects
+	// the destination has already count as done).
+	Progress func(Progress)
+}
+
+// PullWith is Pull with options. Every list is taken before the first
+// copy, newest kinds first (as Sync lists), so a manifest uploaded while
+// the pull lists comes only with the packs it names.
+func PullWith(ctx context.Context, src backend.Backend, dst *backend.Local, o PullOptions) (PullResult, error) {
 	start := time.Now()
+	tier := o.Tier
 	res := PullResult{Tier: tier, Destination: dst.Location()}
-	for _, t := range types {
-		var infos []backend.FileInfo
+	types := o.Types
+	if types == nil {
+		types = backend.Types
+	}
+	todo := map[backend.FileType][]backend.FileInfo{}
+	prog := &progress{fn: o.Progress}
+	for i := len(types) - 1; i >= 0; i-- {
+		t := types[i]
 		if err := src.List(ctx, t, func(fi backend.FileInfo) error {
-			infos = append(infos, fi)
+			if t == backend.ConfigFile && !configObjects[fi.Name] {
+				return nil
+			}
+			todo[t] = append(todo[t], fi)
+			prog.p.BytesTotal += fi.Size
+			prog.p.ObjectsTotal++
 			return nil
 		}); err != nil {
 			return res, fmt.Errorf("tier %s: list %s: %w", tier, t, err)
 		}
-		for _, fi := range infos {
+	}
+	prog.report()
+	for _, t := range types {
+		for _, fi := range todo[t] {
 			h := backend.Handle{Type: t, Name: fi.Name}
-			if t == backend.ConfigFile && !configObjects[fi.Name] {
-				continue
-			}
 			if _, err := dst.Stat(ctx, h); err == nil {
 				res.AlreadyHad++
+				prog.objectDone(fi.Size)
 				continue
 			}
-			data, err := backend.LoadAll(ctx, src, h)
+			var buf bytes.Buffer
+			err := src.Load(ctx, h, 0, 0, func(r io.Reader) error {
+				buf.Reset()
+				_, err := io.Copy(&buf, &countedReader{r: r, prog: prog})
+				return err
+			})
 			if err != nil {
 				return res, fmt.Errorf("tier %s: %w", tier, err)
 			}
+			data := buf.Bytes()
 			if err := dst.Save(ctx, h, backend.NewByteReader(data)); err != nil && !errors.Is(err, backend.ErrExists) {
 				return res, fmt.Errorf("pull %s into %s: %w", h, dst.Location(), err)
 			}
 			res.Objects++
 			res.Bytes += int64(len(data))
+			prog.objectDone(fi.Size)
 		}
 	}
 	res.Duration = time.Since(start).Seconds()
 	return res, nil
+}
+
+// countedReader tells progress how far a download is.
+type countedReader struct {
+	r    io.Reader
+	prog *progress
+	pos  int64
+}
+
+func (c *countedReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.prog.fn != nil {
+		c.pos += int64(n)
+		c.prog.inFlight = c.pos
+		if c.pos-c.prog.reported >= 1<<20 {
+			c.prog.reported = c.pos
+			c.prog.report()
+		}
+	}
+	return n, err
 }

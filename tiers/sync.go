@@ -18,8 +18,8 @@
 // leaves a tier whose every manifest's data is there, and the next sync
 // finishes without uploading again what landed. Uploads are retried with
 // exponential backoff and full jitter within a total budget, and can be
-// held to a bandwidth limit. SyncOptions.Progress reports bytes and
-// objects as they go.
+// held to a bandwidth limit. SyncOptions.Progress and PullOptions.Progress
+// report bytes and objects as they go (nil: nothing), for a progress bar.
 //
 // # One store per tier
 //
