@@ -387,18 +387,27 @@ func TestServeRealNodeKubectl(t *testing.T) {
 				t.Errorf("describe secret shows sizes, never values:\n%s", out)
 			}
 		}
-		// get -w: the one state, then it waits (until killed here).
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		w := exec.CommandContext(ctx, n.Bins.Kubectl, "--kubeconfig", s.kubeconfig, "--cache-dir", t.TempDir(), "get", "cm", "-n", "shop", "-w")
-		var wout, werr bytes.Buffer
-		w.Stdout, w.Stderr = &wout, &werr
-		err := w.Run()
-		cancel()
-		if ctx.Err() == nil {
-			t.Errorf("kubectl get -w ended by itself (%v): it should watch until stopped\n%s%s", err, wout.String(), werr.String())
+		// get -w: the one state, then it waits (until killed here); of a
+		// list and of one object (whose watch starts with a synthetic
+		// ADDED event kubectl does not print again).
+		watch := func(args ...string) string {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			w := exec.CommandContext(ctx, n.Bins.Kubectl, append([]string{"--kubeconfig", s.kubeconfig, "--cache-dir", t.TempDir()}, args...)...)
+			var wout, werr bytes.Buffer
+			w.Stdout, w.Stderr = &wout, &werr
+			err := w.Run()
+			if ctx.Err() == nil {
+				t.Errorf("kubectl %s ended by itself (%v): it should watch until stopped\n%s%s", strings.Join(args, " "), err, wout.String(), werr.String())
+			}
+			t.Logf("kubectl %s, stopped after 5 s:\n%s%s", strings.Join(args, " "), wout.String(), werr.String())
+			return wout.String()
 		}
-		if !hasRow(wout.String(), "target", "2") || !hasRow(wout.String(), "other", "1") {
-			t.Errorf("kubectl get -w printed:\n%s%s", wout.String(), werr.String())
+		if out := watch("get", "cm", "-n", "shop", "-w"); !hasRow(out, "target", "2") || !hasRow(out, "other", "1") || len(rows(out)) != 3 {
+			t.Errorf("kubectl get cm -w printed:\n%s", out)
+		}
+		if out := watch("get", "cm", "target", "-n", "shop", "-w"); !hasRow(out, "target", "2") || len(rows(out)) != 2 {
+			t.Errorf("kubectl get cm target -w printed:\n%s", out)
 		}
 		// Writes are refused, saying why.
 		for _, args := range [][]string{
@@ -411,7 +420,7 @@ func TestServeRealNodeKubectl(t *testing.T) {
 				t.Errorf("kubectl %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
 			}
 		}
-		ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		// (The widget as written would be "unchanged": apply sends nothing.)
 		changed := strings.Replace(serveWidget, "size: 3", "size: 4", 1)
 		out, errOut, err := kubenode.KubectlInput(ctx, n.Bins.Kubectl, s.kubeconfig, strings.NewReader(changed), "apply", "-f", "-")
