@@ -32,13 +32,21 @@
 //     nodes, services, replica sets, jobs and CSRs, and a CRD's
 //     selectableFields (any other field is a 400 naming those supported),
 //     limit and continue. A list's resourceVersion is the etcd revision of
-//     the version, an object's its mod revision;
+//     the version, an object's its mod revision. An object that does not
+//     read (a Secret encrypted with a key the version's
+//     EncryptionConfiguration lacks, or by KMS) is an error naming the
+//     provider and key when asked for by name, and is left out of lists
+//     with a Warning header kubectl prints; damage to the key index fails
+//     the request (`kubekeep verify --read-data` names it);
 //   - meta.k8s.io Tables when asked (kubectl get's output): NAME and AGE,
 //     the CRD's additionalPrinterColumns for custom resources (evaluated
 //     with client-go's jsonpath as the apiserver does; date columns as an
 //     age), and the common columns of pods (READY, STATUS, RESTARTS, IP,
-//     NODE), namespaces, configmaps, secrets, services, deployments,
-//     nodes, events and CRDs; rows carry PartialObjectMetadata by default
+//     NODE), namespaces, configmaps, secrets, service accounts, services,
+//     deployments, daemon sets, stateful sets, replica sets, jobs, cron
+//     jobs, PVCs, PVs, ingresses, leases, role bindings, nodes, events and
+//     CRDs (the apiserver's own printers live in k8s.io/kubernetes; these
+//     are written after them); rows carry PartialObjectMetadata by default
 //     (includeObject=Object or None as asked), which kubectl reads
 //     namespaces from. AGE is measured from now, not from the backup;
 //   - watch: a backup has one state. A watch from resourceVersion "" or "0"
