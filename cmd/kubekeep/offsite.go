@@ -296,14 +296,14 @@ func runOffsitePull(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 	if err != nil {
 		return err
 	}
-	// tiers.Pull reports no bytes as it goes (yet): a line when it ends,
-	// the tier's name while it runs at a terminal.
+	// A bar at a terminal (bytes pulled, rate, time left), a line
+	// otherwise.
 	rep, err := startProgress(g)
 	if err != nil {
 		return err
 	}
 	rep.Step("offsite pull " + t.Name)
-	res, err := tiers.Pull(ctx, t.Sealed, dst, t.Name)
+	res, err := tiers.PullWith(ctx, t.Sealed, dst, tiers.PullOptions{Tier: t.Name, Progress: tierProgress(rep)})
 	rep.Done()
 	if err != nil {
 		return err

@@ -149,7 +149,7 @@ func TestOffsiteSyncPullRestore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pull: %v\n%s", err, out)
 	}
-	if !regexp.MustCompile(`^offsite pull dr: done in \S+\n$`).MatchString(stderr) {
+	if !regexp.MustCompile(`^offsite pull dr: [\d.]+ (B|KiB|MiB) in \S+ \([\d.]+ [KMG]?i?B/s\)\n$`).MatchString(stderr) {
 		t.Errorf("pull's line on stderr: %q", stderr)
 	}
 	var pr struct{ Version string }
