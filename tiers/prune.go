@@ -243,6 +243,10 @@ func Prune(ctx context.Context, t *Tier, opts PruneOptions) (PruneResult, error)
 				if !ok || need[p] || local[backend.PackFile][p+".pack"] || local[backend.IndexFile][p+".idx"] {
 					continue
 				}
+				if _, indexed := held[backend.IndexFile][p+".idx"]; ft == backend.PackFile && indexed && !deleted[backend.Handle{Type: backend.IndexFile, Name: p + ".idx"}.String()] {
+					res.LockedSkipped++ // its index is still locked: the pack goes with it, later
+					continue
+				}
 				if _, err := remove(backend.Handle{Type: ft, Name: name}, size); err != nil {
 					return finish(err)
 				}
@@ -252,7 +256,7 @@ func Prune(ctx context.Context, t *Tier, opts PruneOptions) (PruneResult, error)
 	if cutoff > 0 {
 		for name, size := range held[backend.JournalFile] {
 			last, ok := segmentLast(name)
-			if !ok || last > uint64(cutoff) || local[backend.JournalFile][name] {
+			if !ok || last >= uint64(cutoff) || local[backend.JournalFile][name] {
 				continue
 			}
 			if _, err := remove(backend.Handle{Type: backend.JournalFile, Name: name}, size); err != nil {

@@ -325,3 +325,100 @@ func TestPruneOSSWorm(t *testing.T) {
 		t.Errorf("the pruned tier holds %v, want %v", got, w.versions[2:])
 	}
 }
+
+// commit writes a version whose stream is data, with the etcd meta given
+// and, for a journal version, a requirement of base's stream.
+func (w *world) commit(t *testing.T, data []byte, meta map[string]any, base string) string {
+	t.Helper()
+	unlock, err := w.store.Lock(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	vw, err := w.store.NewVersion(ctxT(t), rsyncish.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base != "" {
+		if err := vw.Require(rsyncish.Requirement{Version: base, Stream: "etcd/snapshot.db"}); err != nil {
+			t.Fatal(err)
+		}
+	} else if _, err := vw.AddStream("etcd/snapshot.db", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := vw.SetMeta("etcd", meta); err != nil {
+		t.Fatal(err)
+	}
+	vi, err := vw.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.versions = append(w.versions, vi.ID)
+	w.blobs = append(w.blobs, data)
+	return vi.ID
+}
+
+// What kept versions need stays: keepLast 1 keeps the newest, a journal
+// version, and its base (an older full version the policy alone would
+// drop) with the base's packs; the delta segments below the base's
+// snapshot revision go, those above it (the journal version's replay and
+// after) stay, as the local prune trims.
+func TestPruneKeepsBasesAndJournal(t *testing.T) {
+	w := newWorld(t, localTier(t))
+	data := func(b byte) []byte { return bytes.Repeat([]byte{b}, 1<<20) }
+	old := w.commit(t, data('a'), map[string]any{"revision": 100, "source": "snapshot"}, "")
+	base := w.commit(t, data('b'), map[string]any{"revision": 200, "source": "snapshot"}, "")
+	jv := w.commit(t, nil, map[string]any{"revision": 260, "source": "journal", "base": base, "baseRevision": 200}, base)
+	j, err := w.store.Journal("etcd-deltas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs := [][2]uint64{{50, 99}, {101, 150}, {151, 199}, {200, 230}, {231, 260}, {261, 270}}
+	for _, s := range segs {
+		if err := j.Append([]byte("deltas"), s[0], s[1], time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.sync(t, w.master)
+	// The store moves on: the old version and the segments below the
+	// base's revision go locally too.
+	unlock, err := w.store.Lock(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.store.Prune(ctxT(t), rsyncish.RetentionPolicy{KeepLast: 1, Needs: func(v rsyncish.VersionInfo) []string {
+		if v.ID == jv {
+			return []string{base}
+		}
+		return nil
+	}}, false); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if _, err := j.Trim(200); err != nil {
+		t.Fatal(err)
+	}
+	tier := &tiers.Tier{Name: "dr", Remote: w.inner, Sealed: w.master, Catalogue: w.cat}
+	res, err := tiers.Prune(ctxT(t), tier, tiers.PruneOptions{Tier: "dr", Retention: config.OffsiteRetention{KeepLast: 1}, Store: w.src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Deleted, []string{old}) || res.VersionsKept != 2 {
+		t.Fatalf("prune: %+v, want only %s deleted, %s kept as the base of %s", res, old, base, jv)
+	}
+	var left []string
+	w.restorer(t).List(ctxT(t), backend.JournalFile, func(fi backend.FileInfo) error {
+		if strings.HasSuffix(fi.Name, ".seg") {
+			left = append(left, fi.Name[len("etcd-deltas/"):len("etcd-deltas/")+41])
+		}
+		return nil
+	})
+	slices.Sort(left)
+	want := []string{"00000000000000000200-00000000000000000230", "00000000000000000231-00000000000000000260", "00000000000000000261-00000000000000000270"}
+	if !slices.Equal(left, want) {
+		t.Errorf("segments left in the tier: %v, want %v (those below revision 200 gone)", left, want)
+	}
+	if got := w.pullVersions(t, map[string][]byte{base: w.blobs[1]}); !slices.Equal(got, []string{base, jv}) {
+		t.Errorf("tier holds %v, want %v", got, []string{base, jv})
+	}
+}

@@ -60,7 +60,7 @@
 // pruned in the refs file, so Sync does not upload it again while the
 // store still has it), their drill marks, then the pack indexes and packs
 // no remaining version needs (index before pack), then the etcd delta
-// segments at or below the lowest snapshot revision of the remaining
+// segments wholly below the lowest snapshot revision of the remaining
 // versions (what the local prune trims too). Nothing else the store still
 // holds is deleted: the next sync would upload it again, and versions not
 // uploaded yet may need it. A config.json or the tier key is never
