@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -303,6 +304,45 @@ func TestMonitoringAgainstRealAgent(t *testing.T) {
 			t.Errorf("rule %s: health %q, %s", r.Name, r.Health, r.LastError)
 		}
 	}
+
+	// On this agent exactly one alert is active: the down tier's lag
+	// (+Inf: it holds nothing), pending for its 5 minutes; the healthy
+	// tier, the backups, the drill, etcd and the disk raise none.
+	var active []string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		active = prom.alerts(t)
+		if len(active) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if want := "KubekeepOffsiteLag tier=down pending"; strings.Join(active, "; ") != want {
+		t.Errorf("active alerts: %q, want %q", active, want)
+	}
+}
+
+// alerts are the active (pending or firing) alerts: "NAME tier=T STATE",
+// the tier only when the alert has one.
+func (p *prometheus) alerts(t *testing.T) []string {
+	t.Helper()
+	var d struct {
+		Alerts []struct {
+			Labels map[string]string `json:"labels"`
+			State  string            `json:"state"`
+		} `json:"alerts"`
+	}
+	if err := p.get("/api/v1/alerts", &d); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range d.Alerts {
+		s := a.Labels["alertname"]
+		if tier, ok := a.Labels["tier"]; ok {
+			s += " tier=" + tier
+		}
+		out = append(out, s+" "+a.State)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // selectors finds the vector selectors of an alert's expression.
