@@ -422,3 +422,35 @@ func TestPruneKeepsBasesAndJournal(t *testing.T) {
 		t.Errorf("tier holds %v, want %v", got, []string{base, jv})
 	}
 }
+
+// A prune waits for a running sync of the tier (and gives up after
+// LockWait, saying why, having deleted nothing), so it never deletes what
+// the sync skipped as uploaded.
+func TestPruneWaitsForSync(t *testing.T) {
+	w := newWorld(t, localTier(t))
+	w.backup(t, 4<<20, 0)
+	w.sync(t, w.master)
+	w.backup(t, 4<<20, 2<<20)
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	var once sync.Once
+	go func() {
+		_, err := tiers.Sync(ctxT(t), w.src, w.master, w.cat, tiers.SyncOptions{Tier: "dr", Bandwidth: 2 << 20,
+			Progress: func(tiers.Progress) { once.Do(func() { close(started) }) }})
+		done <- err
+	}()
+	<-started
+	tier := &tiers.Tier{Name: "dr", Remote: w.inner, Sealed: w.master, Catalogue: w.cat}
+	opts := tiers.PruneOptions{Tier: "dr", Retention: config.OffsiteRetention{KeepLast: 1}, Store: w.src, LockWait: 200 * time.Millisecond}
+	res, err := tiers.Prune(ctxT(t), tier, opts)
+	if err == nil || !strings.Contains(err.Error(), "a sync of the tier is running") || res.ObjectsDeleted != 0 {
+		t.Fatalf("prune during a sync: %+v %v, want it to wait and give up", res, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	opts.LockWait = 0
+	if res, err := tiers.Prune(ctxT(t), tier, opts); err != nil || res.VersionsDeleted != 1 {
+		t.Fatalf("prune after the sync: %+v %v", res, err)
+	}
+}
