@@ -40,6 +40,9 @@ type Offsite struct {
 // OffsiteRetention is how many versions a tier keeps (its own, apart from
 // the local store's): the newest keepLast, and the newest of each of the
 // last keepDaily days, keepWeekly weeks and keepMonthly months (UTC).
+// kubekeep offsite prune applies it (tiers.Prune), with the newest
+// version holding a drill mark and whatever a kept version needs kept
+// too; all zero (the default) keeps everything: prune refuses to run.
 type OffsiteRetention struct {
 	KeepLast    int `yaml:"keepLast"`
 	KeepDaily   int `yaml:"keepDaily"`
