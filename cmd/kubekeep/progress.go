@@ -38,7 +38,8 @@ func startProgress(g *globalOptions) (progress.Reporter, error) {
 // --yes, a refusal naming --yes. Not going on exits 2.
 func confirm(cmd *cobra.Command, g *globalOptions, yes bool, what string, summary []string, expect string) error {
 	var in io.Reader = cmd.InOrStdin()
-	err := progress.Confirm(progress.ConfirmOptions{Yes: yes, What: what, Summary: summary, In: in, Out: g.stderr, Expect: expect})
+	err := progress.Confirm(progress.ConfirmOptions{Yes: yes, What: what, Summary: summary, In: in, Out: g.stderr, Expect: expect,
+		Context: cmd.Context()})
 	if errors.Is(err, progress.ErrNotConfirmed) {
 		return &exitError{code: 2, msg: err.Error()}
 	}

@@ -269,6 +269,19 @@ func TestRestorePromptInTerminal(t *testing.T) {
 	}
 	t.Logf("answered n:\n%s", strings.TrimRight(pane, "\n"))
 
+	// Ctrl-C at the question ends the command (it is not left waiting
+	// for a line), nothing changed.
+	capture, send = tmuxSession(t, shellLine(bin, args...))
+	waitPane(t, capture, prompt, 20*time.Millisecond)
+	send("C-c")
+	pane = waitPane(t, capture, exitRe, 20*time.Millisecond)
+	if m := exitRe.FindStringSubmatch(pane); m[1] != "2" || !strings.Contains(pane, "nothing changed") {
+		t.Fatalf("Ctrl-C at the question: want exit 2 and nothing changed:\n%s", pane)
+	}
+	if b, _ := os.ReadFile(ca); string(b) != "edited by hand" {
+		t.Fatalf("Ctrl-C, yet ca.crt changed: %q", b)
+	}
+
 	capture, send = tmuxSession(t, shellLine(bin, args...))
 	waitPane(t, capture, prompt, 20*time.Millisecond)
 	send("y", "Enter")

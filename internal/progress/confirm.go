@@ -2,6 +2,7 @@ package progress
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,10 @@ type ConfirmOptions struct {
 	// OpenTTY opens the terminal to read from when In is not one; nil:
 	// /dev/tty.
 	OpenTTY func() (io.ReadCloser, error)
+	// Context ends the wait for an answer (Ctrl-C: the CLI's context is
+	// cancelled on SIGINT, which then no longer kills the process); nil:
+	// wait for the answer.
+	Context context.Context
 }
 
 // Confirm shows the summary and asks "Proceed? [y/N]" (or for Expect),
@@ -56,8 +61,9 @@ func Confirm(o ConfirmOptions) error {
 	} else {
 		fmt.Fprint(out, "Proceed? [y/N] ")
 	}
-	line, err := bufio.NewReader(in).ReadString('\n')
+	line, err := readLine(o.Context, in)
 	if err != nil && line == "" {
+		fmt.Fprintln(out)
 		return fmt.Errorf("%w: no answer read (%v): nothing changed", ErrNotConfirmed, err)
 	}
 	ans := strings.TrimSpace(line)
@@ -71,6 +77,28 @@ func Confirm(o ConfirmOptions) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s: nothing changed", ErrNotConfirmed, o.What)
+}
+
+// readLine reads one line from in, or gives up when ctx ends.
+func readLine(ctx context.Context, in io.Reader) (string, error) {
+	if ctx == nil {
+		return bufio.NewReader(in).ReadString('\n')
+	}
+	type answer struct {
+		line string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		l, err := bufio.NewReader(in).ReadString('\n')
+		ch <- answer{l, err}
+	}()
+	select {
+	case a := <-ch:
+		return a.line, a.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 }
 
 // terminal is where the answer is read from, or nil when no person can be
