@@ -55,7 +55,12 @@
 //     list) gets nothing; one from an older revision 410 Expired. The
 //     stream then stays open until the client leaves, timeoutSeconds pass
 //     or the Server is closed;
-//   - every write (POST, PUT, PATCH, DELETE) is 405 MethodNotAllowed with
+//   - the reviews kubectl posts to ask what it may do and who it is
+//     (SelfSubjectAccessReview, SelfSubjectRulesReview, SelfSubjectReview;
+//     JSON or protobuf, which kubectl's typed clients send) get the truth:
+//     get, list and watch of everything, nothing else, as
+//     kubekeep-serve-client;
+//   - every other write (POST, PUT, PATCH, DELETE) is 405 MethodNotAllowed with
 //     a Status saying this is a read-only backup and how to put an object
 //     back; pods/log, exec and other subresources but status are 404
 //     saying a backup has no containers.

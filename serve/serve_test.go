@@ -588,3 +588,45 @@ func TestServeUnreadableObject(t *testing.T) {
 		}
 	}
 }
+
+// TestServeReviews: `kubectl auth can-i` and `auth whoami` post reviews,
+// which create nothing: they get the truth (get, list and watch, nothing
+// else) instead of the 405 of a write.
+func TestServeReviews(t *testing.T) {
+	f := newFixture(t)
+	post := func(path, body string) (int, map[string]any) {
+		t.Helper()
+		resp, err := f.client.Post(f.url+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	for verb, allowed := range map[string]bool{"get": true, "list": true, "watch": true, "delete": false, "create": false, "patch": false} {
+		code, m := post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+			`{"kind":"SelfSubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"resourceAttributes":{"namespace":"shop","verb":"`+verb+`","resource":"configmaps"}}}`)
+		st, _ := m["status"].(map[string]any)
+		if code != 201 || st["allowed"] != allowed || m["kind"] != "SelfSubjectAccessReview" {
+			t.Errorf("can-i %s: %d %v", verb, code, m)
+		}
+	}
+	code, m := post("/apis/authentication.k8s.io/v1/selfsubjectreviews", `{"kind":"SelfSubjectReview","apiVersion":"authentication.k8s.io/v1"}`)
+	if code != 201 || str(m, "status", "userInfo", "username") != "kubekeep-serve-client" {
+		t.Errorf("whoami: %d %v", code, m)
+	}
+	if code, _ := post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", `not json`); code != 400 {
+		t.Errorf("a review that is not JSON: %d", code)
+	}
+	// Without the client certificate, no answer.
+	resp, err := f.anon.Post(f.url+"/apis/authentication.k8s.io/v1/selfsubjectreviews", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Errorf("whoami without the certificate: %d", resp.StatusCode)
+	}
+}

@@ -213,6 +213,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			message: "Unauthorized: kubekeep serve answers only clients with the certificate of the kubeconfig it wrote (--kubeconfig-out); the API shows decrypted Secrets"})
 		return
 	}
+	if s.serveReview(rec, r) {
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		writeStatus(rec, &statusError{code: http.StatusMethodNotAllowed, reason: "MethodNotAllowed", message: s.readOnlyMessage()})
 		return

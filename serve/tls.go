@@ -93,7 +93,7 @@ func NewCredentials(hosts []string) (*Credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	cliDER, cliKey, err := leaf("kubekeep-serve-client", x509.ExtKeyUsageClientAuth, nil)
+	cliDER, cliKey, err := leaf(clientUser, x509.ExtKeyUsageClientAuth, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -368,6 +368,15 @@ func TestServeRealNodeKubectl(t *testing.T) {
 		if out = kc("api-resources", "--api-group", "example.com"); !hasRow(out, "widgets", "wd", "example.com/v1", "true", "Widget") {
 			t.Errorf("api-resources --api-group example.com:\n%s", out)
 		}
+		if out = kc("auth", "can-i", "list", "secrets", "-A"); strings.TrimSpace(out) != "yes" {
+			t.Errorf("auth can-i list secrets -A: %q", out)
+		}
+		if out, _, err := s.kubectl(t, n.Bins.Kubectl, "auth", "can-i", "delete", "cm", "-n", "shop"); err == nil || !strings.HasPrefix(out, "no - kubekeep serve is a read-only view of backup") {
+			t.Errorf("auth can-i delete cm: %v %q", err, out)
+		}
+		if out = kc("auth", "whoami"); !strings.Contains(out, "kubekeep-serve-client") {
+			t.Errorf("auth whoami:\n%s", out)
+		}
 		if out = kc("version"); !strings.Contains(out, "Server Version: "+kubenode.KubernetesVersion+"+kubekeep") {
 			t.Errorf("kubectl version:\n%s", out)
 		}
