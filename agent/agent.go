@@ -332,6 +332,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.stMu.Unlock()
 	a.m.deltaGaps.Add(float64(prev.Etcd.DeltaGaps))
 	a.loadDeltaTail()
+	a.resumeDeltaChain(cfg)
 	a.rediscover(cfg)
 	a.refreshStoreStats()
 

@@ -553,6 +553,9 @@ func TestScheduleIntervalIsStrict(t *testing.T) {
 	var runs []time.Time
 	waitFor(t, 30*time.Second, "the backup schedule", func() bool {
 		j := a.job(JobBackup)
+		if j == nil { // the agent has started, its jobs not yet
+			return false
+		}
 		a.jobsMu.Lock()
 		defer a.jobsMu.Unlock()
 		if j.gjob == nil {
