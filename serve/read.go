@@ -39,18 +39,20 @@ func (s *Server) content(res *resource, obj *objects.Object) map[string]any {
 	return c
 }
 
-func (s *Server) readError(res *resource, name string, err error) *statusError {
+// readError is a 404 Status for an object not in the backup, err itself
+// (a 500, or the fallback's cue) otherwise.
+func (s *Server) readError(res *resource, name string, err error) error {
 	var nf *objects.NotFoundError
 	if errors.As(err, &nf) {
 		return &statusError{code: http.StatusNotFound, reason: "NotFound",
 			message: fmt.Sprintf("%s %q not found in backup %s", res.groupResource(), name, s.cfg.Version),
 			details: map[string]any{"name": name, "group": res.group, "kind": res.plural}}
 	}
-	return &statusError{code: http.StatusInternalServerError, reason: "InternalError", message: err.Error()}
+	return err
 }
 
 func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, res *resource, ns, name string) error {
-	obj, err := s.cfg.Reader.Get(objects.Ref{Group: res.group, Resource: res.plural, Namespace: ns, Name: name})
+	obj, err := s.reader().Get(objects.Ref{Group: res.group, Resource: res.plural, Namespace: ns, Name: name})
 	if err != nil {
 		return s.readError(res, name, err)
 	}
@@ -166,7 +168,7 @@ func (sel *selector) matches(obj map[string]any) bool {
 func (s *Server) listObjects(w http.ResponseWriter, res *resource, ns string, sel *selector) ([]map[string]any, error) {
 	// A name given exactly needs one read, not the whole list.
 	if name, ok := sel.fields.RequiresExactMatch("metadata.name"); ok && (ns != "" || !res.namespaced) {
-		obj, err := s.cfg.Reader.Get(objects.Ref{Group: res.group, Resource: res.plural, Namespace: ns, Name: name})
+		obj, err := s.reader().Get(objects.Ref{Group: res.group, Resource: res.plural, Namespace: ns, Name: name})
 		var nf *objects.NotFoundError
 		if errors.As(err, &nf) {
 			return nil, nil
@@ -180,14 +182,14 @@ func (s *Server) listObjects(w http.ResponseWriter, res *resource, ns string, se
 		}
 		return []map[string]any{c}, nil
 	}
-	items, err := s.cfg.Reader.Items(res.filter(ns))
+	items, err := s.reader().Items(res.filter(ns))
 	if err != nil {
 		return nil, err
 	}
 	out := make([]map[string]any, 0, len(items))
 	skipped := 0
 	for _, it := range items {
-		obj, err := s.cfg.Reader.GetKey(it.Key)
+		obj, err := s.reader().GetKey(it.Key)
 		if errors.Is(err, etcdsnap.ErrKeyIndex) {
 			return nil, fmt.Errorf("read %s: %w", it.Key, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/objects"
 )
 
@@ -35,6 +36,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock of Table AGE columns; nil: time.Now.
 	Now func() time.Time
+	// Fallback, when set, opens the same state without the key index
+	// (the materialised snapshot). A read that finds the index damaged
+	// (etcdsnap.ErrKeyIndex) calls it once and is retried on what it
+	// returns, and every later read goes there: the index only speeds
+	// reads up, the snapshot is the truth. The caller closes what it
+	// returned, after the Server.
+	Fallback func() (objects.Reader, error)
 }
 
 // Server answers the Kubernetes API read-only from one version. Its
@@ -52,6 +60,39 @@ type Server struct {
 
 	done      chan struct{}
 	closeOnce sync.Once
+
+	mu       sync.RWMutex
+	rd       objects.Reader
+	fellBack bool
+}
+
+func (s *Server) reader() objects.Reader {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rd
+}
+
+// fallBack switches to Config.Fallback's reader after err, when err is
+// damage to the key index and there is a fallback not yet taken; it
+// reports whether the read should be tried again.
+func (s *Server) fallBack(err error) bool {
+	if !errors.Is(err, etcdsnap.ErrKeyIndex) || s.cfg.Fallback == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fellBack {
+		return s.rd != s.cfg.Reader
+	}
+	s.fellBack = true
+	s.cfg.Logger.Warn("the version's etcd key index is damaged; reading the whole snapshot instead (verify --read-data names the damage)", "version", s.cfg.Version, "err", err)
+	rd, ferr := s.cfg.Fallback()
+	if ferr != nil {
+		s.cfg.Logger.Error("reading the whole snapshot failed", "version", s.cfg.Version, "err", ferr)
+		return false
+	}
+	s.rd = rd
+	return true
 }
 
 // New reads the CRDs in the snapshot and builds the discovery documents.
@@ -66,12 +107,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, rev: cfg.Reader.Revision(), byPath: map[string]*resource{}, done: make(chan struct{})}
+	s := &Server{cfg: cfg, rev: cfg.Reader.Revision(), byPath: map[string]*resource{}, done: make(chan struct{}), rd: cfg.Reader}
 	rs, err := builtinResources()
 	if err != nil {
 		return nil, err
 	}
-	crds, problems, err := crdResources(cfg.Reader)
+	crds, problems, err := crdResources(s.reader())
+	if err != nil && s.fallBack(err) {
+		crds, problems, err = crdResources(s.reader())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +165,7 @@ func (s *Server) versionInfo() map[string]string {
 		"buildDate": "", "goVersion": runtime.Version(), "compiler": runtime.Compiler,
 		"platform": runtime.GOOS + "/" + runtime.GOARCH,
 	}
-	obj, err := s.cfg.Reader.Get(objects.Ref{Resource: "configmaps", Namespace: "kube-system", Name: "kubeadm-config"})
+	obj, err := s.reader().Get(objects.Ref{Resource: "configmaps", Namespace: "kube-system", Name: "kubeadm-config"})
 	if err != nil {
 		return v
 	}
@@ -220,7 +264,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(rec, &statusError{code: http.StatusMethodNotAllowed, reason: "MethodNotAllowed", message: s.readOnlyMessage()})
 		return
 	}
-	if err := s.route(rec, r); err != nil {
+	err := s.route(rec, r)
+	if err != nil && rec.code == 0 && s.fallBack(err) {
+		rec.Header().Del("Warning")
+		err = s.route(rec, r)
+	}
+	if err != nil {
 		var se *statusError
 		if !errors.As(err, &se) {
 			se = &statusError{code: http.StatusInternalServerError, reason: "InternalError", message: err.Error()}

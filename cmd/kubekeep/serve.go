@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kubekeep/kubekeep/objects"
 	"github.com/kubekeep/kubekeep/serve"
 )
 
@@ -75,7 +76,23 @@ func runServe(ctx context.Context, g *globalOptions, o *serveOptions, _ []string
 	if o.at != "" {
 		label, hint = fmt.Sprintf("%s at %s", vs.id, o.at), "kubekeep get RESOURCE/NAMESPACE/NAME --at "+o.at
 	}
-	srv, err := serve.New(serve.Config{Reader: vs.snap, Version: label, GetHint: hint, Logger: g.logger})
+	// A key index found damaged while serving: the whole snapshot, as
+	// withIndexFallback does for get (opened once, closed at exit).
+	var whole *versionSnapshot
+	defer func() {
+		if whole != nil {
+			whole.Close()
+		}
+	}()
+	fallback := func() (objects.Reader, error) {
+		w, err := openVersionState(ctx, g, o.version, o.at, o.encConfig, true, nil)
+		if err != nil {
+			return nil, err
+		}
+		whole = w
+		return w.snap, nil
+	}
+	srv, err := serve.New(serve.Config{Reader: vs.snap, Version: label, GetHint: hint, Logger: g.logger, Fallback: fallback})
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/internal/kubenode"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
+	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
 // serving is a `kubekeep serve` running in the test process.
@@ -614,33 +615,8 @@ func TestServeProcess(t *testing.T) {
 	if fi, err := os.Stat(kubeconfig); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("kubeconfig: %v %v", fi.Mode(), err)
 	}
-	// The kubeconfig's own credentials, read as kubectl reads them.
-	b, _ := os.ReadFile(kubeconfig)
-	var kc struct {
-		Clusters []struct {
-			Cluster struct {
-				Server string `json:"server"`
-				CA     []byte `json:"certificate-authority-data"`
-			} `json:"cluster"`
-		} `json:"clusters"`
-		Users []struct {
-			User struct {
-				Cert []byte `json:"client-certificate-data"`
-				Key  []byte `json:"client-key-data"`
-			} `json:"user"`
-		} `json:"users"`
-	}
-	if err := yaml.Unmarshal(b, &kc); err != nil || len(kc.Clusters) != 1 || len(kc.Users) != 1 {
-		t.Fatalf("kubeconfig: %v\n%s", err, b)
-	}
-	cert, err := tls.X509KeyPair(kc.Users[0].User.Cert, kc.Users[0].User.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(kc.Clusters[0].Cluster.CA)
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
-	resp, err := client.Get(kc.Clusters[0].Cluster.Server + "/api/v1/namespaces/shop/secrets/db-password")
+	client, server := kubeconfigClient(t, kubeconfig)
+	resp, err := client.Get(server + "/api/v1/namespaces/shop/secrets/db-password")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -674,5 +650,100 @@ func TestServeProcess(t *testing.T) {
 		if strings.Contains(log, secret) {
 			t.Errorf("the log holds %q:\n%s", secret, log)
 		}
+	}
+}
+
+// kubeconfigClient is an HTTP client with the kubeconfig's own
+// credentials, read as kubectl reads them, and its server URL.
+func kubeconfigClient(t *testing.T, kubeconfig string) (*http.Client, string) {
+	t.Helper()
+	b, _ := os.ReadFile(kubeconfig)
+	var kc struct {
+		Clusters []struct {
+			Cluster struct {
+				Server string `json:"server"`
+				CA     []byte `json:"certificate-authority-data"`
+			} `json:"cluster"`
+		} `json:"clusters"`
+		Users []struct {
+			User struct {
+				Cert []byte `json:"client-certificate-data"`
+				Key  []byte `json:"client-key-data"`
+			} `json:"user"`
+		} `json:"users"`
+	}
+	if err := yaml.Unmarshal(b, &kc); err != nil || len(kc.Clusters) != 1 || len(kc.Users) != 1 {
+		t.Fatalf("kubeconfig: %v\n%s", err, b)
+	}
+	cert, err := tls.X509KeyPair(kc.Users[0].User.Cert, kc.Users[0].User.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(kc.Clusters[0].Cluster.CA)
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}, kc.Clusters[0].Cluster.Server
+}
+
+// TestServeDamagedKeyIndexFallsBack: a version whose key index is damaged
+// serves anyway: the first read that meets the damage switches the server
+// to the whole snapshot, with a warning, as get does, and is answered
+// from there. Before, every read reaching the damaged block was a 500
+// ("damaged key index: block at offset 8: checksum mismatch").
+func TestServeDamagedKeyIndexFallsBack(t *testing.T) {
+	f := newObjectsFixture(t)
+	read := func(name string) []byte {
+		rc, _, err := f.store.OpenStream(f.v1.ID, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	snap, idx := read(backup.EtcdSnapshotStream), read(backup.EtcdKeyIndexStream)
+	idx[20] ^= 0xff // the first block
+	unlock, err := f.store.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := f.store.NewVersion(context.Background(), rsyncish.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{backup.EtcdSnapshotStream: snap, backup.EtcdKeyIndexStream: idx} {
+		if _, err := w.AddStream(name, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.SetMeta(backup.MetaEtcd, backup.VersionEtcd(f.v1)); err != nil {
+		t.Fatal(err)
+	}
+	vi, err := w.Commit()
+	unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	globals := []string{"--root", f.root, "--store", f.dir, "--allow-same-filesystem", "--log-format", "json", "--log-level", "info"}
+	s := startServe(t, globals, "--version", vi.ID)
+	client, server := kubeconfigClient(t, s.kubeconfig)
+	for path, want := range map[string]string{
+		"/api/v1/namespaces/shop/configmaps/target": `"name":"target"`,
+		"/api/v1/namespaces/shop/configmaps":        `"name":"cm-399"`,
+	} {
+		resp, err := client.Get(server + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
+			t.Errorf("GET %s: %d %.300s", path, resp.StatusCode, b)
+		}
+	}
+	if !strings.Contains(s.stderr.String(), "key index is damaged") {
+		t.Errorf("no warning about the damaged index:\n%s", s.stderr)
 	}
 }
