@@ -36,8 +36,11 @@
 //     read (a Secret encrypted with a key the version's
 //     EncryptionConfiguration lacks, or by KMS) is an error naming the
 //     provider and key when asked for by name, and is left out of lists
-//     with a Warning header kubectl prints; damage to the key index fails
-//     the request (`kubekeep verify --read-data` names it);
+//     with a Warning header kubectl prints. Damage to the key index
+//     (etcdsnap.ErrKeyIndex) switches the Server, once, to
+//     Config.Fallback's reader (the materialised snapshot, which
+//     `kubekeep serve` opens then) and the read is answered from there;
+//     without a Fallback it is a 500;
 //   - meta.k8s.io Tables when asked (kubectl get's output): NAME and AGE,
 //     the CRD's additionalPrinterColumns for custom resources (evaluated
 //     with client-go's jsonpath as the apiserver does; date columns as an
