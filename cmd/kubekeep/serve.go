@@ -131,7 +131,9 @@ func runServe(ctx context.Context, g *globalOptions, o *serveOptions, _ []string
 	if err := serve.WriteKubeconfig(path, data); err != nil {
 		return fmt.Errorf("--kubeconfig-out: %w", err)
 	}
-	if ip := net.ParseIP(urlHost); ip == nil || !ip.IsLoopback() {
+	// What the listen address lets in, not what the kubeconfig names: ""
+	// and 0.0.0.0 are every interface.
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		g.logger.Warn("serving beyond loopback: whoever holds the kubeconfig reads every object of the backup, Secrets decrypted", "listen", o.listen)
 	}
 	g.logger.Info("serving", "version", vs.id, "at", o.at, "revision", srv.Revision(), "url", url, "kubeconfig", path,
