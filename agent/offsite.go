@@ -85,8 +85,8 @@ type offsiteTier struct {
 	// seconds); it is opened again when the tier's config changed or a
 	// sync failed (credentials rotated, the server replaced).
 	open   *openedTier
-	opens  int // times opened (tests)
-	closed bool
+	opens  int  // times opened (tests)
+	closer bool // the goroutine closing it at the agent's stop runs
 	// reconcileEvery (default defaultOffsiteReconcile) is how often a
 	// full sync first lists the tier; the first full sync after the agent
 	// starts does, so what the tier lost while the agent was down is
@@ -130,8 +130,8 @@ func (t *offsiteTier) opened(ctx context.Context, a *Agent, tc config.Offsite) (
 	}
 	t.open = &openedTier{tr: tr, close: closeTier, cfg: tc}
 	t.opens++
-	if !t.closed && a.jobCtx != nil {
-		t.closed = true // one closer per tier, when the agent stops
+	if !t.closer && a.jobCtx != nil {
+		t.closer = true // one closer per tier, when the agent stops
 		go func() {
 			<-a.jobCtx.Done()
 			t.mu.Lock()
