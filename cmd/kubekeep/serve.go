@@ -67,6 +67,10 @@ func runServe(ctx context.Context, g *globalOptions, o *serveOptions, _ []string
 	if err != nil {
 		return &exitError{code: 2, msg: fmt.Sprintf("--listen %q: want HOST:PORT, like 127.0.0.1:8443: %v", o.listen, err)}
 	}
+	// From the start, so that an interrupt at any point still runs the
+	// deferred clean-up (the kubeconfig's temp dir holds the client key).
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	vs, err := openVersionState(ctx, g, o.version, o.at, o.encConfig, false, nil)
 	if err != nil {
 		return err
@@ -145,8 +149,6 @@ func runServe(ctx context.Context, g *globalOptions, o *serveOptions, _ []string
 	fmt.Fprintf(g.stderr, "Serving backup %s (etcd revision %d) read-only on %s\nkubeconfig: %s\n\n  kubectl --kubeconfig %s get pods -A\n\nStop with Ctrl-C.\n",
 		label, srv.Revision(), url, path, shellQuote(path))
 
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	return serve.Run(ctx, ln, srv, creds, g.logger)
 }
 
