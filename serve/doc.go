@@ -79,9 +79,13 @@
 // needs, which reads better in curl and kubectl than a TLS alert.
 // Requests are logged at debug level without bodies.
 //
-// Not served: OpenAPI (/openapi/v2, /openapi/v3: kubectl explain, and the
-// client-side validation of kubectl apply, which then fails before the
-// 405 unless --validate=false), other versions of a built-in group than
+// OpenAPI: /openapi/v2 is a document without paths or schemas, which
+// kubectl apply and create validate against (finding no schema, they
+// skip the check) before they send the write that gets the 405; with no
+// document at all they stop at "failed to download openapi" instead.
+// /openapi/v3 is not served, so kubectl explain finds nothing.
+//
+// Not served: other versions of a built-in group than
 // the one listed (objects are served as stored: the apiserver converts
 // through internal types that exist only in k8s.io/kubernetes), the
 // events.k8s.io view of events, aggregated APIs (metrics.k8s.io), and
