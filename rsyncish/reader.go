@@ -86,7 +86,7 @@ func (r *releaser) Close() error {
 
 // openEntry opens one entry of version id under the read lock, which the
 // returned reader holds until it is closed: a prune waits for it.
-func (s *Store) openEntry(id string, match func(*format.Entry) bool, what string) (rc io.ReadCloser, size int64, err error) {
+func (s *Store) openEntry(id, typ, path, what string) (rc io.ReadCloser, size int64, err error) {
 	release, err := s.readLock(context.Background())
 	if err != nil {
 		return nil, 0, err
@@ -96,43 +96,68 @@ func (s *Store) openEntry(id string, match func(*format.Entry) bool, what string
 			release()
 		}
 	}()
-	m, err := s.manifest(id)
+	e, err := s.findEntry(id, typ, path)
 	if err != nil {
 		return nil, 0, err
 	}
-	for i := range m.Entries {
-		e := &m.Entries[i]
-		if !match(e) {
-			continue
-		}
-		x, err := s.index()
-		if err != nil {
-			return nil, 0, err
-		}
-		br := newBlobReader(s, x)
-		if e.Size >= prefetchMinSize {
-			return s.countReads(newPrefetchReader(br, e.Extents, &releaser{c: br, done: release})), e.Size, nil
-		}
-		return s.countReads(&extentReader{br: br, own: true, exts: e.Extents, done: release}), e.Size, nil
+	if e == nil {
+		return nil, 0, fmt.Errorf("version %s has no %s: %w", id, what, ErrNotFound)
 	}
-	return nil, 0, fmt.Errorf("version %s has no %s: %w", id, what, ErrNotFound)
+	exts := make(format.Extents, e.n())
+	for i := range exts {
+		exts[i] = e.extent(i)
+	}
+	x, err := s.index()
+	if err != nil {
+		return nil, 0, err
+	}
+	br := newBlobReader(s, x)
+	if e.Size >= prefetchMinSize {
+		return s.countReads(newPrefetchReader(br, exts, &releaser{c: br, done: release})), e.Size, nil
+	}
+	return s.countReads(&extentReader{br: br, own: true, exts: exts, done: release}), e.Size, nil
+}
+
+// findEntry is the entry of type typ at path in version id's manifest, nil
+// when it has none. Only that entry's line is decoded (a version's
+// manifest can list a snapshot of gigabytes: reading one small file or a
+// base's stream map out of it must not decode every extent of every
+// entry); when the quick scan finds nothing, the whole manifest is decoded
+// to be sure (an entry the scan does not recognise, e.g. a name that is
+// not UTF-8).
+func (s *Store) findEntry(id, typ, path string) (*rawEntry, error) {
+	lm, err := s.lazyManifest(id)
+	if err != nil {
+		return nil, err
+	}
+	defer lm.close()
+	e, err := lm.entry(typ, path)
+	if err != nil || e != nil {
+		return e, err
+	}
+	m, err := s.manifest(id)
+	if err != nil {
+		return nil, err
+	}
+	for i := range m.Entries {
+		if fe := &m.Entries[i]; fe.Type == typ && fe.Path == path {
+			return rawOf(fe), nil
+		}
+	}
+	return nil, nil
 }
 
 // OpenStream opens a stored stream of version id. Reads fail (never return
 // wrong bytes) when a block does not match its hash.
 func (s *Store) OpenStream(id, name string) (io.ReadCloser, int64, error) {
-	return s.openEntry(id, func(e *format.Entry) bool {
-		return e.Type == format.TypeStream && e.Path == name
-	}, fmt.Sprintf("stream %q", name))
+	return s.openEntry(id, format.TypeStream, name, fmt.Sprintf("stream %q", name))
 }
 
 // OpenFile opens the content of one stored regular file of version id by
 // its host path (e.g. /etc/kubernetes/pki/ca.crt).
 func (s *Store) OpenFile(id, hostPath string) (io.ReadCloser, int64, error) {
 	hostPath = filepath.Clean(hostPath)
-	return s.openEntry(id, func(e *format.Entry) bool {
-		return e.Type == format.TypeFile && e.Path == hostPath
-	}, fmt.Sprintf("regular file %s", hostPath))
+	return s.openEntry(id, format.TypeFile, hostPath, fmt.Sprintf("regular file %s", hostPath))
 }
 
 // Entry is one stored item as callers see it.
