@@ -287,9 +287,8 @@ func TestOffsiteTierReload(t *testing.T) {
 		j := a.jobs[job]
 		return j != nil && j.gjob != nil && j.interval == time.Minute
 	}
-	if !scheduled() {
-		t.Fatal("the tier's sync job is not scheduled")
-	}
+	// start returns once the agent runs; its jobs follow a moment later.
+	waitFor(t, 10*time.Second, "the tier's sync job to be scheduled", scheduled)
 	if _, body := scrape(t, a, "/metrics"); metricValue(body, `kubekeep_offsite_lag_seconds{tier="dr"}`) != "+Inf" {
 		t.Errorf("lag of a tier that holds nothing yet: %q, want +Inf", metricValue(body, `kubekeep_offsite_lag_seconds{tier="dr"}`))
 	}
