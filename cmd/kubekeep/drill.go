@@ -52,7 +52,7 @@ journal never touched come from the base snapshot, checked by its sha256 and bbo
 			if err != nil {
 				return err
 			}
-			rep.Step("drill: restore the etcd snapshot into scratch, serve it, compare")
+			rep.Step("drill") // the snapshot restored into scratch, served, compared
 			rep.Bytes(restore.SnapshotBytes(s, version))
 			s.SetProgress(rep)
 			res, err := restore.Drill(cmd.Context(), s, version, g.logger)

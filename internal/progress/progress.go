@@ -218,7 +218,7 @@ func (r *reporter) newBar(total int64) *progressbar.ProgressBar {
 	return progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(lockedWriter{r}),
 		progressbar.OptionSetDescription(r.name),
-		progressbar.OptionSetWidth(30),
+		progressbar.OptionSetWidth(barWidth(r.w, r.name)),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionUseIECUnits(true),
 		progressbar.OptionShowBytes(true),
@@ -228,6 +228,20 @@ func (r *reporter) newBar(total int64) *progressbar.ProgressBar {
 		progressbar.OptionSetElapsedTime(true),
 		progressbar.OptionClearOnFinish(),
 	)
+}
+
+// barWidth fits the bar's line to the terminal (a wrapped line cannot be
+// redrawn in place): what is left of its width after the step's name and
+// the counts, between 10 and 30 cells.
+func barWidth(w io.Writer, name string) int {
+	cols := 120
+	if f, ok := w.(*os.File); ok {
+		if c, _, err := term.GetSize(int(f.Fd())); err == nil && c > 0 {
+			cols = c
+		}
+	}
+	// "NAME  45% |BAR| (123.4/256.0 MiB, 123 MiB/s) [12s:34s]"
+	return min(30, max(10, cols-len(name)-52))
 }
 
 // lockedWriter is what the bar and the summaries write through; Wrap's
