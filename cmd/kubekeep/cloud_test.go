@@ -209,3 +209,50 @@ func TestAgentCloudSnapshotJob(t *testing.T) {
 		t.Errorf("foreign snapshot %s was deleted", foreign)
 	}
 }
+
+// At a terminal (a tmux pane) cloud rollback shows its plan and asks for
+// the set id: another answer refuses (exit 2, the instance untouched),
+// the id rolls back.
+func TestCloudRollbackPromptInTerminal(t *testing.T) {
+	fake, url := cloudFake(t)
+	common := []string{"--config", "/dev/null", "--endpoint", url, "--metadata-url", url}
+	out, _, err := runKubekeep(t, "", append([]string{"cloud", "snapshot", "--skip-backup", "--wait", "-o", "json"}, common...)...)
+	if err != nil {
+		t.Fatalf("cloud snapshot: %v", err)
+	}
+	var made cloudSetJSON
+	if err := json.Unmarshal([]byte(out), &made); err != nil || made.ID == "" {
+		t.Fatalf("snapshot output %q: %v", out, err)
+	}
+	fake.SetDiskContent("d-clisys", "broken")
+	bin := buildCLI(t)
+	args := append([]string{"cloud", "rollback", "--set", made.ID, "--state-file", filepath.Join(t.TempDir(), "rb.json"), "--no-safety-snapshot", "--log-level", "error"}, common...)
+	question := regexp.MustCompile(`Type ` + made.ID + ` to proceed:`)
+
+	capture, send := tmuxSession(t, shellLine(bin, args...))
+	pane := waitPane(t, capture, question, 20*time.Millisecond)
+	if !strings.Contains(pane, "reset disk d-clisys") || !strings.Contains(pane, "overwrites its disks") {
+		t.Errorf("the plan is not shown before the question:\n%s", pane)
+	}
+	send("not-the-set", "Enter")
+	pane = waitPane(t, capture, exitRe, 20*time.Millisecond)
+	if m := exitRe.FindStringSubmatch(pane); m[1] != "2" || !strings.Contains(pane, "nothing changed") {
+		t.Fatalf("a wrong answer: want exit 2 and nothing changed:\n%s", pane)
+	}
+	if fake.Calls("StopInstance") != 0 || fake.DiskContent("d-clisys") != "broken" {
+		t.Fatal("a refused rollback touched the instance")
+	}
+
+	capture, send = tmuxSession(t, shellLine(bin, args...))
+	waitPane(t, capture, question, 20*time.Millisecond)
+	send(made.ID, "Enter")
+	pane = waitPane(t, capture, exitRe, 20*time.Millisecond)
+	if m := exitRe.FindStringSubmatch(pane); m[1] != "0" || !strings.Contains(pane, "rolled back to set "+made.ID) ||
+		!strings.Contains(pane, "rollback: stop instance i-clitest: done in") {
+		t.Fatalf("the set id typed: want the rollback done, a line per step:\n%s", pane)
+	}
+	if fake.DiskContent("d-clisys") != "before" || fake.InstanceStatus("i-clitest") != "Running" {
+		t.Fatalf("after the rollback: disk %q, instance %s", fake.DiskContent("d-clisys"), fake.InstanceStatus("i-clitest"))
+	}
+	t.Logf("typed the set id:\n%s", strings.TrimRight(pane, "\n"))
+}
