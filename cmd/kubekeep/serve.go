@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -120,11 +123,17 @@ func runServe(ctx context.Context, g *globalOptions, o *serveOptions, _ []string
 
 	path := o.kubeconfigOut
 	if path == "" {
-		dir, err := os.MkdirTemp("", "kubekeep-serve-")
+		removeDeadServeDirs(os.TempDir(), g.logger)
+		dir, err := os.MkdirTemp("", serveDirPrefix)
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
+		// Whose dir this is: a later serve removes it once this process
+		// is gone (killed, so the deferred removal never ran).
+		if err := os.WriteFile(filepath.Join(dir, servePIDFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+			return err
+		}
 		path = filepath.Join(dir, "kubeconfig")
 	}
 	name := "kubekeep-" + vs.id
@@ -157,4 +166,34 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+const (
+	serveDirPrefix = "kubekeep-serve-"
+	servePIDFile   = "pid"
+)
+
+// removeDeadServeDirs removes the kubeconfig dirs of serve processes that
+// are gone (kill -9 skips the deferred removal; the dir holds a client
+// key, useless once its server and throwaway CA are gone, but not to be
+// left lying around). A dir whose process lives, or that names none, is
+// left alone.
+func removeDeadServeDirs(tmp string, log *slog.Logger) {
+	dirs, _ := filepath.Glob(filepath.Join(tmp, serveDirPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, servePIDFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue // alive (or another user's)
+		}
+		if err := os.RemoveAll(d); err == nil {
+			log.Info("removed the kubeconfig dir a killed serve left", "dir", d, "pid", pid)
+		}
+	}
 }

@@ -747,3 +747,60 @@ func TestServeDamagedKeyIndexFallsBack(t *testing.T) {
 		t.Errorf("no warning about the damaged index:\n%s", s.stderr)
 	}
 }
+
+// A serve killed with -9 cannot remove its kubeconfig dir (it holds the
+// client key); the next serve does, once the killed one is gone, and
+// leaves a live one's dir alone.
+func TestServeKilledDirRemovedByNext(t *testing.T) {
+	bin := buildCLI(t)
+	root := testetcd.SandboxT(t)
+	srv := testetcd.StartT(t, root)
+	if _, err := srv.LoadCluster(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "store")
+	globals := []string{"--root", root.Dir, "--store", dir, "--allow-same-filesystem"}
+	if out, stderr, err := runCLILog(t, append(globals, "backup")...); err != nil {
+		t.Fatalf("backup: %v\n%s\n%s", err, out, stderr)
+	}
+	tmp := t.TempDir()
+	start := func() (*exec.Cmd, string) {
+		t.Helper()
+		cmd := exec.Command(bin, append(globals, "serve")...)
+		cmd.Env = append(os.Environ(), "KUBEKEEP_CONFIG=", "TMPDIR="+tmp)
+		stderr := &syncBuffer{}
+		cmd.Stderr = stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+			for _, l := range strings.Split(stderr.String(), "\n") {
+				if p, ok := strings.CutPrefix(l, "kubeconfig: "); ok {
+					return cmd, p
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no kubeconfig line in a minute:\n%s", stderr)
+			}
+		}
+	}
+	killed, kc1 := start()
+	_, kc2 := start() // stays running
+	if err := killed.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed.Wait()
+	if _, err := os.Stat(kc1); err != nil {
+		t.Fatalf("the killed serve's kubeconfig: %v (the test expects it left behind)", err)
+	}
+	_, kc3 := start()
+	if _, err := os.Stat(filepath.Dir(kc1)); !os.IsNotExist(err) {
+		t.Errorf("the killed serve's dir (with its client key) is still there after the next serve started: %v", err)
+	}
+	for _, kc := range []string{kc2, kc3} {
+		if _, err := os.Stat(kc); err != nil {
+			t.Errorf("a live serve's kubeconfig %s was removed: %v", kc, err)
+		}
+	}
+}
