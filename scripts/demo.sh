@@ -20,8 +20,9 @@ export KUBEKEEP_CONFIG=/dev/null   # never read a real host's config
 work=$(mktemp -d /tmp/kubekeep-demo.XXXXXX)
 root=$work/root
 store=$work/store
-sandbox_pid=
+sandbox_pid= serve_pid=
 cleanup() {
+  if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
   if [ -n "$sandbox_pid" ]; then kill "$sandbox_pid" 2>/dev/null || true; wait "$sandbox_pid" 2>/dev/null || true; fi
   if [ -z "${KEEP:-}" ]; then rm -rf "$work"; else echo "kept $work"; fi
 }
@@ -56,6 +57,37 @@ first=$("$KUBEKEEP" --store "$store" versions -o json | python3 -c 'import json,
 
 step "the deleted ConfigMap, as YAML from the first version (no apiserver needed)"
 kk get --version "$first" configmaps/shop/shop-settings -o yaml
+
+step "the first version as a read-only Kubernetes API: kubekeep serve (no etcd, no apiserver started)"
+"$KUBEKEEP" --store "$store" --log-level warn serve --version "$first" --kubeconfig-out "$work/serve.kubeconfig" 2> "$work/serve.log" &
+serve_pid=$!
+for _ in $(seq 1 100); do grep -q '^kubeconfig:' "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
+sed -n '1,2p' "$work/serve.log"
+if command -v kubectl >/dev/null; then
+  echo "\$ kubectl --kubeconfig $work/serve.kubeconfig get configmaps -n shop"
+  kubectl --kubeconfig "$work/serve.kubeconfig" get configmaps -n shop
+  echo "\$ kubectl --kubeconfig $work/serve.kubeconfig delete configmap -n shop shop-settings"
+  kubectl --kubeconfig "$work/serve.kubeconfig" delete configmap -n shop shop-settings 2>&1 | cut -c1-150 || true
+else
+  # No kubectl on this machine: the same request kubectl makes, with the
+  # kubeconfig's CA and client certificate.
+  python3 - "$work/serve.kubeconfig" "$work" <<'PY'
+import base64, re, sys
+kc, d = open(sys.argv[1]).read(), sys.argv[2]
+for field, name in (("certificate-authority-data", "ca.crt"), ("client-certificate-data", "client.crt"), ("client-key-data", "client.key")):
+    open(f"{d}/serve-{name}", "wb").write(base64.b64decode(re.search(field + r":\s*(\S+)", kc).group(1)))
+print(re.search(r"server:\s*(\S+)", kc).group(1), file=open(f"{d}/serve-url", "w"))
+PY
+  url=$(cat "$work/serve-url")
+  echo "\$ curl --cacert ca.crt --cert client.crt --key client.key $url/api/v1/namespaces/shop/configmaps  (no kubectl here)"
+  curl -sS --cacert "$work/serve-ca.crt" --cert "$work/serve-client.crt" --key "$work/serve-client.key" \
+    "$url/api/v1/namespaces/shop/configmaps" | python3 -c 'import json,sys; l=json.load(sys.stdin); print(l["kind"], "at resourceVersion", l["metadata"]["resourceVersion"] + ":", ", ".join(i["metadata"]["name"] for i in l["items"]))'
+  echo "\$ curl ... -X DELETE $url/api/v1/namespaces/shop/configmaps/shop-settings"
+  curl -sS --cacert "$work/serve-ca.crt" --cert "$work/serve-client.crt" --key "$work/serve-client.key" -X DELETE \
+    "$url/api/v1/namespaces/shop/configmaps/shop-settings" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["code"], s["reason"] + ":", s["message"][:100])'
+  rm -f "$work"/serve-*.crt "$work"/serve-*.key
+fi
+kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; serve_pid=
 
 step "what changed between the two versions"
 kk diff "$first" latest > "$work/diff.txt"
