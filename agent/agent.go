@@ -312,14 +312,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !a.openStore(ctx, cfg) {
 		return nil // stopped while waiting for the second disk
 	}
-	release, err := lockAgent(a.store.Dir())
+	af := a.store.AgentFiles()
+	release, err := af.Lock()
 	if err != nil {
 		return err
 	}
 	defer release()
-	removeStatusTemps(a.store.Dir())
+	if err := af.RemoveStatusTemps(); err != nil {
+		a.log.Warn("could not remove temp files of earlier status writes", "err", err)
+	}
 
-	prev, err := ReadStatusFile(a.store.Dir())
+	prev, err := readStatusFrom(af)
 	if err != nil {
 		a.log.Warn("previous agent status unreadable; starting with none", "err", err)
 		prev = &FileState{Jobs: map[string]*JobState{}}
@@ -614,7 +617,7 @@ func (a *Agent) writeStatus() {
 	if a.store == nil || !a.storeOK.Load() {
 		return
 	}
-	if err := writeStatusFile(a.store.Dir(), &snap); err != nil {
+	if err := writeStatusTo(a.store.AgentFiles(), &snap); err != nil {
 		a.log.Warn("could not write the agent status file", "err", err)
 	}
 }

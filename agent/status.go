@@ -6,19 +6,18 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
-	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-// StatusFile is the agent's state file at the top of the store. It sits on
-// the second disk beside the versions so that `kubekeep status` can read it
-// with or without a running agent, and so it survives the root disk.
-const StatusFile = "agent-status.json"
+// StatusFile is the agent's state file at the top of the store
+// (rsyncish.AgentStatusFile, read and written through
+// rsyncish.AgentFiles). It sits on the second disk beside the versions so
+// that `kubekeep status` can read it with or without a running agent, and
+// so it survives the root disk.
+const StatusFile = rsyncish.AgentStatusFile
 
 // Job names, used as status keys and as the "job" metric label.
 const (
@@ -170,65 +169,32 @@ type AgentInfo struct {
 	StoreError string     `json:"storeError,omitempty"`
 }
 
-// statusTempPrefix starts the status file's temp names. Each write has
-// its own (the store's convention, name.tmp-<pid>-<rand>, so that the
-// store's Lock removes the leftover of a killed agent): two writers that
-// shared one temp name truncated and renamed each other's file ("rename
-// .agent-status.json.new: no such file or directory").
-const statusTempPrefix = "." + StatusFile + ".tmp-"
-
-// writeStatusFile replaces the status file atomically (temp, fsync,
-// rename), 0600: it names paths and errors of the control plane. Writers
-// in one agent are serialised by Agent.writeStatus; this is safe to call
-// concurrently all the same.
-func writeStatusFile(dir string, st *FileState) error {
+// writeStatusTo replaces the status file atomically and durably, 0600
+// (rsyncish.AgentFiles.WriteStatus: it names paths and errors of the
+// control plane). Writers in one agent are serialised by
+// Agent.writeStatus; this is safe to call concurrently all the same: each
+// write has a temp file of its own, removed by the next agent's start if
+// the writer was killed.
+func writeStatusTo(af rsyncish.AgentFiles, st *FileState) error {
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	final := filepath.Join(dir, StatusFile)
-	f, err := os.CreateTemp(dir, statusTempPrefix+strconv.Itoa(os.Getpid())+"-*")
-	if err != nil {
-		return fmt.Errorf("status file: %w", err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("status file: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("status file: %w", err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		os.Remove(tmp)
+	if err := af.WriteStatus(data); err != nil {
 		return fmt.Errorf("status file: %w", err)
 	}
 	return nil
 }
 
-// removeStatusTemps removes temp files of earlier status writes (a killed
-// agent's, and the single ".new" name older agents used). Called with the
-// agent lock held, when no other writer of the status file exists.
-func removeStatusTemps(dir string) {
-	names, _ := filepath.Glob(filepath.Join(dir, statusTempPrefix+"*"))
-	names = append(names, filepath.Join(dir, "."+StatusFile+".new"))
-	for _, n := range names {
-		_ = os.Remove(n)
-	}
-}
-
 // ReadStatusFile reads the agent's state from a store directory. A missing
 // file (no agent ever ran) is an empty state, not an error.
 func ReadStatusFile(dir string) (*FileState, error) {
-	data, err := os.ReadFile(filepath.Join(dir, StatusFile))
+	return readStatusFrom(rsyncish.AgentFilesIn(dir))
+}
+
+// readStatusFrom is ReadStatusFile through the store's agent files.
+func readStatusFrom(af rsyncish.AgentFiles) (*FileState, error) {
+	data, err := af.ReadStatus()
 	if errors.Is(err, fs.ErrNotExist) {
 		return &FileState{Jobs: map[string]*JobState{}}, nil
 	}
@@ -237,7 +203,7 @@ func ReadStatusFile(dir string) (*FileState, error) {
 	}
 	var st FileState
 	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("agent status %s: %w", filepath.Join(dir, StatusFile), err)
+		return nil, fmt.Errorf("agent status %s: %w", af.StatusPath(), err)
 	}
 	if st.Jobs == nil {
 		st.Jobs = map[string]*JobState{}
@@ -257,11 +223,12 @@ func ReadStatusFile(dir string) (*FileState, error) {
 // is right whether or not an agent runs. now is the reference time for
 // ages and lags.
 func ReadStatus(store *rsyncish.Store, now time.Time) (*Status, error) {
-	fst, err := ReadStatusFile(store.Dir())
+	af := store.AgentFiles()
+	fst, err := readStatusFrom(af)
 	if err != nil {
 		return nil, err
 	}
-	running, pid := agentRunning(store.Dir())
+	running, pid := af.Running()
 	st := &Status{Jobs: map[string]JobState{}, Agent: AgentInfo{Running: running}}
 	if running {
 		st.Agent.PID = pid
