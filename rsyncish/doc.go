@@ -89,6 +89,38 @@
 //	                         (format.AuxFiles), so verify catches a rotted
 //	                         rescue kit and AuxNeedsWrite tells the backup to
 //	                         write it again (TestAuxHash)
+//	agent.lock               the agent's lifetime lock (see The agent's files)
+//	agent-status.json        the agent's state, plain JSON it writes; neither
+//	                         is hashed or warned about by verify
+//
+// # The agent's files
+//
+// The agent keeps its lock and its status at the top of the store, on the
+// second disk, so `kubekeep status` reads them with or without an agent
+// and they outlive the root disk. It reaches them only through
+// Store.AgentFiles (AgentFilesIn for a directory not opened as a Store),
+// never with os calls on store paths; the guarantees, written on each
+// method, are what the agent's crash safety rests on:
+//
+//   - Lock: an exclusive non-blocking flock on agent.lock, held for the
+//     agent's life, the holder's pid written in it; a second Lock (this
+//     process or another) fails at once with ErrAgentRunning naming that
+//     pid; the kernel drops it when the holder dies. File name and lock
+//     type are unchanged since the first agent, so agents of different
+//     kubekeep versions exclude each other (TestAgentLockExcludes).
+//     Running probes it without taking it or creating the file.
+//   - WriteStatus: temp file of its own (.agent-status.json.tmp-<pid>-<rand>,
+//     0600, O_EXCL), write, fsync, rename, fsync the directory. Readers
+//     and crashes see the old status or the new, whole; concurrent writers
+//     never share a temp file and all succeed (TestAgentStatusConcurrentWriters).
+//   - A killed writer leaves the old status and a temp file, which the next
+//     Lock (the store's, as any dead writer's temp file) removes, and so
+//     does RemoveStatusTemps, which the agent calls once it holds the agent
+//     lock (TestAgentStatusKilledWriter).
+//   - ReadStatus returns the last published status, fs.ErrNotExist when none
+//     was; a FIFO or other non-regular file planted in the place of either
+//     file is refused, never opened in a way that blocks
+//     (TestAgentFilesRefuseFIFO).
 //
 // # Formats
 //
