@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"time"
 
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
@@ -28,8 +29,9 @@ type PullResult struct {
 	// the pulled store).
 	Version string `json:"version"`
 	// Versions are the IDs of the versions whose manifests the pull
-	// covers, oldest first: Version and the versions it reads (a journal
-	// version's base); every version for a pull of everything.
+	// covers: Version and the versions it reads (a journal version's
+	// base), oldest first; for a pull of everything, every version the
+	// tier holds, by ID.
 	Versions []string `json:"versions"`
 	// ObjectsLeft and BytesLeft are what the tier holds that the pull
 	// left there (0 for a pull of everything).
@@ -109,6 +111,7 @@ func PullWith(ctx context.Context, src backend.Backend, dst *backend.Local, o Pu
 			}
 		}
 	}
+	sort.Strings(res.Versions)
 	err = copyObjects(ctx, src, dst, tier, todo, &progress{fn: o.Progress}, &res)
 	res.Duration = time.Since(start).Seconds()
 	return res, err

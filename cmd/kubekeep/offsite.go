@@ -95,6 +95,7 @@ type offsiteOptions struct {
 	readData bool
 	version  string
 	into     string
+	all      bool
 }
 
 // offsiteTiers picks the configured tiers --tier names (all without it).
@@ -249,14 +250,28 @@ func newOffsitePullCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pull --tier NAME --identity FILE --version ID|latest --store DIR",
 		Short: "Make DIR a local store from a tier (on a new machine)",
-		Long: `Copy a tier into the store directory --store names, reading it with the
-identity (the private key kept away from the master), and check the version
-asked for is there. Every restore command then works on --store DIR. A pull
-that stops resumes: what DIR holds already is kept.
+		Long: `Make the store directory --store names a local store holding the version
+--version names and the journal after it, read from the tier with the
+identity (the private key kept away from the master). Every restore command
+then works on --store DIR.
 
-Today a pull copies every object the tier holds, not only the version's.`,
+--version is an ID (or a unique prefix), latest (the newest good version in
+the tier) or newest. The pull takes that version's manifest and those of the
+versions it reads (a journal version's base), the packs holding their data
+with their indexes, the etcd delta journal from the version's snapshot
+revision on (so restore etcd --at and --revision after the version work
+too), their drill marks and the store's config.json; what only other
+versions need stays in the tier. --all copies every object the tier holds
+instead (every version, the whole journal), and then checks --version is in
+it.
+
+A pull that stops resumes: what DIR holds already is kept, and a rerun
+copies the rest. With -o json:
+  {"tier","objects","bytes","alreadyHad","duration","destination","version",
+   "versions","objectsLeft","bytesLeft"}`,
 		Example: `  kubekeep offsite pull --tier dr --identity ./dr.agekey --version latest --store /data/backup/kubekeep
-  kubekeep --store /data/backup/kubekeep restore --version latest`,
+  kubekeep --store /data/backup/kubekeep restore --version latest
+  kubekeep offsite pull --tier dr --identity ./dr.agekey --all --store /data/backup/kubekeep   # every version`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runOffsitePull(cmd.Context(), g, o)
@@ -264,7 +279,8 @@ Today a pull copies every object the tier holds, not only the version's.`,
 	}
 	cmd.Flags().StringVar(&o.tier, "tier", "", "the tier to pull from")
 	cmd.Flags().StringVar(&o.identity, "identity", "", "age identity file that opens the tier")
-	cmd.Flags().StringVar(&o.version, "version", "latest", "version that must be in the pulled store")
+	cmd.Flags().StringVar(&o.version, "version", "latest", "version to pull (ID or unique prefix, latest, newest); with --all, the version that must be in the pulled store")
+	cmd.Flags().BoolVar(&o.all, "all", false, "copy every object the tier holds (every version, the whole journal)")
 	outputFlag(cmd, &o.output, "text", "json")
 	return cmd
 }
@@ -278,6 +294,9 @@ func runOffsitePull(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 	}
 	if g.cfg.Store.Path == "" {
 		return &exitError{code: 2, msg: "--store DIR is required"}
+	}
+	if o.version == "" {
+		return &exitError{code: 2, msg: "--version wants an ID, latest or newest"}
 	}
 	list, err := offsiteTiers(g, o.tier, true)
 	if err != nil {
@@ -302,8 +321,12 @@ func runOffsitePull(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 	if err != nil {
 		return err
 	}
+	po := tiers.PullOptions{Tier: t.Name, Progress: tierProgress(rep), Logger: g.logger}
+	if !o.all {
+		po.Version = o.version
+	}
 	rep.Step("offsite pull " + t.Name)
-	res, err := tiers.PullWith(ctx, t.Sealed, dst, tiers.PullOptions{Tier: t.Name, Progress: tierProgress(rep)})
+	res, err := tiers.PullWith(ctx, t.Sealed, dst, po)
 	rep.Done()
 	if err != nil {
 		return err
@@ -312,19 +335,39 @@ func runOffsitePull(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 	if err != nil {
 		return fmt.Errorf("the pulled store at %s: %w", g.cfg.Store.Path, err)
 	}
-	id, err := store.Resolve(o.version)
-	if err != nil {
-		return fmt.Errorf("the pulled store at %s has no version %s: %w", g.cfg.Store.Path, o.version, err)
+	// The version must be in the pulled store (a selective pull resolved
+	// the name in the tier: that version).
+	want := o.version
+	if res.Version != "" {
+		want = res.Version
 	}
-	g.logger.Info("pulled", "tier", t.Name, "objects", res.Objects, "bytes", res.Bytes, "alreadyHad", res.AlreadyHad, "version", id, "store", g.cfg.Store.Path)
+	id, err := store.Resolve(want)
+	if err != nil {
+		return fmt.Errorf("the pulled store at %s has no version %s: %w", g.cfg.Store.Path, want, err)
+	}
+	res.Version = id
+	if o.all {
+		// Every version, in the store's order (oldest first).
+		vs, err := store.Versions()
+		if err != nil {
+			return err
+		}
+		res.Versions = res.Versions[:0]
+		for _, v := range vs {
+			res.Versions = append(res.Versions, v.ID)
+		}
+	}
+	g.logger.Info("pulled", "tier", t.Name, "objects", res.Objects, "bytes", res.Bytes, "alreadyHad", res.AlreadyHad, "version", id,
+		"versions", res.Versions, "objectsLeft", res.ObjectsLeft, "bytesLeft", res.BytesLeft, "store", g.cfg.Store.Path)
 	if o.output == "json" {
-		return writeJSON(g.stdout, struct {
-			tiers.PullResult
-			Version string `json:"version"`
-		}{res, id})
+		return writeJSON(g.stdout, res)
 	}
 	_, err = fmt.Fprintf(g.stdout, "%s: %d objects (%s) pulled into %s, %d already there; version %s is in it\n",
 		t.Name, res.Objects, humanBytes(res.Bytes), g.cfg.Store.Path, res.AlreadyHad, id)
+	if err == nil && !o.all {
+		_, err = fmt.Fprintf(g.stdout, "%s: versions %s pulled; %d objects (%s) only other versions need left in the tier\n",
+			t.Name, strings.Join(res.Versions, ", "), res.ObjectsLeft, humanBytes(res.BytesLeft))
+	}
 	return err
 }
 
