@@ -6,7 +6,8 @@
 // A tier holds copies of the store's objects, byte for byte before
 // sealing: packs, pack indexes, version manifests, drill marks, journal
 // segments and config.json. So an off-site copy is an object copy, not a
-// re-encode, and a store pulled back from a tier is a store every restore
+// re-encode, and a store pulled back from a tier, whole or one version
+// with what it needs (see Pulling one version), is a store every restore
 // command reads.
 //
 // Sync uploads what the tier lacks, known from a local Catalogue (no LIST
@@ -20,6 +21,44 @@
 // exponential backoff and full jitter within a total budget, and can be
 // held to a bandwidth limit. SyncOptions.Progress and PullOptions.Progress
 // report bytes and objects as they go (nil: nothing), for a progress bar.
+//
+// # Pulling one version
+//
+// A tier holds months of versions; a rebuild needs one. PullWith with
+// PullOptions.Version (kubekeep offsite pull --version, latest by
+// default) makes the destination a store holding that version and the
+// journal after it, and nothing only other versions need:
+//
+//   - the version is named as rsyncish.Store.Resolve reads names (an ID
+//     or unique prefix, "latest" the newest good one, "newest"), over the
+//     versions the tier holds, known from their manifests' headers (only
+//     the first chunk of each is read);
+//   - its manifest and, transitively, those of the versions it reads: the
+//     header's requires (a journal version's base's snapshot and key
+//     index streams) and backup.EtcdSourceOf's base. A version whose base
+//     the tier lacks is refused, naming both, before anything is copied;
+//   - the packs holding the blocks those manifests name, with their
+//     indexes: every index of the tier is read (nothing else maps a block
+//     to its pack), only packs with a needed block come, and only the
+//     indexes of packs that come (an index without its pack is damage to
+//     verify). A pack comes whole: blocks of other versions in it come
+//     too, and are never referenced;
+//   - the delta journal's segments whose last revision is past the
+//     lowest etcd snapshot revision among the pulled versions (and past
+//     the start of any journal range a header requires), up to the
+//     tier's newest: the replay up to the version, and restore etcd --at
+//     or --revision after it; the journal's break records always;
+//   - the pulled versions' drill marks and config.json.
+//
+// They are copied in the order a store is written (packs, indexes,
+// journal, manifests base first, marks, config), skipping what the
+// destination holds: a killed pull leaves no manifest whose data is
+// missing, and a rerun copies the rest. The pulled store opens, verify
+// --read-data finds it clean, and its versions are the pulled ones.
+// PullResult says which (Versions) and what stayed in the tier
+// (ObjectsLeft, BytesLeft); blocks in no index of the tier are counted
+// (BlocksMissing) and logged, not an error: a damaged tier still gives
+// what it can. Without a Version, PullWith copies every object (--all).
 //
 // # One store per tier
 //
