@@ -350,6 +350,12 @@ func TestOffsitePullOneVersion(t *testing.T) {
 	}
 	on("verify", "--read-data")
 
+	// Without -o json: what came, and what stayed in the tier.
+	text, err := runCLI(t, "offsite", "pull", "--config", cfg, "--identity", idFile, "--store", filepath.Join(t.TempDir(), "text"), "--version", base.ID[:22], "--log-level", "error")
+	if err != nil || !strings.Contains(text, "version "+base.ID+" is in it") || !strings.Contains(text, "versions "+base.ID+" pulled; ") || !strings.Contains(text, "left in the tier") {
+		t.Errorf("pull of the base by a prefix of its ID: %v\n%s", err, text)
+	}
+
 	// --all: every object, every version.
 	all := pull(filepath.Join(t.TempDir(), "all"), "--all")
 	if all.Objects != tierObjects || all.Bytes != tierBytes || !slices.Equal(all.Versions, []string{old.ID, base.ID, jv.ID}) || all.Version != jv.ID {
