@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -297,5 +298,39 @@ func TestPullVersionNames(t *testing.T) {
 	res, _, err = pull(w.jv)
 	if err == nil || !strings.Contains(err.Error(), w.base) || !strings.Contains(err.Error(), w.jv) || res.Objects != 0 {
 		t.Errorf("pull of a journal version whose base the tier lacks: %+v %v", res, err)
+	}
+}
+
+// A tier that lost its pack indexes still gives what it can: the pull
+// of a version succeeds, counts the blocks no index holds and warns;
+// verify of the pulled store then names the damage.
+func TestPullVersionLostIndexes(t *testing.T) {
+	w := newPullWorld(t)
+	r := w.restorer(t)
+	var idx []string
+	r.List(ctxT(t), backend.IndexFile, func(fi backend.FileInfo) error { idx = append(idx, fi.Name); return nil })
+	for _, n := range idx {
+		if err := r.Remove(ctxT(t), backend.Handle{Type: backend.IndexFile, Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "pulled")
+	dst, _ := backend.OpenLocal(dir)
+	var logged bytes.Buffer
+	res, err := tiers.PullWith(ctxT(t), r, dst, tiers.PullOptions{Tier: "dr", Version: w.jv, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	// 2 MiB of base snapshot and 300 KiB of the version's own stream, in
+	// 64 KiB blocks.
+	if err != nil || res.BlocksMissing != 32+5 || !strings.Contains(logged.String(), "in no pack index") {
+		t.Fatalf("pull with the indexes gone: %+v %v; log:\n%s", res, err, logged.String())
+	}
+	if len(idx) == 0 || len(storeFiles(t, dir, "packs")) != 0 {
+		t.Errorf("packs pulled without an index to say what they hold: %v", storeFiles(t, dir, "packs"))
+	}
+	pulled, err := rsyncish.Open(dir, rsyncish.Options{AllowSameFilesystem: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := pulled.Verify(ctxT(t), false); err != nil || rep.Clean() {
+		t.Errorf("verify of a store pulled without the data: %+v %v", rep, err)
 	}
 }
