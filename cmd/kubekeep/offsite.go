@@ -368,6 +368,10 @@ func runOffsitePull(ctx context.Context, g *globalOptions, o *offsiteOptions) er
 		_, err = fmt.Fprintf(g.stdout, "%s: versions %s pulled; %d objects (%s) only other versions need left in the tier\n",
 			t.Name, strings.Join(res.Versions, ", "), res.ObjectsLeft, humanBytes(res.BytesLeft))
 	}
+	if err == nil && res.BlocksMissing > 0 {
+		_, err = fmt.Fprintf(g.stdout, "%s: DAMAGE: %d blocks of these versions are in no pack index the tier holds; kubekeep verify --store %s names what they hurt\n",
+			t.Name, res.BlocksMissing, g.cfg.Store.Path)
+	}
 	return err
 }
 
