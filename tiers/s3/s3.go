@@ -26,6 +26,12 @@
 //     server, and Remove reports that as ErrLocked (the other versions
 //     are still deleted). That needs s3:DeleteObjectVersion and
 //     s3:ListBucketVersions: the prune's credentials, not the agent's.
+//   - Clock: S3 refuses a request signed more than 15 minutes off its
+//     own clock. A refused HEAD has no body, so the error reads "Access
+//     Denied" like wrong credentials; the backend keeps the server's Date
+//     header of each answer and, when a refusal comes with the clocks that
+//     far apart, says so (the error names both times), so an operator
+//     fixes NTP instead of rotating keys.
 package s3
 
 import (
@@ -36,6 +42,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -87,8 +94,9 @@ type Config struct {
 
 // Backend is an S3 tier.
 type Backend struct {
-	cfg Config
-	cli *minio.Client
+	cfg   Config
+	cli   *minio.Client
+	clock *clockWatch
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -114,14 +122,21 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	if l := cfg.Lock; l != nil && (l.Days <= 0 || l.Mode != Governance && l.Mode != Compliance) {
 		return nil, fmt.Errorf("s3: lock %+v: want mode GOVERNANCE or COMPLIANCE and days > 0", *l)
 	}
-	cli, err := minio.New(cfg.Endpoint, &minio.Options{Creds: cfg.Creds, Secure: cfg.Secure, Region: cfg.Region, Transport: cfg.Transport})
+	clock := &clockWatch{next: cfg.Transport, now: cfg.Now}
+	if clock.next == nil {
+		var err error
+		if clock.next, err = minio.DefaultTransport(cfg.Secure); err != nil {
+			return nil, fmt.Errorf("s3 %s: %w", cfg.Endpoint, err)
+		}
+	}
+	cli, err := minio.New(cfg.Endpoint, &minio.Options{Creds: cfg.Creds, Secure: cfg.Secure, Region: cfg.Region, Transport: clock})
 	if err != nil {
 		return nil, fmt.Errorf("s3 %s: %w", cfg.Endpoint, err)
 	}
-	b := &Backend{cfg: cfg, cli: cli}
+	b := &Backend{cfg: cfg, cli: cli, clock: clock}
 	ok, err := cli.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.Location(), err)
+		return nil, fmt.Errorf("%s: %w", b.Location(), b.clock.explain(err))
 	}
 	if !ok {
 		return nil, fmt.Errorf("%s: bucket %q does not exist", b.Location(), cfg.Bucket)
@@ -349,5 +364,51 @@ func (b *Backend) mapErr(op string, h backend.Handle, err error) error {
 	case "NoSuchKey", "NotFound":
 		return fmt.Errorf("%s %s: %w", op, b.where(h), backend.ErrNotFound)
 	}
-	return fmt.Errorf("%s %s: %w", op, b.where(h), err)
+	return fmt.Errorf("%s %s: %w", op, b.where(h), b.clock.explain(err))
+}
+
+// maxSkew is how far S3 lets a request's signing time be from its clock.
+const maxSkew = 15 * time.Minute
+
+// clockWatch is the HTTP transport under minio-go that keeps the last
+// answer's Date header, to tell a clock off by more than S3 allows from
+// other refusals.
+type clockWatch struct {
+	next http.RoundTripper
+	now  func() time.Time
+
+	mu            sync.Mutex
+	server, local time.Time // the last answer's Date, and when it came
+}
+
+func (c *clockWatch) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(r)
+	if err == nil {
+		if d, perr := http.ParseTime(resp.Header.Get("Date")); perr == nil {
+			c.mu.Lock()
+			c.server, c.local = d, c.now()
+			c.mu.Unlock()
+		}
+	}
+	return resp, err
+}
+
+// explain adds the clock difference to a refusal that it explains.
+func (c *clockWatch) explain(err error) error {
+	if c == nil || err == nil {
+		return err
+	}
+	code := minio.ToErrorResponse(err).Code
+	c.mu.Lock()
+	server, local := c.server, c.local
+	c.mu.Unlock()
+	skew := local.Sub(server)
+	if server.IsZero() || (skew < maxSkew && -skew < maxSkew && code != "RequestTimeTooSkewed") {
+		return err
+	}
+	if code != "RequestTimeTooSkewed" && code != "AccessDenied" && code != "SignatureDoesNotMatch" {
+		return err
+	}
+	return fmt.Errorf("this host's clock (%s) is %s off the server's (%s); S3 refuses requests signed more than %s off its clock: fix this host's time (NTP, chrony): %w",
+		local.UTC().Format(time.RFC3339), skew.Abs().Round(time.Second), server.UTC().Format(time.RFC3339), maxSkew, err)
 }
