@@ -1,18 +1,14 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
-	"github.com/kubekeep/kubekeep/etcdsnap"
-	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -26,31 +22,9 @@ import (
 // either way; rsyncish's TestVerifyRequirements pins that a version is
 // named for what it requires alone.)
 func TestCLIJournalVersionOnDamagedBase(t *testing.T) {
-	root := testetcd.SandboxT(t)
-	srv := testetcd.StartT(t, root)
-	cli := srv.ClientT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	storeDir := filepath.Join(t.TempDir(), "store")
-	kk := func(args ...string) (string, error) {
-		t.Helper()
-		return runCLI(t, append([]string{"--root", root.Dir, "--store", storeDir, "--allow-same-filesystem", "--log-level", "error"}, args...)...)
-	}
-	type result struct {
-		ID         string         `json:"id"`
-		EtcdKind   string         `json:"etcdKind"`
-		FullReason string         `json:"fullReason"`
-		Etcd       *etcdsnap.Info `json:"etcd"`
-	}
-	backupJSON := func() result {
-		t.Helper()
-		out, err := kk("backup", "-o", "json")
-		var r result
-		if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
-			t.Fatalf("backup: %v %v\n%s", err, jerr, out)
-		}
-		return r
-	}
+	w := newJournalWorld(t, 3*time.Minute)
+	cli, ctx, storeDir := w.cli, w.ctx, w.storeDir
+	kk, backupJSON := w.run, w.backupAnyExit
 	verifyNames := func() map[string]bool {
 		t.Helper()
 		out, _ := kk("verify", "-o", "json")
@@ -75,38 +49,8 @@ func TestCLIJournalVersionOnDamagedBase(t *testing.T) {
 	}
 	basePacks, _ := filepath.Glob(filepath.Join(storeDir, "packs", "*.pack"))
 
-	store, err := rsyncish.Open(storeDir, rsyncish.Options{AllowSameFilesystem: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := backup.DeltaSink(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	streamCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- etcdsnap.NewDeltaStreamer(cli, full.Etcd.Revision, time.Now(), sink,
-			etcdsnap.DeltaConfig{Flush: 20 * time.Millisecond, Heartbeat: 200 * time.Millisecond}).Run(streamCtx)
-	}()
-	var once sync.Once
-	stopStream := func() { once.Do(func() { stop(); <-done }) }
-	defer stopStream()
-	j, err := store.Journal(backup.DeltaJournal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitJournal := func(rev int64) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			if segs, _ := j.List(); len(segs) > 0 && int64(segs[len(segs)-1].Last) >= rev {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the delta stream did not reach revision %d", rev)
-			}
-		}
-	}
+	w.startStream(full.Etcd.Revision) // stopped at cleanup
+	waitJournal := w.waitJournal
 	put, err := cli.Put(ctx, "/dmg/journal", "y")
 	if err != nil {
 		t.Fatal(err)

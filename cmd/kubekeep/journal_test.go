@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,8 +11,6 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
-	"github.com/kubekeep/kubekeep/internal/testetcd"
-	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
 // As a user meets it: with a delta stream writing the store's journal (the
@@ -24,34 +20,9 @@ import (
 // full snapshot anyway. Before, every backup was a full snapshot and the
 // listing had no kind.
 func TestCLIJournalVersions(t *testing.T) {
-	root := testetcd.SandboxT(t)
-	srv := testetcd.StartT(t, root)
-	cli := srv.ClientT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	storeDir := filepath.Join(t.TempDir(), "store")
-	kk := func(args ...string) string {
-		t.Helper()
-		out, err := runCLI(t, append([]string{"--root", root.Dir, "--store", storeDir, "--allow-same-filesystem", "--log-level", "error"}, args...)...)
-		if err != nil {
-			t.Fatalf("kubekeep %v: %v\n%s", args, err, out)
-		}
-		return out
-	}
-	type result struct {
-		ID         string         `json:"id"`
-		EtcdKind   string         `json:"etcdKind"`
-		FullReason string         `json:"fullReason"`
-		Etcd       *etcdsnap.Info `json:"etcd"`
-	}
-	backupJSON := func(args ...string) result {
-		t.Helper()
-		var r result
-		if err := json.Unmarshal([]byte(kk(append([]string{"backup", "-o", "json"}, args...)...)), &r); err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	w := newJournalWorld(t, 3*time.Minute)
+	cli, ctx := w.cli, w.ctx
+	kk, backupJSON := w.must, w.backup
 	if _, err := cli.Put(ctx, "/cli/before", "x"); err != nil {
 		t.Fatal(err)
 	}
@@ -60,23 +31,7 @@ func TestCLIJournalVersions(t *testing.T) {
 		t.Fatalf("first backup: kind %q, want full", full.EtcdKind)
 	}
 
-	store, err := rsyncish.Open(storeDir, rsyncish.Options{AllowSameFilesystem: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := backup.DeltaSink(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	streamCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- etcdsnap.NewDeltaStreamer(cli, full.Etcd.Revision, time.Now(), sink,
-			etcdsnap.DeltaConfig{Flush: 20 * time.Millisecond, Heartbeat: 200 * time.Millisecond}).Run(streamCtx)
-	}()
-	var once sync.Once
-	stopStream := func() { once.Do(func() { stop(); <-done }) }
-	defer stopStream()
+	stopStream := w.startStream(full.Etcd.Revision)
 	put, err := cli.Put(ctx, "/cli/journal", "y")
 	if err != nil {
 		t.Fatal(err)
@@ -85,18 +40,7 @@ func TestCLIJournalVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The stream has written its first segments (a running agent's has).
-	j, err := store.Journal(backup.DeltaJournal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if segs, _ := j.List(); len(segs) > 0 && int64(segs[len(segs)-1].Last) >= put.Header.Revision {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the delta stream wrote nothing")
-		}
-	}
+	w.waitJournal(put.Header.Revision)
 	jv := backupJSON()
 	if jv.EtcdKind != backup.EtcdKindJournal || jv.Etcd.Base != full.ID || jv.Etcd.Revision <= put.Header.Revision {
 		t.Fatalf("backup with the delta stream running: %+v %+v, want a journal version on %s past revision %d", jv, jv.Etcd, full.ID, put.Header.Revision)

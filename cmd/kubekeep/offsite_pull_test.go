@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +21,6 @@ import (
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/internal/s3test"
-	"github.com/kubekeep/kubekeep/internal/testetcd"
-	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 )
 
@@ -96,33 +93,9 @@ func regularFiles(t *testing.T, dir string) map[string][]byte {
 // finished by a rerun; --all copies everything. Before, every pull
 // copied every object of the tier.
 func TestOffsitePullOneVersion(t *testing.T) {
-	root := testetcd.SandboxT(t)
-	srv := testetcd.StartT(t, root)
-	cli := srv.ClientT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	storeDir := filepath.Join(t.TempDir(), "store")
-	kk := func(args ...string) string {
-		t.Helper()
-		out, err := runCLI(t, append([]string{"--root", root.Dir, "--store", storeDir, "--allow-same-filesystem", "--log-level", "error"}, args...)...)
-		if err != nil {
-			t.Fatalf("kubekeep %v: %v\n%s", args, err, out)
-		}
-		return out
-	}
-	type result struct {
-		ID       string         `json:"id"`
-		EtcdKind string         `json:"etcdKind"`
-		Etcd     *etcdsnap.Info `json:"etcd"`
-	}
-	backupJSON := func(args ...string) result {
-		t.Helper()
-		var r result
-		if err := json.Unmarshal([]byte(kk(append([]string{"backup", "-o", "json"}, args...)...)), &r); err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	w := newJournalWorld(t, 4*time.Minute)
+	root, cli, ctx, storeDir := w.root, w.cli, w.ctx, w.storeDir
+	kk, backupJSON := w.must, w.backup
 	pki := filepath.Join(root.Dir, "etc/kubernetes/pki")
 	random := func(n int) []byte { b := make([]byte, n); rand.Read(b); return b }
 
@@ -151,38 +124,8 @@ func TestOffsitePullOneVersion(t *testing.T) {
 	}
 
 	// The delta stream, as the agent runs it, then the journal version.
-	store, err := rsyncish.Open(storeDir, rsyncish.Options{AllowSameFilesystem: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := backup.DeltaSink(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	streamCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- etcdsnap.NewDeltaStreamer(cli, base.Etcd.Revision, time.Now(), sink,
-			etcdsnap.DeltaConfig{Flush: 20 * time.Millisecond, Heartbeat: 200 * time.Millisecond}).Run(streamCtx)
-	}()
-	var once sync.Once
-	stopStream := func() { once.Do(func() { stop(); <-done }) }
-	defer stopStream()
-	j, err := store.Journal(backup.DeltaJournal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitJournal := func(rev int64) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			if segs, _ := j.List(); len(segs) > 0 && int64(segs[len(segs)-1].Last) >= rev {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the delta stream did not reach revision %d", rev)
-			}
-		}
-	}
+	stopStream := w.startStream(base.Etcd.Revision)
+	waitJournal := w.waitJournal
 	put, err := cli.Put(ctx, "/pull/journal", "j")
 	if err != nil {
 		t.Fatal(err)
