@@ -9,7 +9,6 @@ import (
 
 	"filippo.io/age"
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/internal/s3test"
@@ -25,16 +24,8 @@ import (
 // sync after it.
 func TestAgentOffsiteCacheAndReconcile(t *testing.T) {
 	srv := s3test.StartT(t)
-	mc, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mc := srv.Bucket(t, "kk-cache", false)
 	ctx := context.Background()
-	if err := mc.MakeBucket(ctx, "kk-cache", minio.MakeBucketOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)

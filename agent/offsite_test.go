@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/config"
@@ -33,16 +31,8 @@ import (
 // on; when it is back, the job catches up.
 func TestAgentOffsiteTier(t *testing.T) {
 	srv := s3test.StartT(t)
-	mc, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv.Bucket(t, "kk-agent", false)
 	ctx := context.Background()
-	if err := mc.MakeBucket(ctx, "kk-agent", minio.MakeBucketOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 	px := startProxy(t, srv.Endpoint)
 	id, err := age.GenerateX25519Identity()
 	if err != nil {

@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
@@ -65,15 +63,7 @@ func startAgent(t *testing.T) (string, *atomic.Int32) {
 	t.Helper()
 	ctx := context.Background()
 	srv := s3test.StartT(t)
-	mc, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mc.MakeBucket(ctx, "kk-monitoring", minio.MakeBucketOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	srv.Bucket(t, "kk-monitoring", false)
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)

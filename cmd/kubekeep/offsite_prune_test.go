@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/kubekeep/kubekeep/internal/s3test"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -38,15 +37,7 @@ type offsiteWorld struct {
 func newOffsiteWorld(t *testing.T, versions int) *offsiteWorld {
 	t.Helper()
 	w := &offsiteWorld{srv: s3test.StartT(t), bucket: "kk-dr"}
-	var err error
-	if w.cli, err = minio.New(w.srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(w.srv.AccessKey, w.srv.SecretKey, "")}); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cli.MakeBucket(context.Background(), w.bucket, minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_ACCESS_KEY_ID", w.srv.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", w.srv.SecretKey)
+	w.cli = w.srv.Bucket(t, w.bucket, true)
 	w.idFile = filepath.Join(t.TempDir(), "dr.agekey")
 	out, err := runCLI(t, "offsite", "keygen", "--out", w.idFile)
 	if err != nil {

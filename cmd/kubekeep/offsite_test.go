@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,9 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/kubekeep/kubekeep/internal/s3test"
 )
@@ -23,15 +19,7 @@ import (
 // read the tier back, and the bucket holds no plaintext.
 func TestOffsiteSyncPullRestore(t *testing.T) {
 	srv := s3test.StartT(t)
-	cli, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cli.MakeBucket(context.Background(), "kk-dr", minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	srv.Bucket(t, "kk-dr", true)
 
 	idFile := filepath.Join(t.TempDir(), "dr.agekey")
 	recipient, err := runCLI(t, "offsite", "keygen", "--out", idFile)

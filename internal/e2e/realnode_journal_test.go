@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
-
 	"github.com/kubekeep/kubekeep/internal/kubenode"
 	"github.com/kubekeep/kubekeep/internal/s3test"
 )
@@ -38,15 +35,7 @@ func TestRealNodeJournalAndOffsiteRebuild(t *testing.T) {
 
 		// The second site: a bucket with Object Lock on a real S3 server.
 		srv := s3test.StartT(t)
-		cli, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cli.MakeBucket(context.Background(), "kk-dr", minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
-			t.Fatal(err)
-		}
-		t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
-		t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+		srv.Bucket(t, "kk-dr", true)
 		// The identity lives off the master; only its recipient goes in
 		// the config.
 		idFile := filepath.Join(t.TempDir(), "dr.agekey")

@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/kubekeep/kubekeep/internal/gobuild"
 	"github.com/kubekeep/kubekeep/internal/tailbuf"
 )
@@ -130,4 +133,22 @@ func randomHex(t testing.TB, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// Bucket makes a bucket on the server (with Object Lock when lock is set),
+// puts the root account's keys in the test's environment as an s3:// tier
+// reads them (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), and returns a
+// client with those keys for the test's own look at the bucket.
+func (s *Server) Bucket(t testing.TB, name string, lock bool) *minio.Client {
+	t.Helper()
+	cli, err := minio.New(s.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.MakeBucket(context.Background(), name, minio.MakeBucketOptions{ObjectLocking: lock}); err != nil {
+		t.Fatalf("make bucket %s: %v", name, err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", s.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s.SecretKey)
+	return cli
 }
