@@ -125,12 +125,15 @@ func (f AgentFiles) ReadStatus() ([]byte, error) {
 	return readStoreFile(f.StatusPath())
 }
 
-// WriteStatus replaces the status file with data, atomically and durably:
-// a temp file of its own in the store directory (0600; the store's temp
-// naming with this writer's pid and a random part, created exclusively),
-// written, fsynced, renamed over the file, and the directory fsynced
-// before it returns. So a reader or a crash sees the old content or the
-// new, never a torn file; concurrent writers (in one process or several)
+// WriteStatus replaces the status file with data, atomically: a temp file
+// of its own in the store directory (0600; the store's temp naming with
+// this writer's pid and a random part, created exclusively), written,
+// fsynced and renamed over the file. The directory is not fsynced: the
+// agent rewrites its status every couple of seconds even when idle, and a
+// crash that loses the rename leaves the previous status, whole, which
+// the next write replaces (the status reports; versions are the data).
+// So a reader or a crash sees the old content or the new, never a torn
+// file; concurrent writers (in one process or several)
 // never share a temp file, all succeed, and the last rename wins; a failed
 // write removes its temp file, and a killed writer's is removed by the
 // next Store.Lock or RemoveStatusTemps. The file is 0600: it names the
@@ -160,7 +163,7 @@ func (f AgentFiles) WriteStatus(data []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(f.dir)
+	return nil
 }
 
 // createStatusTemp creates WriteStatus's temp file, 0600, a name no other

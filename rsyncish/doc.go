@@ -110,7 +110,8 @@
 //     kubekeep versions exclude each other (TestAgentLockExcludes).
 //     Running probes it without taking it or creating the file.
 //   - WriteStatus: temp file of its own (.agent-status.json.tmp-<pid>-<rand>,
-//     0600, O_EXCL), write, fsync, rename, fsync the directory. Readers
+//     0600, O_EXCL), write, fsync, rename (no directory fsync: it runs
+//     every few seconds, and a lost rename leaves the old status). Readers
 //     and crashes see the old status or the new, whole; concurrent writers
 //     never share a temp file and all succeed (TestAgentStatusConcurrentWriters).
 //   - A killed writer leaves the old status and a temp file, which the next
