@@ -246,17 +246,19 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	if cache != nil {
 		fromRev = cache.rev
 	}
-	events, proof, err := journalSince(j, segs, baseRev, fromRev, rev)
+	events, needed, proof, err := journalSince(j, segs, baseRev, fromRev, rev)
 	if err != nil {
 		return nil, nil, err
 	}
 	if cache == nil {
-		cache = &journalState{base: base.v.ID, touched: map[string]bool{}, exports: map[string]etcdsnap.Event{}}
+		cache = &journalState{base: base.v.ID, touched: map[string]journalKey{}, exports: map[string]etcdsnap.Event{}}
 	}
 	cache.rev = rev
 	cache.segments, cache.bytes = cache.segments+proof.Segments, cache.bytes+proof.JournalBytes
+	if err := attributeEvents(cache.touched, events, needed); err != nil {
+		return nil, nil, noJournal("delta journal: %v", err)
+	}
 	for _, e := range events {
-		cache.touched[e.Key] = true
 		if isExportKey(e.Key) {
 			cache.exports[e.Key] = e
 		}
@@ -283,6 +285,9 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 		return nil, nil, noJournal("the base or the journal is damaged: %v", err)
 	}
 	if err := carryExports(w, opts.Store, base.v, last, log); err != nil {
+		return nil, nil, err
+	}
+	if err := writeJournalIndex(w, cache.touched, rev, baseRev); err != nil {
 		return nil, nil, err
 	}
 	info.Verified = true
@@ -339,15 +344,15 @@ func waitDurable(ctx context.Context, j *rsyncish.Journal, tail func() int64, re
 // (chainIntact), every segment readable, the changes chaining from the
 // base (etcdsnap.ReplayEvents), and a change at every revision in
 // (baseRev, rev].
-func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fromRev, rev int64) ([]etcdsnap.Event, *JournalProof, error) {
+func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fromRev, rev int64) ([]etcdsnap.Event, []rsyncish.SegmentInfo, *JournalProof, error) {
 	proof := &JournalProof{Revisions: rev - baseRev}
 	breaks, err := j.Breaks()
 	if err != nil {
-		return nil, nil, noJournal("delta journal: %v", err)
+		return nil, nil, nil, noJournal("delta journal: %v", err)
 	}
 	needed, err := chainIntact(segs, breaks, baseRev, rev)
 	if err != nil {
-		return nil, nil, noJournal("%v", err)
+		return nil, nil, nil, noJournal("%v", err)
 	}
 	readers := make([]io.Reader, 0, len(needed))
 	for _, si := range needed {
@@ -356,7 +361,7 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 		}
 		d, err := j.Read(si)
 		if err != nil {
-			return nil, nil, noJournal("delta journal: %v", err)
+			return nil, nil, nil, noJournal("delta journal: %v", err)
 		}
 		readers = append(readers, bytes.NewReader(d))
 		proof.JournalBytes += int64(len(d))
@@ -364,12 +369,12 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 	proof.Segments = len(readers)
 	events, err := etcdsnap.ReplayEvents(readers, fromRev, rev, time.Time{})
 	if err != nil {
-		return nil, nil, noJournal("delta journal from revision %d to %d: %v", fromRev, rev, err)
+		return nil, nil, nil, noJournal("delta journal from revision %d to %d: %v", fromRev, rev, err)
 	}
 	if n := DistinctRevisions(events); n != rev-fromRev {
-		return nil, nil, noJournal("the delta journal holds changes at %d of the %d revisions from %d to %d", n, rev-fromRev, fromRev+1, rev)
+		return nil, nil, nil, noJournal("the delta journal holds changes at %d of the %d revisions from %d to %d", n, rev-fromRev, fromRev+1, rev)
 	}
-	return events, proof, nil
+	return events, needed, proof, nil
 }
 
 // DistinctRevisions counts the revisions events (in revision order) hold.
@@ -456,7 +461,7 @@ type JournalCache struct {
 type journalState struct {
 	base     string
 	rev      int64
-	touched  map[string]bool
+	touched  map[string]journalKey // each key's last change since the base
 	exports  map[string]etcdsnap.Event
 	segments int
 	bytes    int64

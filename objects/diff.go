@@ -168,7 +168,7 @@ func mergeSorted(a, b []string) []string {
 }
 
 func sameValue(a, b Reader, key string, ea, eb keyState) (bool, error) {
-	if ea.rev.Main == eb.rev.Main && ea.createRevision == eb.createRevision && (ea.overlay || eb.overlay || ea.rev.Sub == eb.rev.Sub) {
+	if ea.rev.Main == eb.rev.Main && ea.createRevision == eb.createRevision && (ea.overlay || eb.overlay || ea.journal || eb.journal || ea.rev.Sub == eb.rev.Sub) {
 		return true, nil
 	}
 	va, err := a.value(key, ea)

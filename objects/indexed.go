@@ -45,6 +45,9 @@ type keyState struct {
 	lease          int64
 	overlay        bool
 	value          []byte // overlays only
+	// journal: the state is a journal key index record, whose value is
+	// read through JournalConfig.Value at off and n.
+	journal bool
 	// off and n locate the KeyValue in an Indexed image.
 	off, n int64
 }
@@ -64,9 +67,49 @@ type Indexed struct {
 	cfg     IndexedConfig
 	rev     int64
 	compact int64
+	// jx is a journal version's key index (UseJournal), over the keys the
+	// journal changed since the image; nil for none.
+	jx      *etcdsnap.KeyIndex
+	jcfg    JournalConfig
 	overlay map[string]keyState
 	sorted  []string // overlay keys, sorted; nil when stale
 	keyring *Keyring
+}
+
+// JournalConfig is a journal version's key index: for every key the
+// journal changed since the base image, its state at the version's
+// revision (backup.EtcdJournalKeysStream, in etcdsnap's key index format;
+// its header's Revision is the version's revision and CompactRevision the
+// base's).
+type JournalConfig struct {
+	Index     io.ReaderAt
+	IndexSize int64
+	// Value reads the value key was put with at revision rev, located by
+	// the record's ValueOffset and ValueLength (off, n).
+	Value func(key string, rev, off, n int64) ([]byte, error)
+	// OnClose runs at the view's Close, before IndexedConfig.OnClose.
+	OnClose func() error
+}
+
+// UseJournal moves the view to a journal version's revision through its
+// key index, without replaying the journal: a key the index holds is in
+// the state it names, any other is as in the image. The index must be
+// over this image (its CompactRevision is the image's revision), else
+// the error wraps etcdsnap.ErrKeyIndex. Call it before ApplyEvents.
+func (s *Indexed) UseJournal(cfg JournalConfig) error {
+	if s.jx != nil || len(s.overlay) > 0 {
+		return fmt.Errorf("a journal key index on a view already moved forward")
+	}
+	x, err := etcdsnap.OpenKeyIndex(cfg.Index, cfg.IndexSize)
+	if err != nil {
+		return err
+	}
+	h := x.Header()
+	if h.CompactRevision != s.rev || h.Revision < s.rev {
+		return fmt.Errorf("%w: the journal key index covers revisions %d to %d, the image is at %d", etcdsnap.ErrKeyIndex, h.CompactRevision, h.Revision, s.rev)
+	}
+	s.jx, s.jcfg, s.rev, s.sorted = x, cfg, h.Revision, nil
+	return nil
 }
 
 // IndexedConfig says where an Indexed reads from.
@@ -94,6 +137,11 @@ func OpenIndexed(cfg IndexedConfig) (*Indexed, error) {
 
 // Close runs the config's OnClose.
 func (s *Indexed) Close() error {
+	if s.jcfg.OnClose != nil {
+		f := s.jcfg.OnClose
+		s.jcfg.OnClose = nil
+		_ = f()
+	}
 	if s.cfg.OnClose != nil {
 		f := s.cfg.OnClose
 		s.cfg.OnClose = nil
@@ -119,9 +167,24 @@ func stateOf(r etcdsnap.IndexedKey) keyState {
 	return keyState{rev: r.Revision, createRevision: r.CreateRevision, version: r.Version, lease: r.Lease, off: r.ValueOffset, n: r.ValueLength}
 }
 
+func journalStateOf(r etcdsnap.IndexedKey) keyState {
+	st := stateOf(r)
+	st.journal = true
+	return st
+}
+
 func (s *Indexed) lookup(key string) (keyState, bool, error) {
 	if st, ok := s.overlay[key]; ok {
 		return st, true, nil
+	}
+	if s.jx != nil {
+		r, ok, err := s.jx.Lookup(key)
+		if err != nil {
+			return keyState{}, false, err
+		}
+		if ok {
+			return journalStateOf(r), true, nil
+		}
 	}
 	r, ok, err := s.idx.Lookup(key)
 	if err != nil || !ok {
@@ -183,6 +246,13 @@ func (s *Indexed) value(key string, st keyState) ([]byte, error) {
 	if st.overlay {
 		return st.value, nil
 	}
+	if st.journal {
+		v, err := s.jcfg.Value(key, st.rev.Main, st.off, st.n)
+		if err != nil {
+			return nil, fmt.Errorf("read %s at revision %d from the journal: %w", key, st.rev.Main, err)
+		}
+		return v, nil
+	}
 	if st.n <= 0 || st.n > maxValue {
 		return nil, fmt.Errorf("read %s at revision %d: %w: value length %d", key, st.rev.Main, etcdsnap.ErrKeyIndex, st.n)
 	}
@@ -200,10 +270,25 @@ func (s *Indexed) value(key string, st keyState) ([]byte, error) {
 	return kv.Value, nil
 }
 
+// sortedOverlay is every key whose state is not the image's: the
+// journal key index's and the applied events', sorted. Diff compares two
+// views of one image on these keys only.
 func (s *Indexed) sortedOverlay() []string {
 	if s.sorted == nil {
-		s.sorted = make([]string, 0, len(s.overlay))
+		keys := make(map[string]bool, len(s.overlay))
 		for k := range s.overlay {
+			keys[k] = true
+		}
+		if s.jx != nil {
+			// An error leaves the journal's keys out; the lookups Diff
+			// then makes of them fail the same way and say so.
+			_ = s.jx.Range("", "", func(r etcdsnap.IndexedKey) bool {
+				keys[r.Key] = true
+				return true
+			})
+		}
+		s.sorted = make([]string, 0, len(keys))
+		for k := range keys {
 			s.sorted = append(s.sorted, k)
 		}
 		sort.Strings(s.sorted)
@@ -211,21 +296,53 @@ func (s *Indexed) sortedOverlay() []string {
 	return s.sorted
 }
 
+// overlayRange is the states under [prefix, end) that are not the
+// image's (end "": no bound): the journal key index's, then the applied
+// events' over them; keys sorted.
+func (s *Indexed) overlayRange(prefix, end string) ([]string, map[string]keyState, error) {
+	if s.jx == nil {
+		ov := s.sortedOverlay()
+		return ov[sort.SearchStrings(ov, prefix):], s.overlay, nil
+	}
+	states := map[string]keyState{}
+	err := s.jx.Range(prefix, end, func(r etcdsnap.IndexedKey) bool {
+		states[r.Key] = journalStateOf(r)
+		return true
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, st := range s.overlay {
+		if k >= prefix && (end == "" || k < end) {
+			states[k] = st
+		}
+	}
+	keys := make([]string, 0, len(states))
+	for k := range states {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys, states, nil
+}
+
 // walk merges the index's range with the overlay, in key order.
 func (s *Indexed) walk(prefix string, fn func(key string, st keyState) error) error {
-	ov := s.sortedOverlay()
-	i := sort.SearchStrings(ov, prefix)
 	end := etcdsnap.PrefixEnd(prefix)
+	ov, states, err := s.overlayRange(prefix, end)
+	if err != nil {
+		return err
+	}
+	i := 0
 	inRange := func(k string) bool { return end == "" || k < end }
 	var ferr error
-	err := s.idx.Range(prefix, end, func(r etcdsnap.IndexedKey) bool {
+	err = s.idx.Range(prefix, end, func(r etcdsnap.IndexedKey) bool {
 		for ; i < len(ov) && ov[i] < r.Key; i++ {
-			if ferr = fn(ov[i], s.overlay[ov[i]]); ferr != nil {
+			if ferr = fn(ov[i], states[ov[i]]); ferr != nil {
 				return false
 			}
 		}
 		if i < len(ov) && ov[i] == r.Key {
-			ferr = fn(ov[i], s.overlay[ov[i]])
+			ferr = fn(ov[i], states[ov[i]])
 			i++
 		} else {
 			ferr = fn(r.Key, stateOf(r))
@@ -239,7 +356,7 @@ func (s *Indexed) walk(prefix string, fn func(key string, st keyState) error) er
 		return ferr
 	}
 	for ; i < len(ov) && inRange(ov[i]); i++ {
-		if err := fn(ov[i], s.overlay[ov[i]]); err != nil {
+		if err := fn(ov[i], states[ov[i]]); err != nil {
 			return err
 		}
 	}

@@ -100,6 +100,9 @@ func printObject(g *globalOptions, o *getOptions, ref objects.Ref, vs *versionSn
 	if obj.StoredAPIVersion != "" {
 		attrs = append(attrs, "storedAs", obj.StoredAPIVersion)
 	}
+	if vs.journalIndexed {
+		attrs = append(attrs, "journalIndex", true)
+	}
 	if vs.deltas > 0 {
 		attrs = append(attrs, "deltaEvents", vs.deltas)
 	}

@@ -29,8 +29,11 @@ type versionSnapshot struct {
 	file    *backup.SnapshotFile // materialised only
 	vr      *rsyncish.VersionReader
 	indexed bool
-	deltas  int // journal events applied
-	encFrom string
+	// journalIndexed: a journal version read through its journal key
+	// index (no replay since the base).
+	journalIndexed bool
+	deltas         int // journal events applied
+	encFrom        string
 }
 
 func (v *versionSnapshot) Close() {
@@ -156,6 +159,18 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 		vs.snap.UseEncryption(kr)
 		vs.encFrom = from
 	}
+	if src.Journal && vs.indexed && journalIndexUsable(src, at, atTime) {
+		// The version's journal key index moves the view to its revision
+		// without replaying the journal since the base; --at then replays
+		// only what follows the version.
+		vs.journalIndexed, err = useJournalIndex(store, vs.vr, vs.snap)
+		if err != nil && !errors.Is(err, etcdsnap.ErrKeyIndex) {
+			return nil, fmt.Errorf("version %s: %w", id, err)
+		}
+		if err != nil {
+			g.logger.Warn("the version's journal key index is damaged; replaying the journal instead (verify --read-data names the damage)", "version", id, "err", err)
+		}
+	}
 	if src.Journal || at != "" {
 		untilRev := int64(0)
 		if at == "" {
@@ -168,6 +183,62 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 	g.logger.Debug("opened version snapshot", "version", id, "snapshotOf", src.Version, "revision", vs.snap.Revision(), "indexed", vs.indexed, "deltas", vs.deltas, "encryption", vs.encFrom)
 	ok = true
 	return vs, nil
+}
+
+// journalIndexUsable says whether a journal version's key index may stand
+// for its state: always for the version itself; for --at only when the
+// version's etcd part had ended by then (it read etcd's revision at some
+// moment while it ran, and the index is at that revision).
+func journalIndexUsable(src backup.EtcdSource, at string, t time.Time) bool {
+	if at == "" {
+		return true
+	}
+	if src.Info == nil || src.Info.Started.IsZero() {
+		return false
+	}
+	end := src.Info.Started.Add(time.Duration(src.Info.Duration * float64(time.Second)))
+	return !end.After(t)
+}
+
+// useJournalIndex moves snap (the base's indexed snapshot) to the journal
+// version vr's revision through its journal key index. False, nil: vr has
+// none (written before kubekeep wrote one); errors wrapping
+// etcdsnap.ErrKeyIndex: it is damaged (the journal is replayed instead).
+func useJournalIndex(store *rsyncish.Store, vr *rsyncish.VersionReader, snap objects.Reader) (bool, error) {
+	ix, ok := snap.(*objects.Indexed)
+	if !ok {
+		return false, nil
+	}
+	keys, err := vr.Stream(backup.EtcdJournalKeysStream)
+	if errors.Is(err, rsyncish.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	segs, err := vr.Stream(backup.EtcdJournalSegsStream)
+	if err != nil {
+		keys.Close()
+		if errors.Is(err, rsyncish.ErrNotFound) {
+			return false, fmt.Errorf("%w: %s without %s", etcdsnap.ErrKeyIndex, backup.EtcdJournalKeysStream, backup.EtcdJournalSegsStream)
+		}
+		return false, err
+	}
+	j, err := store.Journal(backup.DeltaJournal)
+	if err == nil {
+		err = ix.UseJournal(objects.JournalConfig{Index: keys, IndexSize: keys.Size(),
+			Value: backup.JournalValues(j, segs, segs.Size()),
+			OnClose: func() error {
+				keys.Close()
+				return segs.Close()
+			}})
+	}
+	if err != nil {
+		keys.Close()
+		segs.Close()
+		return false, err
+	}
+	return true, nil
 }
 
 // openIndexed opens the snapshot of src through its stored key index.
