@@ -138,8 +138,11 @@ func agentCloudSnapshot(g *globalOptions) agent.CloudSnapshotFunc {
 		if err != nil {
 			return err
 		}
+		// Waited for: Prune does nothing while a set is progressing, so
+		// pruning right after starting one (ECS takes minutes) would never
+		// delete an expired set.
 		set, err := client.CreateSet(ctx, cloudsnap.CreateRequest{
-			Version: req.Version, EtcdRevision: req.EtcdRevision, Purpose: cloudsnap.PurposeScheduled,
+			Version: req.Version, EtcdRevision: req.EtcdRevision, Purpose: cloudsnap.PurposeScheduled, Wait: true,
 		})
 		if err != nil {
 			return err
