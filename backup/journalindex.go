@@ -36,11 +36,13 @@ package backup
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -154,10 +156,11 @@ func writeJournalIndex(w *rsyncish.VersionWriter, keys map[string]journalKey, re
 // not hold that change (an index that disagrees with the journal) the
 // error wraps etcdsnap.ErrKeyIndex. The last few
 // segments read are kept decoded (diff reads many keys). Safe for
-// concurrent use.
-func JournalValues(j *rsyncish.Journal, segs io.ReaderAt, size int64) func(key string, rev, off, n int64) ([]byte, error) {
+// concurrent use. The bytes of the segments read are added to read when
+// it is not nil.
+func JournalValues(j *rsyncish.Journal, segs io.ReaderAt, size int64, read *atomic.Int64) func(key string, rev, off, n int64) ([]byte, error) {
 	var mu sync.Mutex
-	cache := map[string]map[string]etcdsnap.Event{} // segment file -> "rev key" -> event
+	cache := map[string][]etcdsnap.Event{} // segment file -> its events
 	var order []string
 	return func(key string, rev, off, n int64) ([]byte, error) {
 		if n != journalSegEntry || off < 0 || off%journalSegEntry != 0 || off > size-n {
@@ -178,14 +181,14 @@ func JournalValues(j *rsyncish.Journal, segs io.ReaderAt, size int64) func(key s
 			if err != nil {
 				return nil, err
 			}
+			if read != nil {
+				read.Add(int64(len(data)))
+			}
 			seg, err := etcdsnap.DecodeSegment(data)
 			if err != nil {
 				return nil, fmt.Errorf("journal segment %s: %w", name, err)
 			}
-			evs = make(map[string]etcdsnap.Event, len(seg.Events))
-			for _, e := range seg.Events {
-				evs[fmt.Sprint(e.ModRevision, " ", e.Key)] = e
-			}
+			evs = seg.Events
 			mu.Lock()
 			if len(order) >= 8 {
 				delete(cache, order[0])
@@ -194,10 +197,13 @@ func JournalValues(j *rsyncish.Journal, segs io.ReaderAt, size int64) func(key s
 			cache[name], order = evs, append(order, name)
 			mu.Unlock()
 		}
-		e, ok := evs[fmt.Sprint(rev, " ", key)]
-		if !ok || e.Type != etcdsnap.EventPut {
-			return nil, fmt.Errorf("%w: journal segment %s holds no put of %s at revision %d", etcdsnap.ErrKeyIndex, name, key, rev)
+		// Events are in revision order; a revision holds few.
+		i, _ := slices.BinarySearchFunc(evs, rev, func(e etcdsnap.Event, r int64) int { return cmp.Compare(e.ModRevision, r) })
+		for ; i < len(evs) && evs[i].ModRevision == rev; i++ {
+			if e := evs[i]; e.Key == key && e.Type == etcdsnap.EventPut {
+				return e.Value, nil
+			}
 		}
-		return e.Value, nil
+		return nil, fmt.Errorf("%w: journal segment %s holds no put of %s at revision %d", etcdsnap.ErrKeyIndex, name, key, rev)
 	}
 }

@@ -228,7 +228,7 @@ func openJournalVersion(t *testing.T, store *rsyncish.Store, j *rsyncish.Journal
 		t.Fatal(err)
 	}
 	keys, segs := stream(vr, backup.EtcdJournalKeysStream), stream(vr, backup.EtcdJournalSegsStream)
-	if err := r.UseJournal(objects.JournalConfig{Index: keys, IndexSize: keys.Size(), Value: backup.JournalValues(j, segs, segs.Size())}); err != nil {
+	if err := r.UseJournal(objects.JournalConfig{Index: keys, IndexSize: keys.Size(), Value: backup.JournalValues(j, segs, segs.Size(), nil)}); err != nil {
 		t.Fatal(err)
 	}
 	return r

@@ -38,7 +38,10 @@ type DeltaConfig struct {
 	// is a progress mark too. Default: Flush.
 	Heartbeat time.Duration
 	// MaxSegmentBytes flushes early when this many key+value bytes are
-	// pending, bounding memory under a write burst. Default 4 MiB.
+	// pending, at a revision boundary (inside one watch response too):
+	// it bounds memory under a write burst, and what reading one change
+	// through a journal key index reads (the segment holding it).
+	// Default 1 MiB.
 	MaxSegmentBytes int
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
@@ -52,7 +55,7 @@ func (c DeltaConfig) withDefaults() DeltaConfig {
 		c.Heartbeat = c.Flush
 	}
 	if c.MaxSegmentBytes <= 0 {
-		c.MaxSegmentBytes = 4 << 20
+		c.MaxSegmentBytes = 1 << 20
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -357,6 +360,16 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 				if e.ModRevision <= cur.ToRev && len(cur.Events) > 0 && e.ModRevision < cur.Events[len(cur.Events)-1].ModRevision {
 					return broken("watch delivered revisions out of order", 0,
 						fmt.Errorf("revision %d after %d", e.ModRevision, cur.Events[len(cur.Events)-1].ModRevision))
+				}
+				// A response holds up to 1000 revisions: a burst is cut
+				// into segments of about MaxSegmentBytes, between
+				// revisions (a segment holds whole revisions).
+				if pendingBytes >= d.cfg.MaxSegmentBytes && len(cur.Events) > 0 && e.ModRevision > cur.Events[len(cur.Events)-1].ModRevision {
+					cur.ToTime = now
+					cur.CatchUp = cur.CatchUp || catchingUp
+					if err := flush(); err != nil {
+						return err
+					}
 				}
 				cur.Events = append(cur.Events, e)
 				cur.ToRev = max(cur.ToRev, e.ModRevision)

@@ -3,6 +3,7 @@ package etcdsnap_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -217,5 +218,86 @@ func TestReplayEventsCoverage(t *testing.T) {
 				t.Fatalf("replays %v, want %v", revs(got), tc.want)
 			}
 		})
+	}
+}
+
+// A burst etcd sends in one watch response (here: a stream resumed behind
+// 40 revisions of 64 KiB values, which etcd replays in batches of up to
+// 1000 revisions) is cut into segments of about MaxSegmentBytes, each
+// holding whole revisions, and the chain still restores every change.
+// Before, a segment was cut only between responses: one segment of the
+// whole burst, which a read of one change through a journal key index
+// then had to read and decode whole.
+func TestDeltaBurstIsCutIntoSegments(t *testing.T) {
+	r := testetcd.SandboxT(t)
+	srv := testetcd.StartT(t, r)
+	ctx := ctxT(t)
+	cli := srv.ClientT(t)
+	if _, err := cli.Put(ctx, "/a/base", "0"); err != nil {
+		t.Fatal(err)
+	}
+	cc := clientConfig(r, srv.Endpoint())
+	dir := t.TempDir()
+	snap := filepath.Join(dir, "a.db")
+	info := snapshotToFile(t, cc, snap)
+	value := strings.Repeat("v", 64<<10)
+	var last int64
+	for i := range 40 {
+		resp, err := cli.Put(ctx, fmt.Sprintf("/a/burst/%02d", i), value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = resp.Header.Revision
+	}
+	const max = 256 << 10
+	sink := &memSink{}
+	ds := etcdsnap.NewDeltaStreamer(cli, info.Revision, info.Started, sink,
+		etcdsnap.DeltaConfig{Flush: 10 * time.Second, Heartbeat: 10 * time.Second, MaxSegmentBytes: max})
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ds.Run(sctx) }()
+	for deadline := time.Now().Add(20 * time.Second); ds.Covered().ToRev < last; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("deltas cover %d, want %d", ds.Covered().ToRev, last)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("delta streamer: %v", err)
+	}
+	if sink.err != nil {
+		t.Fatal(sink.err)
+	}
+	withEvents := 0
+	for i, raw := range sink.segs {
+		seg, err := etcdsnap.DecodeSegment(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seg.Events) > 0 {
+			withEvents++
+		}
+		n := 0
+		for _, e := range seg.Events {
+			n += len(e.Key) + len(e.Value)
+		}
+		// At most one revision (one 64 KiB value) past the bound.
+		if n > max+len(value)+64 {
+			t.Errorf("segment %d holds %d bytes of keys and values (revisions %d-%d), bound %d", i, n, seg.FromRev+1, seg.ToRev, max)
+		}
+	}
+	if withEvents < 40*len(value)/(max+len(value)) {
+		t.Errorf("%d segments with changes for %d bytes of burst at %d per segment", withEvents, 40*len(value), max)
+	}
+	rc := restoreConfig(r, snap, filepath.Join(dir, "burst"))
+	rc.Segments = sink.readers()
+	if _, err := etcdsnap.RestoreDataDir(ctx, rc); err != nil {
+		t.Fatal(err)
+	}
+	got := dbState(t, etcdsnap.DBPath(rc.DataDir))
+	for k, v := range stateAt(t, cli, last) {
+		if got[k] != v {
+			t.Errorf("restored %s differs from etcd at revision %d", k, last)
+		}
 	}
 }

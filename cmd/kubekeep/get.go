@@ -106,6 +106,9 @@ func printObject(g *globalOptions, o *getOptions, ref objects.Ref, vs *versionSn
 	if vs.deltas > 0 {
 		attrs = append(attrs, "deltaEvents", vs.deltas)
 	}
+	if n := vs.journalBytes.Load(); n > 0 {
+		attrs = append(attrs, "journalBytesRead", n)
+	}
 	g.logger.Info("object", attrs...)
 	return nil
 }

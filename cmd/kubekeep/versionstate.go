@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
@@ -33,7 +34,9 @@ type versionSnapshot struct {
 	// index (no replay since the base).
 	journalIndexed bool
 	deltas         int // journal events applied
-	encFrom        string
+	// journalBytes is what was read of the delta journal's segments.
+	journalBytes atomic.Int64
+	encFrom      string
 }
 
 func (v *versionSnapshot) Close() {
@@ -163,7 +166,7 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 		// The version's journal key index moves the view to its revision
 		// without replaying the journal since the base; --at then replays
 		// only what follows the version.
-		vs.journalIndexed, err = useJournalIndex(store, vs.vr, vs.snap)
+		vs.journalIndexed, err = useJournalIndex(store, vs.vr, vs.snap, &vs.journalBytes)
 		if err != nil && !errors.Is(err, etcdsnap.ErrKeyIndex) {
 			return nil, fmt.Errorf("version %s: %w", id, err)
 		}
@@ -176,7 +179,7 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 		if at == "" {
 			untilRev = src.Revision
 		}
-		if vs.deltas, err = applyDeltas(store, vs.snap, untilRev, atTime); err != nil {
+		if vs.deltas, err = applyDeltas(store, vs.snap, untilRev, atTime, &vs.journalBytes); err != nil {
 			return nil, fmt.Errorf("version %s: %w", id, err)
 		}
 	}
@@ -204,7 +207,7 @@ func journalIndexUsable(src backup.EtcdSource, at string, t time.Time) bool {
 // version vr's revision through its journal key index. False, nil: vr has
 // none (written before kubekeep wrote one); errors wrapping
 // etcdsnap.ErrKeyIndex: it is damaged (the journal is replayed instead).
-func useJournalIndex(store *rsyncish.Store, vr *rsyncish.VersionReader, snap objects.Reader) (bool, error) {
+func useJournalIndex(store *rsyncish.Store, vr *rsyncish.VersionReader, snap objects.Reader, read *atomic.Int64) (bool, error) {
 	ix, ok := snap.(*objects.Indexed)
 	if !ok {
 		return false, nil
@@ -227,7 +230,7 @@ func useJournalIndex(store *rsyncish.Store, vr *rsyncish.VersionReader, snap obj
 	j, err := store.Journal(backup.DeltaJournal)
 	if err == nil {
 		err = ix.UseJournal(objects.JournalConfig{Index: keys, IndexSize: keys.Size(),
-			Value: backup.JournalValues(j, segs, segs.Size()),
+			Value: backup.JournalValues(j, segs, segs.Size(), read),
 			OnClose: func() error {
 				keys.Close()
 				return segs.Close()
@@ -344,7 +347,7 @@ func readVersionFile(vr *rsyncish.VersionReader, _, hostPath string) ([]byte, er
 
 // applyDeltas replays the journal's etcd changes recorded after the
 // snapshot up to revision untilRev or time t (zero: no such target).
-func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t time.Time) (int, error) {
+func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t time.Time, read *atomic.Int64) (int, error) {
 	// Only the segments up to the target: damage in a later one blocks
 	// nothing before it.
 	j, err := store.Journal(backup.DeltaJournal)
@@ -364,6 +367,7 @@ func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t t
 	readers := make([]io.Reader, len(datas))
 	for i, d := range datas {
 		readers[i] = bytes.NewReader(d)
+		read.Add(int64(len(d)))
 	}
 	// The restore's own checks: no gap from the snapshot, the target
 	// covered (up to the newest change or progress mark), not inside a
