@@ -1,7 +1,9 @@
 package objects
 
 import (
+	"crypto/sha256"
 	"iter"
+	"sort"
 	"strings"
 )
 
@@ -59,6 +61,12 @@ func Diff(a, b Reader) ([]Change, error) {
 		return nil
 	}
 	if a.baseName() != "" && a.baseName() == b.baseName() {
+		type pair struct {
+			key      string
+			sa, sb   keyState
+			inA, inB bool
+		}
+		var ps []pair
 		for _, key := range mergeSorted(a.overlayKeys(), b.overlayKeys()) {
 			if !strings.HasPrefix(key, registryPrefix) {
 				continue
@@ -71,8 +79,47 @@ func Diff(a, b Reader) ([]Change, error) {
 			if err != nil {
 				return nil, err
 			}
-			if err := add(key, sa, inA, sb, inB); err != nil {
-				return nil, err
+			ps = append(ps, pair{key, sa, sb, inA, inB})
+		}
+		// Values out of a journal key index are read segment by segment:
+		// each side's values are digested in the order of its segments,
+		// which reads each segment once, where key order would read one
+		// per key. Then the pairs are judged in key order.
+		need := func(p pair) bool {
+			liveA, liveB := p.inA && !p.sa.rev.Tombstone, p.inB && !p.sb.rev.Tombstone
+			return liveA && liveB && !sameRevision(p.sa, p.sb)
+		}
+		digests := [2]map[string]valueDigest{{}, {}}
+		for side, r := range []Reader{a, b} {
+			st := func(p pair) keyState { return [2]keyState{p.sa, p.sb}[side] }
+			var todo []pair
+			for _, p := range ps {
+				if need(p) {
+					todo = append(todo, p)
+				}
+			}
+			sort.SliceStable(todo, func(x, y int) bool {
+				sx, sy := st(todo[x]), st(todo[y])
+				return sx.journal && (!sy.journal || sx.off < sy.off)
+			})
+			for _, p := range todo {
+				d, err := digestValue(r, p.key, st(p))
+				if err != nil {
+					return nil, err
+				}
+				digests[side][p.key] = d
+			}
+		}
+		for _, p := range ps {
+			if !need(p) {
+				if err := add(p.key, p.sa, p.inA, p.sb, p.inB); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if da, db := digests[0][p.key], digests[1][p.key]; !da.same(db) {
+				ref, _ := RefFromKey(p.key)
+				out = append(out, Change{Type: Changed, Ref: ref, Key: p.key, OldRevision: p.sa.rev.Main, NewRevision: p.sb.rev.Main})
 			}
 		}
 		return out, nil
@@ -167,8 +214,45 @@ func mergeSorted(a, b []string) []string {
 	return out
 }
 
+// sameRevision: within one etcd history, the two states name one value.
+func sameRevision(ea, eb keyState) bool {
+	return ea.rev.Main == eb.rev.Main && ea.createRevision == eb.createRevision && (ea.overlay || eb.overlay || ea.journal || eb.journal || ea.rev.Sub == eb.rev.Sub)
+}
+
+// valueDigest is what sameValue compares of one value: its stored bytes
+// and, when it is encrypted at rest and the keys open it, its plaintext.
+type valueDigest struct {
+	raw, plain   [32]byte
+	enc, plainOK bool
+}
+
+func digestValue(r Reader, key string, st keyState) (valueDigest, error) {
+	v, err := r.value(key, st)
+	if err != nil {
+		return valueDigest{}, err
+	}
+	d := valueDigest{raw: sha256.Sum256(v), enc: strings.HasPrefix(string(v), encPrefix)}
+	if p, err := plaintext(key, v, r.keyringOf()); err == nil {
+		d.plain, d.plainOK = sha256.Sum256(p), true
+	}
+	return d, nil
+}
+
+// same is sameValue's verdict on two digests.
+func (d valueDigest) same(o valueDigest) bool {
+	switch {
+	case d.raw == o.raw:
+		return true
+	case !d.enc && !o.enc:
+		return false
+	case !d.plainOK || !o.plainOK:
+		return false
+	}
+	return d.plain == o.plain
+}
+
 func sameValue(a, b Reader, key string, ea, eb keyState) (bool, error) {
-	if ea.rev.Main == eb.rev.Main && ea.createRevision == eb.createRevision && (ea.overlay || eb.overlay || ea.journal || eb.journal || ea.rev.Sub == eb.rev.Sub) {
+	if sameRevision(ea, eb) {
 		return true, nil
 	}
 	va, err := a.value(key, ea)
