@@ -148,6 +148,20 @@ func writeJournalIndex(w *rsyncish.VersionWriter, keys map[string]journalKey, re
 	return err
 }
 
+// JournalSegmentName reads the segment file name a journal key index
+// record's ValueOffset and ValueLength (off, n) locate in the segment
+// table segs (size bytes).
+func JournalSegmentName(segs io.ReaderAt, size, off, n int64) (string, error) {
+	if n != journalSegEntry || off < 0 || off%journalSegEntry != 0 || off > size-n {
+		return "", fmt.Errorf("%w: journal segment entry at %d+%d outside the %d-byte segment table", etcdsnap.ErrKeyIndex, off, n, size)
+	}
+	entry := make([]byte, n)
+	if _, err := segs.ReadAt(entry, off); err != nil {
+		return "", fmt.Errorf("journal segment table: %w", err)
+	}
+	return string(bytes.TrimRight(entry, "\x00")), nil
+}
+
 // JournalValues reads the values a journal key index points at: segs is
 // the version's EtcdJournalSegsStream (size bytes), j the store's delta
 // journal. The returned function gives the value key was put with at
@@ -163,14 +177,10 @@ func JournalValues(j *rsyncish.Journal, segs io.ReaderAt, size int64, read *atom
 	cache := map[string][]etcdsnap.Event{} // segment file -> its events
 	var order []string
 	return func(key string, rev, off, n int64) ([]byte, error) {
-		if n != journalSegEntry || off < 0 || off%journalSegEntry != 0 || off > size-n {
-			return nil, fmt.Errorf("%w: journal segment entry at %d+%d outside the %d-byte segment table", etcdsnap.ErrKeyIndex, off, n, size)
+		name, err := JournalSegmentName(segs, size, off, n)
+		if err != nil {
+			return nil, err
 		}
-		entry := make([]byte, n)
-		if _, err := segs.ReadAt(entry, off); err != nil {
-			return nil, fmt.Errorf("journal segment table: %w", err)
-		}
-		name := string(bytes.TrimRight(entry, "\x00"))
 		mu.Lock()
 		evs, ok := cache[name]
 		mu.Unlock()

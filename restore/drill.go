@@ -61,6 +61,10 @@ type DrillResult struct {
 	BaseRevision  int64   `json:"baseRevision,omitempty"`
 	ChangedKeys   int     `json:"changedKeys,omitempty"`
 	ChangedSHA256 string  `json:"changedSha256,omitempty"`
+	// JournalIndexRecords: a journal version's journal key index
+	// (backup.EtcdJournalKeysStream) holds this many records, each as the
+	// replay left its key (0: the version has no such index).
+	JournalIndexRecords int `json:"journalIndexRecords,omitempty"`
 	Seconds       float64 `json:"seconds"`
 	Verified      bool    `json:"verified"`
 	// NeedBytes is what the drill needs free on the store's filesystem
@@ -253,6 +257,11 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 		return fail(fmt.Errorf("served key/values hash to %s, the snapshot's to %s", served.hash, res.SnapshotKVHash))
 	}
 	if jr != nil {
+		// What get, objects and diff read the version through must say
+		// what the replay says.
+		if res.JournalIndexRecords, err = checkJournalIndex(store, src.id, src.snapID, jr); err != nil {
+			return fail(err)
+		}
 		p := jr.proof
 		res.ChangedKeys, res.ChangedSHA256 = len(touched), served.touched
 		switch {
@@ -273,6 +282,9 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	if jr != nil {
 		detail += fmt.Sprintf("; journal version on base %s (revision %d): %d segments replayed, %d changed keys match etcd's values at revision %d (sha256 %s)",
 			src.snapID, src.etcd.Revision, len(jr.datas), len(touched), recorded, served.touched)
+		if res.JournalIndexRecords > 0 {
+			detail += fmt.Sprintf("; its journal key index agrees with the replay (%d records)", res.JournalIndexRecords)
+		}
 	}
 	if err := markVerified(ctx, store, src.id, rsyncish.Verification{Time: time.Now(), Method: DrillMethod, Detail: detail}); err != nil {
 		return fail(err)
@@ -374,6 +386,8 @@ type servedState struct {
 // evidence the backup recorded.
 type journalReplay struct {
 	datas   [][]byte
+	segs    []rsyncish.SegmentInfo // of datas
+	events  []etcdsnap.Event       // the replay
 	touched []string
 	// changed are the keys changed after proof.ValuesFrom.
 	changed []string
@@ -397,15 +411,16 @@ func loadJournalReplay(store *rsyncish.Store, src *source) (*journalReplay, erro
 	if err != nil {
 		return nil, err
 	}
-	datas, _, err := j.ReadNeeded(uint64(src.etcd.Revision), uint64(src.journal.Revision), time.Time{})
+	datas, segs, err := j.ReadNeeded(uint64(src.etcd.Revision), uint64(src.journal.Revision), time.Time{})
 	if err != nil {
 		return nil, fmt.Errorf("etcd delta journal: %w", err)
 	}
-	jr := &journalReplay{datas: datas, proof: proof}
+	jr := &journalReplay{datas: datas, segs: segs, proof: proof}
 	events, err := etcdsnap.ReplayEvents(jr.readers(), src.etcd.Revision, src.journal.Revision, time.Time{})
 	if err != nil {
 		return nil, fmt.Errorf("etcd delta journal from revision %d to %d: %w", src.etcd.Revision, src.journal.Revision, err)
 	}
+	jr.events = events
 	seen := map[string]bool{}
 	for _, e := range events {
 		if !seen[e.Key] {

@@ -224,6 +224,11 @@ func TestJournalVersionsRestoreWhatEtcdHeld(t *testing.T) {
 	if dr.Base != f.full.ID || dr.ChangedKeys == 0 || dr.RecordedRevision != last.Etcd.Revision {
 		t.Errorf("drill result %+v: want base %s, changed keys, revision %d", dr, f.full.ID, last.Etcd.Revision)
 	}
+	// The drill also held the journal key index against the replay: a
+	// record per changed key.
+	if dr.JournalIndexRecords != dr.ChangedKeys {
+		t.Errorf("drill checked %d journal key index records, the journal changes %d keys", dr.JournalIndexRecords, dr.ChangedKeys)
+	}
 	// Forced: a full version again, which later journal versions build on.
 	if full := f.backup(true); full.EtcdKind != backup.EtcdKindFull {
 		t.Errorf("backup with ForceFull: kind %q", full.EtcdKind)

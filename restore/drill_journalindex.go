@@ -1,0 +1,110 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// checkJournalIndex compares a journal version's journal key index
+// (backup.EtcdJournalKeysStream and EtcdJournalSegsStream, which get,
+// objects and diff read the version through) with the journal the drill
+// replays: one record for every key the replay changed since the base and
+// no other, each the key's last change (revision, deletion or not, create
+// revision, version, lease), a put's naming the segment file that holds
+// that change. It returns how many records it checked; 0 and no error
+// for a version written before kubekeep wrote the index.
+func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalReplay) (int, error) {
+	vr, err := store.OpenVersion(id)
+	if err != nil {
+		return 0, err
+	}
+	defer vr.Close()
+	keys, err := vr.Stream(backup.EtcdJournalKeysStream)
+	if errors.Is(err, rsyncish.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer keys.Close()
+	segs, err := vr.Stream(backup.EtcdJournalSegsStream)
+	if err != nil {
+		return 0, fmt.Errorf("journal key index: %w", err)
+	}
+	defer segs.Close()
+	x, err := etcdsnap.OpenKeyIndex(keys, keys.Size())
+	if err != nil {
+		return 0, fmt.Errorf("journal key index: %w", err)
+	}
+	// The replay's last change of each key, and the segment holding each
+	// change by revision and key.
+	last := map[string]etcdsnap.Event{}
+	for _, e := range jr.events {
+		last[e.Key] = e
+	}
+	type change struct {
+		rev int64
+		key string
+	}
+	holder := map[change]string{}
+	for i, d := range jr.datas {
+		seg, err := etcdsnap.DecodeSegment(d)
+		if err != nil {
+			return 0, fmt.Errorf("etcd delta journal segment %s: %w", jr.segs[i].File, err)
+		}
+		for _, e := range seg.Events {
+			if l, ok := last[e.Key]; ok && l.ModRevision == e.ModRevision {
+				if _, seen := holder[change{e.ModRevision, e.Key}]; !seen {
+					holder[change{e.ModRevision, e.Key}] = jr.segs[i].File
+				}
+			}
+		}
+	}
+	h := x.Header()
+	if want := jr.events; len(want) > 0 && h.Revision < want[len(want)-1].ModRevision {
+		return 0, fmt.Errorf("journal key index: at revision %d, the journal reaches %d", h.Revision, want[len(want)-1].ModRevision)
+	}
+	n := 0
+	var bad error
+	err = x.Range("", "", func(r etcdsnap.IndexedKey) bool {
+		n++
+		e, ok := last[r.Key]
+		if !ok {
+			bad = fmt.Errorf("journal key index: a record for %s, which the journal since base %s never changes", r.Key, baseID)
+			return false
+		}
+		deleted := e.Type == etcdsnap.EventDelete
+		create := e.CreateRevision
+		if create == 0 {
+			create = e.ModRevision
+		}
+		switch {
+		case r.Revision.Main != e.ModRevision || r.Revision.Tombstone != deleted:
+			bad = fmt.Errorf("journal key index: %s last changed at revision %d (deleted %v), the journal says %d (deleted %v)", r.Key, r.Revision.Main, r.Revision.Tombstone, e.ModRevision, deleted)
+		case !deleted && (r.CreateRevision != create || r.Version != e.Version || r.Lease != e.Lease):
+			bad = fmt.Errorf("journal key index: %s created %d, version %d, lease %x; the journal says %d, %d, %x", r.Key, r.CreateRevision, r.Version, r.Lease, create, e.Version, e.Lease)
+		case !deleted:
+			name, err := backup.JournalSegmentName(segs, segs.Size(), r.ValueOffset, r.ValueLength)
+			if err != nil {
+				bad = err
+			} else if want := holder[change{e.ModRevision, r.Key}]; name != want {
+				bad = fmt.Errorf("journal key index: %s at revision %d is in segment %s, the index names %q", r.Key, e.ModRevision, want, name)
+			}
+		}
+		return bad == nil
+	})
+	if err == nil {
+		err = bad
+	}
+	if err != nil {
+		return 0, err
+	}
+	if n != len(last) {
+		return 0, fmt.Errorf("journal key index: %d records, the journal since base %s changes %d keys", n, baseID, len(last))
+	}
+	return n, nil
+}

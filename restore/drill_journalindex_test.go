@@ -1,0 +1,125 @@
+package restore
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// The drill holds a journal version's journal key index against the
+// replay: the real one agrees, record for record; an index that says
+// another lease, misses a key, or names another segment fails, saying
+// which key.
+func TestDrillChecksTheJournalKeyIndex(t *testing.T) {
+	f := newJournalFixture(t)
+	for i := 1; i <= 2; i++ {
+		f.waitDurable(f.changes(i))
+	}
+	jv := f.backup(false)
+	if jv.EtcdKind != backup.EtcdKindJournal {
+		t.Fatalf("backup: %q, want a journal version", jv.EtcdKind)
+	}
+	src, err := loadSource(f.store, jv.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jr, err := loadJournalReplay(f.store, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := checkJournalIndex(f.store, jv.ID, f.full.ID, jr)
+	if err != nil || n != len(jr.touched) || n == 0 {
+		t.Fatalf("the version's own index: %d records (%v), the journal changes %d keys", n, err, len(jr.touched))
+	}
+
+	vr, err := f.store.OpenVersion(jv.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vr.Close()
+	read := func(name string) []byte {
+		s, err := vr.Stream(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		b, err := io.ReadAll(io.NewSectionReader(s, 0, s.Size()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	keys, segs := read(backup.EtcdJournalKeysStream), read(backup.EtcdJournalSegsStream)
+	x, err := etcdsnap.OpenKeyIndex(bytes.NewReader(keys), int64(len(keys)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []etcdsnap.IndexedKey
+	if err := x.Range("", "", func(r etcdsnap.IndexedKey) bool { recs = append(recs, r); return true }); err != nil {
+		t.Fatal(err)
+	}
+	put := -1
+	for i, r := range recs {
+		if !r.Revision.Tombstone {
+			put = i
+		}
+	}
+	if put < 0 {
+		t.Fatal("no put in the index")
+	}
+	// A second segment table entry, naming a segment that does not hold
+	// the change.
+	otherSegs := append(append([]byte(nil), segs...), bytes.Repeat([]byte{0}, 72)...)
+	copy(otherSegs[len(segs):], "00000000000000000001-00000000000000000001-1.seg")
+	for _, c := range []struct {
+		name string
+		edit func([]etcdsnap.IndexedKey) []etcdsnap.IndexedKey
+		segs []byte
+		want string
+	}{
+		{"another lease", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey { rs[put].Lease++; return rs }, segs, recs[put].Key},
+		{"a key missing", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey { return append(rs[:put:put], rs[put+1:]...) }, segs, "records"},
+		{"another segment", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey { rs[put].ValueOffset = int64(len(segs)); return rs }, otherSegs, recs[put].Key},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rs := c.edit(append([]etcdsnap.IndexedKey(nil), recs...))
+			h := x.Header()
+			h.ImageSize, h.Records, h.Keys = int64(len(c.segs)), int64(len(rs)), 0
+			for _, r := range rs {
+				if !r.Revision.Tombstone {
+					h.Keys++
+				}
+			}
+			var idx bytes.Buffer
+			if err := etcdsnap.WriteKeyIndex(&idx, h, rs); err != nil {
+				t.Fatal(err)
+			}
+			unlock, err := f.store.Lock(f.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := f.store.NewVersion(f.ctx, rsyncish.WriteOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, b := range map[string][]byte{backup.EtcdJournalKeysStream: idx.Bytes(), backup.EtcdJournalSegsStream: c.segs} {
+				if _, err := w.AddStream(name, bytes.NewReader(b)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			vi, err := w.Commit()
+			unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := checkJournalIndex(f.store, vi.ID, f.full.ID, jr); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("an index with %s: %v, want an error naming %q", c.name, err, c.want)
+			}
+		})
+	}
+}
