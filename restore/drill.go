@@ -57,16 +57,16 @@ type DrillResult struct {
 	// ChangedSHA256: the keys the journal changed since the base and the
 	// digest of their served values (backup.TouchedDigest), which must be
 	// what the backup read from etcd at the version's revision.
-	Base          string  `json:"base,omitempty"`
-	BaseRevision  int64   `json:"baseRevision,omitempty"`
-	ChangedKeys   int     `json:"changedKeys,omitempty"`
-	ChangedSHA256 string  `json:"changedSha256,omitempty"`
+	Base          string `json:"base,omitempty"`
+	BaseRevision  int64  `json:"baseRevision,omitempty"`
+	ChangedKeys   int    `json:"changedKeys,omitempty"`
+	ChangedSHA256 string `json:"changedSha256,omitempty"`
 	// JournalIndexRecords: a journal version's journal key index
 	// (backup.EtcdJournalKeysStream) holds this many records, each as the
 	// replay left its key (0: the version has no such index).
-	JournalIndexRecords int `json:"journalIndexRecords,omitempty"`
-	Seconds       float64 `json:"seconds"`
-	Verified      bool    `json:"verified"`
+	JournalIndexRecords int     `json:"journalIndexRecords,omitempty"`
+	Seconds             float64 `json:"seconds"`
+	Verified            bool    `json:"verified"`
 	// NeedBytes is what the drill needs free on the store's filesystem
 	// (DrillSpace), FreeBytes what was free when it started.
 	NeedBytes int64 `json:"needBytes,omitempty"`

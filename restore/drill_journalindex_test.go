@@ -84,7 +84,10 @@ func TestDrillChecksTheJournalKeyIndex(t *testing.T) {
 	}{
 		{"another lease", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey { rs[put].Lease++; return rs }, segs, recs[put].Key},
 		{"a key missing", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey { return append(rs[:put:put], rs[put+1:]...) }, segs, "records"},
-		{"another segment", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey { rs[put].ValueOffset = int64(len(segs)); return rs }, otherSegs, recs[put].Key},
+		{"another segment", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey {
+			rs[put].ValueOffset = int64(len(segs))
+			return rs
+		}, otherSegs, recs[put].Key},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rs := c.edit(append([]etcdsnap.IndexedKey(nil), recs...))
