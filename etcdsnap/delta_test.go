@@ -301,3 +301,63 @@ func TestDeltaBurstIsCutIntoSegments(t *testing.T) {
 		}
 	}
 }
+
+// ScanEvents, one segment at a time, hands over exactly the changes
+// ReplayEvents returns for a revision target (overlapping segments and a
+// progress mark included), refuses what it refuses (a gap, a target not
+// covered), and says ErrSegmentOrder for segments out of replay order,
+// which ReplayEvents would have sorted.
+func TestScanEventsIsReplayEventsOneSegmentAtATime(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	ev := func(rev int64) etcdsnap.Event {
+		return etcdsnap.Event{Type: etcdsnap.EventPut, Key: fmt.Sprintf("/k/%d", rev%3), Value: []byte(fmt.Sprint("v", rev)), ModRevision: rev, CreateRevision: 1, Version: rev, Time: t0.Add(time.Duration(rev) * time.Second)}
+	}
+	seg := func(from, to int64, evs ...etcdsnap.Event) []byte {
+		s := etcdsnap.Segment{FromRev: from, ToRev: to, FromTime: t0.Add(time.Duration(from) * time.Second), ToTime: t0.Add(time.Duration(to) * time.Second), Events: evs}
+		return s.Encode()
+	}
+	inOrder := [][]byte{seg(5, 8, ev(6), ev(7), ev(8)), seg(7, 9, ev(8), ev(9)), seg(9, 9), seg(9, 12, ev(10), ev(11), ev(12))}
+	scan := func(segs [][]byte, from, until int64) ([]etcdsnap.Event, error) {
+		i := 0
+		var out []etcdsnap.Event
+		err := etcdsnap.ScanEvents(func() ([]byte, error) {
+			if i == len(segs) {
+				return nil, io.EOF
+			}
+			i++
+			return segs[i-1], nil
+		}, from, until, func(e *etcdsnap.Event) error {
+			out = append(out, *e)
+			return nil
+		})
+		return out, err
+	}
+	readers := func(segs [][]byte) []io.Reader {
+		var rs []io.Reader
+		for _, b := range segs {
+			rs = append(rs, bytes.NewReader(b))
+		}
+		return rs
+	}
+	for _, c := range []struct {
+		from, until int64
+		error       string
+	}{{5, 12, ""}, {6, 11, ""}, {8, 9, ""}, {5, 13, "not covered"}, {4, 12, "gap"}} {
+		want, werr := etcdsnap.ReplayEvents(readers(inOrder), c.from, c.until, time.Time{})
+		got, gerr := scan(inOrder, c.from, c.until)
+		if (werr == nil) != (gerr == nil) || gerr != nil && !strings.Contains(gerr.Error(), c.error) || c.error != "" && gerr == nil {
+			t.Errorf("from %d to %d: ScanEvents %v, ReplayEvents %v, want an error with %q", c.from, c.until, gerr, werr, c.error)
+			continue
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("from %d to %d: ScanEvents gave\n%v\nReplayEvents\n%v", c.from, c.until, got, want)
+		}
+	}
+	shuffled := [][]byte{inOrder[0], inOrder[1], inOrder[3], inOrder[2]}
+	if _, err := etcdsnap.ReplayEvents(readers(shuffled), 5, 12, time.Time{}); err != nil {
+		t.Fatalf("ReplayEvents of the shuffled segments: %v", err)
+	}
+	if _, err := scan(shuffled, 5, 12); !errors.Is(err, etcdsnap.ErrSegmentOrder) {
+		t.Errorf("ScanEvents of segments out of order: %v, want ErrSegmentOrder", err)
+	}
+}
