@@ -75,7 +75,14 @@ func TestValuesDigestOfLargeValues(t *testing.T) {
 		sum := sha256.Sum256(v)
 		h.Write(sum[:])
 	}
-	if want := hex.EncodeToString(h.Sum(nil)); got != want {
+	want := hex.EncodeToString(h.Sum(nil))
+	if got != want {
 		t.Errorf("digest %s, want %s (the fold of the values put)", got, want)
+	}
+	// Read in transactions cut by the values' sizes (4 MiB each here):
+	// the same digest.
+	sized, err := ValuesDigestSized(ctx, cli, keys, rev, func(k string) int { return len(values[k]) })
+	if err != nil || sized != want {
+		t.Errorf("digest read by size: %s %v, want %s", sized, err, want)
 	}
 }

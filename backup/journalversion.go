@@ -246,7 +246,7 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	if cache != nil {
 		fromRev = cache.rev
 	}
-	events, needed, proof, err := journalSince(j, segs, baseRev, fromRev, rev)
+	events, needed, sizes, proof, err := journalSince(j, segs, baseRev, fromRev, rev)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -274,7 +274,7 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	if proof.TouchedSHA256, err = TouchedDigest(ctx, cli, keys, rev, 0); err != nil {
 		return nil, nil, noJournal("read the changed keys at revision %d: %v", rev, err)
 	}
-	if proof.ValuesSHA256, err = ValuesDigest(ctx, cli, changed, rev); err != nil {
+	if proof.ValuesSHA256, err = ValuesDigestSized(ctx, cli, changed, rev, func(k string) int { return len(k) + sizes[k] }); err != nil {
 		return nil, nil, noJournal("read the changed values at revision %d: %v", rev, err)
 	}
 	// What the version needs beyond itself: verify, repair and prune
@@ -344,15 +344,15 @@ func waitDurable(ctx context.Context, j *rsyncish.Journal, tail func() int64, re
 // (chainIntact), every segment readable, the changes chaining from the
 // base (etcdsnap.ScanEvents, one segment at a time), and a change at every revision in
 // (baseRev, rev].
-func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fromRev, rev int64) ([]etcdsnap.Event, []rsyncish.SegmentInfo, *JournalProof, error) {
+func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fromRev, rev int64) ([]etcdsnap.Event, []rsyncish.SegmentInfo, map[string]int, *JournalProof, error) {
 	proof := &JournalProof{Revisions: rev - baseRev}
 	breaks, err := j.Breaks()
 	if err != nil {
-		return nil, nil, nil, noJournal("delta journal: %v", err)
+		return nil, nil, nil, nil, noJournal("delta journal: %v", err)
 	}
 	needed, err := chainIntact(segs, breaks, baseRev, rev)
 	if err != nil {
-		return nil, nil, nil, noJournal("%v", err)
+		return nil, nil, nil, nil, noJournal("%v", err)
 	}
 	// One segment at a time, keeping of each change what the version
 	// needs (no value but the kubeadm ConfigMaps'): the journal since
@@ -360,8 +360,10 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 	// churn, and holding it all (read, then decoded) cost more in fresh
 	// memory than in decoding.
 	var events []etcdsnap.Event
+	sizes := map[string]int{}
 	keep := func(e *etcdsnap.Event) error {
 		ev := *e
+		sizes[ev.Key] = len(ev.Value)
 		if !isExportKey(ev.Key) {
 			ev.Value = nil
 		}
@@ -396,7 +398,7 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 			if int64(si.Last) > fromRev {
 				d, rerr := j.Read(si)
 				if rerr != nil {
-					return nil, nil, nil, noJournal("delta journal: %v", rerr)
+					return nil, nil, nil, nil, noJournal("delta journal: %v", rerr)
 				}
 				readers = append(readers, bytes.NewReader(d))
 			}
@@ -411,15 +413,15 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 	}
 	var nj *notJournal
 	if errors.As(err, &nj) {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if err != nil {
-		return nil, nil, nil, noJournal("delta journal from revision %d to %d: %v", fromRev, rev, err)
+		return nil, nil, nil, nil, noJournal("delta journal from revision %d to %d: %v", fromRev, rev, err)
 	}
 	if n := DistinctRevisions(events); n != rev-fromRev {
-		return nil, nil, nil, noJournal("the delta journal holds changes at %d of the %d revisions from %d to %d", n, rev-fromRev, fromRev+1, rev)
+		return nil, nil, nil, nil, noJournal("the delta journal holds changes at %d of the %d revisions from %d to %d", n, rev-fromRev, fromRev+1, rev)
 	}
-	return events, needed, proof, nil
+	return events, needed, sizes, proof, nil
 }
 
 // DistinctRevisions counts the revisions events (in revision order) hold.
@@ -592,7 +594,16 @@ func TouchedDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev
 // key length-prefixed, then 0 when it is absent, or 1 and its value's
 // sha256.
 func ValuesDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev int64) (string, error) {
-	return foldKeys(ctx, cli, keys, rev, false, func(h io.Writer, kv *mvccpb.KeyValue) {
+	return ValuesDigestSized(ctx, cli, keys, rev, nil)
+}
+
+// ValuesDigestSized is ValuesDigest reading in transactions of about
+// valueBatch bytes of values, by size (the bytes each key's value is
+// expected to take; nil: by count only). Without sizes, 41 values of a
+// MiB come in one 41 MiB message, which gRPC and the protobuf decoder
+// each copy into fresh memory: most of ValuesDigest's cost in the agent.
+func ValuesDigestSized(ctx context.Context, cli *clientv3.Client, keys []string, rev int64, size func(string) int) (string, error) {
+	return foldKeysSized(ctx, cli, keys, rev, false, size, func(h io.Writer, kv *mvccpb.KeyValue) {
 		sum := sha256.Sum256(kv.Value)
 		h.Write(sum[:])
 	})
@@ -605,11 +616,31 @@ func ValuesDigest(ctx context.Context, cli *clientv3.Client, keys []string, rev 
 // one such batch failed the journal version, the backup fell back to a
 // full snapshot, and on a busy 8 GiB etcd every later version did too.
 func foldKeys(ctx context.Context, cli *clientv3.Client, keys []string, rev int64, keysOnly bool, add func(io.Writer, *mvccpb.KeyValue)) (string, error) {
+	return foldKeysSized(ctx, cli, keys, rev, keysOnly, nil, add)
+}
+
+// valueBatch is about how many bytes of values one transaction of
+// foldKeysSized asks for.
+const valueBatch = 4 << 20
+
+// foldKeysSized is foldKeys cutting a transaction also once the sizes
+// of its keys' values (size, when not nil) reach valueBatch.
+func foldKeysSized(ctx context.Context, cli *clientv3.Client, keys []string, rev int64, keysOnly bool, size func(string) int, add func(io.Writer, *mvccpb.KeyValue)) (string, error) {
 	h := sha256.New()
 	var n [8]byte
 	const batch = 100
-	for i := 0; i < len(keys); i += batch {
-		chunk := keys[i:min(i+batch, len(keys))]
+	for i, end := 0, 0; i < len(keys); i = end {
+		end = min(i+batch, len(keys))
+		if size != nil {
+			bytes := 0
+			for k := i; k < end; k++ {
+				if bytes += size(keys[k]); bytes >= valueBatch {
+					end = k + 1
+					break
+				}
+			}
+		}
+		chunk := keys[i:end]
 		rs, err := getBatch(ctx, cli, chunk, rev, keysOnly)
 		if err != nil {
 			return "", err

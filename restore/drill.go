@@ -505,7 +505,11 @@ func serveAndHash(ctx context.Context, dataDir, name string, peer, client url.UR
 		if st.touched, err = backup.TouchedDigest(ctx, cli, jr.touched, rev, etcdsnap.RevisionBump); err != nil {
 			return st, fmt.Errorf("read the changed keys: %w", err)
 		}
-		if st.values, err = backup.ValuesDigest(ctx, cli, jr.changed, rev); err != nil {
+		sizes := make(map[string]int, len(jr.changed))
+		for _, e := range jr.events {
+			sizes[e.Key] = len(e.Key) + len(e.Value)
+		}
+		if st.values, err = backup.ValuesDigestSized(ctx, cli, jr.changed, rev, func(k string) int { return sizes[k] }); err != nil {
 			return st, fmt.Errorf("read the changed values: %w", err)
 		}
 	}
