@@ -31,6 +31,12 @@
 // etcdsnap.ErrKeyIndex, never another object: the caller then falls back
 // to Open on the materialised snapshot, as `kubekeep get` does. Journal
 // events overlay the index as they overlay a Snapshot (ApplyEvents).
+// A journal version's own key index (UseJournal: every key the journal
+// changed since the base, in its last state, the value read through
+// JournalConfig.Value out of the one journal segment holding it) moves an
+// Indexed to the version's revision without replaying anything: a lookup
+// tries it, then the base's index; Items merges the two ranges. Diff of
+// two views of one base reads the journal's values segment by segment.
 //
 // Reader is what both offer, and what Diff takes: it walks the two key
 // sets in key order and reads values only for keys whose revisions differ
