@@ -370,47 +370,25 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 		events = append(events, ev)
 		return nil
 	}
-	scan := func(keep func(*etcdsnap.Event) error) error {
-		events, proof.Segments, proof.JournalBytes = nil, 0, 0
-		i := 0
-		next := func() ([]byte, error) {
-			for ; i < len(needed); i++ {
-				if si := needed[i]; int64(si.Last) > fromRev {
-					i++
-					d, err := j.Read(si)
-					if err != nil {
-						return nil, noJournal("delta journal: %v", err)
-					}
-					proof.Segments++
-					proof.JournalBytes += int64(len(d))
-					return d, nil
+	i := 0
+	next := func() ([]byte, error) {
+		for ; i < len(needed); i++ {
+			if si := needed[i]; int64(si.Last) > fromRev {
+				i++
+				d, err := j.Read(si)
+				if err != nil {
+					return nil, noJournal("delta journal: %v", err)
 				}
+				proof.Segments++
+				proof.JournalBytes += int64(len(d))
+				return d, nil
 			}
-			return nil, io.EOF
 		}
-		return etcdsnap.ScanEvents(next, fromRev, rev, keep)
+		return nil, io.EOF
 	}
-	err = scan(keep)
-	if errors.Is(err, etcdsnap.ErrSegmentOrder) {
-		// Never seen from a journal listing; ReplayEvents sorts.
-		var readers []io.Reader
-		for _, si := range needed {
-			if int64(si.Last) > fromRev {
-				d, rerr := j.Read(si)
-				if rerr != nil {
-					return nil, nil, nil, nil, noJournal("delta journal: %v", rerr)
-				}
-				readers = append(readers, bytes.NewReader(d))
-			}
-		}
-		var all []etcdsnap.Event
-		events = nil
-		if all, err = etcdsnap.ReplayEvents(readers, fromRev, rev, time.Time{}); err == nil {
-			for i := range all {
-				_ = keep(&all[i])
-			}
-		}
-	}
+	// A journal lists its segments in replay order (ErrSegmentOrder
+	// otherwise: then, as for any other error, a full snapshot).
+	err = etcdsnap.ScanEvents(next, fromRev, rev, keep)
 	var nj *notJournal
 	if errors.As(err, &nj) {
 		return nil, nil, nil, nil, err
