@@ -232,13 +232,20 @@ func digestValue(r Reader, key string, st keyState) (valueDigest, error) {
 		return valueDigest{}, err
 	}
 	d := valueDigest{raw: sha256.Sum256(v), enc: strings.HasPrefix(string(v), encPrefix)}
-	if p, err := plaintext(key, v, r.keyringOf()); err == nil {
-		d.plain, d.plainOK = sha256.Sum256(p), true
+	switch {
+	case !d.enc:
+		d.plain, d.plainOK = d.raw, true
+	default:
+		if p, err := plaintext(key, v, r.keyringOf()); err == nil {
+			d.plain, d.plainOK = sha256.Sum256(p), true
+		}
 	}
 	return d, nil
 }
 
-// same is sameValue's verdict on two digests.
+// same: equal stored bytes, or (either encrypted at rest) equal
+// plaintexts. Without keys, two ciphertexts cannot be shown equal: they
+// count as changed, which is the safe side for a restore decision.
 func (d valueDigest) same(o valueDigest) bool {
 	switch {
 	case d.raw == o.raw:
@@ -255,26 +262,13 @@ func sameValue(a, b Reader, key string, ea, eb keyState) (bool, error) {
 	if sameRevision(ea, eb) {
 		return true, nil
 	}
-	va, err := a.value(key, ea)
+	da, err := digestValue(a, key, ea)
 	if err != nil {
 		return false, err
 	}
-	vb, err := b.value(key, eb)
+	db, err := digestValue(b, key, eb)
 	if err != nil {
 		return false, err
 	}
-	if string(va) == string(vb) {
-		return true, nil
-	}
-	if !strings.HasPrefix(string(va), encPrefix) && !strings.HasPrefix(string(vb), encPrefix) {
-		return false, nil
-	}
-	pa, errA := plaintext(key, va, a.keyringOf())
-	pb, errB := plaintext(key, vb, b.keyringOf())
-	if errA != nil || errB != nil {
-		// Without keys, two ciphertexts cannot be shown equal: report them
-		// as changed, which is the safe side for a restore decision.
-		return false, nil
-	}
-	return string(pa) == string(pb), nil
+	return da.same(db), nil
 }
