@@ -77,6 +77,18 @@ offsite:
 		if _, ok := want["ConfigMap/shop/later"]; !ok {
 			t.Fatalf("the ConfigMap made after the full version is not listed: %v", want)
 		}
+		// One object out of the journal version, as an operator reads it,
+		// through the version's journal key index (the log says so).
+		gr := must(t, "get", "--version", latest, "configmaps/shop/later", "-o", "json", "--log-level", "info")
+		var cm struct {
+			Data map[string]string `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(gr.stdout), &cm); err != nil || cm.Data["k"] != "journal" || !strings.Contains(gr.stderr, "journalIndex") {
+			t.Fatalf("get of the ConfigMap made after the full version, from the journal version (%v): %+v\n%s", err, cm, gr)
+		}
+		if gr := kk(t, "get", "--version", latest, "serviceaccounts/shop/app"); gr.code != 1 {
+			t.Fatalf("get of the ServiceAccount deleted after the full version: want exit 1 (not found)\n%s", gr)
+		}
 		must(t, "offsite", "sync", "--tier", "dr")
 
 		check := func(what string) {
