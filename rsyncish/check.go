@@ -460,11 +460,26 @@ func (v *verifier) journals() error {
 		if _, _, err := j.since(); err != nil {
 			v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name + "/" + sinceFile, Detail: err.Error()})
 		}
+		// A hole prune made (TrimExcept: no kept version needed it) is
+		// recorded: not damage, and not a warning either.
+		trims, err := j.Trimmed()
+		if err != nil {
+			v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name, Detail: err.Error()})
+		}
 		gaps, err := j.Gaps()
 		if err != nil {
 			return err
 		}
 		for _, g := range gaps {
+			if TrimCovers(trims, jc.breaks, g.From, g.To) {
+				continue
+			}
+			if t, ok := TrimmedOverlapping(trims, g.From, g.To); ok {
+				v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name,
+					Detail: fmt.Sprintf("gap: no segment holds revisions %d-%d; prune trimmed only %d-%d of it (a segment was lost besides); a point-in-time restore cannot reach past revision %d from a snapshot before it", g.From, g.To, t.From, t.To, g.From-1),
+					Paths:  []string{fmt.Sprintf("%s revisions %d-%d", name, g.From, g.To)}})
+				continue
+			}
 			if g.Undeclared {
 				r.Warnings = append(r.Warnings, fmt.Sprintf("journal %s: no segment holds revisions %d-%d, from before kubekeep recorded chain restarts (a restart after compaction, or a lost segment); a point-in-time restore cannot pass them", name, g.From, g.To))
 				continue
