@@ -60,16 +60,34 @@ func EtcdSourceOf(v rsyncish.VersionInfo) (EtcdSource, bool) {
 // with no gap or break (ChainIntact, from the segment names: a damaged
 // segment is found when it is read). vs is the store's listing.
 func Readable(s *rsyncish.Store, vs []rsyncish.VersionInfo, v rsyncish.VersionInfo) error {
+	return readable(s, v, func(id string) *rsyncish.VersionInfo {
+		for i := range vs {
+			if vs[i].ID == id {
+				return &vs[i]
+			}
+		}
+		return nil
+	})
+}
+
+// ReadableNow is Readable reading the base's header from the store rather
+// than from a listing the caller holds.
+func ReadableNow(s *rsyncish.Store, v rsyncish.VersionInfo) error {
+	return readable(s, v, func(id string) *rsyncish.VersionInfo {
+		vi, err := s.Version(id)
+		if err != nil {
+			return nil
+		}
+		return &vi
+	})
+}
+
+func readable(s *rsyncish.Store, v rsyncish.VersionInfo, lookup func(id string) *rsyncish.VersionInfo) error {
 	src, ok := EtcdSourceOf(v)
 	if !ok || !src.Journal {
 		return nil
 	}
-	var base *rsyncish.VersionInfo
-	for i := range vs {
-		if vs[i].ID == src.Version {
-			base = &vs[i]
-		}
-	}
+	base := lookup(src.Version)
 	if base == nil {
 		return fmt.Errorf("version %s is a journal version on base %s, which is not in the store", v.ID, src.Version)
 	}
@@ -95,11 +113,24 @@ func Resolve(s *rsyncish.Store, name string) (string, error) {
 	if name != "" && name != rsyncish.Latest {
 		return s.Resolve(name)
 	}
-	vs, err := s.Versions()
-	if err != nil {
+	// Newest first, reading only the versions walked past (the store
+	// keeps dozens; get resolves "latest" on every call).
+	var passed []string
+	var v rsyncish.VersionInfo
+	ok := false
+	if err := s.NewestFirst(func(vi rsyncish.VersionInfo) bool {
+		if !vi.Latest() {
+			return true
+		}
+		if err := ReadableNow(s, vi); err != nil {
+			passed = append(passed, err.Error())
+			return true
+		}
+		v, ok = vi, true
+		return false
+	}); err != nil {
 		return "", err
 	}
-	v, passed, ok := LatestOf(s, vs)
 	switch {
 	case len(passed) == 0:
 		return s.Resolve(name) // the same answer, with its log

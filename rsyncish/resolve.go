@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -91,22 +92,26 @@ func (v VersionInfo) Latest() bool { return v.Good() && v.Origin() != OriginSafe
 //   - an ID, or a unique prefix of one: that version, whatever its status
 //     (naming a version is a choice the caller made).
 func (s *Store) Resolve(name string) (string, error) {
-	vs, err := s.Versions()
-	if err != nil {
-		return "", err
-	}
 	switch name {
 	case "", Latest:
-		v, err := s.newestGood(vs)
+		v, err := s.newestGoodWalk()
 		if err != nil {
 			return "", err
 		}
 		return v.ID, nil
 	case Newest:
-		if len(vs) == 0 {
-			return "", fmt.Errorf("store %s has no versions: %w", s.dir, ErrNotFound)
+		v, err := s.Newest()
+		if err != nil {
+			return "", err
 		}
-		return vs[len(vs)-1].ID, nil
+		return v.ID, nil
+	}
+	if s.versionExists(name) {
+		return name, nil // a whole ID: no listing needed
+	}
+	vs, err := s.Versions()
+	if err != nil {
+		return "", err
 	}
 	var match []string
 	for _, v := range vs {
@@ -131,24 +136,55 @@ func (s *Store) Resolve(name string) (string, error) {
 // when the store has none. Listings and status use it; a restore wants
 // NewestGood (what "latest" means).
 func (s *Store) Newest() (VersionInfo, error) {
-	vs, err := s.Versions()
-	if err != nil {
+	var v VersionInfo
+	found := false
+	if err := s.NewestFirst(func(vi VersionInfo) bool {
+		v, found = vi, true
+		return false
+	}); err != nil {
 		return VersionInfo{}, err
 	}
-	if len(vs) == 0 {
+	if !found {
 		return VersionInfo{}, fmt.Errorf("store %s has no versions: %w", s.dir, ErrNotFound)
 	}
-	return vs[len(vs)-1], nil
+	return v, nil
 }
 
 // NewestGood returns the version "latest" resolves to: the newest good one.
 // With no good version it wraps ErrNoGoodVersion and ErrNotFound and names
 // the newest version and its status, so the caller can pick one by ID.
 func (s *Store) NewestGood() (VersionInfo, error) {
-	vs, err := s.Versions()
-	if err != nil {
+	return s.newestGoodWalk()
+}
+
+// newestGoodWalk is newestGood reading only the versions newer than the
+// one it finds (NewestFirst); with none to find it lists them all, as the
+// error counts them.
+func (s *Store) newestGoodWalk() (VersionInfo, error) {
+	var newer []VersionInfo // newest first
+	var v VersionInfo
+	found := false
+	if err := s.NewestFirst(func(vi VersionInfo) bool {
+		if vi.Latest() {
+			v, found = vi, true
+			return false
+		}
+		newer = append(newer, vi)
+		return true
+	}); err != nil {
 		return VersionInfo{}, err
 	}
+	if !found {
+		vs, err := s.Versions()
+		if err != nil {
+			return VersionInfo{}, err
+		}
+		return s.newestGood(vs)
+	}
+	// Oldest first from v on, as newestGood takes a listing: it names
+	// the versions it passed over.
+	vs := append([]VersionInfo{v}, newer...)
+	slices.Reverse(vs[1:])
 	return s.newestGood(vs)
 }
 
