@@ -150,6 +150,10 @@ func reveal(key string, raw []byte, kr *Keyring) ([]byte, *Encryption, error) {
 	if !bytes.HasPrefix(raw, []byte(encPrefix)) {
 		return raw, nil, nil
 	}
+	kr, err := kr.resolve()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", key, err)
+	}
 	if kr == nil {
 		enc, err := ParseEncryption(raw)
 		if err != nil {

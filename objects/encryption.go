@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/nacl/secretbox"
 	"sigs.k8s.io/yaml"
@@ -78,6 +79,38 @@ func ParseEncryption(raw []byte) (*Encryption, error) {
 // Keyring holds the keys of an EncryptionConfiguration.
 type Keyring struct {
 	groups []providerGroup
+
+	// A deferred keyring (DeferKeyring) is load's, read at the first
+	// encrypted value.
+	load    func() (*Keyring, error)
+	once    sync.Once
+	loaded  *Keyring
+	loadErr error
+}
+
+// DeferKeyring is a keyring that load reads when the first encrypted value
+// needs it, and never when none does: a `get` of an unencrypted object
+// costs no EncryptionConfiguration read, and a broken one fails only the
+// values it would decrypt. load returning nil (no keys known) makes every
+// encrypted value fail as it does without a keyring, naming its provider
+// and key.
+func DeferKeyring(load func() (*Keyring, error)) *Keyring {
+	return &Keyring{load: load}
+}
+
+// resolve is the keyring that decrypts: k itself, or what a deferred k
+// loads (nil: none).
+func (k *Keyring) resolve() (*Keyring, error) {
+	if k == nil || k.load == nil {
+		return k, nil
+	}
+	k.once.Do(func() {
+		k.loaded, k.loadErr = k.load()
+		if k.loaded != nil && k.loaded.load != nil {
+			k.loaded, k.loadErr = nil, errors.New("a deferred keyring loaded another deferred keyring")
+		}
+	})
+	return k.loaded, k.loadErr
 }
 
 // providerGroup is one resources[] entry: the resources it covers and its
@@ -188,7 +221,14 @@ func checkKeySize(provider string, n int) error {
 
 // Decrypt returns the plaintext of a value stored at etcdKey.
 func (k *Keyring) Decrypt(etcdKey string, raw []byte) ([]byte, error) {
-	p, _, err := k.decrypt(etcdKey, raw)
+	kr, err := k.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", etcdKey, err)
+	}
+	if kr == nil {
+		return nil, fmt.Errorf("%s: no encryption keys known", etcdKey)
+	}
+	p, _, err := kr.decrypt(etcdKey, raw)
 	return p, err
 }
 

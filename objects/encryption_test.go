@@ -309,3 +309,63 @@ resources:
 		}
 	}
 }
+
+// A deferred keyring is loaded by the first encrypted value and never by
+// an unencrypted one: a get of a ConfigMap neither pays for nor fails on
+// the version's EncryptionConfiguration. A load that fails fails the
+// encrypted values, naming why; one that knows no keys leaves them as
+// without a keyring (the error names provider and key).
+func TestDeferredKeyring(t *testing.T) {
+	e := startEtcd(t)
+	secretKey := "/registry/secrets/enc/s-cbc"
+	sec := &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}, ObjectMeta: storedMeta("enc", "s-cbc"),
+		Data: map[string][]byte{"token": []byte("t-s-cbc")}}
+	v, err := encrypt(ProviderAESCBC, "key1", cbcKey, secretKey, protoValue(t, sec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, e.Client, secretKey, v)
+	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}, ObjectMeta: storedMeta("enc", "plain"),
+		Data: map[string]string{"k": "v"}}
+	put(t, e.Client, "/registry/configmaps/enc/plain", protoValue(t, cm))
+	snap, err := Open(snapshotFile(t, e, "deferred.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	cfgPath := filepath.Join(t.TempDir(), "enc.yaml")
+	if err := os.WriteFile(cfgPath, []byte(encryptionConfigYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secretRef := Ref{Resource: "secrets", Namespace: "enc", Name: "s-cbc"}
+	plainRef := Ref{Resource: "configmaps", Namespace: "enc", Name: "plain"}
+
+	loads := 0
+	snap.UseEncryption(DeferKeyring(func() (*Keyring, error) { loads++; return LoadEncryptionConfig(cfgPath) }))
+	if o, err := snap.Get(plainRef); err != nil || o.Content()["data"].(map[string]any)["k"] != "v" || loads != 0 {
+		t.Fatalf("unencrypted get: %v, %d loads of the keyring", err, loads)
+	}
+	for range 2 {
+		o, err := snap.Get(secretRef)
+		if err != nil || o.EncryptedBy == nil || o.Content()["data"].(map[string]any)["token"] != b64([]byte("t-s-cbc")) {
+			t.Fatalf("encrypted get: %v", err)
+		}
+	}
+	if loads != 1 {
+		t.Errorf("keyring loaded %d times, want once", loads)
+	}
+
+	snap.UseEncryption(DeferKeyring(func() (*Keyring, error) { return nil, errors.New("enc.yaml:3: bad key") }))
+	if _, err := snap.Get(plainRef); err != nil {
+		t.Errorf("unencrypted get with a broken config: %v", err)
+	}
+	if _, err := snap.Get(secretRef); err == nil || !strings.Contains(err.Error(), "enc.yaml:3: bad key") || !strings.Contains(err.Error(), secretKey) {
+		t.Errorf("encrypted get with a broken config: %v", err)
+	}
+
+	snap.UseEncryption(DeferKeyring(func() (*Keyring, error) { return nil, nil }))
+	var ee *EncryptedError
+	if _, err := snap.Get(secretRef); !errors.As(err, &ee) || ee.Provider != "aescbc" || ee.KeyName != "key1" {
+		t.Errorf("no keys known: %v", err)
+	}
+}

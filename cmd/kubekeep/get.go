@@ -59,6 +59,7 @@ which provider and key encrypted it.`,
 }
 
 func runGet(ctx context.Context, g *globalOptions, o *getOptions, arg string) error {
+	shortLivedGC()
 	if err := checkOutput(o.output, "yaml", "json"); err != nil {
 		return err
 	}
@@ -95,7 +96,7 @@ func printObject(g *globalOptions, o *getOptions, ref objects.Ref, vs *versionSn
 	}
 	attrs := []any{"version", vs.id, "object", ref.String(), "modRevision", obj.ModRevision, "snapshotRevision", vs.snap.Revision(), "encoding", obj.Encoding, "indexed", vs.indexed, "storeBytesRead", vs.storeBytes()}
 	if obj.EncryptedBy != nil {
-		attrs = append(attrs, "encryptedAtRest", obj.EncryptedBy.String(), "keysFrom", vs.encFrom)
+		attrs = append(attrs, "encryptedAtRest", obj.EncryptedBy.String(), "keysFrom", vs.encryptionFrom())
 	}
 	if obj.StoredAPIVersion != "" {
 		attrs = append(attrs, "storedAs", obj.StoredAPIVersion)

@@ -51,6 +51,7 @@ func versionFlags(cmd *cobra.Command, version, at, encConfig *string) {
 }
 
 func runObjects(ctx context.Context, g *globalOptions, o *objectsOptions, args []string) error {
+	shortLivedGC()
 	if err := checkOutput(o.output, "table", "json"); err != nil {
 		return err
 	}

@@ -150,7 +150,7 @@ func runServe(ctx context.Context, g *globalOptions, o *serveOptions, _ []string
 		g.logger.Warn("serving beyond loopback: whoever holds the kubeconfig reads every object of the backup, Secrets decrypted", "listen", o.listen)
 	}
 	g.logger.Info("serving", "version", vs.id, "at", o.at, "revision", srv.Revision(), "url", url, "kubeconfig", path,
-		"indexed", vs.indexed, "deltaEvents", vs.deltas, "encryptionFrom", vs.encFrom, "notServed", len(srv.Problems()),
+		"indexed", vs.indexed, "deltaEvents", vs.deltas, "encryptionFrom", vs.encryptionFrom(), "notServed", len(srv.Problems()),
 		"startup", time.Since(start).Round(time.Millisecond).String())
 	for _, p := range srv.Problems() {
 		fmt.Fprintf(g.stderr, "warning: not served: %s\n", p)
