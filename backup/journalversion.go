@@ -352,7 +352,7 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 	}
 	needed, err := chainIntact(segs, breaks, baseRev, rev)
 	if err != nil {
-		return nil, nil, nil, nil, noJournal("%v", err)
+		return nil, nil, nil, nil, noJournal("%v", trimmedChain(j, baseRev, rev, err))
 	}
 	// One segment at a time, keeping of each change what the version
 	// needs (no value but the kubeadm ConfigMaps'): the journal since
@@ -430,7 +430,7 @@ func ChainIntact(j *rsyncish.Journal, from, to int64) error {
 		return fmt.Errorf("delta journal: %w", err)
 	}
 	_, err = chainIntact(segs, breaks, from, to)
-	return err
+	return trimmedChain(j, from, to, err) // a hole prune made says so
 }
 
 // chainIntact is ChainIntact over a listing (ordered by first revision);
