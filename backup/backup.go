@@ -24,7 +24,12 @@
 // when etcd is asked for a full snapshot anyway). EtcdSourceOf tells a
 // reader which; Resolve is what "latest" means for readers of etcd state
 // (it passes over a journal version whose chain broke); Prune keeps a
-// base while a kept version needs it.
+// base while a kept version needs it, and of the delta journal only what
+// the kept versions and the point-in-time window need: each kept journal
+// version's chain from its base, and the whole journal from the oldest
+// version the keepLast and keepHourly rules keep (the last ~24 h with the
+// defaults); the holes it leaves are recorded, and a read into one says
+// prune trimmed it (prune.go).
 //
 // Every version records a status: ok (good: a checked etcd snapshot and a
 // complete file set), etcd-failed, files-only or degraded (files lost
