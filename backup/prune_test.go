@@ -3,6 +3,7 @@ package backup
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,6 +28,12 @@ type simVersion struct {
 }
 
 func simStore(t *testing.T, days int, segBytes int) (*rsyncish.Store, *rsyncish.Journal, []simVersion) {
+	return simStoreEvery(t, days, segBytes, time.Hour, 6)
+}
+
+// simStoreEvery is simStore with a version every step and a full one
+// every fullEvery versions.
+func simStoreEvery(t *testing.T, days int, segBytes int, step time.Duration, fullEvery int) (*rsyncish.Store, *rsyncish.Journal, []simVersion) {
 	t.Helper()
 	s, err := rsyncish.Open(filepath.Join(t.TempDir(), "store"), rsyncish.Options{AllowSameFilesystem: true})
 	if err != nil {
@@ -46,14 +53,14 @@ func simStore(t *testing.T, days int, segBytes int) (*rsyncish.Store, *rsyncish.
 	var out []simVersion
 	var baseID string
 	var baseRev int64
-	for h := range days * 24 {
-		vt := t0.Add(time.Duration(h) * time.Hour)
+	for h := range days * int(24*time.Hour/step) {
+		vt := t0.Add(time.Duration(h) * step)
 		first := uint64(h*100 + 1)
-		if err := j.Append(seg, first, first+99, vt.Add(-time.Minute)); err != nil {
+		if err := j.Append(seg, first, first+99, vt.Add(-step/60)); err != nil {
 			t.Fatal(err)
 		}
 		rev := int64(h+1) * 100
-		full := h%6 == 0
+		full := h%fullEvery == 0
 		w, err := s.NewVersion(context.Background(), rsyncish.WriteOptions{Time: vt, Parent: "none"})
 		if err != nil {
 			t.Fatal(err)
@@ -188,5 +195,57 @@ func TestPruneDefaultRetentionKeepsTheWindowAndTheChains(t *testing.T) {
 	}
 	if !rep.Clean() || len(rep.Warnings) > 0 {
 		t.Errorf("verify after prune: %+v %v", rep.Problems, rep.Warnings)
+	}
+}
+
+// The disk prune saves at the agent's cadence, scaled down 1024 times:
+// a version every 5 minutes for 30 days, 10 KiB of journal each (10 MiB
+// at 1 GiB etcd with 1% of the keys rewritten), a full every 4 hours
+// (bench-agent's rate at that churn), the default retention. Off by
+// default (8640 versions take a minute or two): KUBEKEEP_TRIM_DEMO=1.
+func TestPruneJournalDemo(t *testing.T) {
+	if os.Getenv("KUBEKEEP_TRIM_DEMO") == "" {
+		t.Skip("KUBEKEEP_TRIM_DEMO=1 runs it")
+	}
+	for _, c := range []struct {
+		name      string
+		fullEvery int
+	}{{"1 GiB, 1%, a full every 4 h", 48}, {"8 GiB, 0.5%, a full every 7.5 h", 90}} {
+		s, j, _ := simStoreEvery(t, 30, 10<<10, 5*time.Minute, c.fullEvery)
+		before := journalSize(t, j)
+		segs, err := j.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		unlock, err := s.Lock(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, err := Prune(context.Background(), s, config.Default().Retention, false)
+		unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := journalSize(t, j)
+		// What the old rule kept: every segment from the oldest kept
+		// version's snapshot revision on.
+		oldest := int64(-1)
+		for _, k := range pr.Keep {
+			vi, err := s.Version(k.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if src, ok := EtcdSourceOf(vi); ok && (oldest < 0 || src.SnapshotRevision < oldest) {
+				oldest = src.SnapshotRevision
+			}
+		}
+		var oldRule int64
+		for _, si := range segs {
+			if int64(si.Last) >= oldest {
+				oldRule += si.Size
+			}
+		}
+		t.Logf("%s: journal %.1f MiB before prune; after: %.1f MiB (the old rule: %.1f MiB); %d versions kept, %d segments and %d holes trimmed, window from %s",
+			c.name, float64(before)/(1<<20), float64(after)/(1<<20), float64(oldRule)/(1<<20), len(pr.Keep), pr.DeltaSegmentsTrimmed, len(pr.DeltaHolesTrimmed), pr.DeltaWindowFromTime.Format(time.RFC3339))
 	}
 }
