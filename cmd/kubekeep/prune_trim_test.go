@@ -101,4 +101,9 @@ func TestCLIGetAfterPruneTrimmedTheJournal(t *testing.T) {
 	if strings.Contains(out, "k: v") {
 		t.Errorf("get --at in the trimmed stretch printed an object:\n%s", out)
 	}
+	for _, want := range []string{"prune trimmed the etcd delta journal", "no version it kept needed it", old.ID, base.ID} {
+		if !strings.Contains(err.Error()+out, want) {
+			t.Errorf("get --at in the trimmed stretch: %v\n%s\nwant it to say %q", err, out, want)
+		}
+	}
 }

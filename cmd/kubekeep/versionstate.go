@@ -421,7 +421,8 @@ func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t t
 	// stretch a restarted watch caught up on.
 	evs, err := etcdsnap.ReplayEvents(readers, snap.Revision(), untilRev, t)
 	if err != nil {
-		return 0, fmt.Errorf("etcd deltas: %w", err)
+		// A hole prune made says so, with the versions around it.
+		return 0, fmt.Errorf("etcd deltas: %w", backup.TrimmedAt(store, snap.Revision(), untilRev, t, err))
 	}
 	if err := snap.ApplyEvents(evs); err != nil {
 		return 0, fmt.Errorf("etcd deltas: %w", err)
