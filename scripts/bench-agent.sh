@@ -33,6 +33,20 @@
 #   BENCH_AGENT_CHURN     share of the keys changed per interval (default 0.01)
 #   BENCH_AGENT_DAILY=0   skip the drill and verify
 #   BENCH_AGENT_PERF=FILE perf profile of the agent over the cycles
+#   BENCH_AGENT_IDLE=SECS instead of the cycles: the agent at the real
+#                         cadence (default schedules, drill and verify off,
+#                         metrics on) after its first version and one etcd
+#                         change, idle for SECS
+#                         seconds in all (>= 120 for a number worth keeping;
+#                         windows while a backup runs, or within 5 s after
+#                         one, do not count): its CPU from /proc
+#                         (utime+stime) as a share of a core, and its
+#                         wakeups (context switches summed over its
+#                         threads) per second. BENCH_AGENT_IDLE_RUNS
+#                         (default 1) repeats it on the same agent.
+#   BENCH_AGENT_STRACE=1  with BENCH_AGENT_IDLE: then strace -c -f the idle
+#                         agent for 60 s (syscalls by count; strace slows
+#                         it, so this is not counted in the CPU numbers)
 #
 # Goals (issue 14): <= 0.25% of a core averaged at a strict 5 minutes for
 # 1 GiB, <= 0.5% for 8 GiB; idle RSS <= 64 MiB.
@@ -219,6 +233,58 @@ json.dump({"startDones": start_dones, "t0": t0, "t1": t1, "cpu0": c0, "cpu1": c1
            "skips": skipped() - start_skips, "peakKiB": kib("VmHWM")}, open(out, "w"))
 PY
 
+# The idle measurement (BENCH_AGENT_IDLE), in Python: 1 s samples of the
+# agent's CPU and context switches; a sample interval counts when no backup
+# ran at either end, none started in between, and the last one ended 5 s
+# before it began.
+cat > "$tmp/idle.py" <<'PY'
+import glob, json, os, sys, time
+pid, log, want = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+clk = os.sysconf("SC_CLK_TCK")
+def cpu():
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])  # utime stime, ticks
+def switches():
+    n = 0
+    for st in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            for l in open(st):
+                if l.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    n += int(l.split()[1])
+        except OSError:
+            pass  # a thread that ended
+    return n
+def backups():
+    started = ended = 0
+    for l in open(log, errors="replace"):
+        if '"job":"backup"' not in l:
+            continue
+        if '"msg":"job starting"' in l:
+            started += 1
+        elif '"msg":"job done"' in l or '"msg":"job failed; will retry"' in l:
+            ended += 1
+    return started, ended
+secs = ticks = sw = 0.0
+prev = None
+last_end_seen, last_end_count = 0.0, None
+deadline = time.time() + want * 3 + 900
+while secs < want and time.time() < deadline:
+    s, e = backups()
+    now = time.time()
+    if last_end_count != e:
+        last_end_count, last_end_seen = e, now
+    c, w = cpu(), switches()
+    ok = s == e and now - last_end_seen >= 5
+    if prev and ok and prev[0] and prev[1] == s:
+        secs += now - prev[2]
+        ticks += c - prev[3]
+        sw += w - prev[4]
+    prev = (ok, s, now, c, w)
+    time.sleep(1)
+threads = len(glob.glob(f"/proc/{pid}/task/*"))
+print(json.dumps({"secs": secs, "cpu": ticks / clk, "switches": sw, "threads": threads}))
+PY
+
 wait_log() { # FILE PATTERN SECONDS
   for _ in $(seq 1 $(($3 * 5))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.2; done
   echo "bench-agent: timed out waiting for '$2' in $1"; tail -20 "$1"; return 1
@@ -248,6 +314,41 @@ for size in $sizes; do
   t0=$(date +%s.%N)
   "$tmp/filler" -root "$root" -endpoint "$ep" -size "$size"
   echo "bench-agent $label: etcd filled with $((size >> 20)) MiB of 1 MiB values in $(python3 -c "print(round($(date +%s.%N)-$t0,1))")s; db $(du -sh "$root/var/lib/etcd" | cut -f1)"
+
+  if [ -n "${BENCH_AGENT_IDLE:-}" ]; then
+    # The real cadence: the default schedules (drill and verify off: daily
+    # jobs are measured on their own), the metrics server on.
+    printf 'schedules:\n  drill: 0s\n  verify: 0s\n' > "$d/kubekeep.yaml"
+    "$tmp/kubekeep" agent --root "$root" --store "$store" --allow-same-filesystem --metrics-listen 127.0.0.1:0 \
+      --log-format json --log-level info --config "$d/kubekeep.yaml" > "$d/agent.log" 2>&1 &
+    agent_pid=$!
+    wait_log "$d/agent.log" '"msg":"job done","job":"backup"' 1800
+    # One change after the version: a stream that started at etcd's
+    # revision gets no answer to its progress requests until etcd passes
+    # it (etcd sends no progress below a watch's start), which a cluster
+    # that ever changes leaves at once; idle is measured after it.
+    "$tmp/filler" -root "$root" -endpoint "$ep" -size "$size" -churn 1e-9 -round 1
+    for run in $(seq 1 "${BENCH_AGENT_IDLE_RUNS:-1}"); do
+      python3 "$tmp/idle.py" "$agent_pid" "$d/agent.log" "$BENCH_AGENT_IDLE" > "$d/idle.json"
+      python3 - "$d/idle.json" "$label" "$run" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s = r["secs"] or 1
+print(f"bench-agent {sys.argv[2]}: idle at the real cadence, run {sys.argv[3]}: {100*r['cpu']/s:.3f}% of a core "
+      f"({r['cpu']:.2f} s CPU over {r['secs']:.0f} s idle), {r['switches']/s:.1f} wakeups/s "
+      f"(context switches over {r['threads']} threads)")
+PY
+    done
+    if [ "${BENCH_AGENT_STRACE:-0}" = 1 ]; then
+      timeout -s INT 60 strace -c -f -p "$agent_pid" -o "$d/strace.txt" > /dev/null 2>&1 || true
+      echo "bench-agent $label: strace -c -f of the idle agent over 60 s:"
+      head -30 "$d/strace.txt"
+    fi
+    kill -TERM "$agent_pid"; wait "$agent_pid" || { echo "agent exit status $?"; exit 1; }; agent_pid=
+    kill -TERM "$sandbox_pid"; wait "$sandbox_pid" || true; sandbox_pid=
+    rm -rf "$d"
+    continue
+  fi
 
   # Strict cadence: no CPU budget; the daily jobs are measured on their own.
   printf 'schedules:\n  drill: 0s\n  verify: 0s\n  backupCPUBudget: 0%%\n  jitter: %s\netcd:\n  fullSnapshot:\n    minInterval: %s\n    maxInterval: %s\n' \
