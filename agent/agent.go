@@ -126,6 +126,11 @@ type Config struct {
 	// FirstCheckDelay is when a drill or verify that has never run first
 	// runs, so a new install has a verified version soon (default 1m).
 	FirstCheckDelay time.Duration
+	// StatusDeltaEvery is how often at most the status file is rewritten
+	// when only the delta stream's durable revision moved (every
+	// etcd.deltaFlush on a live cluster); any other change is written
+	// within statusMinGap. Default 30 s.
+	StatusDeltaEvery time.Duration
 	// DeltaHeartbeat is how often an idle delta stream asks etcd for
 	// progress and writes the answer as a progress mark (an empty
 	// segment), so a point-in-time restore reaches moments after the last
@@ -159,9 +164,17 @@ type Agent struct {
 
 	store *rsyncish.Store
 
-	stMu        sync.Mutex
-	state       FileState
+	stMu  sync.Mutex
+	state FileState
+	// statusDirty: the state changed and the status file should follow
+	// promptly; statusDelta: only how far the delta stream is durable
+	// moved, which the file follows within StatusDeltaEvery. statusAt
+	// is when it was last written (monotonic). Under stMu; statusKick
+	// wakes statusLoop.
 	statusDirty bool
+	statusDelta bool
+	statusAt    time.Time
+	statusKick  chan struct{}
 	// newest is the newest version's state, for /healthz (under stMu).
 	newest *VersionRef
 	// statusMu makes writeStatus one writer at a time, so a file written
@@ -241,6 +254,9 @@ func New(c Config) (*Agent, error) {
 	if c.CatchUpCheck <= 0 {
 		c.CatchUpCheck = 15 * time.Second
 	}
+	if c.StatusDeltaEvery <= 0 {
+		c.StatusDeltaEvery = defaultStatusDeltaEvery
+	}
 	if c.OffsiteJournalEvery <= 0 {
 		c.OffsiteJournalEvery = defaultOffsiteJournalEvery
 	}
@@ -251,18 +267,19 @@ func New(c Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		opts:      c,
-		log:       c.Logger,
-		now:       time.Now,
-		cfg:       c.Settings,
-		jobs:      map[string]*jobRunner{},
-		storeMu:   make(chan struct{}, 1),
-		storeKick: make(chan struct{}, 1),
-		deltaKick: make(chan struct{}, 1),
-		rewatch:   make(chan struct{}, 1),
-		offKick:   make(chan struct{}, 1),
-		offTiers:  map[string]*offsiteTier{},
-		state:     FileState{Jobs: map[string]*JobState{}},
+		opts:       c,
+		log:        c.Logger,
+		now:        time.Now,
+		cfg:        c.Settings,
+		jobs:       map[string]*jobRunner{},
+		storeMu:    make(chan struct{}, 1),
+		storeKick:  make(chan struct{}, 1),
+		deltaKick:  make(chan struct{}, 1),
+		rewatch:    make(chan struct{}, 1),
+		statusKick: make(chan struct{}, 1),
+		offKick:    make(chan struct{}, 1),
+		offTiers:   map[string]*offsiteTier{},
+		state:      FileState{Jobs: map[string]*JobState{}},
 	}
 	a.m = newMetrics(func() time.Time { return a.now() })
 	a.jobCtx, a.jobStop = context.WithCancel(context.Background())
@@ -508,7 +525,7 @@ func (a *Agent) checkStore() error {
 		a.m.storeOK.Set(0)
 		a.stMu.Lock()
 		a.state.StoreError = err.Error()
-		a.statusDirty = true
+		a.statusChangedLocked()
 		a.stMu.Unlock()
 		a.log.Error("ALERT: second disk missing or read-only; stopped writing backups, retrying",
 			"store", a.store.Dir(), "err", err, "retryEvery", a.opts.StoreProbe.String())
@@ -517,7 +534,7 @@ func (a *Agent) checkStore() error {
 		a.m.storeOK.Set(1)
 		a.stMu.Lock()
 		a.state.StoreError = ""
-		a.statusDirty = true
+		a.statusChangedLocked()
 		a.stMu.Unlock()
 		a.log.Info("second disk is back; resuming backups", "store", a.store.Dir())
 		kick(a.deltaKick)
@@ -541,24 +558,65 @@ func kick(c chan struct{}) {
 	}
 }
 
-// statusLoop writes the status file when something changed (the delta
-// stream changes it every flush; writing it each time would double the
-// stream's fsyncs).
+// Status file cadence: a change of state is written at most statusMinGap
+// after the previous write (a burst of changes shares one write), a
+// change of the delta stream's durable revision alone at most every
+// StatusDeltaEvery.
+const (
+	statusMinGap            = 2 * time.Second
+	defaultStatusDeltaEvery = 30 * time.Second
+)
+
+// statusChangedLocked notes a change the status file should show
+// promptly. The caller holds stMu.
+func (a *Agent) statusChangedLocked() {
+	a.statusDirty = true
+	kick(a.statusKick)
+}
+
+// statusDeltaLocked notes that only the delta stream's durable point
+// moved. The caller holds stMu.
+func (a *Agent) statusDeltaLocked() {
+	if !a.statusDelta {
+		a.statusDelta = true
+		kick(a.statusKick)
+	}
+}
+
+// statusLoop writes the status file when something changed, and sleeps
+// while nothing does: on a live cluster the delta stream moves every
+// etcd.deltaFlush, and a write for each (an fsync, and a wakeup of an
+// otherwise idle agent) would cost more than the stream's own segments
+// (issue 14: the idle agent's CPU).
 func (a *Agent) statusLoop(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-a.statusKick:
 		case <-t.C:
-			a.stMu.Lock()
-			dirty := a.statusDirty
-			a.stMu.Unlock()
-			if dirty {
-				a.writeStatus()
-			}
 		}
+		a.stMu.Lock()
+		dirty, delta, at := a.statusDirty, a.statusDelta, a.statusAt
+		a.stMu.Unlock()
+		var due time.Time
+		switch {
+		case dirty:
+			due = at.Add(statusMinGap)
+		case delta:
+			due = at.Add(a.opts.StatusDeltaEvery)
+		default:
+			continue
+		}
+		if wait := time.Until(due); wait > 0 {
+			t.Reset(wait)
+			continue
+		}
+		t.Stop()
+		a.writeStatus()
 	}
 }
 
@@ -612,7 +670,7 @@ func (a *Agent) writeStatus() {
 		c := *v
 		snap.Jobs[k] = &c
 	}
-	a.statusDirty = false
+	a.statusDirty, a.statusDelta, a.statusAt = false, false, time.Now()
 	a.stMu.Unlock()
 	if a.store == nil || !a.storeOK.Load() {
 		return

@@ -137,7 +137,7 @@ func (a *Agent) etcdUnreachable(err error) {
 		a.etcdDownSince = a.now()
 	}
 	a.state.Etcd.APIUp, a.state.Etcd.Error = false, err.Error()
-	a.statusDirty = true
+	a.statusChangedLocked()
 	a.stMu.Unlock()
 }
 
@@ -148,6 +148,6 @@ func (a *Agent) etcdReachable() {
 	a.etcdDownSince = time.Time{}
 	a.etcdLastUp = a.now()
 	a.state.Etcd.APIUp, a.state.Etcd.Error = true, ""
-	a.statusDirty = true
+	a.statusChangedLocked()
 	a.stMu.Unlock()
 }

@@ -42,7 +42,7 @@ func (a *Agent) noteChainStart(start deltaPoint) {
 	a.stMu.Lock()
 	a.state.Etcd.DeltaGaps++
 	a.state.Etcd.LastDeltaGap = &gap
-	a.statusDirty = true
+	a.statusChangedLocked()
 	a.stMu.Unlock()
 	a.log.Warn("etcd delta journal has a gap: no point in time between these can be restored with --at",
 		"fromRevision", gap.FromRevision, "toRevision", gap.ToRevision,
@@ -139,12 +139,22 @@ func (s *journalSink) AppendSegment(data []byte, firstRev, lastRev int64, t time
 	a.stMu.Lock()
 	a.state.Etcd.DeltaRevision, a.state.Etcd.DeltaTime = lastRev, ut
 	js := a.state.Jobs[JobEtcdDeltas]
+	news := js == nil || js.Failures > 0 || js.LastSuccess == nil
 	if js == nil {
 		js = &JobState{}
 		a.state.Jobs[JobEtcdDeltas] = js
 	}
 	js.LastSuccess, js.Failures = &ut, 0
-	a.statusDirty = true
+	if news {
+		// The stream works again (or for the first time): status says
+		// so promptly.
+		a.statusChangedLocked()
+	} else {
+		// Only how far it is durable moved: the status file follows
+		// within StatusDeltaEvery (the journal itself is what status
+		// reads the delta lag from).
+		a.statusDeltaLocked()
+	}
 	a.stMu.Unlock()
 	a.m.lastSuccess.WithLabelValues(JobEtcdDeltas).Set(float64(t.UnixNano()) / 1e9)
 	a.offsiteSegment(firstRev, lastRev)

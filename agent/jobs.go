@@ -206,7 +206,7 @@ func (a *Agent) schedule(cfg config.Config, starting bool) {
 			"firstRun", first.UTC().Round(time.Second).Format(time.RFC3339))
 	}
 	a.stMu.Lock()
-	a.statusDirty = true
+	a.statusChangedLocked()
 	a.stMu.Unlock()
 }
 
@@ -380,7 +380,7 @@ func (a *Agent) recordQuiet(name string, start time.Time, dur time.Duration, byt
 		a.m.lastSuccess.WithLabelValues(name).Set(float64(end.UnixNano()) / 1e9)
 	}
 	fails := js.Failures
-	a.statusDirty = true
+	a.statusChangedLocked()
 	a.stMu.Unlock()
 	switch {
 	case !logIt:

@@ -266,7 +266,7 @@ func (a *Agent) noteOffsite(name string, success *time.Time, covered time.Time, 
 		st.NewestVersion = newest
 	}
 	last, cov := st.LastSuccess, st.Covered
-	a.statusDirty = true
+	a.statusChangedLocked()
 	a.stMu.Unlock()
 	if last != nil {
 		a.m.offLastSuccess.WithLabelValues(name).Set(float64(last.UnixNano()) / 1e9)
