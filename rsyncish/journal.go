@@ -32,6 +32,15 @@ type Journal struct {
 	// lastMark is the file of the segment this Journal appended last if
 	// it held no revision after the tail (a progress mark), else "".
 	lastMark string
+	// markSync (SetMarkSync) is how often at most a progress mark is made
+	// durable; 0: every one. While lastMark is pending (written, not
+	// fsynced), durableMark is the newest durable mark it follows, kept
+	// until a durable segment replaces it; markSynced is when a mark was
+	// last made durable (monotonic).
+	markSync    time.Duration
+	pending     bool
+	durableMark string
+	markSynced  time.Time
 }
 
 // SegmentInfo describes one journal segment.
@@ -86,6 +95,27 @@ func parseSegName(name string) (first, last uint64, ok bool) {
 	return first, last, err1 == nil && err2 == nil && last >= first
 }
 
+// SetMarkSync makes progress marks pending while the last durable mark is
+// less than every old: written and renamed into place (every process
+// reading the journal sees each at once) but not fsynced, so an idle
+// stream pays no fsync per heartbeat (issue 14: a file and a directory
+// fsync every 2 s were most of an idle agent's disk work). The first mark
+// after a change, and the first one every or more after the last durable
+// mark, are durable; so is a pending mark as soon as anything else is
+// appended after it, so only the journal's last mark can ever be pending.
+// The durable mark a pending one follows stays until a durable one
+// replaces it. A crash can lose only the pending mark: the time coverage
+// since the last durable mark, never a change (a mark holds none). A mark
+// at the journal's end that does not read back whole (a pending one the
+// crash tore: empty, or not what its checksum says) is left out of List,
+// and the next Journal to Append removes it. 0 (the default): every mark
+// is durable.
+func (j *Journal) SetMarkSync(every time.Duration) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.markSync = max(every, 0)
+}
+
 // Append durably adds a segment holding revisions first..last observed at t:
 // checksummed, written to a temp name, fsynced, renamed, directory fsynced.
 //
@@ -94,7 +124,8 @@ func parseSegName(name string) (first, last uint64, ok bool) {
 // this Journal appended just before it, if any: its writer makes it cover
 // what that one covered (etcdsnap.DeltaStreamer), so an idle stream keeps
 // one mark file instead of one per heartbeat. The previous mark is removed
-// only after the new one is durable; a crash in between leaves both.
+// only after the new one is durable; a crash in between leaves both. With
+// SetMarkSync, most marks are pending (not fsynced) instead; see there.
 func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 	if last < first {
 		return fmt.Errorf("journal %s: last revision %d before first %d", j.name, last, first)
@@ -105,12 +136,12 @@ func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	data := format.EncodeSegment(format.Segment{First: first, Last: last, Time: t, Data: seg})
-	if free, err := freeBytes(j.dir); err == nil && free < int64(len(data))+j.s.opts.MinFree {
-		return fmt.Errorf("journal %s: %w: %s free, minFree %s", j.name, ErrNoSpace, human(free), human(j.s.opts.MinFree))
-	}
 	if !j.hasTail {
-		segs, err := j.List()
+		segs, torn, err := j.list()
 		if err != nil {
+			return err
+		}
+		if err := j.settleTail(segs, torn); err != nil {
 			return err
 		}
 		for _, si := range segs {
@@ -118,6 +149,22 @@ func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 		}
 		if err := j.markSince(); err != nil {
 			return err
+		}
+	}
+	isMark := j.hasTail && first == j.tail && last == j.tail
+	name := segName(first, last, t)
+	if isMark && j.markSync > 0 && j.lastMark != "" && time.Since(j.markSynced) < j.markSync {
+		return j.appendPendingMark(name, data)
+	}
+	if free, err := freeBytes(j.dir); err == nil && free < int64(len(data))+j.s.opts.MinFree {
+		return fmt.Errorf("journal %s: %w: %s free, minFree %s", j.name, ErrNoSpace, human(free), human(j.s.opts.MinFree))
+	}
+	if j.pending && !isMark {
+		// The pending mark stays in the journal, before this segment:
+		// durable first (this segment's directory fsync makes its name
+		// durable), so a crash cannot leave it torn mid-chain.
+		if err := syncFile(filepath.Join(j.dir, j.lastMark)); err != nil {
+			return fmt.Errorf("journal %s: progress mark %s: %w", j.name, j.lastMark, err)
 		}
 	}
 	if j.hasTail && first > j.tail+1 {
@@ -128,26 +175,139 @@ func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 			return err
 		}
 	}
-	name := segName(first, last, t)
 	if err := writeFileAtomic(filepath.Join(j.dir, name), data, 0o600); err != nil {
 		return fmt.Errorf("journal %s: %w", j.name, err)
 	}
-	isMark := j.hasTail && first == j.tail && last == j.tail
-	if prev := j.lastMark; isMark && prev != "" && prev != name {
+	// Marks this one replaces (it covers what they covered), or, after
+	// a change, the durable mark a pending one (now durable) replaced.
+	var old []string
+	if isMark && j.lastMark != name {
+		old = append(old, j.lastMark)
+	}
+	if j.pending {
+		old = append(old, j.durableMark)
+	}
+	for _, prev := range old {
+		if prev == "" {
+			continue
+		}
 		if err := os.Remove(filepath.Join(j.dir, prev)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("journal %s: replacing progress mark %s: %w", j.name, prev, err)
 		}
 	}
-	j.lastMark = ""
+	j.lastMark, j.pending, j.durableMark = "", false, ""
 	if isMark {
-		j.lastMark = name
+		j.lastMark, j.markSynced = name, time.Now()
 	}
 	j.tail, j.hasTail = max(j.tail, last), true
 	return nil
 }
 
-// List returns the segments ordered by first revision (then time).
+// appendPendingMark writes a progress mark without fsync (SetMarkSync):
+// temp name, write, rename, so a reader sees the whole mark or none. The
+// mark it replaces goes at once when that one was pending too; a durable
+// one stays until a durable segment replaces it. The caller holds j.mu.
+func (j *Journal) appendPendingMark(name string, data []byte) error {
+	path := filepath.Join(j.dir, name)
+	tmp := tmpName(path)
+	err := os.WriteFile(tmp, data, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("journal %s: progress mark: %w", j.name, err)
+	}
+	if j.pending {
+		if prev := j.lastMark; prev != name {
+			if err := os.Remove(filepath.Join(j.dir, prev)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("journal %s: replacing progress mark %s: %w", j.name, prev, err)
+			}
+		}
+	} else {
+		j.durableMark = j.lastMark
+	}
+	j.lastMark, j.pending = name, true
+	return nil
+}
+
+// settleTail is what a Journal does with the tail it finds before its
+// first Append: a mark another Journal left pending (a stream that
+// restarted in this process, or a process that ended) is made durable,
+// and one a crash tore (list's torn) is removed: it held no change. The
+// caller holds j.mu.
+func (j *Journal) settleTail(segs []SegmentInfo, torn string) error {
+	if torn != "" {
+		if err := os.Remove(filepath.Join(j.dir, torn)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("journal %s: removing progress mark %s a crash tore: %w", j.name, torn, err)
+		}
+		j.s.log.Warn("removed a progress mark a crash left torn (it held no change: only the time coverage since the mark before it is lost)",
+			"journal", j.name, "file", torn)
+	}
+	if n := len(segs); n > 0 && isTailMark(segs) {
+		if err := syncFile(filepath.Join(j.dir, segs[n-1].File)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("journal %s: progress mark %s: %w", j.name, segs[n-1].File, err)
+		}
+		if err := syncDir(j.dir); err != nil {
+			return fmt.Errorf("journal %s: %w", j.name, err)
+		}
+	}
+	return nil
+}
+
+// isTailMark: the last of segs (in List order) adds no revision to those
+// before it, so it is a progress mark, whatever its content.
+func isTailMark(segs []SegmentInfo) bool {
+	n := len(segs)
+	if n < 2 || segs[n-1].First != segs[n-1].Last {
+		return false
+	}
+	var covered uint64
+	for _, si := range segs[:n-1] {
+		covered = max(covered, si.Last)
+	}
+	return segs[n-1].Last <= covered
+}
+
+// syncFile fsyncs the file at path.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// List returns the segments ordered by first revision (then time). A
+// progress mark at the journal's end that does not read back whole (a
+// pending mark a crash tore, SetMarkSync) is left out: it held no change.
 func (j *Journal) List() ([]SegmentInfo, error) {
+	segs, _, err := j.list()
+	return segs, err
+}
+
+// list is List, and the file of the torn mark it left out ("" if none).
+func (j *Journal) list() ([]SegmentInfo, string, error) {
+	out, err := j.listAll()
+	if err != nil || !isTailMark(out) {
+		return out, "", err
+	}
+	last := out[len(out)-1]
+	raw, err := readStoreFile(filepath.Join(j.dir, last.File))
+	if errors.Is(err, fs.ErrNotExist) {
+		return out[:len(out)-1], "", nil // replaced meanwhile
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("journal %s: %w", j.name, err)
+	}
+	if seg, derr := format.DecodeSegment(raw); derr != nil || seg.First != last.First || seg.Last != last.Last {
+		return out[:len(out)-1], last.File, nil
+	}
+	return out, "", nil
+}
+
+func (j *Journal) listAll() ([]SegmentInfo, error) {
 	ents, err := readStoreDir(j.dir)
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.name, err)

@@ -162,3 +162,140 @@ func TestJournalGapsBeforeBreaks(t *testing.T) {
 func encodeTestSegment(first, last uint64, t time.Time) []byte {
 	return format.EncodeSegment(format.Segment{First: first, Last: last, Time: t, Data: []byte("old")})
 }
+
+// With SetMarkSync, the marks of an idle stream between two durable ones
+// are pending: the journal keeps the durable mark beside the newest
+// pending one, a crash that tears the pending one loses only the time
+// after the durable mark (List leaves the torn mark out, verify stays
+// clean, the next Journal to append removes it), and a pending mark that a
+// change follows is made durable and replaces the durable one. Before,
+// every mark was fsynced and replaced the one before it: a torn newest
+// mark was in List and a damaged segment to verify.
+func TestJournalPendingMarks(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	j, err := s.Journal("etcd-deltas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.SetMarkSync(time.Hour)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
+	appendSeg := func(j *Journal, first, last uint64, i int) {
+		t.Helper()
+		if err := j.Append(encodeTestSegment(first, last, at(i)), first, last, at(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func() []string {
+		t.Helper()
+		segs, err := j.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, si := range segs {
+			out = append(out, si.File)
+		}
+		return out
+	}
+	verifyClean := func(when string) {
+		t.Helper()
+		unlock := lockTest(t, s)
+		defer unlock()
+		rep, err := s.Verify(context.Background(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.Clean() {
+			t.Fatalf("verify %s: %v", when, rep.Problems)
+		}
+	}
+	appendSeg(j, 10, 19, 0)
+	appendSeg(j, 19, 19, 1) // the first mark after a change: durable
+	for i := 2; i <= 4; i++ {
+		appendSeg(j, 19, 19, i) // pending: each replaces the pending one before it
+	}
+	durable, pending := segName(19, 19, at(1)), segName(19, 19, at(4))
+	if got, want := strings.Join(names(), " "), strings.Join([]string{segName(10, 19, at(0)), durable, pending}, " "); got != want {
+		t.Fatalf("journal after a change and 4 marks holds\n%s\nwant the change, the durable mark and the newest (pending) one:\n%s", got, want)
+	}
+
+	// A crash tears the pending mark (its data never reached the disk).
+	if err := os.Truncate(filepath.Join(j.dir, pending), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(names(), " "), segName(10, 19, at(0))+" "+durable; got != want {
+		t.Fatalf("after the crash List gives %s, want the torn mark left out: %s", got, want)
+	}
+	verifyClean("with a torn pending mark")
+	segs, err := j.Needed(9, 0, at(3))
+	if err != nil || len(segs) != 2 || segs[1].File != durable {
+		t.Fatalf("a replay to a moment after the durable mark needs %v (%v), want the durable mark %s (where the journal ends)", segs, err, durable)
+	}
+	// The next process appends: the torn mark goes, the chain goes on.
+	j2, _ := s.Journal("etcd-deltas")
+	j2.SetMarkSync(time.Hour)
+	j = j2
+	appendSeg(j2, 19, 19, 5)
+	if _, err := os.Stat(filepath.Join(j2.dir, pending)); !os.IsNotExist(err) {
+		t.Fatalf("the torn mark is still there after the next append (%v)", err)
+	}
+	// A change after a pending mark: the pending mark is made durable and
+	// stays before it; the durable mark it replaced goes.
+	appendSeg(j2, 19, 19, 6) // pending (j2's first mark was durable)
+	appendSeg(j2, 20, 29, 7)
+	if got, want := strings.Join(names(), " "), strings.Join([]string{segName(10, 19, at(0)), durable, segName(19, 19, at(6)), segName(20, 29, at(7))}, " "); got != want {
+		// durable (at 1) was the first process's; j2 replaced its own.
+		t.Fatalf("after a change that follows a pending mark the journal holds\n%s\nwant\n%s", got, want)
+	}
+	for _, si := range mustList(t, j2) {
+		if _, err := j2.Read(si); err != nil {
+			t.Errorf("segment %s: %v", si.File, err)
+		}
+	}
+	verifyClean("after the change")
+}
+
+// SetMarkSync(every): a mark is durable again once every has passed since
+// the last durable one, and replaces it and the pending one.
+func TestJournalMarkSyncEvery(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	j, err := s.Journal("etcd-deltas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const every = 300 * time.Millisecond
+	j.SetMarkSync(every)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	app := func(first, last uint64, i int) {
+		t.Helper()
+		at := t0.Add(time.Duration(i) * time.Second)
+		if err := j.Append(encodeTestSegment(first, last, at), first, last, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app(10, 19, 0)
+	app(19, 19, 1)
+	app(19, 19, 2)
+	if !j.pending {
+		t.Fatal("a mark right after a durable one is not pending")
+	}
+	time.Sleep(every + 50*time.Millisecond)
+	app(19, 19, 3)
+	if j.pending {
+		t.Fatalf("a mark %s after the last durable one is still pending", every)
+	}
+	if got := len(mustList(t, j)); got != 2 {
+		t.Fatalf("journal holds %d segments, want the change and the one durable mark", got)
+	}
+}
+
+func mustList(t *testing.T, j *Journal) []SegmentInfo {
+	t.Helper()
+	segs, err := j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return segs
+}
