@@ -37,8 +37,10 @@ package backup
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"slices"
 	"sync"
@@ -176,44 +178,97 @@ func JournalValues(j *rsyncish.Journal, segs io.ReaderAt, size int64, read *atom
 	var mu sync.Mutex
 	cache := map[string][]etcdsnap.Event{} // segment file -> its events
 	var order []string
+	var listing []rsyncish.SegmentInfo // read once, when a named segment is gone
+	events := func(name string) ([]etcdsnap.Event, error) {
+		mu.Lock()
+		evs, ok := cache[name]
+		mu.Unlock()
+		if ok {
+			return evs, nil
+		}
+		data, err := j.Read(rsyncish.SegmentInfo{File: name})
+		if err != nil {
+			return nil, err
+		}
+		if read != nil {
+			read.Add(int64(len(data)))
+		}
+		seg, err := etcdsnap.DecodeSegment(data)
+		if err != nil {
+			return nil, fmt.Errorf("journal segment %s: %w", name, err)
+		}
+		mu.Lock()
+		if len(order) >= 8 {
+			delete(cache, order[0])
+			order = order[1:]
+		}
+		cache[name], order = seg.Events, append(order, name)
+		mu.Unlock()
+		return seg.Events, nil
+	}
+	find := func(evs []etcdsnap.Event, key string, rev int64) ([]byte, bool) {
+		// Events are in revision order; a revision holds few.
+		i, _ := slices.BinarySearchFunc(evs, rev, func(e etcdsnap.Event, r int64) int { return cmp.Compare(e.ModRevision, r) })
+		for ; i < len(evs) && evs[i].ModRevision == rev; i++ {
+			if e := evs[i]; e.Key == key && e.Type == etcdsnap.EventPut {
+				return e.Value, true
+			}
+		}
+		return nil, false
+	}
 	return func(key string, rev, off, n int64) ([]byte, error) {
 		name, err := JournalSegmentName(segs, size, off, n)
 		if err != nil {
 			return nil, err
 		}
-		mu.Lock()
-		evs, ok := cache[name]
-		mu.Unlock()
-		if !ok {
-			// A segment lost or damaged is the journal's damage, which a
-			// replay would meet too: said as it is.
-			data, err := j.Read(rsyncish.SegmentInfo{File: name})
-			if err != nil {
-				return nil, err
-			}
-			if read != nil {
-				read.Add(int64(len(data)))
-			}
-			seg, err := etcdsnap.DecodeSegment(data)
-			if err != nil {
-				return nil, fmt.Errorf("journal segment %s: %w", name, err)
-			}
-			evs = seg.Events
-			mu.Lock()
-			if len(order) >= 8 {
-				delete(cache, order[0])
-				order = order[1:]
-			}
-			cache[name], order = evs, append(order, name)
-			mu.Unlock()
+		evs, err := events(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Merged into a bigger segment since the index was written
+			// (journalcompact.go): the change is found by its revision.
+			return valueByRevision(j, &mu, &listing, events, find, name, key, rev)
 		}
-		// Events are in revision order; a revision holds few.
-		i, _ := slices.BinarySearchFunc(evs, rev, func(e etcdsnap.Event, r int64) int { return cmp.Compare(e.ModRevision, r) })
-		for ; i < len(evs) && evs[i].ModRevision == rev; i++ {
-			if e := evs[i]; e.Key == key && e.Type == etcdsnap.EventPut {
-				return e.Value, nil
-			}
+		if err != nil {
+			// A segment damaged is the journal's damage, which a replay
+			// would meet too: said as it is.
+			return nil, err
+		}
+		if v, ok := find(evs, key, rev); ok {
+			return v, nil
 		}
 		return nil, fmt.Errorf("%w: journal segment %s holds no put of %s at revision %d", etcdsnap.ErrKeyIndex, name, key, rev)
 	}
+}
+
+// valueByRevision is JournalValues' read of a change whose segment name is
+// gone: the segments whose names cover rev, newest first, the first that
+// holds the put.
+func valueByRevision(j *rsyncish.Journal, mu *sync.Mutex, listing *[]rsyncish.SegmentInfo, events func(string) ([]etcdsnap.Event, error),
+	find func([]etcdsnap.Event, string, int64) ([]byte, bool), name, key string, rev int64) ([]byte, error) {
+	mu.Lock()
+	segs := *listing
+	mu.Unlock()
+	if segs == nil {
+		l, err := j.List()
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		*listing, segs = l, l
+		mu.Unlock()
+	}
+	r := uint64(rev)
+	for i := len(segs) - 1; i >= 0; i-- {
+		si := segs[i]
+		if si.First > r || si.Last < r {
+			continue
+		}
+		evs, err := events(si.File)
+		if err != nil {
+			return nil, err
+		}
+		if v, ok := find(evs, key, rev); ok {
+			return v, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: journal segment %s is gone and no segment holds the put of %s at revision %d", etcdsnap.ErrKeyIndex, name, key, rev)
 }

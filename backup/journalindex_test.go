@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,10 +83,11 @@ func TestJournalKeyIndexMatchesEtcd(t *testing.T) {
 	if full.EtcdKind != backup.EtcdKindFull {
 		t.Fatalf("first version: %q", full.EtcdKind)
 	}
-	sink, err := backup.DeltaSink(store)
+	inner, err := backup.DeltaSink(store)
 	if err != nil {
 		t.Fatal(err)
 	}
+	sink := &countingSink{inner: inner}
 	j, err := store.Journal(backup.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +122,9 @@ func TestJournalKeyIndexMatchesEtcd(t *testing.T) {
 	var versions []*backup.Result
 	for round := 1; round <= 5; round++ {
 		for i := range n {
+			if i%5 == 4 {
+				time.Sleep(50 * time.Millisecond) // a flush: many small segments, as leases make on a control plane
+			}
 			switch rng.IntN(4) {
 			case 0:
 				put(i, round, 0)
@@ -143,6 +148,21 @@ func TestJournalKeyIndexMatchesEtcd(t *testing.T) {
 		versions = append(versions, v)
 	}
 
+	// The agent's versions merged the small segments the 20 ms flushes
+	// wrote: the journal holds fewer files than were appended, and the
+	// first journal version's index names segments since merged, which
+	// the reads below find by revision.
+	segs, err := j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if appended := sink.n.Load(); len(segs) >= int(appended)/2 {
+		t.Errorf("the journal holds %d segment files of the %d appended: small segments were not merged", len(segs), appended)
+	}
+	t.Logf("segments %d appended %d gone %d", len(segs), sink.n.Load(), goneSegments(t, store, j, versions[0].ID))
+	if gone := goneSegments(t, store, j, versions[0].ID); gone == 0 {
+		t.Errorf("version %s's journal key index names no merged segment: the read by revision is not exercised", versions[0].ID)
+	}
 	for _, v := range versions {
 		r := openJournalVersion(t, store, j, v.ID, full.ID)
 		rev := v.Etcd.Revision
@@ -232,4 +252,50 @@ func openJournalVersion(t *testing.T, store *rsyncish.Store, j *rsyncish.Journal
 		t.Fatal(err)
 	}
 	return r
+}
+
+// countingSink counts the segments the delta stream appends.
+type countingSink struct {
+	inner etcdsnap.SegmentSink
+	n     atomic.Int64
+}
+
+func (c *countingSink) AppendSegment(data []byte, firstRev, lastRev int64, t time.Time) error {
+	c.n.Add(1)
+	return c.inner.AppendSegment(data, firstRev, lastRev, t)
+}
+
+// goneSegments counts the segment names version id's journal key index
+// table holds that the journal no longer has.
+func goneSegments(t *testing.T, store *rsyncish.Store, j *rsyncish.Journal, id string) int {
+	t.Helper()
+	vr, err := store.OpenVersion(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vr.Close()
+	st, err := vr.Stream(backup.EtcdJournalSegsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	have := map[string]bool{}
+	segs, err := j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, si := range segs {
+		have[si.File] = true
+	}
+	gone := 0
+	for off := int64(0); off+72 <= st.Size(); off += 72 {
+		b := make([]byte, 72)
+		if _, err := st.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+		if name := strings.TrimRight(string(b), "\x00"); name != "" && !have[name] {
+			gone++
+		}
+	}
+	return gone
 }

@@ -245,13 +245,36 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	fromRev := baseRev
 	if cache != nil {
 		fromRev = cache.rev
+		// The journal up to the previous version is checked: its small
+		// segments since the version before are merged (journalcompact.go).
+		renamed, n, cerr := compactJournal(j, segs, cache.compactedTo, cache.rev, log)
+		if cerr != nil {
+			log.Warn("etcd delta journal: merging small segments failed; they stay as they are", "err", cerr)
+		}
+		if len(renamed) > 0 {
+			for k, jk := range cache.touched {
+				if to, ok := renamed[jk.seg]; ok {
+					jk.seg = to
+					cache.touched[k] = jk
+				}
+			}
+			if segs, err = j.List(); err != nil {
+				return nil, nil, err
+			}
+		}
+		if cerr == nil {
+			cache.compactedTo = cache.rev
+		}
+		if n > 0 {
+			log.Debug("etcd delta journal: merged small segments", "removed", n, "segments", len(segs))
+		}
 	}
 	events, needed, sizes, proof, err := journalSince(j, segs, baseRev, fromRev, rev)
 	if err != nil {
 		return nil, nil, err
 	}
 	if cache == nil {
-		cache = &journalState{base: base.v.ID, touched: map[string]journalKey{}, exports: map[string]etcdsnap.Event{}}
+		cache = &journalState{base: base.v.ID, touched: map[string]journalKey{}, exports: map[string]etcdsnap.Event{}, compactedTo: baseRev}
 	}
 	cache.rev = rev
 	cache.segments, cache.bytes = cache.segments+proof.Segments, cache.bytes+proof.JournalBytes
@@ -490,6 +513,9 @@ type journalState struct {
 	exports  map[string]etcdsnap.Event
 	segments int
 	bytes    int64
+	// compactedTo: the journal up to here has had its small segments
+	// merged.
+	compactedTo int64
 }
 
 // take hands out the cached state when it is on base and ends at rev, and

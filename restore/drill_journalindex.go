@@ -51,6 +51,10 @@ func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalRepl
 		key string
 	}
 	holder := map[change]string{}
+	present := map[string]rsyncish.SegmentInfo{}
+	for _, si := range jr.segs {
+		present[si.File] = si
+	}
 	for i, d := range jr.datas {
 		seg, err := etcdsnap.DecodeSegment(d)
 		if err != nil {
@@ -91,7 +95,7 @@ func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalRepl
 			name, err := backup.JournalSegmentName(segs, segs.Size(), r.ValueOffset, r.ValueLength)
 			if err != nil {
 				bad = err
-			} else if want := holder[change{e.ModRevision, r.Key}]; name != want {
+			} else if want := holder[change{e.ModRevision, r.Key}]; name != want && !mergedInto(name, want, present) {
 				bad = fmt.Errorf("journal key index: %s at revision %d is in segment %s, the index names %q", r.Key, e.ModRevision, want, name)
 			}
 		}
@@ -107,4 +111,24 @@ func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalRepl
 		return 0, fmt.Errorf("journal key index: %d records, the journal since base %s changes %d keys", n, baseID, len(last))
 	}
 	return n, nil
+}
+
+// mergedInto says whether the segment name an index holds is gone from the
+// journal and was merged into segment want since the index was written
+// (backup's journal compaction): want's revisions include all of name's,
+// and the reader finds the change in want by its revision.
+func mergedInto(name, want string, present map[string]rsyncish.SegmentInfo) bool {
+	if _, ok := present[name]; ok {
+		return false
+	}
+	w, ok := present[want]
+	if !ok {
+		return false
+	}
+	var first, last uint64
+	var ns int64
+	if n, err := fmt.Sscanf(name, "%020d-%020d-%d.seg", &first, &last, &ns); err != nil || n != 3 {
+		return false
+	}
+	return first >= w.First && last <= w.Last && first <= last
 }

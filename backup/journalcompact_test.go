@@ -1,0 +1,152 @@
+package backup
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/rsyncish"
+)
+
+// compactJournal merges the runs of small segments in its window into one
+// segment each, and a replay of the journal gives the same events at the
+// same times after as before: progress marks inside a run go, a catch-up
+// segment and the tail stay as they are, and a merged segment left over
+// its old ones (a crash between Replace's write and its removals) has
+// those removed by the next compaction.
+func TestCompactJournal(t *testing.T) {
+	s, err := rsyncish.Open(filepath.Join(t.TempDir(), "store"), rsyncish.Options{AllowSameFilesystem: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := DeltaSink(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := s.Journal(DeltaJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC)
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+	rev := int64(100)
+	appendSeg := func(n int, catchUp bool, sec int) {
+		t.Helper()
+		seg := &etcdsnap.Segment{FromRev: rev, ToRev: rev + int64(n), FromTime: at(sec - 1), ToTime: at(sec), CatchUp: catchUp}
+		for i := range n {
+			seg.Events = append(seg.Events, etcdsnap.Event{Type: etcdsnap.EventPut, Key: fmt.Sprintf("/k/%d", rev+int64(i)+1),
+				Value: []byte("v"), ModRevision: rev + int64(i) + 1, CreateRevision: rev + int64(i) + 1, Version: 1, Time: at(sec)})
+		}
+		first := rev + 1
+		if n == 0 {
+			first = rev + 1 // a progress mark: nothing after rev
+		}
+		if err := sink.AppendSegment(seg.Encode(), first, rev+int64(n), at(sec)); err != nil {
+			t.Fatal(err)
+		}
+		rev += int64(n)
+	}
+	sec := 1
+	for range 6 { // changes and progress marks, as a control plane's leases make them
+		appendSeg(2, false, sec)
+		appendSeg(0, false, sec+1)
+		sec += 2
+	}
+	appendSeg(3, true, sec) // a catch-up segment
+	sec++
+	for range 3 {
+		appendSeg(1, false, sec)
+		sec++
+	}
+	windowEnd := rev
+	appendSeg(2, false, sec) // the tail side, after the window
+	appendSeg(0, false, sec+1)
+
+	replayAt := func(until time.Time) string {
+		t.Helper()
+		// As get --at and restore read it: the segments up to the target.
+		datas, _, err := j.ReadNeeded(100, 0, until)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rs []io.Reader
+		for _, d := range datas {
+			rs = append(rs, bytes.NewReader(d))
+		}
+		evs, err := etcdsnap.ReplayEvents(rs, 100, 0, until)
+		return fmt.Sprint(evs, err)
+	}
+	// A replay to the end, and to each second (a point-in-time read):
+	// what the journal answers, compared before and after.
+	lastSec := sec + 1
+	replay := func() string {
+		t.Helper()
+		out := replayAt(time.Time{})
+		for s := 0; s <= lastSec+1; s++ {
+			out += "\n" + replayAt(at(s).Add(300*time.Millisecond))
+		}
+		return out
+	}
+	before := replay()
+	segsBefore, _ := j.List()
+	dir := filepath.Join(s.Dir(), "journals", DeltaJournal)
+	raw := map[string][]byte{}
+	for _, si := range segsBefore {
+		b, err := os.ReadFile(filepath.Join(dir, si.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw[si.File] = b
+	}
+	log := slog.New(slog.DiscardHandler)
+	renamed, removed, err := compactJournal(j, segsBefore, 100, windowEnd, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	segsAfter, _ := j.List()
+	// 12 + 3 small segments before the catch-up and after it merge into
+	// two; the catch-up, the two after the window stay.
+	if len(segsAfter) != 5 || removed != len(segsBefore)-1-2 {
+		t.Errorf("%d segments before, %d after, %d removed, renamed %v", len(segsBefore), len(segsAfter), removed, renamed)
+	}
+	after := replay()
+	if after != before {
+		t.Errorf("the replay differs after the merge:\n%v\n%v", before, after)
+	}
+	for old, to := range renamed {
+		if old == to {
+			t.Errorf("%s renamed to itself", old)
+		}
+	}
+
+	// A crash's leftover: the merged segments and the ones they replaced,
+	// all present (written back); the next compaction removes the old.
+	for name := range renamed {
+		if err := os.WriteFile(filepath.Join(dir, name), raw[name], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := j.List(); len(n) != 5+len(renamed) {
+		t.Fatalf("%d segments with the leftovers back", len(n))
+	}
+	if got := replay(); got != before {
+		t.Errorf("the replay differs with the leftovers:\n%v\n%v", before, got)
+	}
+	segsCrash, _ := j.List()
+	_, removed, err = compactJournal(j, segsCrash, 100, windowEnd, log)
+	if err != nil || removed != len(renamed) {
+		t.Errorf("the next compaction removed %d of %d leftovers: %v", removed, len(renamed), err)
+	}
+	if n, _ := j.List(); len(n) != 5 {
+		t.Errorf("%d segments after the leftovers went, want 5", len(n))
+	}
+	if got := replay(); got != before {
+		t.Errorf("the replay differs after the leftovers went:\n%v\n%v", before, got)
+	}
+}
