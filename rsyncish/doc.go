@@ -74,6 +74,14 @@
 //	                         which verify reports as a gap (Journal.Gaps). A
 //	                         replay reads only the segments up to its target
 //	                         (Journal.Needed), so damage after it blocks nothing
+//	journals/<name>/<from>-<to>.trimmed       sealed: prune removed the
+//	                         segments holding from..to because no kept version
+//	                         needed them (Journal.TrimExcept); verify does not
+//	                         report the hole, a read that needs it says so.
+//	                         Segments may overlap: a merged segment
+//	                         (Journal.Replace) over the ones it replaced, until
+//	                         they go (a crash between the two leaves both; every
+//	                         reader takes overlapping segments)
 //	journals/<name>/breaks-since  sealed: the tail when a kubekeep that records
 //	                         breaks first appended; older holes may be restarts
 //	                         and are warnings, not damage

@@ -68,7 +68,16 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o *pruneOptions) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "%d kept, %d %s; packs: %d deleted, %d rewritten; %s %s; %d etcd delta segments trimmed\n",
-		len(res.Keep), len(res.Remove), verb, res.PacksDeleted, res.PacksRewritten, freed, humanBytes(res.BytesFreed), res.DeltaSegmentsTrimmed)
+	trimmed := "trimmed"
+	if res.DryRun {
+		trimmed = "would be trimmed"
+	}
+	window := ""
+	if !res.DeltaWindowFromTime.IsZero() {
+		window = fmt.Sprintf("; point-in-time reads (--at) kept from %s (version %s) on", res.DeltaWindowFromTime.UTC().Format(time.RFC3339), res.DeltaWindowFrom)
+	}
+	fmt.Fprintf(g.stdout, "%d kept, %d %s; packs: %d deleted, %d rewritten; %s %s; %d etcd delta segments %s (%s)%s\n",
+		len(res.Keep), len(res.Remove), verb, res.PacksDeleted, res.PacksRewritten, freed, humanBytes(res.BytesFreed),
+		res.DeltaSegmentsTrimmed, trimmed, humanBytes(res.DeltaBytesTrimmed), window)
 	return nil
 }
