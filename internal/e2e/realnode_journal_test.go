@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,20 @@ offsite:
 		if !waitFor(90*time.Second, func() bool { return hasKind(t, "journal", rev) }) {
 			t.Fatalf("no journal version at revision >= %d in 90 s\n%s", rev, agent.log())
 		}
+		// The agent merges the small segments behind its versions: the
+		// apiserver's leases alone make the stream write ~13 a minute.
+		// Behind the newest journal version's predecessor the journal
+		// holds about one segment per version.
+		var jrevs []int64
+		if !waitFor(120*time.Second, func() bool { jrevs = journalRevisions(t); return len(jrevs) >= 5 }) {
+			t.Fatalf("5 journal versions not made in 120 s: %v\n%s", jrevs, agent.log())
+		}
 		stopAgent(t, agent)
+		merged, all := segmentsUpTo(t, store, jrevs[len(jrevs)-2])
+		t.Logf("journal: %d segment files up to the revision of the 2nd newest of %d journal versions, %d in all", merged, len(jrevs), all)
+		if merged > len(jrevs)+1 {
+			t.Errorf("the journal holds %d segment files up to revision %d, behind %d journal versions: its small segments were not merged", merged, jrevs[len(jrevs)-2], len(jrevs)-1)
+		}
 		latest := latestID(t)
 		if k := kindOf(t, latest); k != "journal" {
 			t.Fatalf("latest is %q, a %q version; want a journal version", latest, k)
@@ -256,4 +270,38 @@ func etcdRevision(t *testing.T, n *kubenode.Node) int64 {
 		t.Fatal(err)
 	}
 	return resp.Header.Revision
+}
+
+// journalRevisions are the etcd revisions of the good journal versions,
+// oldest first.
+func journalRevisions(t *testing.T) []int64 {
+	var out []int64
+	for _, v := range versionKinds(t) {
+		if v.Good && v.EtcdKind == "journal" && v.Etcd != nil {
+			out = append(out, v.Etcd.Revision)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// segmentsUpTo counts the delta journal's segment files whose revisions
+// end at rev or before, and all of them.
+func segmentsUpTo(t *testing.T, store string, rev int64) (upTo, all int) {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(store, "journals", "etcd-deltas"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		var first, last, ns int64
+		if n, _ := fmt.Sscanf(e.Name(), "%d-%d-%d.seg", &first, &last, &ns); n != 3 || !strings.HasSuffix(e.Name(), ".seg") {
+			continue
+		}
+		all++
+		if last <= rev {
+			upTo++
+		}
+	}
+	return upTo, all
 }
