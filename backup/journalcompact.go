@@ -81,9 +81,11 @@ func compactJournal(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, from, to i
 	dominator := dominators(segs)
 	for i, si := range segs {
 		if d := dominator[i]; d >= 0 {
-			// A crash's leftover of a merge: another segment holds its
-			// revisions, and no earlier.
-			if inWindow(si) {
+			// A crash's leftover of a merge, or what a merge left while a
+			// reader held the read lock: another segment holds its
+			// revisions, as of no earlier. Dropped wherever it is, but at
+			// the tail.
+			if si.Last < tail {
 				if gone, err := j.DropCovered(segs[d], []rsyncish.SegmentInfo{si}); err != nil {
 					return renamed, removed, err
 				} else if gone {
