@@ -4,7 +4,15 @@
 // backup when the PKI, kubeconfigs or manifests change (fsnotify, with a
 // debounce), keeps the etcd watch-delta stream running into the store's
 // journal, and reports through a status file in the store and Prometheus
-// metrics. A failed job is retried with backoff; the agent never exits
+// metrics. The status file follows a change of state within 2 s, but a
+// move of the delta stream's durable revision alone (every etcd.deltaFlush
+// on a live cluster) only within Config.StatusDeltaEvery (30 s), so
+// `kubekeep status` may show the delta revision up to that late; the delta
+// lag it prints is read from the journal itself. An idle agent wakes for
+// the delta stream's heartbeat (etcd.deltaFlush), the store probe (10 s)
+// and the catch-up check (15 s), and for nothing else; of the heartbeat's
+// progress marks only one every 30 s is fsynced (backup.DeltaMarkSync: a
+// crash loses at most that much time coverage, never a change). A failed job is retried with backoff; the agent never exits
 // because of one. A missing or read-only second disk stops all writes
 // until it is back.
 //
