@@ -163,7 +163,8 @@ func (j *Journal) Append(seg []byte, first, last uint64, t time.Time) error {
 		// The pending mark stays in the journal, before this segment:
 		// durable first (this segment's directory fsync makes its name
 		// durable), so a crash cannot leave it torn mid-chain.
-		if err := syncFile(filepath.Join(j.dir, j.lastMark)); err != nil {
+		// (Gone already: a trim or a compaction took it, durably.)
+		if err := syncFile(filepath.Join(j.dir, j.lastMark)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("journal %s: progress mark %s: %w", j.name, j.lastMark, err)
 		}
 	}

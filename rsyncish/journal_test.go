@@ -299,3 +299,29 @@ func mustList(t *testing.T, j *Journal) []SegmentInfo {
 	}
 	return segs
 }
+
+// A pending mark another writer removed (a trim) is no reason to refuse
+// the change that follows it.
+func TestJournalPendingMarkTrimmed(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	j, err := s.Journal("etcd-deltas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.SetMarkSync(time.Hour)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, r := range [][2]uint64{{10, 19}, {19, 19}, {19, 19}} {
+		at := t0.Add(time.Duration(i) * time.Second)
+		if err := j.Append(encodeTestSegment(r[0], r[1], at), r[0], r[1], at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trimmer, _ := s.Journal("etcd-deltas")
+	if n, err := trimmer.Trim(20); err != nil || n != 3 {
+		t.Fatalf("trim removed %d segments (%v), want 3", n, err)
+	}
+	at := t0.Add(3 * time.Second)
+	if err := j.Append(encodeTestSegment(20, 29, at), 20, 29, at); err != nil {
+		t.Fatalf("a change after a trimmed pending mark: %v", err)
+	}
+}
