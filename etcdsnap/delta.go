@@ -147,7 +147,11 @@ func (d *DeltaStreamer) Covered() Coverage {
 // While idle, every answer to a progress request, or a read showing that
 // etcd is still at the stream's revision, becomes a progress mark (an
 // empty segment), unless a segment was written less than 3/4 of a
-// heartbeat before.
+// heartbeat before. Until etcd has sent a change or a progress answer on
+// the stream (it sends no progress below a watch's start revision, so a
+// stream started at etcd's revision gets none before the first change),
+// each heartbeat is that read instead of a progress request: a mark every
+// heartbeat in either case.
 func (d *DeltaStreamer) Run(ctx context.Context) error {
 	// Progress requests are routed by the context's gRPC metadata: they
 	// must carry the watch's own (require-leader) metadata, or clientv3
@@ -189,6 +193,13 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 	// catchingUp until etcd's first progress answer: until then, what
 	// arrives was committed at some unknown moment since the resume point.
 	catchingUp := !startsLive
+	// answered: etcd answered a progress request or sent a change on
+	// this stream. It answers no progress request while the watch waits
+	// for its first revision (a stream started at etcd's revision, before
+	// the first change), so until then an idle stream reads etcd's
+	// revision each heartbeat instead (check), which makes the mark,
+	// rather than ask again for nothing.
+	answered := false
 
 	// One progress request in flight at a time, sent from its own
 	// goroutine: while clientv3 reconnects, the send blocks.
@@ -296,7 +307,13 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 			// Half a heartbeat: ticks and answers are not in step, so
 			// "a whole one" would skip every other tick.
 			silent := d.cfg.Now().Sub(lastHeard)
-			if silent >= hbEvery/2 || catchingUp {
+			switch {
+			case !answered && !catchingUp && silent >= hbEvery/2 && len(cur.Events) == 0:
+				if err := check(fmt.Sprintf("no change since the stream started and %s of silence", silent.Round(time.Millisecond))); err != nil {
+					return err
+				}
+				silent = d.cfg.Now().Sub(lastHeard)
+			case silent >= hbEvery/2 || catchingUp:
 				requestProgress()
 			}
 			if silent >= 2*hbEvery {
@@ -330,6 +347,7 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 				continue
 			}
 			if resp.IsProgressNotify() {
+				answered = true
 				// Every change up to the header revision has been sent.
 				if resp.Header.Revision > cur.ToRev {
 					cur.ToRev = resp.Header.Revision
@@ -376,6 +394,7 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 				pendingBytes += len(e.Key) + len(e.Value)
 			}
 			if len(resp.Events) > 0 {
+				answered = true // the watch is past its start: etcd answers progress requests
 				cur.ToTime = now
 				cur.CatchUp = cur.CatchUp || catchingUp
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -359,5 +360,55 @@ func TestScanEventsIsReplayEventsOneSegmentAtATime(t *testing.T) {
 	}
 	if _, err := scan(shuffled, 5, 12); !errors.Is(err, etcdsnap.ErrSegmentOrder) {
 		t.Errorf("ScanEvents of segments out of order: %v, want ErrSegmentOrder", err)
+	}
+}
+
+// A stream that starts at etcd's own revision (a backup just taken) and
+// sees no change writes a progress mark every heartbeat, as one that has
+// seen a change does: etcd answers no progress request while a watch waits
+// for its first revision, so the stream reads etcd's revision instead of
+// asking again. Before, every such request went unanswered and only the
+// read after 2 heartbeats of silence made a mark: one every 3 heartbeats
+// (6 s at the default 2 s), and a progress request every heartbeat for
+// nothing.
+func TestDeltaMarksEveryHeartbeatBeforeTheFirstChange(t *testing.T) {
+	r := testetcd.SandboxT(t)
+	srv := testetcd.StartT(t, r)
+	ctx := ctxT(t)
+	cli := srv.ClientT(t)
+	if _, err := cli.Put(ctx, "/a/base", "0"); err != nil {
+		t.Fatal(err)
+	}
+	info := snapshotToFile(t, clientConfig(r, srv.Endpoint()), filepath.Join(t.TempDir(), "a.db"))
+	const hb = 200 * time.Millisecond
+	sink := &memSink{}
+	ds := etcdsnap.NewDeltaStreamer(cli, info.Revision, info.Started, sink, etcdsnap.DeltaConfig{Flush: hb, Heartbeat: hb})
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ds.Run(sctx) }()
+	time.Sleep(15 * hb)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var times []time.Time
+	for _, rd := range sink.readers() {
+		b, _ := io.ReadAll(rd)
+		seg, err := etcdsnap.DecodeSegment(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seg.Events) > 0 {
+			t.Fatalf("a segment with %d events; nothing changed", len(seg.Events))
+		}
+		times = append(times, seg.ToTime)
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(times); i++ {
+		gaps = append(gaps, times[i].Sub(times[i-1]))
+	}
+	slices.Sort(gaps)
+	if len(gaps) < 4 || gaps[len(gaps)/2] > hb*3/2 {
+		t.Fatalf("%d progress marks in %s of an idle stream started at etcd's revision, gaps %v; want one about every heartbeat (%s)", len(times), 15*hb, gaps, hb)
 	}
 }
