@@ -683,6 +683,16 @@ func (a *Agent) writeStatus() {
 	if a.store == nil || !a.storeOK.Load() {
 		return
 	}
+	// The second disk may have gone since the last probe: a failed delta
+	// write is often the first sign, and the status change it makes is
+	// written at once. The file must never land on a bare mountpoint, so
+	// the store is checked as the probe checks it (mountpoint, config
+	// file), without the probe's write.
+	sc := a.config().Store
+	if _, err := rsyncish.Open(sc.Path, storeOptions(sc, a, true)); err != nil {
+		kick(a.storeKick)
+		return
+	}
 	if err := writeStatusTo(a.store.AgentFiles(), &snap); err != nil {
 		a.log.Warn("could not write the agent status file", "err", err)
 	}

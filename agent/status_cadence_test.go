@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -70,5 +71,36 @@ func TestStatusFileFollowsDeltaRevisionLazily(t *testing.T) {
 	}
 	if got := file().Etcd.DeltaRevision; got < rev3 {
 		t.Errorf("status file written for a change of state shows delta revision %d, want the newest, %d", got, rev3)
+	}
+}
+
+// A status write between the second disk going and the probe noticing
+// (the failed delta write that is often the first sign makes a change of
+// state, written at once) must not land on the bare mountpoint. Before,
+// writeStatus trusted the last probe: TestStoreGoneAndBack failed once
+// this way.
+func TestStatusNeverWrittenToABareMountpoint(t *testing.T) {
+	root := testetcd.SandboxT(t)
+	testetcd.StartT(t, root)
+	dir := storeDir(t)
+	cfg := testSettings(root, dir)
+	cfg.Schedules.Backup = time.Hour
+	cfg.Etcd.Deltas = false // nothing else notices the disk going
+	a, buf := newAgent(t, cfg, func(c *Config) { c.StoreProbe = time.Hour })
+	start(t, a, buf)
+	waitFor(t, 15*time.Second, "the startup backup", func() bool { return jobState(a, JobBackup).LastSuccess != nil })
+	if err := os.Rename(dir, dir+".unmounted"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil { // the bare mountpoint left behind
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.RemoveAll(dir)
+		os.Rename(dir+".unmounted", dir) // for the agent's shutdown
+	})
+	a.writeStatus()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("the status write went to the bare mountpoint: %v", ents)
 	}
 }
