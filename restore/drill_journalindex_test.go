@@ -192,3 +192,49 @@ func TestDrillJournalVersionAfterItsSegmentsMerged(t *testing.T) {
 		t.Fatalf("drill of %s after its segments were merged (%d names gone): %d records, %v", first.ID, gone, n, err)
 	}
 }
+
+// A merge that meets a reader leaves the segments it replaced beside the
+// merged one until the next merge: a change is then in two segments, and
+// the drill takes the index's name for either.
+func TestDrillJournalVersionWhileMergedSegmentsOverlap(t *testing.T) {
+	f := newJournalFixture(t)
+	changes := func(v int) {
+		for i := 1; i <= 4; i++ {
+			f.waitDurable(f.changes(10*v + i))
+		}
+	}
+	changes(1)
+	first := f.backup(false)
+	changes(2)
+	before, err := f.j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := f.store.OpenVersion(first.ID) // holds the read lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := f.backup(false)
+	reader.Close()
+	if first.EtcdKind != backup.EtcdKindJournal || second.EtcdKind != backup.EtcdKindJournal {
+		t.Fatalf("kinds %q %q, want journal versions", first.EtcdKind, second.EtcdKind)
+	}
+	after, err := f.j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) <= len(before) {
+		t.Fatalf("%d segments before the merge, %d after: want the merged one beside the ones it replaced", len(before), len(after))
+	}
+	src, err := loadSource(f.store, first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jr, err := loadJournalReplay(f.store, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := checkJournalIndex(f.store, first.ID, f.full.ID, jr); err != nil || n == 0 {
+		t.Fatalf("drill of %s with merged segments overlapping: %d records, %v", first.ID, n, err)
+	}
+}
