@@ -147,11 +147,6 @@ type Config struct {
 	DeltaHeartbeat time.Duration
 	// NoSignals leaves SIGHUP alone (tests running several agents).
 	NoSignals bool
-	// IdleProcs runs the process with one P (GOMAXPROCS 1) while no job
-	// runs, and with its own GOMAXPROCS while any does (idleprocs.go):
-	// what `kubekeep agent` does unless GOMAXPROCS is set. Off for agents
-	// sharing a process (tests): GOMAXPROCS is the process's.
-	IdleProcs bool
 	// OffsiteRetry is the backoff of a tier's uploads within one sync
 	// (zero: DefaultOffsiteRetry); the job retries a failed sync after.
 	OffsiteRetry tiers.Retry
@@ -166,10 +161,9 @@ type Config struct {
 
 // Agent runs the jobs for one store.
 type Agent struct {
-	opts  Config
-	log   *slog.Logger
-	procs idleProcs
-	m     *metrics
+	opts Config
+	log  *slog.Logger
+	m    *metrics
 	// now is the wall clock; tests shift it to simulate a sleeping host.
 	now func() time.Time
 
@@ -340,10 +334,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.srvMu.Unlock()
 	}()
 
-	if a.opts.IdleProcs {
-		a.procs.start()
-		defer a.procs.stop()
-	}
 	if !a.openStore(ctx, cfg) {
 		return nil // stopped while waiting for the second disk
 	}

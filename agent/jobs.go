@@ -307,8 +307,6 @@ func (a *Agent) execute(j *jobRunner, reason string) {
 	run := j.run
 	j.mu.Unlock()
 	a.log.Info("job starting", "job", j.name, "reason", reason)
-	a.procs.jobStarted()
-	defer a.procs.jobEnded()
 	var n int64
 	var err error
 	cpu0 := processCPU()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -78,8 +77,6 @@ func runAgent(cmd *cobra.Command, g *globalOptions, o *agentOptions) error {
 		Drill:           agentDrill(g),
 		CloudSnapshot:   agentCloudSnapshot(g),
 		ShutdownTimeout: o.shutdownTimeout,
-		// One P between jobs (idle CPU); an operator's GOMAXPROCS wins.
-		IdleProcs: os.Getenv("GOMAXPROCS") == "",
 	})
 	if err != nil {
 		return err
