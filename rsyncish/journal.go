@@ -371,14 +371,10 @@ type Break struct {
 
 const breakExt = ".break"
 
-func breakName(from, to uint64) string { return fmt.Sprintf("%020d-%020d%s", from, to, breakExt) }
+func breakName(from, to uint64) string { return rangeRecordName(from, to, breakExt) }
 
 func (j *Journal) markBreak(from, to uint64, t time.Time) error {
-	data, err := format.SealJSON(map[string]any{"from": from, "to": to, "time": t.UTC()})
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(j.dir, breakName(from, to)), data, 0o600); err != nil {
+	if err := j.writeRangeRecord(breakExt, from, to, t); err != nil {
 		return fmt.Errorf("journal %s: recording the break before revision %d: %w", j.name, to+1, err)
 	}
 	return nil
@@ -388,38 +384,12 @@ func (j *Journal) markBreak(from, to uint64, t time.Time) error {
 // its name (a damaged one is returned as an error naming it, after the
 // good ones).
 func (j *Journal) Breaks() ([]Break, error) {
-	ents, err := readStoreDir(j.dir)
-	if err != nil {
-		return nil, fmt.Errorf("journal %s: %w", j.name, err)
+	recs, err := j.rangeRecords(breakExt, "break")
+	out := make([]Break, len(recs))
+	for i, r := range recs {
+		out[i] = Break(r)
 	}
-	var out []Break
-	var bad []string
-	for _, e := range ents {
-		base, ok := strings.CutSuffix(e.Name(), breakExt)
-		if !ok {
-			continue
-		}
-		var b struct {
-			From, To uint64
-			Time     time.Time
-		}
-		data, err := readStoreFile(filepath.Join(j.dir, e.Name()))
-		if err == nil {
-			err = format.UnsealJSON(data, &b)
-		}
-		if err == nil && base+breakExt != breakName(b.From, b.To) {
-			err = errors.New("does not hold what its name says")
-		}
-		if err != nil {
-			bad = append(bad, e.Name()+": "+err.Error())
-			continue
-		}
-		out = append(out, Break{From: b.From, To: b.To, Time: b.Time, File: e.Name()})
-	}
-	if len(bad) > 0 {
-		return out, fmt.Errorf("journal %s: damaged break record %s", j.name, strings.Join(bad, "; "))
-	}
-	return out, nil
+	return out, err
 }
 
 // sinceFile records the revision from which the journal's chain restarts

@@ -7,10 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
-
-	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
 
 // Trimming a journal from the middle.
@@ -69,7 +66,7 @@ type TrimResult struct {
 
 const trimExt = ".trimmed"
 
-func trimName(from, to uint64) string { return fmt.Sprintf("%020d-%020d%s", from, to, trimExt) }
+func trimName(from, to uint64) string { return rangeRecordName(from, to, trimExt) }
 
 // TrimExcept removes every segment holding no revision in any of keep,
 // except the last one (the tail, which the journal's writer continues),
@@ -168,11 +165,7 @@ func (j *Journal) TrimExcept(keep []Range, t time.Time, dryRun bool) (TrimResult
 
 // recordTrim writes the record of a hole about to be made.
 func (j *Journal) recordTrim(r Range, t time.Time) error {
-	data, err := format.SealJSON(map[string]any{"from": r.From, "to": r.To, "time": t.UTC()})
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(j.dir, trimName(r.From, r.To)), data, 0o600); err != nil {
+	if err := j.writeRangeRecord(trimExt, r.From, r.To, t); err != nil {
 		return fmt.Errorf("journal %s: recording the trim of revisions %d-%d: %w", j.name, r.From, r.To, err)
 	}
 	return nil
@@ -221,39 +214,13 @@ func (j *Journal) dropStaleRecords(holes []Range) error {
 // checked against its checksum and its name (a damaged one is returned as
 // an error naming it, after the good ones).
 func (j *Journal) Trimmed() ([]TrimRecord, error) {
-	ents, err := readStoreDir(j.dir)
-	if err != nil {
-		return nil, fmt.Errorf("journal %s: %w", j.name, err)
-	}
-	var out []TrimRecord
-	var bad []string
-	for _, e := range ents {
-		base, ok := strings.CutSuffix(e.Name(), trimExt)
-		if !ok {
-			continue
-		}
-		var r struct {
-			From, To uint64
-			Time     time.Time
-		}
-		data, err := readStoreFile(filepath.Join(j.dir, e.Name()))
-		if err == nil {
-			err = format.UnsealJSON(data, &r)
-		}
-		if err == nil && base+trimExt != trimName(r.From, r.To) {
-			err = errors.New("does not hold what its name says")
-		}
-		if err != nil {
-			bad = append(bad, e.Name()+": "+err.Error())
-			continue
-		}
-		out = append(out, TrimRecord{From: r.From, To: r.To, Time: r.Time, File: e.Name()})
+	recs, err := j.rangeRecords(trimExt, "trim")
+	out := make([]TrimRecord, len(recs))
+	for i, r := range recs {
+		out[i] = TrimRecord(r)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].From < out[b].From })
-	if len(bad) > 0 {
-		return out, fmt.Errorf("journal %s: damaged trim record %s", j.name, strings.Join(bad, "; "))
-	}
-	return out, nil
+	return out, err
 }
 
 // TrimmedOverlapping returns the first recorded trim holding a revision in
