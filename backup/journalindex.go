@@ -164,6 +164,20 @@ func JournalSegmentName(segs io.ReaderAt, size, off, n int64) (string, error) {
 	return string(bytes.TrimRight(entry, "\x00")), nil
 }
 
+// JournalSegmentNames lists the segment file names of a segment table
+// (size bytes), in table order.
+func JournalSegmentNames(segs io.ReaderAt, size int64) ([]string, error) {
+	var out []string
+	for off := int64(0); off+journalSegEntry <= size; off += journalSegEntry {
+		name, err := JournalSegmentName(segs, size, off, journalSegEntry)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
 // JournalValues reads the values a journal key index points at: segs is
 // the version's EtcdJournalSegsStream (size bytes), j the store's delta
 // journal. The returned function gives the value key was put with at

@@ -287,13 +287,13 @@ func goneSegments(t *testing.T, store *rsyncish.Store, j *rsyncish.Journal, id s
 	for _, si := range segs {
 		have[si.File] = true
 	}
+	names, err := backup.JournalSegmentNames(st, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
 	gone := 0
-	for off := int64(0); off+72 <= st.Size(); off += 72 {
-		b := make([]byte, 72)
-		if _, err := st.ReadAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-		if name := strings.TrimRight(string(b), "\x00"); name != "" && !have[name] {
+	for _, name := range names {
+		if !have[name] {
 			gone++
 		}
 	}

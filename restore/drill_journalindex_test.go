@@ -131,29 +131,19 @@ func TestDrillChecksTheJournalKeyIndex(t *testing.T) {
 // journal compaction), so an earlier journal version's index names
 // segments that are gone: the drill accepts a name whose revisions the
 // segment now holding the change includes, and still refuses one it does
-// not (the tampered table above). The restore of that version is what
-// etcd held.
+// not (the tampered table above).
 func TestDrillJournalVersionAfterItsSegmentsMerged(t *testing.T) {
 	f := newJournalFixture(t)
-	var versions []*backup.Result
-	for v := 1; v <= 3; v++ {
-		for i := 1; i <= 4; i++ {
-			f.waitDurable(f.changes(10*v + i)) // a segment or two per change set
-		}
-		jv := f.backup(false)
-		if jv.EtcdKind != backup.EtcdKindJournal {
-			t.Fatalf("backup %d: %q, want a journal version", v, jv.EtcdKind)
-		}
-		versions = append(versions, jv)
-	}
-	first := versions[0]
+	first := journalVersionAfterChanges(t, f, 1)
+	journalVersionAfterChanges(t, f, 2)
+	journalVersionAfterChanges(t, f, 3)
 	segs, err := f.j.List()
 	if err != nil {
 		t.Fatal(err)
 	}
-	present := map[string]rsyncish.SegmentInfo{}
+	present := map[string]bool{}
 	for _, si := range segs {
-		present[si.File] = si
+		present[si.File] = true
 	}
 	vr, err := f.store.OpenVersion(first.ID)
 	if err != nil {
@@ -163,32 +153,22 @@ func TestDrillJournalVersionAfterItsSegmentsMerged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table, err := io.ReadAll(io.NewSectionReader(st, 0, st.Size()))
+	names, err := backup.JournalSegmentNames(st, st.Size())
 	st.Close()
 	vr.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	gone := 0
-	for off := 0; off+72 <= len(table); off += 72 {
-		if name := strings.TrimRight(string(table[off:off+72]), "\x00"); name != "" {
-			if _, ok := present[name]; !ok {
-				gone++
-			}
+	for _, name := range names {
+		if !present[name] {
+			gone++
 		}
 	}
 	if gone == 0 {
 		t.Fatalf("version %s's index names no merged segment (journal: %d segments)", first.ID, len(segs))
 	}
-	src, err := loadSource(f.store, first.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jr, err := loadJournalReplay(f.store, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := checkJournalIndex(f.store, first.ID, f.full.ID, jr); err != nil || n == 0 {
+	if n, err := drillJournalIndex(t, f, first.ID); err != nil || n == 0 {
 		t.Fatalf("drill of %s after its segments were merged (%d names gone): %d records, %v", first.ID, gone, n, err)
 	}
 }
@@ -198,14 +178,10 @@ func TestDrillJournalVersionAfterItsSegmentsMerged(t *testing.T) {
 // the drill takes the index's name for either.
 func TestDrillJournalVersionWhileMergedSegmentsOverlap(t *testing.T) {
 	f := newJournalFixture(t)
-	changes := func(v int) {
-		for i := 1; i <= 4; i++ {
-			f.waitDurable(f.changes(10*v + i))
-		}
+	first := journalVersionAfterChanges(t, f, 1)
+	for i := 1; i <= 4; i++ {
+		f.waitDurable(f.changes(20 + i))
 	}
-	changes(1)
-	first := f.backup(false)
-	changes(2)
 	before, err := f.j.List()
 	if err != nil {
 		t.Fatal(err)
@@ -216,8 +192,8 @@ func TestDrillJournalVersionWhileMergedSegmentsOverlap(t *testing.T) {
 	}
 	second := f.backup(false)
 	reader.Close()
-	if first.EtcdKind != backup.EtcdKindJournal || second.EtcdKind != backup.EtcdKindJournal {
-		t.Fatalf("kinds %q %q, want journal versions", first.EtcdKind, second.EtcdKind)
+	if second.EtcdKind != backup.EtcdKindJournal {
+		t.Fatalf("second backup: %q, want a journal version", second.EtcdKind)
 	}
 	after, err := f.j.List()
 	if err != nil {
@@ -226,7 +202,30 @@ func TestDrillJournalVersionWhileMergedSegmentsOverlap(t *testing.T) {
 	if len(after) <= len(before) {
 		t.Fatalf("%d segments before the merge, %d after: want the merged one beside the ones it replaced", len(before), len(after))
 	}
-	src, err := loadSource(f.store, first.ID)
+	if n, err := drillJournalIndex(t, f, first.ID); err != nil || n == 0 {
+		t.Fatalf("drill of %s with merged segments overlapping: %d records, %v", first.ID, n, err)
+	}
+}
+
+// journalVersionAfterChanges makes four change sets (a segment or two
+// each), each durable, then a journal version.
+func journalVersionAfterChanges(t *testing.T, f *journalFixture, v int) *backup.Result {
+	t.Helper()
+	for i := 1; i <= 4; i++ {
+		f.waitDurable(f.changes(10*v + i))
+	}
+	jv := f.backup(false)
+	if jv.EtcdKind != backup.EtcdKindJournal {
+		t.Fatalf("backup %d: %q, want a journal version", v, jv.EtcdKind)
+	}
+	return jv
+}
+
+// drillJournalIndex is the drill's check of version id's journal key
+// index against the journal replayed from its source.
+func drillJournalIndex(t *testing.T, f *journalFixture, id string) (int, error) {
+	t.Helper()
+	src, err := loadSource(f.store, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +233,5 @@ func TestDrillJournalVersionWhileMergedSegmentsOverlap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := checkJournalIndex(f.store, first.ID, f.full.ID, jr); err != nil || n == 0 {
-		t.Fatalf("drill of %s with merged segments overlapping: %d records, %v", first.ID, n, err)
-	}
+	return checkJournalIndex(f.store, id, f.full.ID, jr)
 }
