@@ -2,7 +2,6 @@ package backup
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -113,31 +112,11 @@ func Resolve(s *rsyncish.Store, name string) (string, error) {
 	if name != "" && name != rsyncish.Latest {
 		return s.Resolve(name)
 	}
-	// Newest first, reading only the versions walked past (the store
-	// keeps dozens; get resolves "latest" on every call).
-	var passed []string
-	var v rsyncish.VersionInfo
-	ok := false
-	if err := s.NewestFirst(func(vi rsyncish.VersionInfo) bool {
-		if !vi.Latest() {
-			return true
-		}
-		if err := ReadableNow(s, vi); err != nil {
-			passed = append(passed, err.Error())
-			return true
-		}
-		v, ok = vi, true
-		return false
-	}); err != nil {
+	v, _, err := s.NewestGoodWhere(func(v rsyncish.VersionInfo) error { return ReadableNow(s, v) })
+	if err != nil {
 		return "", err
 	}
-	switch {
-	case len(passed) == 0:
-		return s.Resolve(name) // the same answer, with its log
-	case ok:
-		return v.ID, nil
-	}
-	return "", fmt.Errorf("store %s: no good version whose etcd state can be read: %s: %w", s.Dir(), strings.Join(passed, "; "), rsyncish.ErrNotFound)
+	return v.ID, nil
 }
 
 // LatestOf is what "latest" resolves to among vs (the store's listing):

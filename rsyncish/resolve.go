@@ -94,7 +94,7 @@ func (v VersionInfo) Latest() bool { return v.Good() && v.Origin() != OriginSafe
 func (s *Store) Resolve(name string) (string, error) {
 	switch name {
 	case "", Latest:
-		v, err := s.newestGoodWalk()
+		v, err := s.NewestGood()
 		if err != nil {
 			return "", err
 		}
@@ -154,38 +154,56 @@ func (s *Store) Newest() (VersionInfo, error) {
 // With no good version it wraps ErrNoGoodVersion and ErrNotFound and names
 // the newest version and its status, so the caller can pick one by ID.
 func (s *Store) NewestGood() (VersionInfo, error) {
-	return s.newestGoodWalk()
+	v, _, err := s.NewestGoodWhere(nil)
+	return v, err
 }
 
-// newestGoodWalk is newestGood reading only the versions newer than the
-// one it finds (NewestFirst); with none to find it lists them all, as the
-// error counts them.
-func (s *Store) newestGoodWalk() (VersionInfo, error) {
-	var newer []VersionInfo // newest first
+// NewestGoodWhere is NewestGood passing over the good versions accept
+// refuses too (nil: none), and returning why it refused each (newest
+// first): one walk newest first, reading only the versions walked past.
+// The versions passed over for their status are logged, as NewestGood
+// logs them, when accept refused none; with no version left the error is
+// NewestGood's, or when accept refused some, ErrNotFound naming them.
+func (s *Store) NewestGoodWhere(accept func(VersionInfo) error) (VersionInfo, []string, error) {
+	var newer []VersionInfo // not good, newest first
+	var refused []string
 	var v VersionInfo
 	found := false
 	if err := s.NewestFirst(func(vi VersionInfo) bool {
-		if vi.Latest() {
-			v, found = vi, true
-			return false
+		if !vi.Latest() {
+			newer = append(newer, vi)
+			return true
 		}
-		newer = append(newer, vi)
-		return true
+		if accept != nil {
+			if err := accept(vi); err != nil {
+				refused = append(refused, err.Error())
+				return true
+			}
+		}
+		v, found = vi, true
+		return false
 	}); err != nil {
-		return VersionInfo{}, err
+		return VersionInfo{}, nil, err
 	}
-	if !found {
+	switch {
+	case found && len(refused) > 0:
+		return v, refused, nil
+	case len(refused) > 0:
+		return VersionInfo{}, refused, fmt.Errorf("store %s: no good version whose state can be read: %s: %w", s.dir, strings.Join(refused, "; "), ErrNotFound)
+	case !found:
 		vs, err := s.Versions()
 		if err != nil {
-			return VersionInfo{}, err
+			return VersionInfo{}, nil, err
 		}
-		return s.newestGood(vs)
+		v, err := s.newestGood(vs)
+		return v, nil, err
 	}
 	// Oldest first from v on, as newestGood takes a listing: it names
 	// the versions it passed over.
 	vs := append([]VersionInfo{v}, newer...)
 	slices.Reverse(vs[1:])
-	return s.newestGood(vs)
+	v, err := s.newestGood(vs)
+	return v, nil, err
 }
 
 // NewestGoodOf is NewestGood over a listing the caller already holds
