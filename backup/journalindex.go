@@ -189,86 +189,86 @@ func JournalSegmentNames(segs io.ReaderAt, size int64) ([]string, error) {
 // concurrent use. The bytes of the segments read are added to read when
 // it is not nil.
 func JournalValues(j *rsyncish.Journal, segs io.ReaderAt, size int64, read *atomic.Int64) func(key string, rev, off, n int64) ([]byte, error) {
-	var mu sync.Mutex
-	cache := map[string][]etcdsnap.Event{} // segment file -> its events
-	var order []string
-	var listing []rsyncish.SegmentInfo // read once, when a named segment is gone
-	events := func(name string) ([]etcdsnap.Event, error) {
-		mu.Lock()
-		evs, ok := cache[name]
-		mu.Unlock()
-		if ok {
-			return evs, nil
-		}
-		data, err := j.Read(rsyncish.SegmentInfo{File: name})
-		if err != nil {
-			return nil, err
-		}
-		if read != nil {
-			read.Add(int64(len(data)))
-		}
-		seg, err := etcdsnap.DecodeSegment(data)
-		if err != nil {
-			return nil, fmt.Errorf("journal segment %s: %w", name, err)
-		}
-		mu.Lock()
-		if len(order) >= 8 {
-			delete(cache, order[0])
-			order = order[1:]
-		}
-		cache[name], order = seg.Events, append(order, name)
-		mu.Unlock()
-		return seg.Events, nil
-	}
-	find := func(evs []etcdsnap.Event, key string, rev int64) ([]byte, bool) {
-		// Events are in revision order; a revision holds few.
-		i, _ := slices.BinarySearchFunc(evs, rev, func(e etcdsnap.Event, r int64) int { return cmp.Compare(e.ModRevision, r) })
-		for ; i < len(evs) && evs[i].ModRevision == rev; i++ {
-			if e := evs[i]; e.Key == key && e.Type == etcdsnap.EventPut {
-				return e.Value, true
-			}
-		}
-		return nil, false
-	}
+	jv := &journalValues{j: j, read: read, cache: map[string][]etcdsnap.Event{}}
 	return func(key string, rev, off, n int64) ([]byte, error) {
 		name, err := JournalSegmentName(segs, size, off, n)
 		if err != nil {
 			return nil, err
 		}
-		evs, err := events(name)
+		evs, err := jv.events(name)
 		if errors.Is(err, fs.ErrNotExist) {
 			// Merged into a bigger segment since the index was written
 			// (journalcompact.go): the change is found by its revision.
-			return valueByRevision(j, &mu, &listing, events, find, name, key, rev)
+			return jv.byRevision(name, key, rev)
 		}
 		if err != nil {
 			// A segment damaged is the journal's damage, which a replay
 			// would meet too: said as it is.
 			return nil, err
 		}
-		if v, ok := find(evs, key, rev); ok {
+		if v, ok := putIn(evs, key, rev); ok {
 			return v, nil
 		}
 		return nil, fmt.Errorf("%w: journal segment %s holds no put of %s at revision %d", etcdsnap.ErrKeyIndex, name, key, rev)
 	}
 }
 
-// valueByRevision is JournalValues' read of a change whose segment name is
-// gone: the segments whose names cover rev, newest first, the first that
-// holds the put.
-func valueByRevision(j *rsyncish.Journal, mu *sync.Mutex, listing *[]rsyncish.SegmentInfo, events func(string) ([]etcdsnap.Event, error),
-	find func([]etcdsnap.Event, string, int64) ([]byte, bool), name, key string, rev int64) ([]byte, error) {
-	mu.Lock()
-	segs := *listing
-	mu.Unlock()
+// journalValues is what JournalValues' reads share: the last few segments
+// decoded, and the journal's listing once a named segment is gone.
+type journalValues struct {
+	j    *rsyncish.Journal
+	read *atomic.Int64
+
+	mu      sync.Mutex
+	cache   map[string][]etcdsnap.Event // segment file -> its events
+	order   []string
+	listing []rsyncish.SegmentInfo
+}
+
+// events is segment name's events, checked.
+func (jv *journalValues) events(name string) ([]etcdsnap.Event, error) {
+	jv.mu.Lock()
+	evs, ok := jv.cache[name]
+	jv.mu.Unlock()
+	if ok {
+		return evs, nil
+	}
+	data, err := jv.j.Read(rsyncish.SegmentInfo{File: name})
+	if err != nil {
+		return nil, err
+	}
+	if jv.read != nil {
+		jv.read.Add(int64(len(data)))
+	}
+	seg, err := etcdsnap.DecodeSegment(data)
+	if err != nil {
+		return nil, fmt.Errorf("journal segment %s: %w", name, err)
+	}
+	jv.mu.Lock()
+	if len(jv.order) >= 8 {
+		delete(jv.cache, jv.order[0])
+		jv.order = jv.order[1:]
+	}
+	jv.cache[name], jv.order = seg.Events, append(jv.order, name)
+	jv.mu.Unlock()
+	return seg.Events, nil
+}
+
+// byRevision reads a change whose segment name is gone: out of the
+// segments whose names cover rev, newest first, the first that holds the
+// put.
+func (jv *journalValues) byRevision(name, key string, rev int64) ([]byte, error) {
+	jv.mu.Lock()
+	segs := jv.listing
+	jv.mu.Unlock()
 	if segs == nil {
-		l, err := j.List()
+		l, err := jv.j.List()
 		if err != nil {
 			return nil, err
 		}
-		mu.Lock()
-		*listing, segs = l, l
-		mu.Unlock()
+		jv.mu.Lock()
+		jv.listing, segs = l, l
+		jv.mu.Unlock()
 	}
 	r := uint64(rev)
 	for i := len(segs) - 1; i >= 0; i-- {
@@ -276,13 +276,25 @@ func valueByRevision(j *rsyncish.Journal, mu *sync.Mutex, listing *[]rsyncish.Se
 		if si.First > r || si.Last < r {
 			continue
 		}
-		evs, err := events(si.File)
+		evs, err := jv.events(si.File)
 		if err != nil {
 			return nil, err
 		}
-		if v, ok := find(evs, key, rev); ok {
+		if v, ok := putIn(evs, key, rev); ok {
 			return v, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: journal segment %s is gone and no segment holds the put of %s at revision %d", etcdsnap.ErrKeyIndex, name, key, rev)
+}
+
+// putIn is the value key was put with at revision rev in evs (in revision
+// order; a revision holds few).
+func putIn(evs []etcdsnap.Event, key string, rev int64) ([]byte, bool) {
+	i, _ := slices.BinarySearchFunc(evs, rev, func(e etcdsnap.Event, r int64) int { return cmp.Compare(e.ModRevision, r) })
+	for ; i < len(evs) && evs[i].ModRevision == rev; i++ {
+		if e := evs[i]; e.Key == key && e.Type == etcdsnap.EventPut {
+			return e.Value, true
+		}
+	}
+	return nil, false
 }
