@@ -14,7 +14,8 @@ import (
 // a segment every flush that saw a change: on a kubeadm control plane,
 // whose components renew their leases every 2 to 10 s, ~20,000–40,000
 // small files a day, each listed by every journal version, every `get` of
-// one, verify and the drill (a listing of 40,000 costs ~190 ms). The agent
+// one, verify and the drill (with 40,000, `kubekeep get` of latest took
+// 301 ms instead of 49). The agent
 // merges them: each journal version, once it has checked the journal up
 // to the previous version, replaces the runs of small segments between the
 // version before that and the previous one by one segment per run of up to

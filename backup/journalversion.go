@@ -247,7 +247,7 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 		fromRev = cache.rev
 		// The journal up to the previous version is checked: its small
 		// segments since the version before are merged (journalcompact.go).
-		renamed, n, cerr := compactJournal(j, segs, cache.compactedTo, cache.rev, log)
+		renamed, _, cerr := compactJournal(j, segs, cache.compactedTo, cache.rev, log)
 		if cerr != nil {
 			log.Warn("etcd delta journal: merging small segments failed; they stay as they are", "err", cerr)
 		}
@@ -264,9 +264,6 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 		}
 		if cerr == nil {
 			cache.compactedTo = cache.rev
-		}
-		if n > 0 {
-			log.Debug("etcd delta journal: merged small segments", "removed", n, "segments", len(segs))
 		}
 	}
 	events, needed, sizes, proof, err := journalSince(j, segs, baseRev, fromRev, rev)

@@ -18,7 +18,7 @@ import (
 // every few seconds: a kubeadm control plane renews its leases every 2 to
 // 10 s, so the etcd delta journal gains ~20,000–40,000 files a day.
 // Everything that lists the journal (every journal version, `get` of one,
-// verify, the drill) pays for each file: ~190 ms per listing at 40,000.
+// verify, the drill) pays for each file.
 // The owner of the content (package backup, which knows what a segment
 // holds) merges a run of them into one segment and calls Replace.
 //
