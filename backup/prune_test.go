@@ -114,15 +114,7 @@ func TestPruneDefaultRetentionKeepsTheWindowAndTheChains(t *testing.T) {
 	const segBytes = 8 << 10
 	s, j, made := simStore(t, 30, segBytes)
 	before := journalSize(t, j)
-	unlock, err := s.Lock(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, err := Prune(context.Background(), s, config.Default().Retention, false)
-	unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr := pruneDefault(t, s)
 	after := journalSize(t, j)
 	t.Logf("30 days of hourly versions, a full every 6 h, %d KiB of journal an hour: journal %d KiB before prune, %d KiB after (%d segments, %d holes trimmed); %d versions kept, window from %s",
 		segBytes>>10, before>>10, after>>10, pr.DeltaSegmentsTrimmed, len(pr.DeltaHolesTrimmed), len(pr.Keep), pr.DeltaWindowFromTime.Format(time.RFC3339))
@@ -184,7 +176,7 @@ func TestPruneDefaultRetentionKeepsTheWindowAndTheChains(t *testing.T) {
 	if max := (hours + 2) * (segBytes + 200); after > max || after*4 > before {
 		t.Errorf("journal left %d bytes, want at most %d (%d hours of it) and well under the %d before", after, max, hours, before)
 	}
-	unlock, err = s.Lock(context.Background())
+	unlock, err := s.Lock(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,15 +209,7 @@ func TestPruneJournalDemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		unlock, err := s.Lock(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		pr, err := Prune(context.Background(), s, config.Default().Retention, false)
-		unlock()
-		if err != nil {
-			t.Fatal(err)
-		}
+		pr := pruneDefault(t, s)
 		after := journalSize(t, j)
 		// What the old rule kept: every segment from the oldest kept
 		// version's snapshot revision on.
@@ -248,4 +232,19 @@ func TestPruneJournalDemo(t *testing.T) {
 		t.Logf("%s: journal %.1f MiB before prune; after: %.1f MiB (the old rule: %.1f MiB); %d versions kept, %d segments and %d holes trimmed, window from %s",
 			c.name, float64(before)/(1<<20), float64(after)/(1<<20), float64(oldRule)/(1<<20), len(pr.Keep), pr.DeltaSegmentsTrimmed, len(pr.DeltaHolesTrimmed), pr.DeltaWindowFromTime.Format(time.RFC3339))
 	}
+}
+
+// pruneDefault prunes s with the default retention, holding its lock.
+func pruneDefault(t *testing.T, s *rsyncish.Store) *PruneResult {
+	t.Helper()
+	unlock, err := s.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	pr, err := Prune(context.Background(), s, config.Default().Retention, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pr
 }
