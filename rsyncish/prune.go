@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -148,6 +149,47 @@ func (s *Store) keepRequired(vs []VersionInfo, keep map[string][]string) {
 	}
 }
 
+// removalOrder orders the versions prune drops so that each goes only
+// after every dropped version that requires it: a prune stopped between
+// two removals never leaves a version whose base is gone. Dependents are
+// newer than their bases, so this is newest first unless the clock was
+// stepped back between a base and a version that requires it.
+func (s *Store) removalOrder(drop []VersionInfo) []VersionInfo {
+	byID := make(map[string]VersionInfo, len(drop))
+	for _, v := range drop {
+		byID[v.ID] = v
+	}
+	requiredBy := map[string][]string{}
+	for _, v := range drop {
+		h, err := s.readHeader(v.ID)
+		if err != nil {
+			continue
+		}
+		for _, r := range h.Requires {
+			if _, dropped := byID[r.Version]; dropped && r.Version != v.ID {
+				requiredBy[r.Version] = append(requiredBy[r.Version], v.ID)
+			}
+		}
+	}
+	out := make([]VersionInfo, 0, len(drop))
+	done := map[string]bool{}
+	var emit func(id string)
+	emit = func(id string) {
+		if done[id] {
+			return
+		}
+		done[id] = true
+		for _, d := range requiredBy[id] {
+			emit(d)
+		}
+		out = append(out, byID[id])
+	}
+	for _, v := range slices.Backward(drop) {
+		emit(v.ID)
+	}
+	return out
+}
+
 // repackThreshold: a pack is rewritten when at least this share of its
 // bytes is unreferenced; below it the space is not worth the I/O.
 const repackThreshold = 0.3
@@ -191,7 +233,7 @@ func (s *Store) Prune(ctx context.Context, policy RetentionPolicy, dryRun bool) 
 			return res, fmt.Errorf("prune: %w", err)
 		}
 		defer release()
-		for _, v := range res.Remove {
+		for _, v := range s.removalOrder(res.Remove) {
 			if err := ctx.Err(); err != nil {
 				return res, err
 			}

@@ -235,3 +235,63 @@ func TestPruneKeepsRequired(t *testing.T) {
 		t.Fatalf("verify after prune: %v %v", rep, err)
 	}
 }
+
+// errAfter is a context whose Err turns to context.Canceled after n calls:
+// it stops Prune between one removal and the next, as a kill would.
+type errAfter struct {
+	context.Context
+	n int
+}
+
+func (c *errAfter) Err() error {
+	if c.n <= 0 {
+		return context.Canceled
+	}
+	c.n--
+	return nil
+}
+
+// TestPruneInterruptedLeavesNoVersionWithoutItsBase: when prune drops a
+// base and the version that requires it, and is stopped after any number
+// of removals, no version is left whose base is gone (dependents are newer
+// than their bases, so they go first).
+func TestPruneInterruptedLeavesNoVersionWithoutItsBase(t *testing.T) {
+	for n := 1; n <= 3; n++ {
+		dir, base, dep, _ := requireStore(t)
+		s := openTest(t, dir, 16<<10)
+		commitVersion(t, s, func(w *VersionWriter) error {
+			_, err := w.AddStream("etcd/snapshot.db", bytes.NewReader(randBytes(10<<10)))
+			return err
+		})
+		unlock := lockTest(t, s)
+		_, err := s.Prune(&errAfter{Context: context.Background(), n: n}, RetentionPolicy{KeepLast: 1}, false)
+		unlock()
+		vs, verr := s.Versions()
+		if verr != nil {
+			t.Fatal(verr)
+		}
+		left := map[string]bool{}
+		for _, v := range vs {
+			left[v.ID] = true
+		}
+		if left[dep] && !left[base] {
+			t.Errorf("stopped after %d checks (%v): %s is left without its base %s", n, err, dep, base)
+		}
+		if rep, err := s.Verify(context.Background(), false); err != nil || !rep.Clean() {
+			t.Errorf("stopped after %d checks: verify: %+v %v", n, rep, err)
+		}
+	}
+}
+
+// TestRemovalOrderAfterClockStep: a version that requires another goes
+// first even when its time is older than its base's (the clock stepped
+// back between the two).
+func TestRemovalOrderAfterClockStep(t *testing.T) {
+	dir, base, dep, _ := requireStore(t)
+	s := openTest(t, dir, 16<<10)
+	// As Versions would list them had dep's clock read earlier: dep oldest.
+	got := s.removalOrder([]VersionInfo{{ID: dep}, {ID: base}})
+	if len(got) != 2 || got[0].ID != dep || got[1].ID != base {
+		t.Fatalf("removal order %v, want %s before its base %s", got, dep, base)
+	}
+}
