@@ -150,28 +150,41 @@ func (s *Store) keepRequired(vs []VersionInfo, keep map[string][]string) {
 }
 
 // removalOrder orders the versions prune drops so that each goes only
-// after every dropped version that requires it: a prune stopped between
-// two removals never leaves a version whose base is gone. Dependents are
-// newer than their bases, so this is newest first unless the clock was
-// stepped back between a base and a version that requires it.
+// after every dropped version that requires it (DependentsFirst).
 func (s *Store) removalOrder(drop []VersionInfo) []VersionInfo {
-	byID := make(map[string]VersionInfo, len(drop))
-	for _, v := range drop {
+	return DependentsFirst(drop, func(id string) []string {
+		h, err := s.readHeader(id)
+		if err != nil {
+			return nil
+		}
+		out := make([]string, 0, len(h.Requires))
+		for _, r := range h.Requires {
+			out = append(out, r.Version)
+		}
+		return out
+	})
+}
+
+// DependentsFirst orders vs (oldest first, as Versions lists them) for
+// removal: newest first, and each version only after every version of vs
+// that requires it (requires names the versions one reads). A removal
+// stopped at any point then never leaves a version whose base is gone.
+// Dependents are newer than their bases, so this is newest first unless
+// the clock was stepped back between a base and a version requiring it.
+func DependentsFirst(vs []VersionInfo, requires func(id string) []string) []VersionInfo {
+	byID := make(map[string]VersionInfo, len(vs))
+	for _, v := range vs {
 		byID[v.ID] = v
 	}
 	requiredBy := map[string][]string{}
-	for _, v := range drop {
-		h, err := s.readHeader(v.ID)
-		if err != nil {
-			continue
-		}
-		for _, r := range h.Requires {
-			if _, dropped := byID[r.Version]; dropped && r.Version != v.ID {
-				requiredBy[r.Version] = append(requiredBy[r.Version], v.ID)
+	for _, v := range vs {
+		for _, r := range requires(v.ID) {
+			if _, in := byID[r]; in && r != v.ID {
+				requiredBy[r] = append(requiredBy[r], v.ID)
 			}
 		}
 	}
-	out := make([]VersionInfo, 0, len(drop))
+	out := make([]VersionInfo, 0, len(vs))
 	done := map[string]bool{}
 	var emit func(id string)
 	emit = func(id string) {
@@ -184,7 +197,7 @@ func (s *Store) removalOrder(drop []VersionInfo) []VersionInfo {
 		}
 		out = append(out, byID[id])
 	}
-	for _, v := range slices.Backward(drop) {
+	for _, v := range slices.Backward(vs) {
 		emit(v.ID)
 	}
 	return out

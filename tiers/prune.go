@@ -181,12 +181,27 @@ func Prune(ctx context.Context, t *Tier, opts PruneOptions) (PruneResult, error)
 
 	// Versions first (manifests, then drill marks): the tier never holds a
 	// manifest whose data is gone. A manifest still locked keeps its
-	// version, and what it needs, in the tier.
+	// version, and what it needs, in the tier. Dependents go before their
+	// bases, so a locked one keeps its base, and a prune stopped between
+	// two removals leaves no version whose base is gone.
 	live := map[string]bool{}
-	for _, v := range vs {
-		if reasons, ok := keep[v.ID]; ok {
+	lockedNeeds := map[string][]string{} // base -> locked versions reading it
+	for _, v := range rsyncish.DependentsFirst(vs, func(id string) []string { return refs[id].Requires }) {
+		reasons, ok := keep[v.ID]
+		if !ok && len(lockedNeeds[v.ID]) > 0 {
+			for _, d := range lockedNeeds[v.ID] {
+				reasons = append(reasons, "base of "+d+" (locked)")
+			}
+			ok = true
+		}
+		if ok {
 			res.Kept = append(res.Kept, rsyncish.KeepReason{ID: v.ID, Time: v.Time, Reasons: reasons})
 			live[v.ID] = true
+			for _, base := range refs[v.ID].Requires {
+				if _, kept := keep[base]; !kept {
+					lockedNeeds[base] = append(lockedNeeds[base], v.ID)
+				}
+			}
 			continue
 		}
 		if !opts.DryRun {
@@ -201,12 +216,22 @@ func Prune(ctx context.Context, t *Tier, opts PruneOptions) (PruneResult, error)
 		}
 		if !ok {
 			live[v.ID] = true
+			for _, base := range refs[v.ID].Requires {
+				lockedNeeds[base] = append(lockedNeeds[base], v.ID)
+			}
 			continue
 		}
 		res.VersionsDeleted++
 		res.Deleted = append(res.Deleted, v.ID)
 		log.Info("pruned version from the tier", "tier", opts.Tier, "version", v.ID, "time", v.Time, "dryRun", opts.DryRun)
 	}
+	// Reported oldest first, as the policy lists them.
+	pos := make(map[string]int, len(vs))
+	for i, v := range vs {
+		pos[v.ID] = i
+	}
+	sort.Slice(res.Kept, func(i, j int) bool { return pos[res.Kept[i].ID] < pos[res.Kept[j].ID] })
+	sort.Slice(res.Deleted, func(i, j int) bool { return pos[res.Deleted[i]] < pos[res.Deleted[j]] })
 	res.VersionsKept = len(res.Kept)
 	for name, size := range held[backend.VerifiedFile] {
 		if !live[name] {

@@ -268,7 +268,10 @@ func (c *ossClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.
 // deletes the versions that went up two days before and the packs only
 // they used, counts the young ones it may not delete, and the tier pulls
 // and restores what it holds.
-func TestPruneOSSWorm(t *testing.T) {
+// ossWorm is an OSS tier (the fake checks signatures and WORM) on a bucket
+// whose locked WORM policy refuses deleting what is younger than a day,
+// with the fake's object clock.
+func ossWorm(t *testing.T) (*ossClock, *ossfake.Server, backend.Backend) {
 	clk := &ossClock{t: time.Now()}
 	fake := ossfake.New(ossfake.Options{Now: clk.Now})
 	fake.AddAccessKey("LTAI5tKubekeepTestKey", "kubekeep-test-secret")
@@ -291,6 +294,11 @@ func TestPruneOSSWorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return clk, fake, b
+}
+
+func TestPruneOSSWorm(t *testing.T) {
+	clk, fake, b := ossWorm(t)
 	w := newWorld(t, b)
 	const size = 1 << 20
 	w.backup(t, size, 0)
@@ -452,5 +460,43 @@ func TestPruneWaitsForSync(t *testing.T) {
 	opts.LockWait = 0
 	if res, err := tiers.Prune(ctxT(t), tier, opts); err != nil || res.VersionsDeleted != 1 {
 		t.Fatalf("prune after the sync: %+v %v", res, err)
+	}
+}
+
+// A journal version the tier may not delete yet (WORM) keeps its base,
+// though the policy drops both: versions go dependents first, so the base
+// is reached knowing that what reads it stayed. Before, the base went
+// first and the locked journal version was left unreadable.
+func TestPruneKeepsTheBaseOfALockedVersion(t *testing.T) {
+	clk, _, b := ossWorm(t)
+	w := newWorld(t, b)
+	data := func(c byte) []byte { return bytes.Repeat([]byte{c}, 1<<20) }
+	base := w.commit(t, data('a'), map[string]any{"revision": 100, "source": "snapshot"}, "")
+	w.sync(t, w.master)
+	clk.mu.Lock()
+	clk.t = clk.t.Add(48 * time.Hour)
+	clk.mu.Unlock()
+	jv := w.commit(t, nil, map[string]any{"revision": 150, "source": "journal", "base": base, "baseRevision": 100}, base)
+	newest := w.commit(t, data('b'), map[string]any{"revision": 200, "source": "snapshot"}, "")
+	w.sync(t, w.master)
+	tier := &tiers.Tier{Name: "dr", Remote: b, Sealed: w.master, Catalogue: w.cat}
+	res, err := tiers.Prune(ctxT(t), tier, tiers.PruneOptions{Tier: "dr", Retention: config.OffsiteRetention{KeepLast: 1}, Store: w.src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Deleted) != 0 || res.LockedSkipped < 1 {
+		t.Errorf("prune: deleted %v, locked skipped %d; want nothing deleted, %s locked", res.Deleted, res.LockedSkipped, jv)
+	}
+	var why []string
+	for _, k := range res.Kept {
+		if k.ID == base {
+			why = k.Reasons
+		}
+	}
+	if len(why) != 1 || !strings.Contains(why[0], jv) || !strings.Contains(why[0], "locked") {
+		t.Errorf("the base's reasons %q, want one naming the locked %s", why, jv)
+	}
+	if got, want := w.pullVersions(t, map[string][]byte{base: w.blobs[0], newest: w.blobs[2]}), []string{base, jv, newest}; !slices.Equal(got, want) {
+		t.Errorf("the pruned tier holds %v, want %v", got, want)
 	}
 }
