@@ -14,7 +14,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/config"
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -103,7 +103,7 @@ func TestAgentScheduleDeltasAndEtcdOutage(t *testing.T) {
 	// several seconds (a 20 s wait timed out once).
 	waitFor(t, time.Minute, "the etcd outage in the agent's state", func() bool {
 		e, js := etcdState(a), jobState(a, JobEtcdDeltas)
-		return !e.APIUp && e.Source == etcdsnap.SourceRaw && js.LastFailure != nil && js.LastFailure.After(stopped)
+		return !e.APIUp && e.Source == snapread.SourceRaw && js.LastFailure != nil && js.LastFailure.After(stopped)
 	})
 	waitFor(t, time.Minute, "versions to continue during the outage", func() bool { return len(versions(t, dir)) >= n+2 })
 	st, err := ReadStatus(openStore(t, dir), time.Now())
@@ -113,7 +113,7 @@ func TestAgentScheduleDeltasAndEtcdOutage(t *testing.T) {
 	if st.Jobs[JobEtcdDeltas].LastError == "" || st.Jobs[JobEtcdSnapshot].LastError == "" {
 		t.Errorf("status does not show the etcd outage: deltas %+v, snapshot %+v", st.Jobs[JobEtcdDeltas], st.Jobs[JobEtcdSnapshot])
 	}
-	if st.Etcd == nil || st.Etcd.Source != etcdsnap.SourceRaw || st.Etcd.APIUp {
+	if st.Etcd == nil || st.Etcd.Source != snapread.SourceRaw || st.Etcd.APIUp {
 		t.Errorf("status etcd = %+v, want source raw and api down", st.Etcd)
 	}
 	_, body = scrape(t, a, "/metrics")
@@ -132,7 +132,7 @@ func TestAgentScheduleDeltasAndEtcdOutage(t *testing.T) {
 	// the raw copy taken during the outage (the stream resumed without a gap).
 	waitFor(t, 30*time.Second, "API versions after etcd restarted", func() bool {
 		e := etcdState(a)
-		return e.APIUp && (e.Source == etcdsnap.SourceAPI || e.Source == etcdsnap.SourceJournal)
+		return e.APIUp && (e.Source == snapread.SourceAPI || e.Source == snapread.SourceJournal)
 	})
 	c = srv.ClientT(t)
 	put, err = c.Put(ctx, "/registry/configmaps/default/after-restart", "v2")
@@ -182,7 +182,7 @@ func journalHasKey(t *testing.T, dir, key string, rev int64) bool {
 		if err != nil {
 			t.Fatalf("segment %s: %v", si.File, err)
 		}
-		seg, err := etcdsnap.DecodeSegment(data)
+		seg, err := snapread.DecodeSegment(data)
 		if err != nil {
 			t.Fatalf("segment %s: %v", si.File, err)
 		}

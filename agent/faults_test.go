@@ -16,6 +16,7 @@ import (
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/restore"
 )
@@ -55,7 +56,7 @@ func etcdKeys(t *testing.T, c *clientv3.Client, rev int64) map[string]string {
 // dbKeys is every key and value of a restored data dir.
 func dbKeys(t *testing.T, dataDir string) map[string]string {
 	t.Helper()
-	kvs, err := etcdsnap.ReadKeys(etcdsnap.DBPath(dataDir))
+	kvs, err := snapread.ReadKeys(etcdsnap.DBPath(dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,8 +129,8 @@ func TestRestoreAtQuietMoment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var change *etcdsnap.Segment
-	var marks []*etcdsnap.Segment
+	var change *snapread.Segment
+	var marks []*snapread.Segment
 	for _, si := range segs {
 		if int64(si.Last) != put.Header.Revision {
 			continue
@@ -138,7 +139,7 @@ func TestRestoreAtQuietMoment(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		seg, err := etcdsnap.DecodeSegment(data)
+		seg, err := snapread.DecodeSegment(data)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -105,7 +105,7 @@ func (a *Agent) recordEtcdSnapshot(res *backup.Result, started time.Time) {
 			a.m.etcdKinds.WithLabelValues(res.EtcdKind).Inc()
 		}
 		rawMsg := "etcd API did not answer; the data dir was copied raw while no etcd held it"
-		if info.Source == "api" || info.Source == etcdsnap.SourceJournal {
+		if info.Source == "api" || info.Source == snapread.SourceJournal {
 			a.etcdReachable()
 		} else {
 			a.etcdUnreachable(errors.New(rawMsg))
@@ -113,7 +113,7 @@ func (a *Agent) recordEtcdSnapshot(res *backup.Result, started time.Time) {
 		a.m.covered(t)
 		a.newDeltaBase(info.Revision, t)
 		var err error
-		if info.Source == etcdsnap.SourceRaw {
+		if info.Source == snapread.SourceRaw {
 			// The version is good, but etcd itself is down: keep that
 			// visible as an etcd failure rather than a quiet success.
 			err = errors.New(rawMsg)

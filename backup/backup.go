@@ -51,6 +51,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -72,7 +73,7 @@ const (
 
 // Meta keys of a version's manifest (more in state.go).
 const (
-	MetaEtcd   = "etcd"              // etcdsnap.Info
+	MetaEtcd   = "etcd"              // snapread.Info
 	MetaLayout = "layout"            // layout.Set, as discovered for this version
 	MetaStatus = rsyncish.MetaStatus // Status; the store reads it to resolve "latest"
 )
@@ -146,7 +147,7 @@ type Result struct {
 	Good     bool           `json:"good"`
 	Degraded bool           `json:"degraded"`
 	Problems []string       `json:"problems,omitempty"`
-	Etcd     *etcdsnap.Info `json:"etcd,omitempty"`
+	Etcd     *snapread.Info `json:"etcd,omitempty"`
 	// EtcdKind is EtcdKindFull or EtcdKindJournal when the version holds
 	// etcd state; FullReason says why a full snapshot was taken.
 	EtcdKind   string        `json:"etcdKind,omitempty"`
@@ -347,14 +348,14 @@ func ClientConfig(root string, set *layout.Set, o config.Etcd) (etcdsnap.ClientC
 // a temp file on the store's own filesystem (never the root disk), which is
 // bbolt-checked before the version may count it. If etcd cannot be reached
 // and nothing holds its data dir, the db file is copied raw instead.
-func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *layout.Set, cc etcdsnap.ClientConfig, log *slog.Logger) (*etcdsnap.Info, error) {
+func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *layout.Set, cc etcdsnap.ClientConfig, log *slog.Logger) (*snapread.Info, error) {
 	sctx := ctx
 	if opts.Etcd.SnapshotTimeout > 0 {
 		var cancel context.CancelFunc
 		sctx, cancel = context.WithTimeout(ctx, opts.Etcd.SnapshotTimeout)
 		defer cancel()
 	}
-	info, tmpPath, err := streamInto(w, opts.Store, func(dst io.Writer) (etcdsnap.Info, error) {
+	info, tmpPath, err := streamInto(w, opts.Store, func(dst io.Writer) (snapread.Info, error) {
 		return etcdsnap.Snapshot(sctx, cc, dst)
 	})
 	var storeErr *StoreError
@@ -368,7 +369,7 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 			log.Warn("etcd holds its data dir but does not answer; no raw copy", "dataDir", dataDir)
 		default:
 			log.Warn("etcd API unavailable and the data dir is free: taking a raw copy", "apiError", err, "dataDir", dataDir)
-			rawInfo, rawTmp, rawErr := streamInto(w, opts.Store, func(dst io.Writer) (etcdsnap.Info, error) {
+			rawInfo, rawTmp, rawErr := streamInto(w, opts.Store, func(dst io.Writer) (snapread.Info, error) {
 				return etcdsnap.RawCopy(ctx, dataDir, dst)
 			})
 			if rawErr == nil {
@@ -396,8 +397,8 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 		return &info, fmt.Errorf("store ClusterConfiguration: %w", err)
 	}
 	for _, d := range []struct{ kind, stream string }{
-		{etcdsnap.KindKubeletConfiguration, KubeletConfigurationStream},
-		{etcdsnap.KindKubeProxyConfiguration, KubeProxyConfigurationStream},
+		{snapread.KindKubeletConfiguration, KubeletConfigurationStream},
+		{snapread.KindKubeProxyConfiguration, KubeProxyConfigurationStream},
 	} {
 		if cfg, err := info.KubeadmDocument(d.kind); err != nil {
 			log.Info("no "+d.kind+" in etcd; a rebuild takes kubeadm's defaults for it", "err", err)
@@ -413,14 +414,14 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 // streamInto runs produce with a writer that feeds both the version's
 // snapshot stream and the store's check copy of the image, so the bytes
 // are read from etcd once. It returns the check copy's path.
-func streamInto(w *rsyncish.VersionWriter, store *rsyncish.Store, produce func(io.Writer) (etcdsnap.Info, error)) (etcdsnap.Info, string, error) {
+func streamInto(w *rsyncish.VersionWriter, store *rsyncish.Store, produce func(io.Writer) (snapread.Info, error)) (snapread.Info, string, error) {
 	cc, err := openCheckCopy(store)
 	if err != nil {
-		return etcdsnap.Info{}, "", &StoreError{fmt.Errorf("file for the snapshot check: %w", err)}
+		return snapread.Info{}, "", &StoreError{fmt.Errorf("file for the snapshot check: %w", err)}
 	}
 	pr, pw := io.Pipe()
 	type produced struct {
-		info etcdsnap.Info
+		info snapread.Info
 		err  error
 	}
 	done := make(chan produced, 1)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -60,7 +61,7 @@ func TestRunStoresFilesAndVerifiedSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != StatusOK || res.Etcd == nil || !res.Etcd.Verified || res.Etcd.Source != etcdsnap.SourceAPI {
+	if res.Status != StatusOK || res.Etcd == nil || !res.Etcd.Verified || res.Etcd.Source != snapread.SourceAPI {
 		t.Fatalf("want a verified API snapshot, got status %s etcd %+v", res.Status, res.Etcd)
 	}
 	c := srv.ClientT(t)
@@ -112,7 +113,7 @@ func TestRunStoresFilesAndVerifiedSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var meta etcdsnap.Info
+	var meta snapread.Info
 	if err := json.Unmarshal(vi.Meta[MetaEtcd], &meta); err != nil || meta.Revision != res.Etcd.Revision || !meta.Verified {
 		t.Errorf("etcd meta in the manifest: %s (%v)", vi.Meta[MetaEtcd], err)
 	}
@@ -145,7 +146,7 @@ func TestRunCommitsFilesWhenEtcdFails(t *testing.T) {
 	if res.Status != StatusEtcdFailed || res.EtcdError == nil {
 		t.Fatalf("want etcd-failed, got %s", res.Status)
 	}
-	if !errors.Is(res.EtcdError, etcdsnap.ErrUnknownAuthority) {
+	if !errors.Is(res.EtcdError, snapread.ErrUnknownAuthority) {
 		t.Errorf("error should say unknown authority: %v", res.EtcdError)
 	}
 	if res.Etcd.Verified {
@@ -178,7 +179,7 @@ func TestRunFallsBackToRawCopyWhenEtcdIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != StatusOK || res.Etcd.Source != etcdsnap.SourceRaw || !res.Etcd.Verified || res.Etcd.Keys == 0 {
+	if res.Status != StatusOK || res.Etcd.Source != snapread.SourceRaw || !res.Etcd.Verified || res.Etcd.Keys == 0 {
 		t.Fatalf("want a verified raw copy, got %s %+v", res.Status, res.Etcd)
 	}
 	raw := readStream(t, store, res.ID, EtcdSnapshotStream)

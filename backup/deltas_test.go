@@ -8,6 +8,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
 
@@ -85,7 +86,7 @@ func TestDeltasThroughTheStoreReplayToARevision(t *testing.T) {
 	if rr.ReplayedToRevision != target {
 		t.Errorf("replayed to %d, want %d", rr.ReplayedToRevision, target)
 	}
-	kvs, err := etcdsnap.ReadKeys(etcdsnap.DBPath(dataDir))
+	kvs, err := snapread.ReadKeys(etcdsnap.DBPath(dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}

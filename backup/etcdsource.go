@@ -3,7 +3,7 @@ package backup
 import (
 	"fmt"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -26,7 +26,7 @@ type EtcdSource struct {
 	// Journal: the state is the base snapshot plus the journal.
 	Journal bool
 	// Info is what the version recorded (MetaEtcd).
-	Info *etcdsnap.Info
+	Info *snapread.Info
 }
 
 // EtcdSourceOf reads where version v's etcd state comes from; false when
@@ -36,7 +36,7 @@ func EtcdSourceOf(v rsyncish.VersionInfo) (EtcdSource, bool) {
 	if info == nil {
 		return EtcdSource{}, false
 	}
-	if info.Source == etcdsnap.SourceJournal {
+	if info.Source == snapread.SourceJournal {
 		if info.Base == "" || info.Revision < info.BaseRevision {
 			return EtcdSource{}, false
 		}

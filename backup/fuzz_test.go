@@ -8,18 +8,18 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
 // FuzzVersionEtcd: the etcd meta of a version (what prune, the agent's
 // newest-verified and MaterializeSnapshot's digest check read) is nil when
-// absent or not an etcdsnap.Info, and otherwise reads to the same Info
+// absent or not an snapread.Info, and otherwise reads to the same Info
 // again after a round through JSON; what a backup records reads back field
 // for field (the digest exactly, so the snapshot check compares with what
 // was recorded).
 func FuzzVersionEtcd(f *testing.F) {
-	good, _ := json.Marshal(etcdsnap.Info{Revision: 42, Keys: 7, Verified: true, Source: etcdsnap.SourceAPI, SHA256: strings.Repeat("ab", 32),
+	good, _ := json.Marshal(snapread.Info{Revision: 42, Keys: 7, Verified: true, Source: snapread.SourceAPI, SHA256: strings.Repeat("ab", 32),
 		Started: time.Unix(1_800_000_000, 5).UTC(), Duration: 1.5})
 	f.Add(good, int64(42), "ab", true, "raw", int64(1))
 	f.Add([]byte(`{"revision":"x","verified":true}`), int64(-1), "", false, "", int64(0))
@@ -49,7 +49,7 @@ func FuzzVersionEtcd(f *testing.F) {
 		if !utf8.ValidString(sha) || !utf8.ValidString(source) {
 			return // JSON carries text only; a backup records hex and names
 		}
-		want := etcdsnap.Info{Revision: rev, Verified: verified, Source: source, SHA256: sha, Started: time.Unix(0, ns).UTC()}
+		want := snapread.Info{Revision: rev, Verified: verified, Source: source, SHA256: sha, Started: time.Unix(0, ns).UTC()}
 		rec, err := json.Marshal(want)
 		if err != nil {
 			t.Fatal(err)

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -51,7 +51,7 @@ func compactJournal(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, from, to i
 	renamed := map[string]string{}
 	removed := 0
 	var run []rsyncish.SegmentInfo
-	var runSegs []*etcdsnap.Segment
+	var runSegs []*snapread.Segment
 	var runBytes int64
 	flush := func() error {
 		defer func() { run, runSegs, runBytes = nil, nil, 0 }()
@@ -100,13 +100,13 @@ func compactJournal(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, from, to i
 		if eligible && len(run) > 0 && si.First > run[len(run)-1].Last+1 {
 			eligible = false // a gap: the run ends before it
 		}
-		var seg *etcdsnap.Segment
+		var seg *snapread.Segment
 		if eligible {
 			data, err := j.Read(si)
 			if err != nil {
 				return renamed, removed, err
 			}
-			if seg, err = etcdsnap.DecodeSegment(data); err != nil {
+			if seg, err = snapread.DecodeSegment(data); err != nil {
 				return renamed, removed, fmt.Errorf("journal segment %s: %w", si.File, err)
 			}
 			eligible = !seg.CatchUp
@@ -165,8 +165,8 @@ func dominators(segs []rsyncish.SegmentInfo) []int {
 
 // mergeSegments is one segment holding what segs (a run in replay order,
 // none a catch-up) hold: each revision's events once.
-func mergeSegments(segs []*etcdsnap.Segment) *etcdsnap.Segment {
-	out := &etcdsnap.Segment{FromRev: segs[0].FromRev, ToRev: segs[0].FromRev, FromTime: segs[0].FromTime}
+func mergeSegments(segs []*snapread.Segment) *snapread.Segment {
+	out := &snapread.Segment{FromRev: segs[0].FromRev, ToRev: segs[0].FromRev, FromTime: segs[0].FromTime}
 	for _, s := range segs {
 		for _, e := range s.Events {
 			if e.ModRevision > out.ToRev {

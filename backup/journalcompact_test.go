@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -38,9 +39,9 @@ func TestCompactJournal(t *testing.T) {
 	rev := int64(100)
 	appendSeg := func(n int, catchUp bool, sec int) {
 		t.Helper()
-		seg := &etcdsnap.Segment{FromRev: rev, ToRev: rev + int64(n), FromTime: at(sec - 1), ToTime: at(sec), CatchUp: catchUp}
+		seg := &snapread.Segment{FromRev: rev, ToRev: rev + int64(n), FromTime: at(sec - 1), ToTime: at(sec), CatchUp: catchUp}
 		for i := range n {
-			seg.Events = append(seg.Events, etcdsnap.Event{Type: etcdsnap.EventPut, Key: fmt.Sprintf("/k/%d", rev+int64(i)+1),
+			seg.Events = append(seg.Events, snapread.Event{Type: snapread.EventPut, Key: fmt.Sprintf("/k/%d", rev+int64(i)+1),
 				Value: []byte("v"), ModRevision: rev + int64(i) + 1, CreateRevision: rev + int64(i) + 1, Version: 1, Time: at(sec)})
 		}
 		first := rev + 1

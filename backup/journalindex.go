@@ -46,7 +46,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -72,7 +72,7 @@ type journalKey struct {
 // ordered by first revision) that holds it: the first one whose name
 // covers the revision. It returns an error when an event's revision is in
 // no segment's name, which a chain from chainIntact rules out.
-func attributeEvents(keys map[string]journalKey, events []etcdsnap.Event, needed []rsyncish.SegmentInfo) error {
+func attributeEvents(keys map[string]journalKey, events []snapread.Event, needed []rsyncish.SegmentInfo) error {
 	i := 0
 	for _, e := range events {
 		m := uint64(e.ModRevision)
@@ -83,7 +83,7 @@ func attributeEvents(keys map[string]journalKey, events []etcdsnap.Event, needed
 			return fmt.Errorf("the change of %q at revision %d is in no journal segment's name", e.Key, e.ModRevision)
 		}
 		k := journalKey{rev: e.ModRevision, seg: needed[i].File}
-		if e.Type == etcdsnap.EventDelete {
+		if e.Type == snapread.EventDelete {
 			k.deleted = true
 		} else {
 			k.create, k.version, k.lease = e.CreateRevision, e.Version, e.Lease
@@ -115,14 +115,14 @@ func encodeJournalIndex(keys map[string]journalKey, rev, baseRev int64) (index, 
 		table = append(table, n...)
 		table = append(table, make([]byte, journalSegEntry-len(n))...)
 	}
-	recs := make([]etcdsnap.IndexedKey, 0, len(keys))
+	recs := make([]snapread.IndexedKey, 0, len(keys))
 	live := int64(0)
 	for _, key := range slices.Sorted(maps.Keys(keys)) {
 		k := keys[key]
 		if !k.deleted {
 			live++
 		}
-		r := etcdsnap.IndexedKey{Key: key, Revision: etcdsnap.Revision{Main: k.rev, Tombstone: k.deleted}}
+		r := snapread.IndexedKey{Key: key, Revision: snapread.Revision{Main: k.rev, Tombstone: k.deleted}}
 		if !k.deleted {
 			r.CreateRevision, r.Version, r.Lease = k.create, k.version, k.lease
 			r.ValueOffset, r.ValueLength = names[k.seg], journalSegEntry
@@ -130,8 +130,8 @@ func encodeJournalIndex(keys map[string]journalKey, rev, baseRev int64) (index, 
 		recs = append(recs, r)
 	}
 	var buf bytes.Buffer
-	h := etcdsnap.KeyIndexHeader{Revision: rev, CompactRevision: baseRev, ImageSize: int64(len(table)), Keys: live, Records: int64(len(recs))}
-	if err := etcdsnap.WriteKeyIndex(&buf, h, recs); err != nil {
+	h := snapread.KeyIndexHeader{Revision: rev, CompactRevision: baseRev, ImageSize: int64(len(table)), Keys: live, Records: int64(len(recs))}
+	if err := snapread.WriteKeyIndex(&buf, h, recs); err != nil {
 		return nil, nil, err
 	}
 	return buf.Bytes(), table, nil
@@ -155,7 +155,7 @@ func writeJournalIndex(w *rsyncish.VersionWriter, keys map[string]journalKey, re
 // table segs (size bytes).
 func JournalSegmentName(segs io.ReaderAt, size, off, n int64) (string, error) {
 	if n != journalSegEntry || off < 0 || off%journalSegEntry != 0 || off > size-n {
-		return "", fmt.Errorf("%w: journal segment entry at %d+%d outside the %d-byte segment table", etcdsnap.ErrKeyIndex, off, n, size)
+		return "", fmt.Errorf("%w: journal segment entry at %d+%d outside the %d-byte segment table", snapread.ErrKeyIndex, off, n, size)
 	}
 	entry := make([]byte, n)
 	if _, err := segs.ReadAt(entry, off); err != nil {
@@ -184,12 +184,12 @@ func JournalSegmentNames(segs io.ReaderAt, size int64) ([]string, error) {
 // revision rev, out of the segment the record's ValueOffset and
 // ValueLength name; the segment's checksums are checked, and when it does
 // not hold that change (an index that disagrees with the journal) the
-// error wraps etcdsnap.ErrKeyIndex. The last few
+// error wraps snapread.ErrKeyIndex. The last few
 // segments read are kept decoded (diff reads many keys). Safe for
 // concurrent use. The bytes of the segments read are added to read when
 // it is not nil.
 func JournalValues(j *rsyncish.Journal, segs io.ReaderAt, size int64, read *atomic.Int64) func(key string, rev, off, n int64) ([]byte, error) {
-	jv := &journalValues{j: j, read: read, cache: map[string][]etcdsnap.Event{}}
+	jv := &journalValues{j: j, read: read, cache: map[string][]snapread.Event{}}
 	return func(key string, rev, off, n int64) ([]byte, error) {
 		name, err := JournalSegmentName(segs, size, off, n)
 		if err != nil {
@@ -209,7 +209,7 @@ func JournalValues(j *rsyncish.Journal, segs io.ReaderAt, size int64, read *atom
 		if v, ok := putIn(evs, key, rev); ok {
 			return v, nil
 		}
-		return nil, fmt.Errorf("%w: journal segment %s holds no put of %s at revision %d", etcdsnap.ErrKeyIndex, name, key, rev)
+		return nil, fmt.Errorf("%w: journal segment %s holds no put of %s at revision %d", snapread.ErrKeyIndex, name, key, rev)
 	}
 }
 
@@ -220,13 +220,13 @@ type journalValues struct {
 	read *atomic.Int64
 
 	mu      sync.Mutex
-	cache   map[string][]etcdsnap.Event // segment file -> its events
+	cache   map[string][]snapread.Event // segment file -> its events
 	order   []string
 	listing []rsyncish.SegmentInfo
 }
 
 // events is segment name's events, checked.
-func (jv *journalValues) events(name string) ([]etcdsnap.Event, error) {
+func (jv *journalValues) events(name string) ([]snapread.Event, error) {
 	jv.mu.Lock()
 	evs, ok := jv.cache[name]
 	jv.mu.Unlock()
@@ -240,7 +240,7 @@ func (jv *journalValues) events(name string) ([]etcdsnap.Event, error) {
 	if jv.read != nil {
 		jv.read.Add(int64(len(data)))
 	}
-	seg, err := etcdsnap.DecodeSegment(data)
+	seg, err := snapread.DecodeSegment(data)
 	if err != nil {
 		return nil, fmt.Errorf("journal segment %s: %w", name, err)
 	}
@@ -284,15 +284,15 @@ func (jv *journalValues) byRevision(name, key string, rev int64) ([]byte, error)
 			return v, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: journal segment %s is gone and no segment holds the put of %s at revision %d", etcdsnap.ErrKeyIndex, name, key, rev)
+	return nil, fmt.Errorf("%w: journal segment %s is gone and no segment holds the put of %s at revision %d", snapread.ErrKeyIndex, name, key, rev)
 }
 
 // putIn is the value key was put with at revision rev in evs (in revision
 // order; a revision holds few).
-func putIn(evs []etcdsnap.Event, key string, rev int64) ([]byte, bool) {
-	i, _ := slices.BinarySearchFunc(evs, rev, func(e etcdsnap.Event, r int64) int { return cmp.Compare(e.ModRevision, r) })
+func putIn(evs []snapread.Event, key string, rev int64) ([]byte, bool) {
+	i, _ := slices.BinarySearchFunc(evs, rev, func(e snapread.Event, r int64) int { return cmp.Compare(e.ModRevision, r) })
 	for ; i < len(evs) && evs[i].ModRevision == rev; i++ {
-		if e := evs[i]; e.Key == key && e.Type == etcdsnap.EventPut {
+		if e := evs[i]; e.Key == key && e.Type == snapread.EventPut {
 			return e.Value, true
 		}
 	}

@@ -55,6 +55,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -122,7 +123,7 @@ func noJournal(format string, a ...any) error { return &notJournal{fmt.Sprintf(f
 // version with a verified full snapshot stream of its own.
 type journalBase struct {
 	v    rsyncish.VersionInfo
-	info *etcdsnap.Info
+	info *snapread.Info
 	time time.Time
 }
 
@@ -166,7 +167,7 @@ func FullReason(p config.FullSnapshot, age time.Duration, dbSize, journalBytes i
 // journalEtcd records the version's etcd part as a journal version, or
 // returns a *notJournal saying why it cannot (the caller then takes a full
 // snapshot). Other errors are the store's.
-func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, cc etcdsnap.ClientConfig, log *slog.Logger) (*etcdsnap.Info, *JournalProof, error) {
+func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, cc etcdsnap.ClientConfig, log *slog.Logger) (*snapread.Info, *JournalProof, error) {
 	started := time.Now()
 	if opts.ForceFull {
 		return nil, nil, noJournal("a full snapshot was asked for")
@@ -213,7 +214,7 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 		return nil, nil, noJournal("etcd: %v", err)
 	}
 	defer cli.Close()
-	info := &etcdsnap.Info{Source: etcdsnap.SourceJournal, Started: started, Endpoint: ep, EtcdVersion: st.Version,
+	info := &snapread.Info{Source: snapread.SourceJournal, Started: started, Endpoint: ep, EtcdVersion: st.Version,
 		StatusDBSize: st.DbSize, Base: base.v.ID, BaseRevision: baseRev}
 	if st.Header != nil {
 		info.ClusterID, info.MemberID = st.Header.ClusterId, st.Header.MemberId
@@ -271,7 +272,7 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 		return nil, nil, err
 	}
 	if cache == nil {
-		cache = &journalState{base: base.v.ID, touched: map[string]journalKey{}, exports: map[string]etcdsnap.Event{}, compactedTo: baseRev}
+		cache = &journalState{base: base.v.ID, touched: map[string]journalKey{}, exports: map[string]snapread.Event{}, compactedTo: baseRev}
 	}
 	cache.rev = rev
 	cache.segments, cache.bytes = cache.segments+proof.Segments, cache.bytes+proof.JournalBytes
@@ -364,7 +365,7 @@ func waitDurable(ctx context.Context, j *rsyncish.Journal, tail func() int64, re
 // (chainIntact), every segment readable, the changes chaining from the
 // base (etcdsnap.ScanEvents, one segment at a time), and a change at every revision in
 // (baseRev, rev].
-func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fromRev, rev int64) ([]etcdsnap.Event, []rsyncish.SegmentInfo, map[string]int, *JournalProof, error) {
+func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fromRev, rev int64) ([]snapread.Event, []rsyncish.SegmentInfo, map[string]int, *JournalProof, error) {
 	proof := &JournalProof{Revisions: rev - baseRev}
 	breaks, err := j.Breaks()
 	if err != nil {
@@ -379,9 +380,9 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 	// the last version is ~41 MiB a version on an 8 GiB etcd at 0.5%
 	// churn, and holding it all (read, then decoded) cost more in fresh
 	// memory than in decoding.
-	var events []etcdsnap.Event
+	var events []snapread.Event
 	sizes := map[string]int{}
-	keep := func(e *etcdsnap.Event) error {
+	keep := func(e *snapread.Event) error {
 		ev := *e
 		sizes[ev.Key] = len(ev.Value)
 		if !isExportKey(ev.Key) {
@@ -423,7 +424,7 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 }
 
 // DistinctRevisions counts the revisions events (in revision order) hold.
-func DistinctRevisions(events []etcdsnap.Event) int64 {
+func DistinctRevisions(events []snapread.Event) int64 {
 	var n, prev int64
 	for _, e := range events {
 		if e.ModRevision != prev {
@@ -507,7 +508,7 @@ type journalState struct {
 	base     string
 	rev      int64
 	touched  map[string]journalKey // each key's last change since the base
-	exports  map[string]etcdsnap.Event
+	exports  map[string]snapread.Event
 	segments int
 	bytes    int64
 	// compactedTo: the journal up to here has had its small segments
@@ -566,7 +567,7 @@ func previousRevision(store *rsyncish.Store, base *journalBase, rev int64) int64
 }
 
 // ChangedSince returns, sorted, the keys events change after revision from.
-func ChangedSince(events []etcdsnap.Event, from int64) []string {
+func ChangedSince(events []snapread.Event, from int64) []string {
 	seen := map[string]bool{}
 	for _, e := range events {
 		if e.ModRevision > from {
@@ -703,10 +704,10 @@ func getBatch(ctx context.Context, cli *clientv3.Client, keys []string, rev int6
 // version's revision: from the journal's last change of their ConfigMap
 // when it changed since the base (none when it was deleted), else the
 // base's streams, so that every version holds what a rebuild needs.
-func carryExports(w *rsyncish.VersionWriter, store *rsyncish.Store, base rsyncish.VersionInfo, last map[string]etcdsnap.Event, log *slog.Logger) error {
+func carryExports(w *rsyncish.VersionWriter, store *rsyncish.Store, base rsyncish.VersionInfo, last map[string]snapread.Event, log *slog.Logger) error {
 	for _, d := range exportDocs {
 		if e, ok := last[d.key]; ok {
-			if e.Type == etcdsnap.EventDelete {
+			if e.Type == snapread.EventDelete {
 				log.Info(d.key + " was deleted since the base; the version holds no " + d.kind)
 				continue
 			}
@@ -739,13 +740,13 @@ func carryExports(w *rsyncish.VersionWriter, store *rsyncish.Store, base rsyncis
 // exportDocs are where the exported documents live in etcd and which
 // stream of a version holds each.
 var exportDocs = []struct{ kind, key, dataKey, stream string }{
-	{etcdsnap.KindClusterConfiguration, etcdsnap.KubeadmConfigKey, "ClusterConfiguration", ClusterConfigurationStream},
-	{etcdsnap.KindKubeletConfiguration, etcdsnap.KubeletConfigKey, "kubelet", KubeletConfigurationStream},
-	{etcdsnap.KindKubeProxyConfiguration, etcdsnap.KubeProxyConfigKey, "config.conf", KubeProxyConfigurationStream},
+	{snapread.KindClusterConfiguration, snapread.KubeadmConfigKey, "ClusterConfiguration", ClusterConfigurationStream},
+	{snapread.KindKubeletConfiguration, snapread.KubeletConfigKey, "kubelet", KubeletConfigurationStream},
+	{snapread.KindKubeProxyConfiguration, snapread.KubeProxyConfigKey, "config.conf", KubeProxyConfigurationStream},
 }
 
 func documentOf(value []byte, dataKey string) ([]byte, error) {
-	obj, err := etcdsnap.DecodeObject(value)
+	obj, err := snapread.DecodeObject(value)
 	if err != nil {
 		return nil, err
 	}

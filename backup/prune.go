@@ -49,7 +49,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/config"
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -175,12 +175,12 @@ func needs(v rsyncish.VersionInfo) []string {
 }
 
 // VersionEtcd returns the etcd snapshot info recorded in a version, or nil.
-func VersionEtcd(v rsyncish.VersionInfo) *etcdsnap.Info {
+func VersionEtcd(v rsyncish.VersionInfo) *snapread.Info {
 	raw, ok := v.Meta[MetaEtcd]
 	if !ok {
 		return nil
 	}
-	var info etcdsnap.Info
+	var info snapread.Info
 	if json.Unmarshal(raw, &info) != nil {
 		return nil
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/config"
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -65,13 +65,13 @@ func simStoreEvery(t *testing.T, days int, segBytes int, step time.Duration, ful
 		if err != nil {
 			t.Fatal(err)
 		}
-		info := etcdsnap.Info{Revision: rev, Verified: true, Source: "snapshot", Started: vt}
+		info := snapread.Info{Revision: rev, Verified: true, Source: "snapshot", Started: vt}
 		if full {
 			if _, err := w.AddStream(EtcdSnapshotStream, strings.NewReader("snapshot at "+vt.String())); err != nil {
 				t.Fatal(err)
 			}
 		} else {
-			info.Source, info.Base, info.BaseRevision = etcdsnap.SourceJournal, baseID, baseRev
+			info.Source, info.Base, info.BaseRevision = snapread.SourceJournal, baseID, baseRev
 		}
 		if err := w.SetMeta(MetaEtcd, info); err != nil {
 			t.Fatal(err)

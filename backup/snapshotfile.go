@@ -6,7 +6,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/ctxio"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -51,12 +51,12 @@ func MaterializeSnapshot(ctx context.Context, store *rsyncish.Store, id string) 
 	if err != nil {
 		return nil, err
 	}
-	sf := &SnapshotFile{Path: tmp.Name(), Raw: info != nil && info.Source == etcdsnap.SourceRaw}
+	sf := &SnapshotFile{Path: tmp.Name(), Raw: info != nil && info.Source == snapread.SourceRaw}
 	r := ctxio.Reader(ctx, rc)
 	if sf.Raw {
 		sf.Size, err = io.CopyBuffer(tmp, r, make([]byte, 1<<20))
 	} else {
-		sf.Size, sf.SHA256, err = etcdsnap.CopyVerified(tmp, r)
+		sf.Size, sf.SHA256, err = snapread.CopyVerified(tmp, r)
 		if err == nil && info != nil && info.SHA256 != "" && info.SHA256 != sf.SHA256 {
 			err = fmt.Errorf("it hashes to %s, the backup recorded %s", sf.SHA256, info.SHA256)
 		}

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/objects"
@@ -112,7 +113,7 @@ func readLikeKubekeep(path string) error {
 	if _, err := objects.Diff(s, s); err != nil {
 		return err
 	}
-	_, err = etcdsnap.ReadKeys(path)
+	_, err = snapread.ReadKeys(path)
 	return err
 }
 
@@ -121,7 +122,7 @@ func readLikeKubekeep(path string) error {
 // every /registry object as package objects reads it.
 func sameAsServed(t *testing.T, path string, want served) {
 	t.Helper()
-	st, err := etcdsnap.CheckDB(path)
+	st, err := snapread.CheckDB(path)
 	if err != nil {
 		t.Fatalf("check of a snapshot taken after a restore: %v", err)
 	}
@@ -271,7 +272,7 @@ func checkAfterRestore(t *testing.T, r *sandbox.Root, srv etcdServer, tool resto
 		if err := readLikeKubekeep(db); err != nil {
 			t.Errorf("read the replayed data dir: %v", err)
 		}
-		if _, err := etcdsnap.CheckDB(db); err != nil {
+		if _, err := snapread.CheckDB(db); err != nil {
 			t.Errorf("check the replayed data dir: %v", err)
 		}
 	})
@@ -318,8 +319,8 @@ func checkAfterRestore(t *testing.T, r *sandbox.Root, srv etcdServer, tool resto
 				if err := readLikeKubekeep(p); err == nil {
 					t.Fatal("readers read the injected entry: the case tests nothing")
 				}
-				_, err := etcdsnap.CheckDB(p)
-				if !errors.Is(err, etcdsnap.ErrCorruptDB) || !strings.Contains(err.Error(), tc.mention) {
+				_, err := snapread.CheckDB(p)
+				if !errors.Is(err, snapread.ErrCorruptDB) || !strings.Contains(err.Error(), tc.mention) {
 					t.Fatalf("check: %v; want ErrCorruptDB saying %q", err, tc.mention)
 				}
 				t.Logf("check: %v", err)
@@ -330,7 +331,7 @@ func checkAfterRestore(t *testing.T, r *sandbox.Root, srv etcdServer, tool resto
 		if err := readLikeKubekeep(p); err != nil {
 			t.Fatal(err)
 		}
-		if st, err := etcdsnap.CheckDB(p); err != nil || st.Keys != int64(len(twice.kvs))+1 {
+		if st, err := snapread.CheckDB(p); err != nil || st.Keys != int64(len(twice.kvs))+1 {
 			t.Fatalf("check of a well-formed injected entry: %+v %v", st, err)
 		}
 	})
@@ -366,7 +367,7 @@ func injected(t *testing.T, src, bucket string, k, v []byte) string {
 		t.Fatal(err)
 	}
 	p := filepath.Join(t.TempDir(), "injected.db")
-	if err := os.WriteFile(p, data[:len(data)-etcdsnap.TrailerSize], 0o600); err != nil {
+	if err := os.WriteFile(p, data[:len(data)-snapread.TrailerSize], 0o600); err != nil {
 		t.Fatal(err)
 	}
 	db, err := bolt.Open(p, 0o600, nil)
@@ -430,15 +431,15 @@ func TestCheckExportsKubeadmDocuments(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "snap.db")
 	info := snapshotToFile(t, clientConfig(r, srv.Endpoint()), path)
 	for kind, want := range map[string]string{
-		etcdsnap.KindClusterConfiguration:   testetcd.ClusterConfiguration(r.Opts.KubernetesVersion, r.Opts.AdvertiseAddress),
-		etcdsnap.KindKubeletConfiguration:   kubelet2,
-		etcdsnap.KindKubeProxyConfiguration: proxy,
+		snapread.KindClusterConfiguration:   testetcd.ClusterConfiguration(r.Opts.KubernetesVersion, r.Opts.AdvertiseAddress),
+		snapread.KindKubeletConfiguration:   kubelet2,
+		snapread.KindKubeProxyConfiguration: proxy,
 	} {
 		got, err := info.KubeadmDocument(kind)
 		if err != nil || string(got) != want {
 			t.Errorf("%s from the check: %v\n%s\nwant:\n%s", kind, err, got, want)
 		}
-		if got, err := etcdsnap.ExportKubeadmDocument(path, kind); err != nil || string(got) != want {
+		if got, err := snapread.ExportKubeadmDocument(path, kind); err != nil || string(got) != want {
 			t.Errorf("ExportKubeadmDocument(%s): %v\n%s", kind, err, got)
 		}
 	}
@@ -450,10 +451,10 @@ func TestCheckExportsKubeadmDocuments(t *testing.T) {
 	}
 	path2 := filepath.Join(t.TempDir(), "snap2.db")
 	info2 := snapshotToFile(t, clientConfig(r, srv.Endpoint()), path2)
-	if got, err := info2.KubeadmDocument(etcdsnap.KindKubeProxyConfiguration); !errors.Is(err, etcdsnap.ErrNotFound) {
+	if got, err := info2.KubeadmDocument(snapread.KindKubeProxyConfiguration); !errors.Is(err, snapread.ErrNotFound) {
 		t.Errorf("KubeProxyConfiguration after its ConfigMap was deleted: %v %q", err, got)
 	}
-	if got, err := info2.KubeadmDocument(etcdsnap.KindKubeletConfiguration); err != nil || string(got) != kubelet2 {
+	if got, err := info2.KubeadmDocument(snapread.KindKubeletConfiguration); err != nil || string(got) != kubelet2 {
 		t.Errorf("KubeletConfiguration: %v %q", err, got)
 	}
 	if _, err := info2.KubeadmDocument("InitConfiguration"); err == nil {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -53,41 +54,41 @@ func (cc ClientConfig) TLSConfig(now time.Time) (*tls.Config, error) {
 	if cc.CAFile != "" {
 		pem, err := os.ReadFile(cc.CAFile)
 		if err != nil {
-			return nil, &Error{Op: "load CA", File: cc.CAFile, Kind: ErrCertFile, Err: err}
+			return nil, &snapread.Error{Op: "load CA", File: cc.CAFile, Kind: snapread.ErrCertFile, Err: err}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &Error{Op: "load CA", File: cc.CAFile, Kind: ErrCertFile, Err: errors.New("no PEM certificate in file")}
+			return nil, &snapread.Error{Op: "load CA", File: cc.CAFile, Kind: snapread.ErrCertFile, Err: errors.New("no PEM certificate in file")}
 		}
 		cfg.RootCAs = pool
 	}
 	if cc.CertFile != "" || cc.KeyFile != "" {
 		if cc.CertFile == "" || cc.KeyFile == "" {
-			return nil, &Error{Op: "load client certificate", File: cc.CertFile + cc.KeyFile, Kind: ErrCertFile,
+			return nil, &snapread.Error{Op: "load client certificate", File: cc.CertFile + cc.KeyFile, Kind: snapread.ErrCertFile,
 				Err: errors.New("a client certificate needs both the cert and the key file")}
 		}
 		for _, f := range []string{cc.CertFile, cc.KeyFile} {
 			if _, err := os.Stat(f); err != nil {
-				return nil, &Error{Op: "load client certificate", File: f, Kind: ErrCertFile, Err: err}
+				return nil, &snapread.Error{Op: "load client certificate", File: f, Kind: snapread.ErrCertFile, Err: err}
 			}
 		}
 		pair, err := tls.LoadX509KeyPair(cc.CertFile, cc.KeyFile)
 		if err != nil {
-			return nil, &Error{Op: "load client certificate", File: cc.CertFile + " + " + cc.KeyFile, Kind: ErrCertFile, Err: err}
+			return nil, &snapread.Error{Op: "load client certificate", File: cc.CertFile + " + " + cc.KeyFile, Kind: snapread.ErrCertFile, Err: err}
 		}
 		leaf := pair.Leaf
 		if leaf == nil {
 			if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
-				return nil, &Error{Op: "load client certificate", File: cc.CertFile, Kind: ErrCertFile, Err: err}
+				return nil, &snapread.Error{Op: "load client certificate", File: cc.CertFile, Kind: snapread.ErrCertFile, Err: err}
 			}
 		}
 		if now.After(leaf.NotAfter) {
-			return nil, &Error{Op: "load client certificate", File: cc.CertFile, Kind: ErrCertExpired,
+			return nil, &snapread.Error{Op: "load client certificate", File: cc.CertFile, Kind: snapread.ErrCertExpired,
 				Err: fmt.Errorf("expired at %s (now %s); renew it, e.g. kubeadm certs renew etcd-healthcheck-client",
 					leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))}
 		}
 		if now.Before(leaf.NotBefore) {
-			return nil, &Error{Op: "load client certificate", File: cc.CertFile, Kind: ErrCertExpired,
+			return nil, &snapread.Error{Op: "load client certificate", File: cc.CertFile, Kind: snapread.ErrCertExpired,
 				Err: fmt.Errorf("not valid before %s (now %s): check the clock", leaf.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))}
 		}
 		cfg.Certificates = []tls.Certificate{pair}
@@ -118,7 +119,7 @@ func connect(ctx context.Context, cc ClientConfig, tlsCfg *tls.Config, endpoint 
 		MaxCallRecvMsgSize: 64 << 20,
 	})
 	if err != nil {
-		return nil, nil, &Error{Op: "connect", Endpoint: endpoint, Kind: ErrRPC, Err: err}
+		return nil, nil, &snapread.Error{Op: "connect", Endpoint: endpoint, Kind: snapread.ErrRPC, Err: err}
 	}
 	sctx, cancel := context.WithTimeout(ctx, cc.dialTimeout())
 	defer cancel()
@@ -134,7 +135,7 @@ func connect(ctx context.Context, cc ClientConfig, tlsCfg *tls.Config, endpoint 
 // answers, or every endpoint's error joined.
 func ConnectAny(ctx context.Context, cc ClientConfig) (*clientv3.Client, *clientv3.StatusResponse, string, error) {
 	if len(cc.Endpoints) == 0 {
-		return nil, nil, "", &Error{Op: "connect", Kind: ErrUnreachable, Err: errors.New("no endpoints configured")}
+		return nil, nil, "", &snapread.Error{Op: "connect", Kind: snapread.ErrUnreachable, Err: errors.New("no endpoints configured")}
 	}
 	tlsCfg, err := cc.TLSConfig(time.Now())
 	if err != nil {
@@ -163,11 +164,11 @@ func ConnectAny(ctx context.Context, cc ClientConfig) (*clientv3.Client, *client
 // after the handshake completes on the client side).
 func diagnose(ctx context.Context, cc ClientConfig, tlsCfg *tls.Config, endpoint, op string, rpcErr error) error {
 	fail := func(kind error, file string, err error) error {
-		return &Error{Op: op, Endpoint: endpoint, File: file, Kind: kind, Err: err}
+		return &snapread.Error{Op: op, Endpoint: endpoint, File: file, Kind: kind, Err: err}
 	}
 	host, secure, err := splitEndpoint(endpoint)
 	if err != nil {
-		return fail(ErrUnreachable, "", err)
+		return fail(snapread.ErrUnreachable, "", err)
 	}
 	timeout := cc.dialTimeout()
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
@@ -176,13 +177,13 @@ func diagnose(ctx context.Context, cc ClientConfig, tlsCfg *tls.Config, endpoint
 	conn, err := (&net.Dialer{Timeout: timeout}).DialContext(context.WithoutCancel(ctx), "tcp", host)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return fail(ErrUnreachable, "", errors.New("connection refused (is etcd running?)"))
+			return fail(snapread.ErrUnreachable, "", errors.New("connection refused (is etcd running?)"))
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return fail(ErrTimeout, "", fmt.Errorf("TCP connect: %w", err))
+			return fail(snapread.ErrTimeout, "", fmt.Errorf("TCP connect: %w", err))
 		}
-		return fail(ErrUnreachable, "", err)
+		return fail(snapread.ErrUnreachable, "", err)
 	}
 	defer conn.Close()
 	if secure && tlsCfg != nil {
@@ -198,7 +199,7 @@ func diagnose(ctx context.Context, cc ClientConfig, tlsCfg *tls.Config, endpoint
 		if _, err := tc.Read(b[:]); err != nil {
 			var ne net.Error
 			if !(errors.As(err, &ne) && ne.Timeout()) {
-				if e := classifyTLS(fail, cc, err); e != nil && !errors.Is(e, ErrRPC) {
+				if e := classifyTLS(fail, cc, err); e != nil && !errors.Is(e, snapread.ErrRPC) {
 					return e
 				}
 			}
@@ -206,11 +207,11 @@ func diagnose(ctx context.Context, cc ClientConfig, tlsCfg *tls.Config, endpoint
 	}
 	switch {
 	case errors.Is(rpcErr, context.DeadlineExceeded), strings.Contains(rpcErr.Error(), "DeadlineExceeded"):
-		return fail(ErrTimeout, "", rpcErr)
+		return fail(snapread.ErrTimeout, "", rpcErr)
 	case ctx.Err() != nil:
-		return fail(ErrTimeout, "", ctx.Err())
+		return fail(snapread.ErrTimeout, "", ctx.Err())
 	}
-	return fail(ErrRPC, "", rpcErr)
+	return fail(snapread.ErrRPC, "", rpcErr)
 }
 
 func classifyTLS(fail func(error, string, error) error, cc ClientConfig, err error) error {
@@ -221,33 +222,33 @@ func classifyTLS(fail func(error, string, error) error, cc ClientConfig, err err
 	var ne net.Error
 	switch {
 	case errors.As(err, &ua):
-		return fail(ErrUnknownAuthority, cc.CAFile, fmt.Errorf("server certificate not signed by this CA: %w", err))
+		return fail(snapread.ErrUnknownAuthority, cc.CAFile, fmt.Errorf("server certificate not signed by this CA: %w", err))
 	case errors.As(err, &he):
-		return fail(ErrTLS, cc.CAFile, fmt.Errorf("server certificate does not cover this address: %w", err))
+		return fail(snapread.ErrTLS, cc.CAFile, fmt.Errorf("server certificate does not cover this address: %w", err))
 	case errors.As(err, &ci) && ci.Reason == x509.Expired:
-		return fail(ErrTLS, "", fmt.Errorf("server certificate expired: %w", err))
+		return fail(snapread.ErrTLS, "", fmt.Errorf("server certificate expired: %w", err))
 	case errors.As(err, &ce):
-		return fail(ErrTLS, cc.CAFile, err)
+		return fail(snapread.ErrTLS, cc.CAFile, err)
 	case errors.As(err, &ne) && ne.Timeout():
-		return fail(ErrTimeout, "", fmt.Errorf("TLS handshake: %w", err))
+		return fail(snapread.ErrTimeout, "", fmt.Errorf("TLS handshake: %w", err))
 	}
 	// Alerts from the server arrive as *net.OpError{Op: "remote error"}
 	// around an unexported type; only the text tells them apart.
 	if msg := err.Error(); strings.Contains(msg, "remote error: tls: ") {
 		switch {
 		case strings.Contains(msg, "unknown certificate authority"):
-			return fail(ErrUnknownAuthority, cc.CertFile, fmt.Errorf("etcd does not trust the CA of our client certificate: %w", err))
+			return fail(snapread.ErrUnknownAuthority, cc.CertFile, fmt.Errorf("etcd does not trust the CA of our client certificate: %w", err))
 		case strings.Contains(msg, "expired certificate"):
-			return fail(ErrCertExpired, cc.CertFile, fmt.Errorf("etcd rejected our client certificate as expired: %w", err))
+			return fail(snapread.ErrCertExpired, cc.CertFile, fmt.Errorf("etcd rejected our client certificate as expired: %w", err))
 		case strings.Contains(msg, "certificate"):
-			return fail(ErrTLS, cc.CertFile, fmt.Errorf("etcd rejected our client certificate: %w", err))
+			return fail(snapread.ErrTLS, cc.CertFile, fmt.Errorf("etcd rejected our client certificate: %w", err))
 		}
-		return fail(ErrTLS, "", err)
+		return fail(snapread.ErrTLS, "", err)
 	}
 	if strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") {
-		return fail(ErrTLS, "", err)
+		return fail(snapread.ErrTLS, "", err)
 	}
-	return fail(ErrRPC, "", err)
+	return fail(snapread.ErrRPC, "", err)
 }
 
 // splitEndpoint accepts "https://h:p", "http://h:p", "unixs://..." is not

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 	"go.etcd.io/etcd/client/pkg/v3/types"
@@ -156,7 +157,7 @@ func rewriteBackend(s dataDirSpec, dbPath string, cl *membership.RaftCluster, co
 	// open; a restore must fail with an error instead.
 	defer func() {
 		if r := recover(); r != nil {
-			err = &Error{Op: "restore", File: dbPath, Kind: ErrCorruptDB, Err: fmt.Errorf("etcd's backend: %v", r)}
+			err = &snapread.Error{Op: "restore", File: dbPath, Kind: snapread.ErrCorruptDB, Err: fmt.Errorf("etcd's backend: %v", r)}
 		}
 	}()
 	be := backend.NewDefaultBackend(s.lg, dbPath)
@@ -207,7 +208,7 @@ func bumpRevision(be backend.Backend, bump int64) error {
 
 // writeImage writes the image without its trailer to path and syncs it.
 func writeImage(path string, image io.Reader, size int64, checkTrailer bool) (string, error) {
-	trailer := size%512 == TrailerSize
+	trailer := size%512 == snapread.TrailerSize
 	if checkTrailer && !trailer {
 		return "", fmt.Errorf("snapshot of %d bytes has no sha256 trailer to check", size)
 	}
@@ -218,7 +219,7 @@ func writeImage(path string, image io.Reader, size int64, checkTrailer bool) (st
 	defer f.Close()
 	data := size
 	if trailer {
-		data -= TrailerSize
+		data -= snapread.TrailerSize
 	}
 	h := sha256.New()
 	var src io.Reader = io.LimitReader(image, data)
@@ -233,12 +234,12 @@ func writeImage(path string, image io.Reader, size int64, checkTrailer bool) (st
 		return "", fmt.Errorf("write %s: the snapshot ended after %d of %d bytes", path, n, data)
 	}
 	if trailer {
-		want := make([]byte, TrailerSize)
+		want := make([]byte, snapread.TrailerSize)
 		if _, err := io.ReadFull(image, want); err != nil {
 			return "", fmt.Errorf("read the snapshot's sha256 trailer: %w", err)
 		}
 		if got := h.Sum(nil); checkTrailer && !bytes.Equal(got, want) {
-			return "", &Error{Op: "restore", File: path, Kind: ErrBadTrailer,
+			return "", &snapread.Error{Op: "restore", File: path, Kind: snapread.ErrBadTrailer,
 				Err: fmt.Errorf("snapshot data hashes to %s, its trailer says %s", hex.EncodeToString(got), hex.EncodeToString(want))}
 		}
 	}
@@ -306,7 +307,7 @@ func checkShape(path string) error {
 		return err
 	}
 	fail := func(format string, args ...any) error {
-		return &Error{Op: "restore", File: path, Kind: ErrCorruptDB, Err: fmt.Errorf(format, args...)}
+		return &snapread.Error{Op: "restore", File: path, Kind: snapread.ErrCorruptDB, Err: fmt.Errorf(format, args...)}
 	}
 	readMeta := func(off int64) (pageSize uint32, highWater, txid uint64, ok bool) {
 		b := make([]byte, boltPageHeader+boltMetaSum+8)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -370,10 +371,10 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 				continue
 			}
 			for _, ev := range resp.Events {
-				e := Event{Type: EventPut, Key: string(ev.Kv.Key), Value: ev.Kv.Value, ModRevision: ev.Kv.ModRevision,
+				e := snapread.Event{Type: snapread.EventPut, Key: string(ev.Kv.Key), Value: ev.Kv.Value, ModRevision: ev.Kv.ModRevision,
 					CreateRevision: ev.Kv.CreateRevision, Version: ev.Kv.Version, Lease: ev.Kv.Lease, Time: now}
 				if ev.Type == mvccpb.DELETE {
-					e.Type, e.Value = EventDelete, nil
+					e.Type, e.Value = snapread.EventDelete, nil
 				}
 				if e.ModRevision <= cur.ToRev && len(cur.Events) > 0 && e.ModRevision < cur.Events[len(cur.Events)-1].ModRevision {
 					return broken("watch delivered revisions out of order", 0,
@@ -410,7 +411,7 @@ func (d *DeltaStreamer) Run(ctx context.Context) error {
 	}
 }
 
-func (d *DeltaStreamer) newPending() Segment {
+func (d *DeltaStreamer) newPending() snapread.Segment {
 	c := d.Covered()
-	return Segment{FromRev: c.ToRev, ToRev: c.ToRev, FromTime: c.ToTime, ToTime: c.ToTime}
+	return snapread.Segment{FromRev: c.ToRev, ToRev: c.ToRev, FromTime: c.ToTime, ToTime: c.ToTime}
 }

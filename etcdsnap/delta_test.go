@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
 
@@ -151,7 +152,7 @@ func TestDeltaProgressMarksAndCatchUp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		seg, err := etcdsnap.DecodeSegment(b)
+		seg, err := snapread.DecodeSegment(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,17 +175,17 @@ func TestDeltaProgressMarksAndCatchUp(t *testing.T) {
 func TestReplayEventsCoverage(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
-	ev := func(rev int64, s float64) etcdsnap.Event {
-		return etcdsnap.Event{Type: etcdsnap.EventPut, Key: fmt.Sprintf("/k/%d", rev), Value: []byte("v"), ModRevision: rev, CreateRevision: rev, Version: 1, Time: at(s)}
+	ev := func(rev int64, s float64) snapread.Event {
+		return snapread.Event{Type: snapread.EventPut, Key: fmt.Sprintf("/k/%d", rev), Value: []byte("v"), ModRevision: rev, CreateRevision: rev, Version: 1, Time: at(s)}
 	}
-	seg := func(from, to int64, fromS, toS float64, catchUp bool, evs ...etcdsnap.Event) io.Reader {
-		s := etcdsnap.Segment{FromRev: from, ToRev: to, FromTime: at(fromS), ToTime: at(toS), Events: evs, CatchUp: catchUp}
+	seg := func(from, to int64, fromS, toS float64, catchUp bool, evs ...snapread.Event) io.Reader {
+		s := snapread.Segment{FromRev: from, ToRev: to, FromTime: at(fromS), ToTime: at(toS), Events: evs, CatchUp: catchUp}
 		return bytes.NewReader(s.Encode())
 	}
 	old := func() []io.Reader {
 		return []io.Reader{seg(10, 12, 0, 2, false, ev(11, 1), ev(12, 2))}
 	}
-	revs := func(evs []etcdsnap.Event) []int64 {
+	revs := func(evs []snapread.Event) []int64 {
 		var out []int64
 		for _, e := range evs {
 			out = append(out, e.ModRevision)
@@ -271,7 +272,7 @@ func TestDeltaBurstIsCutIntoSegments(t *testing.T) {
 	}
 	withEvents := 0
 	for i, raw := range sink.segs {
-		seg, err := etcdsnap.DecodeSegment(raw)
+		seg, err := snapread.DecodeSegment(raw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,24 +311,24 @@ func TestDeltaBurstIsCutIntoSegments(t *testing.T) {
 // which ReplayEvents would have sorted.
 func TestScanEventsIsReplayEventsOneSegmentAtATime(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	ev := func(rev int64) etcdsnap.Event {
-		return etcdsnap.Event{Type: etcdsnap.EventPut, Key: fmt.Sprintf("/k/%d", rev%3), Value: []byte(fmt.Sprint("v", rev)), ModRevision: rev, CreateRevision: 1, Version: rev, Time: t0.Add(time.Duration(rev) * time.Second)}
+	ev := func(rev int64) snapread.Event {
+		return snapread.Event{Type: snapread.EventPut, Key: fmt.Sprintf("/k/%d", rev%3), Value: []byte(fmt.Sprint("v", rev)), ModRevision: rev, CreateRevision: 1, Version: rev, Time: t0.Add(time.Duration(rev) * time.Second)}
 	}
-	seg := func(from, to int64, evs ...etcdsnap.Event) []byte {
-		s := etcdsnap.Segment{FromRev: from, ToRev: to, FromTime: t0.Add(time.Duration(from) * time.Second), ToTime: t0.Add(time.Duration(to) * time.Second), Events: evs}
+	seg := func(from, to int64, evs ...snapread.Event) []byte {
+		s := snapread.Segment{FromRev: from, ToRev: to, FromTime: t0.Add(time.Duration(from) * time.Second), ToTime: t0.Add(time.Duration(to) * time.Second), Events: evs}
 		return s.Encode()
 	}
 	inOrder := [][]byte{seg(5, 8, ev(6), ev(7), ev(8)), seg(7, 9, ev(8), ev(9)), seg(9, 9), seg(9, 12, ev(10), ev(11), ev(12))}
-	scan := func(segs [][]byte, from, until int64) ([]etcdsnap.Event, error) {
+	scan := func(segs [][]byte, from, until int64) ([]snapread.Event, error) {
 		i := 0
-		var out []etcdsnap.Event
+		var out []snapread.Event
 		err := etcdsnap.ScanEvents(func() ([]byte, error) {
 			if i == len(segs) {
 				return nil, io.EOF
 			}
 			i++
 			return segs[i-1], nil
-		}, from, until, func(e *etcdsnap.Event) error {
+		}, from, until, func(e *snapread.Event) error {
 			out = append(out, *e)
 			return nil
 		})
@@ -394,7 +395,7 @@ func TestDeltaMarksEveryHeartbeatBeforeTheFirstChange(t *testing.T) {
 	var times []time.Time
 	for _, rd := range sink.readers() {
 		b, _ := io.ReadAll(rd)
-		seg, err := etcdsnap.DecodeSegment(b)
+		seg, err := snapread.DecodeSegment(b)
 		if err != nil {
 			t.Fatal(err)
 		}

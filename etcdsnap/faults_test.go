@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
 
@@ -30,9 +31,9 @@ func failedSnapshot(t *testing.T, cc etcdsnap.ClientConfig, kind error, mention 
 	if !errors.Is(err, kind) {
 		t.Fatalf("got %v, want kind %v", err, kind)
 	}
-	var e *etcdsnap.Error
+	var e *snapread.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("error %T is not an *etcdsnap.Error", err)
+		t.Fatalf("error %T is not an *snapread.Error", err)
 	}
 	for _, m := range mention {
 		if !strings.Contains(err.Error(), m) {
@@ -62,38 +63,38 @@ func TestSnapshotFaults(t *testing.T) {
 	t.Run("wrong CA", func(t *testing.T) {
 		cc := good
 		cc.CAFile = other.Path(other.EtcdCAFile)
-		failedSnapshot(t, cc, etcdsnap.ErrUnknownAuthority, cc.CAFile, srv.Endpoint())
+		failedSnapshot(t, cc, snapread.ErrUnknownAuthority, cc.CAFile, srv.Endpoint())
 	})
 	t.Run("client cert from another cluster", func(t *testing.T) {
 		cc := good
 		cc.CertFile, cc.KeyFile = other.Path(other.EtcdClientCert), other.Path(other.EtcdClientKey)
-		failedSnapshot(t, cc, etcdsnap.ErrUnknownAuthority, cc.CertFile, srv.Endpoint())
+		failedSnapshot(t, cc, snapread.ErrUnknownAuthority, cc.CertFile, srv.Endpoint())
 	})
 	t.Run("expired client cert", func(t *testing.T) {
 		cc := good
 		cc.CertFile, cc.KeyFile = issueClientCert(t, r, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
-		failedSnapshot(t, cc, etcdsnap.ErrCertExpired, cc.CertFile, "expired")
+		failedSnapshot(t, cc, snapread.ErrCertExpired, cc.CertFile, "expired")
 	})
 	t.Run("missing key file", func(t *testing.T) {
 		cc := good
 		cc.KeyFile = filepath.Join(t.TempDir(), "nope.key")
-		failedSnapshot(t, cc, etcdsnap.ErrCertFile, cc.KeyFile)
+		failedSnapshot(t, cc, snapread.ErrCertFile, cc.KeyFile)
 	})
 	t.Run("hung endpoint", func(t *testing.T) {
 		p := startProxy(t, "", -1, true)
 		cc := good
 		cc.Endpoints, cc.DialTimeout = []string{p.endpoint()}, 500*time.Millisecond
-		failedSnapshot(t, cc, etcdsnap.ErrTimeout, p.endpoint())
+		failedSnapshot(t, cc, snapread.ErrTimeout, p.endpoint())
 	})
 	t.Run("stream cut mid-way", func(t *testing.T) {
 		p := startProxy(t, strings.TrimPrefix(srv.Endpoint(), "https://"), 2<<20, false)
 		cc := good
 		cc.Endpoints = []string{p.endpoint()}
-		failedSnapshot(t, cc, etcdsnap.ErrStreamCut, p.endpoint(), "broke after")
+		failedSnapshot(t, cc, snapread.ErrStreamCut, p.endpoint(), "broke after")
 	})
 	t.Run("sink fails", func(t *testing.T) {
 		info, err := etcdsnap.Snapshot(ctx, good, &failingWriter{after: 1 << 20})
-		if !errors.Is(err, etcdsnap.ErrSink) || info.Verified || info.TrailerVerified {
+		if !errors.Is(err, snapread.ErrSink) || info.Verified || info.TrailerVerified {
 			t.Fatalf("got %v %+v", err, info)
 		}
 	})
@@ -108,14 +109,14 @@ func TestSnapshotFaults(t *testing.T) {
 			"flipped trailer byte": flip(img, len(img)-1),
 			"flipped data byte":    flip(img, len(img)/2),
 			"truncated":            img[:len(img)-512],
-			"trailer cut off":      img[:len(img)-etcdsnap.TrailerSize],
+			"trailer cut off":      img[:len(img)-snapread.TrailerSize],
 		} {
-			_, _, err := etcdsnap.CopyVerified(io.Discard, bytes.NewReader(bad))
-			if !errors.Is(err, etcdsnap.ErrBadTrailer) {
+			_, _, err := snapread.CopyVerified(io.Discard, bytes.NewReader(bad))
+			if !errors.Is(err, snapread.ErrBadTrailer) {
 				t.Errorf("%s: %v, want ErrBadTrailer", name, err)
 			}
 		}
-		if _, sum, err := etcdsnap.CopyVerified(io.Discard, bytes.NewReader(img)); err != nil || sum != info.SHA256 {
+		if _, sum, err := snapread.CopyVerified(io.Discard, bytes.NewReader(img)); err != nil || sum != info.SHA256 {
 			t.Errorf("intact image: %v sum %s want %s", err, sum, info.SHA256)
 		}
 		// A restore refuses a bad trailer too (etcdutl's own check).
@@ -129,7 +130,7 @@ func TestSnapshotFaults(t *testing.T) {
 	})
 	t.Run("etcd stopped", func(t *testing.T) {
 		srv.Stop()
-		failedSnapshot(t, good, etcdsnap.ErrUnreachable, srv.Endpoint(), "connection refused")
+		failedSnapshot(t, good, snapread.ErrUnreachable, srv.Endpoint(), "connection refused")
 	})
 }
 
@@ -168,7 +169,7 @@ func TestRawCopy(t *testing.T) {
 		t.Fatalf("running etcd: locked=%v err=%v", locked, err)
 	}
 	info, err := etcdsnap.RawCopy(ctx, srv.DataDir(), io.Discard)
-	if !errors.Is(err, etcdsnap.ErrDataDirLocked) || info.Verified {
+	if !errors.Is(err, snapread.ErrDataDirLocked) || info.Verified {
 		t.Fatalf("raw copy of a live db: %v %+v", err, info)
 	}
 

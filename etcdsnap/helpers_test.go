@@ -24,7 +24,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 )
 
@@ -173,7 +173,7 @@ func stateAt(t *testing.T, cli *clientv3.Client, rev int64) map[string]string {
 // dbState reads every live key of a db file as key -> value.
 func dbState(t *testing.T, path string) map[string]string {
 	t.Helper()
-	kvs, err := etcdsnap.ReadKeys(path)
+	kvs, err := snapread.ReadKeys(path)
 	if err != nil {
 		t.Fatal(err)
 	}

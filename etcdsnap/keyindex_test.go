@@ -12,7 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
 
@@ -56,8 +56,8 @@ func TestKeyIndexMatchesEtcd(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "snap.db")
 	info := snapshotToFile(t, clientConfig(r, srv.Endpoint()), path)
-	if info.KeyIndexPath != etcdsnap.KeyIndexPathFor(path) {
-		t.Fatalf("KeyIndexPath %q, want %q", info.KeyIndexPath, etcdsnap.KeyIndexPathFor(path))
+	if info.KeyIndexPath != snapread.KeyIndexPathFor(path) {
+		t.Fatalf("KeyIndexPath %q, want %q", info.KeyIndexPath, snapread.KeyIndexPathFor(path))
 	}
 	fi, err := os.Stat(info.KeyIndexPath)
 	if err != nil {
@@ -102,7 +102,7 @@ func TestKeyIndexMatchesEtcd(t *testing.T) {
 	// A prefix range is the keys etcd lists under it, in order.
 	pre := "/registry/configmaps/ns3/"
 	var ranged []string
-	if err := x.Range(pre, etcdsnap.PrefixEnd(pre), func(r etcdsnap.IndexedKey) bool {
+	if err := x.Range(pre, snapread.PrefixEnd(pre), func(r snapread.IndexedKey) bool {
 		if !r.Revision.Tombstone {
 			ranged = append(ranged, r.Key)
 		}
@@ -128,7 +128,7 @@ func TestKeyIndexMatchesEtcd(t *testing.T) {
 	if err := os.Remove(info.KeyIndexPath); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := etcdsnap.CheckDB(path); err != nil {
+	if _, err := snapread.CheckDB(path); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(info.KeyIndexPath); !errors.Is(err, os.ErrNotExist) {
@@ -136,7 +136,7 @@ func TestKeyIndexMatchesEtcd(t *testing.T) {
 	}
 }
 
-func openIndex(t *testing.T, indexPath, imagePath string) (*etcdsnap.KeyIndex, []byte) {
+func openIndex(t *testing.T, indexPath, imagePath string) (*snapread.KeyIndex, []byte) {
 	t.Helper()
 	f, err := os.Open(indexPath)
 	if err != nil {
@@ -144,7 +144,7 @@ func openIndex(t *testing.T, indexPath, imagePath string) (*etcdsnap.KeyIndex, [
 	}
 	t.Cleanup(func() { f.Close() })
 	fi, _ := f.Stat()
-	x, err := etcdsnap.OpenKeyIndex(f, fi.Size())
+	x, err := snapread.OpenKeyIndex(f, fi.Size())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,12 +155,12 @@ func openIndex(t *testing.T, indexPath, imagePath string) (*etcdsnap.KeyIndex, [
 	return x, image
 }
 
-func synthetic(n int) []etcdsnap.IndexedKey {
-	recs := make([]etcdsnap.IndexedKey, n)
+func synthetic(n int) []snapread.IndexedKey {
+	recs := make([]snapread.IndexedKey, n)
 	for i := range recs {
-		recs[i] = etcdsnap.IndexedKey{
+		recs[i] = snapread.IndexedKey{
 			Key:            fmt.Sprintf("/registry/pods/ns%02d/pod-%06d", i%37, i),
-			Revision:       etcdsnap.Revision{Main: int64(1000 + i)},
+			Revision:       snapread.Revision{Main: int64(1000 + i)},
 			CreateRevision: int64(10 + i),
 			Version:        1,
 			ValueOffset:    int64(i) * 100,
@@ -176,11 +176,11 @@ func synthetic(n int) []etcdsnap.IndexedKey {
 	return recs
 }
 
-func encodeIndex(t testing.TB, recs []etcdsnap.IndexedKey) []byte {
+func encodeIndex(t testing.TB, recs []snapread.IndexedKey) []byte {
 	t.Helper()
 	var b bytes.Buffer
-	h := etcdsnap.KeyIndexHeader{Revision: 5000, ImageSize: int64(len(recs)+1) * 100, Keys: int64(len(recs)), Records: int64(len(recs))}
-	if err := etcdsnap.WriteKeyIndex(&b, h, recs); err != nil {
+	h := snapread.KeyIndexHeader{Revision: 5000, ImageSize: int64(len(recs)+1) * 100, Keys: int64(len(recs)), Records: int64(len(recs))}
+	if err := snapread.WriteKeyIndex(&b, h, recs); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
@@ -220,7 +220,7 @@ func TestKeyIndexDeterministicBlocks(t *testing.T) {
 func TestKeyIndexDamage(t *testing.T) {
 	recs := synthetic(20000)
 	good := encodeIndex(t, recs)
-	x, err := etcdsnap.OpenKeyIndex(bytes.NewReader(good), int64(len(good)))
+	x, err := snapread.OpenKeyIndex(bytes.NewReader(good), int64(len(good)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,11 +236,11 @@ func TestKeyIndexDamage(t *testing.T) {
 	for _, off := range []int{100, len(good) / 2, len(good) - 100} {
 		bad := bytes.Clone(good)
 		bad[off] ^= 0x40
-		x, err := etcdsnap.OpenKeyIndex(bytes.NewReader(bad), int64(len(bad)))
+		x, err := snapread.OpenKeyIndex(bytes.NewReader(bad), int64(len(bad)))
 		if err == nil {
-			err = x.Range("", "", func(etcdsnap.IndexedKey) bool { return true })
+			err = x.Range("", "", func(snapread.IndexedKey) bool { return true })
 		}
-		if !errors.Is(err, etcdsnap.ErrKeyIndex) {
+		if !errors.Is(err, snapread.ErrKeyIndex) {
 			t.Errorf("byte %d flipped: err %v, want ErrKeyIndex", off, err)
 		} else if !strings.Contains(err.Error(), "checksum") {
 			t.Errorf("byte %d flipped: %v does not say checksum", off, err)
@@ -256,14 +256,14 @@ func FuzzKeyIndex(f *testing.F) {
 	f.Add(encodeIndex(f, nil))
 	f.Add([]byte("KKKEYS01"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		x, err := etcdsnap.OpenKeyIndex(bytes.NewReader(data), int64(len(data)))
+		x, err := snapread.OpenKeyIndex(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
 			return
 		}
 		h := x.Header()
 		prev := ""
 		n := 0
-		err = x.Range("", "", func(r etcdsnap.IndexedKey) bool {
+		err = x.Range("", "", func(r snapread.IndexedKey) bool {
 			if n > 0 && r.Key <= prev {
 				t.Fatalf("key %q after %q", r.Key, prev)
 			}

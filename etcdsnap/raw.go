@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/ctxio"
 )
 
@@ -48,9 +49,9 @@ func DataDirLocked(dataDir string) (bool, error) {
 //
 // A db left by a crashed etcd may lag its WAL by the last uncommitted batch
 // (up to ~100 ms of writes): a raw copy is a fallback, not a substitute.
-func RawCopy(ctx context.Context, dataDir string, w io.Writer) (Info, error) {
-	info := Info{Source: SourceRaw, DataDir: dataDir, Started: time.Now()}
-	fail := func(err error) (Info, error) {
+func RawCopy(ctx context.Context, dataDir string, w io.Writer) (snapread.Info, error) {
+	info := snapread.Info{Source: snapread.SourceRaw, DataDir: dataDir, Started: time.Now()}
+	fail := func(err error) (snapread.Info, error) {
 		info.Error = err.Error()
 		info.Duration = time.Since(info.Started).Seconds()
 		return info, err
@@ -58,15 +59,15 @@ func RawCopy(ctx context.Context, dataDir string, w io.Writer) (Info, error) {
 	path := DBPath(dataDir)
 	f, err := os.Open(path)
 	if err != nil {
-		return fail(&Error{Op: "raw copy", File: path, Kind: ErrCorruptDB, Err: err})
+		return fail(&snapread.Error{Op: "raw copy", File: path, Kind: snapread.ErrCorruptDB, Err: err})
 	}
 	defer f.Close()
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return fail(&Error{Op: "raw copy", File: path, Kind: ErrDataDirLocked,
+			return fail(&snapread.Error{Op: "raw copy", File: path, Kind: snapread.ErrDataDirLocked,
 				Err: errors.New("a running etcd holds the db; a copy would not be consistent")})
 		}
-		return fail(&Error{Op: "raw copy", File: path, Kind: ErrCorruptDB, Err: fmt.Errorf("flock: %w", err)})
+		return fail(&snapread.Error{Op: "raw copy", File: path, Kind: snapread.ErrCorruptDB, Err: fmt.Errorf("flock: %w", err)})
 	}
 	defer unix.Flock(int(f.Fd()), unix.LOCK_UN) //nolint:errcheck // closing the fd drops it anyway
 	h := sha256.New()
@@ -74,11 +75,11 @@ func RawCopy(ctx context.Context, dataDir string, w io.Writer) (Info, error) {
 	n, err := io.CopyBuffer(sink, ctxio.Reader(ctx, f), make([]byte, 1<<20))
 	info.StreamBytes = n
 	if err != nil {
-		kind := ErrCorruptDB
+		kind := snapread.ErrCorruptDB
 		if sink.err != nil {
-			kind = ErrSink
+			kind = snapread.ErrSink
 		}
-		return fail(&Error{Op: "raw copy", File: path, Kind: kind, Err: err})
+		return fail(&snapread.Error{Op: "raw copy", File: path, Kind: kind, Err: err})
 	}
 	info.DBSize = n
 	info.SHA256 = hex.EncodeToString(h.Sum(nil))

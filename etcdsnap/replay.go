@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -32,7 +33,7 @@ func freeLoopbackURL(scheme string) (url.URL, error) {
 // or expired meanwhile reached the watch as deletes of its keys, which
 // replay as deletes. It returns the revisions applied and the leases
 // granted.
-func replay(ctx context.Context, cfg RestoreConfig, lg *zap.Logger, events []Event) (revs, granted int, err error) {
+func replay(ctx context.Context, cfg RestoreConfig, lg *zap.Logger, events []snapread.Event) (revs, granted int, err error) {
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
 	ec.Dir = cfg.DataDir
@@ -111,7 +112,7 @@ const (
 	maxReplayBytes = 1 << 20
 )
 
-func applyRevision(ctx context.Context, cli *clientv3.Client, leases *replayLeases, evs []Event) error {
+func applyRevision(ctx context.Context, cli *clientv3.Client, leases *replayLeases, evs []snapread.Event) error {
 	var ops []clientv3.Op
 	size := 0
 	commit := func() error {
@@ -129,7 +130,7 @@ func applyRevision(ctx context.Context, cli *clientv3.Client, leases *replayLeas
 				return err
 			}
 		}
-		if e.Type == EventPut {
+		if e.Type == snapread.EventPut {
 			if err := leases.ensure(ctx, e.Lease); err != nil {
 				return fmt.Errorf("put %s: %w", e.Key, err)
 			}

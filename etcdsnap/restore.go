@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"go.uber.org/zap"
 )
 
@@ -143,7 +144,7 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 		}
 		image, size, what = f, fi.Size(), cfg.SnapshotPath
 	}
-	if cfg.SkipHashCheck && size%512 == TrailerSize {
+	if cfg.SkipHashCheck && size%512 == snapread.TrailerSize {
 		// A raw db is whole pages: this one ends in an API stream's trailer,
 		// which would otherwise be taken for db pages.
 		return res, fmt.Errorf("restore etcd: %s has a sha256 trailer; it is an API snapshot, do not skip the hash check", what)
@@ -155,7 +156,7 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 	} else if cfg.Snapshot != nil {
 		return res, errors.New("restore etcd: a snapshot stream must come with what vouches for it (Verified); pass a file to have it checked")
 	} else {
-		st, err := CheckDB(cfg.SnapshotPath)
+		st, err := snapread.CheckDB(cfg.SnapshotPath)
 		if err != nil {
 			return res, fmt.Errorf("restore etcd: %w", err)
 		}
@@ -203,15 +204,15 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 		last := plan.events[len(plan.events)-1]
 		res.ReplayedToRevision, res.ReplayedToTime = last.ModRevision, last.Time
 	}
-	var final DBStats
+	var final snapread.DBStats
 	if v := cfg.Verified; v != nil && len(plan.events) == 0 {
 		// The image passed a full check before; what was written since
 		// went through etcd's backend. Reading the revision back proves
 		// the db opens and is the image it was taken for.
-		final.Revision, err = NewestRevision(DBPath(cfg.DataDir))
+		final.Revision, err = snapread.NewestRevision(DBPath(cfg.DataDir))
 		final.Keys = v.Keys
 	} else {
-		final, err = CheckDB(DBPath(cfg.DataDir))
+		final, err = snapread.CheckDB(DBPath(cfg.DataDir))
 	}
 	if err != nil {
 		return res, fmt.Errorf("restore etcd: check restored db: %w", err)
@@ -229,7 +230,7 @@ func RestoreDataDir(ctx context.Context, cfg RestoreConfig) (RestoreResult, erro
 	return res, nil
 }
 
-type replayPlan struct{ events []Event }
+type replayPlan struct{ events []snapread.Event }
 
 // ReplayEvents returns the changes a replay from a snapshot at snapRev up
 // to untilRevision or untilTime (zero: no such target) applies, with the
@@ -238,7 +239,7 @@ type replayPlan struct{ events []Event }
 // newest change or progress mark), and a time target does not fall in a
 // stretch a restarted watch caught up on. Readers that apply deltas
 // themselves (get --at) use it to refuse what a restore refuses.
-func ReplayEvents(segments []io.Reader, snapRev, untilRevision int64, untilTime time.Time) ([]Event, error) {
+func ReplayEvents(segments []io.Reader, snapRev, untilRevision int64, untilTime time.Time) ([]snapread.Event, error) {
 	plan, err := planReplay(RestoreConfig{Segments: segments, UntilRevision: untilRevision, UntilTime: untilTime}, snapRev)
 	return plan.events, err
 }
@@ -270,13 +271,13 @@ func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
 	if cfg.UntilRevision > 0 && cfg.UntilRevision < snapRev {
 		return plan, fmt.Errorf("revision %d is before the snapshot's revision %d: restore an older snapshot", cfg.UntilRevision, snapRev)
 	}
-	segs := make([]*Segment, 0, len(cfg.Segments))
+	segs := make([]*snapread.Segment, 0, len(cfg.Segments))
 	for i, r := range cfg.Segments {
 		b, err := io.ReadAll(r)
 		if err != nil {
 			return plan, fmt.Errorf("read delta segment %d: %w", i, err)
 		}
-		s, err := DecodeSegment(b)
+		s, err := snapread.DecodeSegment(b)
 		if err != nil {
 			return plan, fmt.Errorf("delta segment %d: %w", i, err)
 		}
@@ -286,7 +287,7 @@ func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
 	}
 	// By start, then end; progress marks at one revision by time.
 	sort.SliceStable(segs, func(i, j int) bool { return segmentBefore(segs[i], segs[j]) })
-	rp := &replayer{cfg: cfg, covered: snapRev, take: func(e *Event) error {
+	rp := &replayer{cfg: cfg, covered: snapRev, take: func(e *snapread.Event) error {
 		plan.events = append(plan.events, *e)
 		return nil
 	}}
@@ -300,7 +301,7 @@ func planReplay(cfg RestoreConfig, snapRev int64) (replayPlan, error) {
 
 // segmentBefore is the order a replay takes segments in: by start, then
 // end; progress marks at one revision by time.
-func segmentBefore(a, b *Segment) bool {
+func segmentBefore(a, b *snapread.Segment) bool {
 	if a.FromRev != b.FromRev {
 		return a.FromRev < b.FromRev
 	}
@@ -317,10 +318,10 @@ type replayer struct {
 	covered                int64
 	coveredTime, startTime time.Time
 	unsure                 []unsureWindow
-	take                   func(*Event) error
+	take                   func(*snapread.Event) error
 }
 
-func (rp *replayer) add(s *Segment) error {
+func (rp *replayer) add(s *snapread.Segment) error {
 	cfg := rp.cfg
 	if s.FromRev > rp.covered {
 		return fmt.Errorf("deltas have a gap: revisions %d to %d are missing", rp.covered+1, s.FromRev)
@@ -328,7 +329,7 @@ func (rp *replayer) add(s *Segment) error {
 	if rp.startTime.IsZero() {
 		rp.startTime = s.FromTime
 	}
-	var first, last *Event
+	var first, last *snapread.Event
 	for i := range s.Events {
 		e := &s.Events[i]
 		if e.ModRevision <= rp.covered {
@@ -392,12 +393,12 @@ var ErrSegmentOrder = errors.New("delta segments out of replay order")
 // order; the Event is valid only during the call. It makes ReplayEvents'
 // checks, holds one segment at a time, and fails with ErrSegmentOrder on
 // a segment handed out of order (ReplayEvents sorts them).
-func ScanEvents(next func() ([]byte, error), snapRev, untilRevision int64, fn func(*Event) error) error {
+func ScanEvents(next func() ([]byte, error), snapRev, untilRevision int64, fn func(*snapread.Event) error) error {
 	if untilRevision > 0 && untilRevision < snapRev {
 		return fmt.Errorf("revision %d is before the snapshot's revision %d: restore an older snapshot", untilRevision, snapRev)
 	}
 	rp := &replayer{cfg: RestoreConfig{UntilRevision: untilRevision}, covered: snapRev, take: fn}
-	var prev *Segment
+	var prev *snapread.Segment
 	for i := 0; ; i++ {
 		b, err := next()
 		if errors.Is(err, io.EOF) {
@@ -406,7 +407,7 @@ func ScanEvents(next func() ([]byte, error), snapRev, untilRevision int64, fn fu
 		if err != nil {
 			return err
 		}
-		s, err := DecodeSegment(b)
+		s, err := snapread.DecodeSegment(b)
 		if err != nil {
 			return fmt.Errorf("delta segment %d: %w", i, err)
 		}

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
@@ -177,12 +178,12 @@ func TestRoundTripAndPointInTime(t *testing.T) {
 	sameState(t, "A + all deltas", wantB, got)
 
 	// The exported ClusterConfiguration survives a restore.
-	if _, err := etcdsnap.ExportClusterConfiguration(etcdsnap.DBPath(cfg.DataDir)); err != nil {
+	if _, err := snapread.ExportClusterConfiguration(etcdsnap.DBPath(cfg.DataDir)); err != nil {
 		t.Errorf("export from restored dir: %v", err)
 	}
 
 	t.Run("vouched image", func(t *testing.T) {
-		st, err := etcdsnap.CheckDB(snapA)
+		st, err := snapread.CheckDB(snapA)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,7 +210,7 @@ func TestRoundTripAndPointInTime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := etcdsnap.CheckDB(snapA)
+		st, err := snapread.CheckDB(snapA)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,7 +231,7 @@ func TestRoundTripAndPointInTime(t *testing.T) {
 
 		flipped := bytes.Clone(img)
 		flipped[len(flipped)/2] ^= 1
-		if _, err := etcdsnap.RestoreDataDir(ctx, streamed("streamed-flipped", flipped, int64(len(flipped)))); !errors.Is(err, etcdsnap.ErrBadTrailer) {
+		if _, err := etcdsnap.RestoreDataDir(ctx, streamed("streamed-flipped", flipped, int64(len(flipped)))); !errors.Is(err, snapread.ErrBadTrailer) {
 			t.Errorf("streamed image with a flipped bit: %v, want ErrBadTrailer", err)
 		}
 		if _, err := etcdsnap.RestoreDataDir(ctx, streamed("streamed-cut", img[:len(img)/3], int64(len(img)))); err == nil || !strings.Contains(err.Error(), "ended after") {
@@ -241,7 +242,7 @@ func TestRoundTripAndPointInTime(t *testing.T) {
 		cut := img[:len(img)/2/4096*4096]
 		cfg := streamed("streamed-vouched-cut", cut, int64(len(cut)))
 		cfg.Verified.Trailer = true
-		if _, err := etcdsnap.RestoreDataDir(ctx, cfg); !errors.Is(err, etcdsnap.ErrCorruptDB) {
+		if _, err := etcdsnap.RestoreDataDir(ctx, cfg); !errors.Is(err, snapread.ErrCorruptDB) {
 			t.Errorf("vouched image cut short: %v, want ErrCorruptDB", err)
 		}
 		// A restore that failed half-way (the db written, etcd's backend
@@ -282,7 +283,7 @@ func TestRoundTripAndPointInTime(t *testing.T) {
 		dropped := false
 		for i, s := range segs {
 			b, _ := io.ReadAll(s)
-			seg, err := etcdsnap.DecodeSegment(b)
+			seg, err := snapread.DecodeSegment(b)
 			if err != nil {
 				t.Fatal(err)
 			}

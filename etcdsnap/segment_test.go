@@ -10,23 +10,24 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
 
-func sampleSegment() *etcdsnap.Segment {
+func sampleSegment() *snapread.Segment {
 	t0 := time.Unix(1_800_000_000, 123).UTC()
-	return &etcdsnap.Segment{
+	return &snapread.Segment{
 		FromRev: 10, ToRev: 14, FromTime: t0, ToTime: t0.Add(2 * time.Second),
-		Events: []etcdsnap.Event{
-			{Type: etcdsnap.EventPut, Key: "/registry/configmaps/a/b", Value: []byte("k8s\x00\x0a\x01"), ModRevision: 11, CreateRevision: 3, Version: 4, Time: t0.Add(time.Millisecond)},
-			{Type: etcdsnap.EventPut, Key: "/x", Value: nil, ModRevision: 12, CreateRevision: 12, Version: 1, Lease: 7, Time: t0.Add(time.Second)},
-			{Type: etcdsnap.EventDelete, Key: "/y", ModRevision: 12, Time: t0.Add(time.Second)},
-			{Type: etcdsnap.EventDelete, Key: "/z", ModRevision: 14, Time: t0.Add(2 * time.Second)},
+		Events: []snapread.Event{
+			{Type: snapread.EventPut, Key: "/registry/configmaps/a/b", Value: []byte("k8s\x00\x0a\x01"), ModRevision: 11, CreateRevision: 3, Version: 4, Time: t0.Add(time.Millisecond)},
+			{Type: snapread.EventPut, Key: "/x", Value: nil, ModRevision: 12, CreateRevision: 12, Version: 1, Lease: 7, Time: t0.Add(time.Second)},
+			{Type: snapread.EventDelete, Key: "/y", ModRevision: 12, Time: t0.Add(time.Second)},
+			{Type: snapread.EventDelete, Key: "/z", ModRevision: 14, Time: t0.Add(2 * time.Second)},
 		},
 	}
 }
 
-func sameSegment(a, b *etcdsnap.Segment) bool {
+func sameSegment(a, b *snapread.Segment) bool {
 	if a.FromRev != b.FromRev || a.ToRev != b.ToRev || a.CatchUp != b.CatchUp || !a.FromTime.Equal(b.FromTime) || !a.ToTime.Equal(b.ToTime) || len(a.Events) != len(b.Events) {
 		return false
 	}
@@ -43,7 +44,7 @@ func sameSegment(a, b *etcdsnap.Segment) bool {
 func TestSegmentRoundTripAndDamage(t *testing.T) {
 	s := sampleSegment()
 	b := s.Encode()
-	got, err := etcdsnap.DecodeSegment(b)
+	got, err := snapread.DecodeSegment(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,10 +55,10 @@ func TestSegmentRoundTripAndDamage(t *testing.T) {
 	for i := range b {
 		c := bytes.Clone(b)
 		c[i] ^= 0x41
-		if _, err := etcdsnap.DecodeSegment(c); !errors.Is(err, etcdsnap.ErrBadSegment) {
+		if _, err := snapread.DecodeSegment(c); !errors.Is(err, snapread.ErrBadSegment) {
 			t.Fatalf("byte %d changed: %v", i, err)
 		}
-		if _, err := etcdsnap.DecodeSegment(b[:i]); !errors.Is(err, etcdsnap.ErrBadSegment) {
+		if _, err := snapread.DecodeSegment(b[:i]); !errors.Is(err, snapread.ErrBadSegment) {
 			t.Fatalf("truncated to %d: %v", i, err)
 		}
 	}
@@ -65,30 +66,30 @@ func TestSegmentRoundTripAndDamage(t *testing.T) {
 	// checksum.
 	bad := sampleSegment()
 	bad.Events[0].ModRevision, bad.Events[1].ModRevision = 13, 12
-	if _, err := etcdsnap.DecodeSegment(bad.Encode()); !errors.Is(err, etcdsnap.ErrBadSegment) {
+	if _, err := snapread.DecodeSegment(bad.Encode()); !errors.Is(err, snapread.ErrBadSegment) {
 		t.Fatalf("out of order: %v", err)
 	}
 	bad = sampleSegment()
 	bad.Events[3].ModRevision = 15
-	if _, err := etcdsnap.DecodeSegment(bad.Encode()); !errors.Is(err, etcdsnap.ErrBadSegment) {
+	if _, err := snapread.DecodeSegment(bad.Encode()); !errors.Is(err, snapread.ErrBadSegment) {
 		t.Fatalf("beyond toRev: %v", err)
 	}
 }
 
 func FuzzDecodeSegment(f *testing.F) {
 	f.Add(sampleSegment().Encode())
-	f.Add((&etcdsnap.Segment{FromRev: 5, ToRev: 5}).Encode())
+	f.Add((&snapread.Segment{FromRev: 5, ToRev: 5}).Encode())
 	f.Add([]byte("KKDS\x01\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := etcdsnap.DecodeSegment(b)
+		s, err := snapread.DecodeSegment(b)
 		if err != nil {
-			if !errors.Is(err, etcdsnap.ErrBadSegment) {
+			if !errors.Is(err, snapread.ErrBadSegment) {
 				t.Fatalf("error of the wrong kind: %v", err)
 			}
 			return
 		}
 		// Whatever decodes re-encodes to a segment that decodes the same.
-		again, err := etcdsnap.DecodeSegment(s.Encode())
+		again, err := snapread.DecodeSegment(s.Encode())
 		if err != nil || !sameSegment(s, again) {
 			t.Fatalf("re-encode: %v", err)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
@@ -34,7 +35,7 @@ func ctxT(t *testing.T) context.Context {
 
 // snapshotToFile takes an API snapshot into path and checks it the way the
 // integrator does: stream, materialise, Info.Check.
-func snapshotToFile(t *testing.T, cc etcdsnap.ClientConfig, path string) etcdsnap.Info {
+func snapshotToFile(t *testing.T, cc etcdsnap.ClientConfig, path string) snapread.Info {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -48,7 +49,7 @@ func snapshotToFile(t *testing.T, cc etcdsnap.ClientConfig, path string) etcdsna
 	if _, err := info.Check(path); err != nil {
 		t.Fatalf("check: %v", err)
 	}
-	if !info.Verified || !info.TrailerVerified || info.Source != etcdsnap.SourceAPI {
+	if !info.Verified || !info.TrailerVerified || info.Source != snapread.SourceAPI {
 		t.Fatalf("snapshot not verified: %+v", info)
 	}
 	return info
@@ -85,29 +86,29 @@ func TestSnapshotCheckAndExport(t *testing.T) {
 		t.Errorf("keys %d, want %d", info.Keys, want)
 	}
 	fi, _ := os.Stat(path)
-	if info.StreamBytes != fi.Size() || info.DBSize != fi.Size()-etcdsnap.TrailerSize {
+	if info.StreamBytes != fi.Size() || info.DBSize != fi.Size()-snapread.TrailerSize {
 		t.Errorf("sizes: stream %d db %d file %d", info.StreamBytes, info.DBSize, fi.Size())
 	}
 	if info.EtcdVersion == "" || info.ClusterID == 0 || info.MemberID == 0 || len(info.SHA256) != 64 {
 		t.Errorf("metadata missing: %+v", info)
 	}
 
-	doc, err := etcdsnap.ExportClusterConfiguration(path)
+	doc, err := snapread.ExportClusterConfiguration(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(doc) != testetcd.ClusterConfiguration(r.Opts.KubernetesVersion, r.Opts.AdvertiseAddress) {
 		t.Errorf("exported ClusterConfiguration differs:\n%s", doc)
 	}
-	kv, found, err := etcdsnap.Get(path, "/plain/007")
+	kv, found, err := snapread.Get(path, "/plain/007")
 	if err != nil || found {
 		t.Errorf("deleted key found=%v err=%v %+v", found, err, kv)
 	}
-	kv, found, err = etcdsnap.Get(path, "/plain/010")
+	kv, found, err = snapread.Get(path, "/plain/010")
 	if err != nil || !found || string(kv.Value) != strings.Repeat("v", 10) {
 		t.Errorf("Get /plain/010: found=%v err=%v value=%q", found, err, kv.Value)
 	}
-	obj, err := etcdsnap.DecodeObject(mustGet(t, path, testetcd.Key("deployments", "shop", "shop")).Value)
+	obj, err := snapread.DecodeObject(mustGet(t, path, testetcd.Key("deployments", "shop", "shop")).Value)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +117,9 @@ func TestSnapshotCheckAndExport(t *testing.T) {
 	}
 }
 
-func mustGet(t *testing.T, path, key string) etcdsnap.KeyValue {
+func mustGet(t *testing.T, path, key string) snapread.KeyValue {
 	t.Helper()
-	kv, found, err := etcdsnap.Get(path, key)
+	kv, found, err := snapread.Get(path, key)
 	if err != nil || !found {
 		t.Fatalf("get %s: found=%v err=%v", key, found, err)
 	}
@@ -153,17 +154,17 @@ func TestCheckDBRejectsCorruption(t *testing.T) {
 	if err := os.WriteFile(badPath, bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	info := etcdsnap.Info{Source: etcdsnap.SourceAPI, TrailerVerified: true}
+	info := snapread.Info{Source: snapread.SourceAPI, TrailerVerified: true}
 	_, err = info.Check(badPath)
 	t.Logf("zeroed page: %v", err)
-	if !errors.Is(err, etcdsnap.ErrCorruptDB) {
+	if !errors.Is(err, snapread.ErrCorruptDB) {
 		t.Fatalf("check of a zeroed page: %v, want ErrCorruptDB", err)
 	}
 	if info.Verified {
 		t.Fatal("corrupt image marked verified")
 	}
 	// And the trailer catches the same damage on the stream.
-	if _, _, err := etcdsnap.CopyVerified(new(bytes.Buffer), bytes.NewReader(bad)); !errors.Is(err, etcdsnap.ErrBadTrailer) {
+	if _, _, err := snapread.CopyVerified(new(bytes.Buffer), bytes.NewReader(bad)); !errors.Is(err, snapread.ErrBadTrailer) {
 		t.Fatalf("CopyVerified of damaged stream: %v", err)
 	}
 }

@@ -6,7 +6,7 @@
 // (/registry/<resource>/[<namespace>/]<name>) and the object. Open walks the
 // bucket once, reading only the head of each KeyValue, and keeps the latest
 // revision of every key; Get then reads and decodes just that one value.
-// Each entry is read with etcdsnap.ParseEntry, the reading the backup's
+// Each entry is read with snapread.ParseEntry, the reading the backup's
 // check applies to every entry of a snapshot before the version counts, so
 // a version that passed its check opens here. A restore's revision bump
 // leaves an entry with no key in the bucket, which etcd keeps: it is
@@ -21,14 +21,14 @@
 //
 // Indexed reads the same objects without bbolt and without the image on
 // disk: through the key index the backup's check writes beside each
-// snapshot (etcdsnap.KeyIndex) and any io.ReaderAt over the image, such as
+// snapshot (snapread.KeyIndex) and any io.ReaderAt over the image, such as
 // rsyncish's random access into the stored stream. A lookup reads the
 // index's root, one chunk, one block and the one value, whatever the size
 // of etcd; Items reads only the index blocks under the filter's key prefix
 // (one resource, one namespace) and no values. Every value read is checked
 // against the index (the stored KeyValue must hold that key at that
 // revision), and a damaged index is an error wrapping
-// etcdsnap.ErrKeyIndex, never another object: the caller then falls back
+// snapread.ErrKeyIndex, never another object: the caller then falls back
 // to Open on the materialised snapshot, as `kubekeep get` does. Journal
 // events overlay the index as they overlay a Snapshot (ApplyEvents).
 // A journal version's own key index (UseJournal: every key the journal

@@ -5,9 +5,8 @@ import (
 	"io"
 	"sort"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-
-	"github.com/kubekeep/kubekeep/etcdsnap"
 )
 
 // Reader is what `kubekeep get`, `objects` and `diff` read a version's
@@ -23,7 +22,7 @@ type Reader interface {
 	RawValue(key string) ([]byte, error)
 	// Items lists the live objects under /registry matching f, by key.
 	Items(f Filter) ([]Item, error)
-	ApplyEvents(events []etcdsnap.Event) error
+	ApplyEvents(events []snapread.Event) error
 	Close() error
 	// walk visits the keys with the prefix in key order (deletions
 	// included), which Diff merges; value reads one's stored bytes.
@@ -39,7 +38,7 @@ type Reader interface {
 
 // keyState is where one key's newest state is.
 type keyState struct {
-	rev            etcdsnap.Revision
+	rev            snapread.Revision
 	createRevision int64
 	version        int64
 	lease          int64
@@ -53,23 +52,23 @@ type keyState struct {
 }
 
 // Indexed reads the objects of an etcd snapshot image through its key
-// index (etcdsnap.KeyIndex, written by the backup's check): a lookup reads
+// index (snapread.KeyIndex, written by the backup's check): a lookup reads
 // the index's root, one chunk and one block, then the one value, by offset
 // out of the image, so it costs the same on a 100 MiB and an 8 GiB etcd.
 // Values are checked against the index when read (the stored KeyValue
 // must hold the key at the revision the index names): an index and image
-// that disagree are an error wrapping etcdsnap.ErrKeyIndex, as is a
+// that disagree are an error wrapping snapread.ErrKeyIndex, as is a
 // damaged index, never another object. Safe for concurrent reads;
 // ApplyEvents and UseEncryption must not run concurrently with them.
 type Indexed struct {
-	idx     *etcdsnap.KeyIndex
+	idx     *snapread.KeyIndex
 	image   io.ReaderAt
 	cfg     IndexedConfig
 	rev     int64
 	compact int64
 	// jx is a journal version's key index (UseJournal), over the keys the
 	// journal changed since the image; nil for none.
-	jx      *etcdsnap.KeyIndex
+	jx      *snapread.KeyIndex
 	jcfg    JournalConfig
 	overlay map[string]keyState
 	sorted  []string // overlay keys, sorted; nil when stale
@@ -95,18 +94,18 @@ type JournalConfig struct {
 // key index, without replaying the journal: a key the index holds is in
 // the state it names, any other is as in the image. The index must be
 // over this image (its CompactRevision is the image's revision), else
-// the error wraps etcdsnap.ErrKeyIndex. Call it before ApplyEvents.
+// the error wraps snapread.ErrKeyIndex. Call it before ApplyEvents.
 func (s *Indexed) UseJournal(cfg JournalConfig) error {
 	if s.jx != nil || len(s.overlay) > 0 {
 		return fmt.Errorf("a journal key index on a view already moved forward")
 	}
-	x, err := etcdsnap.OpenKeyIndex(cfg.Index, cfg.IndexSize)
+	x, err := snapread.OpenKeyIndex(cfg.Index, cfg.IndexSize)
 	if err != nil {
 		return err
 	}
 	h := x.Header()
 	if h.CompactRevision != s.rev || h.Revision < s.rev {
-		return fmt.Errorf("%w: the journal key index covers revisions %d to %d, the image is at %d", etcdsnap.ErrKeyIndex, h.CompactRevision, h.Revision, s.rev)
+		return fmt.Errorf("%w: the journal key index covers revisions %d to %d, the image is at %d", snapread.ErrKeyIndex, h.CompactRevision, h.Revision, s.rev)
 	}
 	s.jx, s.jcfg, s.rev, s.sorted = x, cfg, h.Revision, nil
 	return nil
@@ -127,7 +126,7 @@ type IndexedConfig struct {
 
 // OpenIndexed opens the key index and checks its root.
 func OpenIndexed(cfg IndexedConfig) (*Indexed, error) {
-	x, err := etcdsnap.OpenKeyIndex(cfg.Index, cfg.IndexSize)
+	x, err := snapread.OpenKeyIndex(cfg.Index, cfg.IndexSize)
 	if err != nil {
 		return nil, err
 	}
@@ -163,11 +162,11 @@ func (s *Indexed) keyringOf() *Keyring   { return s.keyring }
 func (s *Indexed) baseName() string      { return s.cfg.Base }
 func (s *Indexed) overlayKeys() []string { return s.sortedOverlay() }
 
-func stateOf(r etcdsnap.IndexedKey) keyState {
+func stateOf(r snapread.IndexedKey) keyState {
 	return keyState{rev: r.Revision, createRevision: r.CreateRevision, version: r.Version, lease: r.Lease, off: r.ValueOffset, n: r.ValueLength}
 }
 
-func journalStateOf(r etcdsnap.IndexedKey) keyState {
+func journalStateOf(r snapread.IndexedKey) keyState {
 	st := stateOf(r)
 	st.journal = true
 	return st
@@ -254,7 +253,7 @@ func (s *Indexed) value(key string, st keyState) ([]byte, error) {
 		return v, nil
 	}
 	if st.n <= 0 || st.n > maxValue {
-		return nil, fmt.Errorf("read %s at revision %d: %w: value length %d", key, st.rev.Main, etcdsnap.ErrKeyIndex, st.n)
+		return nil, fmt.Errorf("read %s at revision %d: %w: value length %d", key, st.rev.Main, snapread.ErrKeyIndex, st.n)
 	}
 	buf := make([]byte, st.n)
 	if _, err := s.image.ReadAt(buf, st.off); err != nil {
@@ -262,10 +261,10 @@ func (s *Indexed) value(key string, st keyState) ([]byte, error) {
 	}
 	var kv mvccpb.KeyValue
 	if err := kv.Unmarshal(buf); err != nil {
-		return nil, fmt.Errorf("read %s at revision %d: %w: image offset %d holds no KeyValue: %v", key, st.rev.Main, etcdsnap.ErrKeyIndex, st.off, err)
+		return nil, fmt.Errorf("read %s at revision %d: %w: image offset %d holds no KeyValue: %v", key, st.rev.Main, snapread.ErrKeyIndex, st.off, err)
 	}
 	if string(kv.Key) != key || kv.ModRevision != st.rev.Main {
-		return nil, fmt.Errorf("read %s at revision %d: %w: image offset %d holds %q at revision %d", key, st.rev.Main, etcdsnap.ErrKeyIndex, st.off, kv.Key, kv.ModRevision)
+		return nil, fmt.Errorf("read %s at revision %d: %w: image offset %d holds %q at revision %d", key, st.rev.Main, snapread.ErrKeyIndex, st.off, kv.Key, kv.ModRevision)
 	}
 	return kv.Value, nil
 }
@@ -282,7 +281,7 @@ func (s *Indexed) sortedOverlay() []string {
 		if s.jx != nil {
 			// An error leaves the journal's keys out; the lookups Diff
 			// then makes of them fail the same way and say so.
-			_ = s.jx.Range("", "", func(r etcdsnap.IndexedKey) bool {
+			_ = s.jx.Range("", "", func(r snapread.IndexedKey) bool {
 				keys[r.Key] = true
 				return true
 			})
@@ -305,7 +304,7 @@ func (s *Indexed) overlayRange(prefix, end string) ([]string, map[string]keyStat
 		return ov[sort.SearchStrings(ov, prefix):], s.overlay, nil
 	}
 	states := map[string]keyState{}
-	err := s.jx.Range(prefix, end, func(r etcdsnap.IndexedKey) bool {
+	err := s.jx.Range(prefix, end, func(r snapread.IndexedKey) bool {
 		states[r.Key] = journalStateOf(r)
 		return true
 	})
@@ -327,7 +326,7 @@ func (s *Indexed) overlayRange(prefix, end string) ([]string, map[string]keyStat
 
 // walk merges the index's range with the overlay, in key order.
 func (s *Indexed) walk(prefix string, fn func(key string, st keyState) error) error {
-	end := etcdsnap.PrefixEnd(prefix)
+	end := snapread.PrefixEnd(prefix)
 	ov, states, err := s.overlayRange(prefix, end)
 	if err != nil {
 		return err
@@ -335,7 +334,7 @@ func (s *Indexed) walk(prefix string, fn func(key string, st keyState) error) er
 	i := 0
 	inRange := func(k string) bool { return end == "" || k < end }
 	var ferr error
-	err = s.idx.Range(prefix, end, func(r etcdsnap.IndexedKey) bool {
+	err = s.idx.Range(prefix, end, func(r snapread.IndexedKey) bool {
 		for ; i < len(ov) && ov[i] < r.Key; i++ {
 			if ferr = fn(ov[i], states[ov[i]]); ferr != nil {
 				return false
@@ -396,7 +395,7 @@ func items(r Reader, f Filter) ([]Item, error) {
 
 // ApplyEvents moves the view forward by delta events, as
 // Snapshot.ApplyEvents does.
-func (s *Indexed) ApplyEvents(events []etcdsnap.Event) error {
+func (s *Indexed) ApplyEvents(events []snapread.Event) error {
 	last, err := applyEvents(s.rev, events, func(key string, st keyState) {
 		s.overlay[key] = st
 	})
@@ -410,7 +409,7 @@ func (s *Indexed) ApplyEvents(events []etcdsnap.Event) error {
 
 // applyEvents checks events and hands each one after base to put as the
 // key's new state; it returns the last revision.
-func applyEvents(base int64, events []etcdsnap.Event, put func(key string, st keyState)) (int64, error) {
+func applyEvents(base int64, events []snapread.Event, put func(key string, st keyState)) (int64, error) {
 	last := int64(0)
 	for n, ev := range events {
 		if ev.ModRevision < last {
@@ -423,15 +422,15 @@ func applyEvents(base int64, events []etcdsnap.Event, put func(key string, st ke
 		if ev.Key == "" {
 			return 0, fmt.Errorf("event %d at revision %d: empty key", n, ev.ModRevision)
 		}
-		st := keyState{overlay: true, rev: etcdsnap.Revision{Main: ev.ModRevision}}
+		st := keyState{overlay: true, rev: snapread.Revision{Main: ev.ModRevision}}
 		switch ev.Type {
-		case etcdsnap.EventPut:
+		case snapread.EventPut:
 			st.value, st.lease, st.version = ev.Value, ev.Lease, ev.Version
 			st.createRevision = ev.CreateRevision
 			if st.createRevision == 0 {
 				st.createRevision = ev.ModRevision
 			}
-		case etcdsnap.EventDelete:
+		case snapread.EventDelete:
 			st.rev.Tombstone = true
 		default:
 			return 0, fmt.Errorf("event %d (%s at revision %d): unknown type %d", n, ev.Key, ev.ModRevision, ev.Type)

@@ -9,16 +9,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/kubekeep/kubekeep/etcdsnap"
 )
 
 // indexedOf opens the image at path through the key index the backup's
 // check writes beside it.
 func indexedOf(t *testing.T, path, base string) *Indexed {
 	t.Helper()
-	info := etcdsnap.Info{Source: etcdsnap.SourceAPI}
+	info := snapread.Info{Source: snapread.SourceAPI}
 	if _, err := info.Check(path); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +198,7 @@ func isDeletedAt(err error, rev int64) bool {
 
 // TestIndexedDamage: a damaged block of the key index, and an index that
 // points at the wrong bytes of the image, are errors wrapping
-// etcdsnap.ErrKeyIndex, never another object.
+// snapread.ErrKeyIndex, never another object.
 func TestIndexedDamage(t *testing.T) {
 	e := startEtcd(t)
 	for i := range 50 {
@@ -207,7 +206,7 @@ func TestIndexedDamage(t *testing.T) {
 	}
 	p := snapshotFile(t, e, "snap.db")
 	_ = indexedOf(t, p, "")
-	index, err := os.ReadFile(etcdsnap.KeyIndexPathFor(p))
+	index, err := os.ReadFile(snapread.KeyIndexPathFor(p))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +223,7 @@ func TestIndexedDamage(t *testing.T) {
 	}
 	bad := bytes.Clone(index)
 	bad[20] ^= 0xff // inside the first (only) block
-	if _, err := open(bad, image).Get(Ref{Resource: "configmaps", Namespace: "default", Name: "cm07"}); !errors.Is(err, etcdsnap.ErrKeyIndex) || !strings.Contains(err.Error(), "checksum") {
+	if _, err := open(bad, image).Get(Ref{Resource: "configmaps", Namespace: "default", Name: "cm07"}); !errors.Is(err, snapread.ErrKeyIndex) || !strings.Contains(err.Error(), "checksum") {
 		t.Errorf("damaged block: %v", err)
 	}
 	// The image changed under the index (another version's image).
@@ -239,7 +238,7 @@ func TestIndexedDamage(t *testing.T) {
 	}
 	swapped := bytes.Clone(image)
 	copy(swapped[st.off:st.off+min(st.n, other.n)], image[other.off:other.off+min(st.n, other.n)])
-	if _, err := open(index, swapped).GetKey("/registry/configmaps/default/cm07"); !errors.Is(err, etcdsnap.ErrKeyIndex) {
+	if _, err := open(index, swapped).GetKey("/registry/configmaps/default/cm07"); !errors.Is(err, snapread.ErrKeyIndex) {
 		t.Errorf("value bytes of another key: %v", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"github.com/kubekeep/kubekeep/etcdsnap"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/objects/internal/plainetcd"
 )
 
@@ -373,7 +373,7 @@ func TestSnapshotFromRealEtcd(t *testing.T) {
 		}
 		defer at.Close()
 		// Up to the delete only: a point in time between the two snapshots.
-		var upTo []etcdsnap.Event
+		var upTo []snapread.Event
 		for _, ev := range evs {
 			if ev.ModRevision <= revDel {
 				upTo = append(upTo, ev)
@@ -400,7 +400,7 @@ func TestSnapshotFromRealEtcd(t *testing.T) {
 		if err != nil || o.ModRevision != revFoo2 || o.Content()["data"].(map[string]any)["v"] != "2" {
 			t.Fatalf("foo after events: %v %v", o, err)
 		}
-		if err := at.ApplyEvents([]etcdsnap.Event{{Type: etcdsnap.EventPut, Key: "k", ModRevision: revNew + 2}, {Type: etcdsnap.EventPut, Key: "k", ModRevision: revNew + 1}}); err == nil {
+		if err := at.ApplyEvents([]snapread.Event{{Type: snapread.EventPut, Key: "k", ModRevision: revNew + 2}, {Type: snapread.EventPut, Key: "k", ModRevision: revNew + 1}}); err == nil {
 			t.Error("out-of-order events accepted")
 		}
 	})
@@ -427,20 +427,20 @@ func TestSnapshotFromRealEtcd(t *testing.T) {
 	})
 }
 
-func watchEvents(t *testing.T, c *clientv3.Client, from, to int64) []etcdsnap.Event {
+func watchEvents(t *testing.T, c *clientv3.Client, from, to int64) []snapread.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out []etcdsnap.Event
+	var out []snapread.Event
 	for wr := range c.Watch(ctx, "", clientv3.WithPrefix(), clientv3.WithRev(from)) {
 		if err := wr.Err(); err != nil {
 			t.Fatal(err)
 		}
 		for _, ev := range wr.Events {
-			e := etcdsnap.Event{Key: string(ev.Kv.Key), Value: ev.Kv.Value, ModRevision: ev.Kv.ModRevision,
-				CreateRevision: ev.Kv.CreateRevision, Version: ev.Kv.Version, Lease: ev.Kv.Lease, Type: etcdsnap.EventPut}
+			e := snapread.Event{Key: string(ev.Kv.Key), Value: ev.Kv.Value, ModRevision: ev.Kv.ModRevision,
+				CreateRevision: ev.Kv.CreateRevision, Version: ev.Kv.Version, Lease: ev.Kv.Lease, Type: snapread.EventPut}
 			if ev.Type == clientv3.EventTypeDelete {
-				e.Type = etcdsnap.EventDelete
+				e.Type = snapread.EventDelete
 			}
 			out = append(out, e)
 			if e.ModRevision >= to {

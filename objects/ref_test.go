@@ -3,7 +3,7 @@ package objects
 import (
 	"testing"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 )
 
 func TestParseRef(t *testing.T) {
@@ -116,7 +116,7 @@ func FuzzDecodeValue(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		// The index's reading of a stored entry (the marker seed: no bytes).
-		_, _ = etcdsnap.ParseEntry(etcdsnap.Revision{Main: 1_000_000_005}.Bytes(), raw)
+		_, _ = snapread.ParseEntry(snapread.Revision{Main: 1_000_000_005}.Bytes(), raw)
 		o := &Object{Key: "/registry/secrets/a/b", ModRevision: 1}
 		if err := o.decode(raw, kr); err != nil {
 			return

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/objects/internal/plainetcd"
 )
 
@@ -62,13 +63,13 @@ func (s *segmentSink) AppendSegment(data []byte, _, _ int64, _ time.Time) error 
 }
 
 // events decodes every segment, as `kubekeep get --at` reads the journal.
-func (s *segmentSink) events(t *testing.T) []etcdsnap.Event {
+func (s *segmentSink) events(t *testing.T) []snapread.Event {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []etcdsnap.Event
+	var out []snapread.Event
 	for i, b := range s.segs {
-		seg, err := etcdsnap.DecodeSegment(b)
+		seg, err := snapread.DecodeSegment(b)
 		if err != nil {
 			t.Fatalf("segment %d: %v", i, err)
 		}
@@ -270,14 +271,14 @@ func TestSnapshotsAfterRestore(t *testing.T) {
 			})
 
 			t.Run("check and etcdsnap readers", func(t *testing.T) {
-				st, err := etcdsnap.CheckDB(afterPath)
+				st, err := snapread.CheckDB(afterPath)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if st.Revision != revNew || st.Keys != 4 {
 					t.Errorf("check: revision %d, %d keys; want %d, 4", st.Revision, st.Keys, revNew)
 				}
-				kvs, err := etcdsnap.ReadKeys(afterPath)
+				kvs, err := snapread.ReadKeys(afterPath)
 				if err != nil || len(kvs) != 4 {
 					t.Errorf("ReadKeys: %d keys %v", len(kvs), err)
 				}

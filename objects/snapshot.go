@@ -9,10 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-
-	"github.com/kubekeep/kubekeep/etcdsnap"
 )
 
 // Snapshot is a read-only view of the Kubernetes objects in one etcd
@@ -94,7 +93,7 @@ func OpenAt(dbPath string, rev int64) (*Snapshot, error) {
 // past the end of the file faults (SIGBUS), which without SetPanicOnFault
 // kills the process. It does not catch everything: pages that point back at
 // their parent make bbolt loop. A file that passed the backup's check
-// (etcdsnap.CheckDB: bbolt's own consistency check, out of process) has
+// (snapread.CheckDB: bbolt's own consistency check, out of process) has
 // none of this.
 func (s *Snapshot) view(fn func(tx *bolt.Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -114,7 +113,7 @@ func (s *Snapshot) index(at int64, fileSize int64) error {
 			return fmt.Errorf("truncated: the file is %d bytes, its bbolt meta page says %d", fileSize, tx.Size())
 		}
 		var err error
-		if s.compactRev, err = etcdsnap.CompactRevision(tx.Bucket(bucketMeta)); err != nil {
+		if s.compactRev, err = snapread.CompactRevision(tx.Bucket(bucketMeta)); err != nil {
 			return err
 		}
 		b := tx.Bucket(bucketKey)
@@ -126,11 +125,11 @@ func (s *Snapshot) index(at int64, fileSize int64) error {
 		}
 		c := b.Cursor()
 		var top int64
-		var prev *etcdsnap.Revision
+		var prev *snapread.Revision
 		stopped := false
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			// The backup check parsed every entry the same way.
-			h, err := etcdsnap.ParseEntry(k, v)
+			h, err := snapread.ParseEntry(k, v)
 			if err != nil {
 				return err
 			}
@@ -315,7 +314,7 @@ func (s *Snapshot) Len() int {
 // its key at ModRevision), which must come in revision order. Events at or below the snapshot's revision are already
 // in it and are skipped, so overlapping delta logs apply cleanly. For a
 // point in time, pass only the events up to it.
-func (s *Snapshot) ApplyEvents(events []etcdsnap.Event) error {
+func (s *Snapshot) ApplyEvents(events []snapread.Event) error {
 	last, err := applyEvents(s.rev, events, func(key string, e entry) {
 		if i, ok := s.keys[key]; ok {
 			s.entries[i] = e

@@ -17,7 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
 
@@ -173,7 +173,7 @@ func liveValues(path string) (live map[string][]byte, ok bool) {
 			return fmt.Errorf("no key bucket")
 		}
 		return b.ForEach(func(k, v []byte) error {
-			r, err := etcdsnap.ParseRevision(k)
+			r, err := snapread.ParseRevision(k)
 			if err != nil {
 				return err
 			}
@@ -221,12 +221,12 @@ func FuzzOpenEntries(f *testing.F) {
 		rec(0, 3, 0, "/registry/example.com/widgets/default/w1", []byte(widgetJSON)),
 		rec(1, 4, 0, "/registry/configmaps/kube-system/a", nil),
 		rec(0, 5, 1, "/registry/configmaps/kube-system/a", cm),
-		rec(8, 0, 0, "finishedCompactRev", etcdsnap.Revision{Main: 3}.Bytes()),
+		rec(8, 0, 0, "finishedCompactRev", snapread.Revision{Main: 3}.Bytes()),
 	))
 	f.Add(cat(
 		rec(4, 7, 0, "", nil), // a bump marker
 		rec(0, 6, 0, "/registry/namespaces/default", []byte(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"default"}}`)),
-		rec(8, 0, 0, "scheduledCompactRev", etcdsnap.Revision{Main: 7}.Bytes()),
+		rec(8, 0, 0, "scheduledCompactRev", snapread.Revision{Main: 7}.Bytes()),
 	))
 	f.Add(cat(
 		rec(2, 0, 0, "not-a-revision", []byte("x")),
@@ -264,7 +264,7 @@ func entriesImage(t *testing.T, data []byte) []byte {
 			data = data[klen+2:]
 			value := data[:min(vlen, len(data))]
 			data = data[len(value):]
-			bk, bv := etcdsnap.Revision{Main: main, Sub: sub, Tombstone: flags&1 != 0}.Bytes(), value
+			bk, bv := snapread.Revision{Main: main, Sub: sub, Tombstone: flags&1 != 0}.Bytes(), value
 			if flags&2 != 0 {
 				bk = key
 			}
@@ -360,7 +360,7 @@ func TestOpenDamagedImages(t *testing.T) {
 			t.Errorf("cut to %d of %d bytes: %v", n, len(img), err)
 		}
 	}
-	rev2, rev99 := etcdsnap.Revision{Main: 2}.Bytes(), etcdsnap.Revision{Main: 99}.Bytes()
+	rev2, rev99 := snapread.Revision{Main: 2}.Bytes(), snapread.Revision{Main: 99}.Bytes()
 	if bytes.Count(img, rev2) != 1 {
 		t.Fatalf("revision 2's key is in the image %d times", bytes.Count(img, rev2))
 	}

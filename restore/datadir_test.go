@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
 
@@ -46,7 +47,7 @@ func TestEtcdPhaseOnWipedDataDir(t *testing.T) {
 			if _, err := Run(ctx, o); err != nil {
 				t.Fatalf("etcd phase on a wiped data dir: %v\n%s", err, out.String())
 			}
-			st, err := etcdsnap.CheckDB(etcdsnap.DBPath(dd))
+			st, err := snapread.CheckDB(etcdsnap.DBPath(dd))
 			if err != nil || st.Revision != f.info.Etcd.Revision+etcdsnap.RevisionBump {
 				t.Errorf("restored db: %+v %v", st, err)
 			}
@@ -136,7 +137,7 @@ func TestEtcdPhaseOnMountedDataDir(t *testing.T) {
 	if want := []string{".kubekeep-old-20261123T100400Z", "lost+found", "member"}; !slices.Equal(names, want) {
 		t.Errorf("data dir holds %v, want %v (no staging left)", names, want)
 	}
-	st, err := etcdsnap.CheckDB(etcdsnap.DBPath(dd))
+	st, err := snapread.CheckDB(etcdsnap.DBPath(dd))
 	if err != nil || st.Revision != f.info.Etcd.Revision+etcdsnap.RevisionBump || st.Keys != f.info.Etcd.Keys {
 		t.Fatalf("restored db: %+v %v", st, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -98,7 +99,7 @@ func TestRestoreEtcdReadsOnlyTheSegmentsItNeeds(t *testing.T) {
 	if err != nil {
 		t.Fatalf("restore etcd --revision %d with a rotten segment after it: %v", revs[0], err)
 	}
-	keys, err := etcdsnap.ReadKeys(filepath.Join(to, "member", "snap", "db"))
+	keys, err := snapread.ReadKeys(filepath.Join(to, "member", "snap", "db"))
 	if err != nil {
 		t.Fatal(err)
 	}

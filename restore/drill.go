@@ -28,6 +28,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -213,7 +214,7 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 		return fail(err)
 	}
 	defer release()
-	raw := src.etcd.Source == etcdsnap.SourceRaw
+	raw := src.etcd.Source == snapread.SourceRaw
 	rr, err := etcdsnap.RestoreDataDir(ctx, cfg)
 	if err != nil {
 		return fail(err)
@@ -226,7 +227,7 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 	// version's lands exactly on it (a lost one leaves it short).
 	recorded, wantKeys := src.etcdRevision(), src.etcdKeys()
 	wantRev := recorded + etcdsnap.RevisionBump
-	st, err := etcdsnap.CheckDB(etcdsnap.DBPath(dataDir))
+	st, err := snapread.CheckDB(etcdsnap.DBPath(dataDir))
 	if err != nil {
 		return fail(fmt.Errorf("the restored db fails its consistency check: %w", err))
 	}
@@ -355,7 +356,7 @@ func (k *kvHasher) sum() string { return hex.EncodeToString(k.h.Sum(nil)) }
 // one digest per key rather than every value.
 func imageKVHash(dbPath string) (string, error) {
 	live := make(map[string][sha256.Size]byte)
-	err := etcdsnap.Scan(dbPath, func(key, value []byte, tomb bool) bool {
+	err := snapread.Scan(dbPath, func(key, value []byte, tomb bool) bool {
 		if tomb {
 			delete(live, string(key))
 		} else if len(key) > 0 {
@@ -387,7 +388,7 @@ type servedState struct {
 type journalReplay struct {
 	datas   [][]byte
 	segs    []rsyncish.SegmentInfo // of datas
-	events  []etcdsnap.Event       // the replay
+	events  []snapread.Event       // the replay
 	touched []string
 	// changed are the keys changed after proof.ValuesFrom.
 	changed []string

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/kubekeep/kubekeep/backup"
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -38,13 +38,13 @@ func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalRepl
 		return 0, fmt.Errorf("journal key index: %w", err)
 	}
 	defer segs.Close()
-	x, err := etcdsnap.OpenKeyIndex(keys, keys.Size())
+	x, err := snapread.OpenKeyIndex(keys, keys.Size())
 	if err != nil {
 		return 0, fmt.Errorf("journal key index: %w", err)
 	}
 	// The replay's last change of each key, and the segment holding each
 	// change by revision and key.
-	last := map[string]etcdsnap.Event{}
+	last := map[string]snapread.Event{}
 	for _, e := range jr.events {
 		last[e.Key] = e
 	}
@@ -60,7 +60,7 @@ func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalRepl
 		present[si.File] = si
 	}
 	for i, d := range jr.datas {
-		seg, err := etcdsnap.DecodeSegment(d)
+		seg, err := snapread.DecodeSegment(d)
 		if err != nil {
 			return 0, fmt.Errorf("etcd delta journal segment %s: %w", jr.segs[i].File, err)
 		}
@@ -77,14 +77,14 @@ func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalRepl
 	}
 	n := 0
 	var bad error
-	err = x.Range("", "", func(r etcdsnap.IndexedKey) bool {
+	err = x.Range("", "", func(r snapread.IndexedKey) bool {
 		n++
 		e, ok := last[r.Key]
 		if !ok {
 			bad = fmt.Errorf("journal key index: a record for %s, which the journal since base %s never changes", r.Key, baseID)
 			return false
 		}
-		deleted := e.Type == etcdsnap.EventDelete
+		deleted := e.Type == snapread.EventDelete
 		create := e.CreateRevision
 		if create == 0 {
 			create = e.ModRevision

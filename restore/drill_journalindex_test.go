@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/kubekeep/kubekeep/backup"
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -55,12 +55,12 @@ func TestDrillChecksTheJournalKeyIndex(t *testing.T) {
 		return b
 	}
 	keys, segs := read(backup.EtcdJournalKeysStream), read(backup.EtcdJournalSegsStream)
-	x, err := etcdsnap.OpenKeyIndex(bytes.NewReader(keys), int64(len(keys)))
+	x, err := snapread.OpenKeyIndex(bytes.NewReader(keys), int64(len(keys)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var recs []etcdsnap.IndexedKey
-	if err := x.Range("", "", func(r etcdsnap.IndexedKey) bool { recs = append(recs, r); return true }); err != nil {
+	var recs []snapread.IndexedKey
+	if err := x.Range("", "", func(r snapread.IndexedKey) bool { recs = append(recs, r); return true }); err != nil {
 		t.Fatal(err)
 	}
 	put := -1
@@ -78,19 +78,19 @@ func TestDrillChecksTheJournalKeyIndex(t *testing.T) {
 	copy(otherSegs[len(segs):], "00000000000000000001-00000000000000000001-1.seg")
 	for _, c := range []struct {
 		name string
-		edit func([]etcdsnap.IndexedKey) []etcdsnap.IndexedKey
+		edit func([]snapread.IndexedKey) []snapread.IndexedKey
 		segs []byte
 		want string
 	}{
-		{"another lease", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey { rs[put].Lease++; return rs }, segs, recs[put].Key},
-		{"a key missing", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey { return append(rs[:put:put], rs[put+1:]...) }, segs, "records"},
-		{"another segment", func(rs []etcdsnap.IndexedKey) []etcdsnap.IndexedKey {
+		{"another lease", func(rs []snapread.IndexedKey) []snapread.IndexedKey { rs[put].Lease++; return rs }, segs, recs[put].Key},
+		{"a key missing", func(rs []snapread.IndexedKey) []snapread.IndexedKey { return append(rs[:put:put], rs[put+1:]...) }, segs, "records"},
+		{"another segment", func(rs []snapread.IndexedKey) []snapread.IndexedKey {
 			rs[put].ValueOffset = int64(len(segs))
 			return rs
 		}, otherSegs, recs[put].Key},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			rs := c.edit(append([]etcdsnap.IndexedKey(nil), recs...))
+			rs := c.edit(append([]snapread.IndexedKey(nil), recs...))
 			h := x.Header()
 			h.ImageSize, h.Records, h.Keys = int64(len(c.segs)), int64(len(rs)), 0
 			for _, r := range rs {
@@ -99,7 +99,7 @@ func TestDrillChecksTheJournalKeyIndex(t *testing.T) {
 				}
 			}
 			var idx bytes.Buffer
-			if err := etcdsnap.WriteKeyIndex(&idx, h, rs); err != nil {
+			if err := snapread.WriteKeyIndex(&idx, h, rs); err != nil {
 				t.Fatal(err)
 			}
 			unlock, err := f.store.Lock(f.ctx)

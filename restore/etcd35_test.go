@@ -18,6 +18,7 @@ import (
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -194,7 +195,7 @@ func TestRestoreStartsUnderEtcd35(t *testing.T) {
 
 // storedEtcdInfo is the etcd part of a version's meta, as `kubekeep
 // versions` reads it.
-func storedEtcdInfo(t *testing.T, s *rsyncish.Store, id string) etcdsnap.Info {
+func storedEtcdInfo(t *testing.T, s *rsyncish.Store, id string) snapread.Info {
 	t.Helper()
 	vs, err := s.Versions()
 	if err != nil {
@@ -208,12 +209,12 @@ func storedEtcdInfo(t *testing.T, s *rsyncish.Store, id string) etcdsnap.Info {
 		if !ok {
 			t.Fatalf("version %s has no %q meta", id, backup.MetaEtcd)
 		}
-		var info etcdsnap.Info
+		var info snapread.Info
 		if err := json.Unmarshal(raw, &info); err != nil {
 			t.Fatalf("version %s etcd meta: %v", id, err)
 		}
 		return info
 	}
 	t.Fatalf("version %s not listed", id)
-	return etcdsnap.Info{}
+	return snapread.Info{}
 }

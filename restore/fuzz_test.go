@@ -26,7 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kubekeep/kubekeep/backup"
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/format"
@@ -95,7 +95,7 @@ func fuzzCommit(tb testing.TB, s *rsyncish.Store, add func(*rsyncish.VersionWrit
 func FuzzVersionMeta(f *testing.F) {
 	s, id := fuzzStore(f)
 	lay, _ := json.Marshal(layout.Set{Etcd: layout.Etcd{DataDir: "/var/lib/etcd", Manifest: "/etc/kubernetes/manifests/etcd.yaml", CAFile: "/etc/kubernetes/pki/etcd/ca.crt", Name: "cp1"}})
-	info, _ := json.Marshal(etcdsnap.Info{})
+	info, _ := json.Marshal(snapread.Info{})
 	f.Add("d/etc/kubernetes\nf/etc/kubernetes/admin.conf\nl/etc/kubernetes/pki=/elsewhere\nf/etc/kubernetes/pki/ca.crt", lay, info, []byte(`{"state":"ok"}`))
 	f.Add("f/../etc/passwd\nf/etc//x\ns/anything", []byte(`{"etcd":{"dataDir":"/etc"}}`), []byte(`null`), []byte(`"x"`))
 	f.Add("f/var/lib/etcd/member/snap/db", []byte(`{"etcd":{"dataDir":"/var/lib/etcd/"}}`), []byte(`{}`), []byte(`{}`))
@@ -146,7 +146,7 @@ func FuzzVersionMeta(f *testing.F) {
 			return
 		}
 		var set layout.Set
-		var ei etcdsnap.Info
+		var ei snapread.Info
 		layoutErr := meta[backup.MetaLayout] != nil && json.Unmarshal(meta[backup.MetaLayout], &set) != nil
 		etcdErr := meta[backup.MetaEtcd] != nil && json.Unmarshal(meta[backup.MetaEtcd], &ei) != nil
 		if (err != nil) != (layoutErr || etcdErr) {

@@ -17,6 +17,7 @@ import (
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -122,7 +123,7 @@ func (f *journalFixture) stateAt(rev int64) map[string]string {
 
 func dbState(t *testing.T, dataDir string) map[string]string {
 	t.Helper()
-	kvs, err := etcdsnap.ReadKeys(etcdsnap.DBPath(dataDir))
+	kvs, err := snapread.ReadKeys(etcdsnap.DBPath(dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestJournalVersionsRestoreWhatEtcdHeld(t *testing.T) {
 		if res.EtcdKind != backup.EtcdKindJournal {
 			t.Fatalf("version %d: etcd kind %q (%s), want journal", i, res.EtcdKind, res.FullReason)
 		}
-		if res.Etcd.Source != etcdsnap.SourceJournal || res.Etcd.Base != f.full.ID || res.Etcd.BaseRevision != f.full.Etcd.Revision {
+		if res.Etcd.Source != snapread.SourceJournal || res.Etcd.Base != f.full.ID || res.Etcd.BaseRevision != f.full.Etcd.Revision {
 			t.Fatalf("version %d records %+v, want a journal on base %s at %d", i, res.Etcd, f.full.ID, f.full.Etcd.Revision)
 		}
 		if res.Etcd.Revision < rev {
@@ -263,16 +264,16 @@ func mustVersion(t *testing.T, s *rsyncish.Store, id string) rsyncish.VersionInf
 func TestDrillFailsOnATamperedJournal(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		mutate func(e etcdsnap.Event) (etcdsnap.Event, bool) // false: drop it
+		mutate func(e snapread.Event) (snapread.Event, bool) // false: drop it
 	}{
-		{"dropped change", func(e etcdsnap.Event) (etcdsnap.Event, bool) { return e, e.Key != "/j/txn-b-1" }},
-		{"altered value", func(e etcdsnap.Event) (etcdsnap.Event, bool) {
+		{"dropped change", func(e snapread.Event) (snapread.Event, bool) { return e, e.Key != "/j/txn-b-1" }},
+		{"altered value", func(e snapread.Event) (snapread.Event, bool) {
 			if e.Key == "/j/txn-b-1" {
 				e.Value = []byte("forged")
 			}
 			return e, true
 		}},
-		{"dropped revision", func(e etcdsnap.Event) (etcdsnap.Event, bool) { return e, e.Key != "/j/new-1" }},
+		{"dropped revision", func(e snapread.Event) (snapread.Event, bool) { return e, e.Key != "/j/new-1" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newJournalFixture(t)
@@ -295,11 +296,11 @@ func TestDrillFailsOnATamperedJournal(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				seg, err := etcdsnap.DecodeSegment(data)
+				seg, err := snapread.DecodeSegment(data)
 				if err != nil {
 					t.Fatal(err)
 				}
-				var kept []etcdsnap.Event
+				var kept []snapread.Event
 				touched := false
 				for _, e := range seg.Events {
 					ne, keep := tc.mutate(e)
@@ -434,7 +435,7 @@ func TestJournalVersionCarriesExports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.cli.Put(f.ctx, etcdsnap.KubeadmConfigKey, string(v)); err != nil {
+	if _, err := f.cli.Put(f.ctx, snapread.KubeadmConfigKey, string(v)); err != nil {
 		t.Fatal(err)
 	}
 	changed := f.backup(false)
@@ -467,7 +468,7 @@ func TestRestorePhasesOfAJournalVersion(t *testing.T) {
 	}
 	dataDir := filepath.Join(dir, strings.TrimPrefix(f.sb.EtcdDataDir, "/"))
 	sameState(t, "restore phases", dbState(t, dataDir), want)
-	st, err := etcdsnap.CheckDB(etcdsnap.DBPath(dataDir))
+	st, err := snapread.CheckDB(etcdsnap.DBPath(dataDir))
 	if err != nil || st.Revision != jv.Etcd.Revision+etcdsnap.RevisionBump {
 		t.Errorf("restored db: %+v %v, want revision %d + bump", st, err, jv.Etcd.Revision)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -168,7 +169,7 @@ func TestEtcdPhaseKeepsOldDataDir(t *testing.T) {
 	if err != nil || string(kept) != "the broken old db" {
 		t.Fatalf("old data dir not kept aside: %q %v", kept, err)
 	}
-	st, err := etcdsnap.CheckDB(etcdsnap.DBPath(filepath.Join(dir, "var/lib/etcd")))
+	st, err := snapread.CheckDB(etcdsnap.DBPath(filepath.Join(dir, "var/lib/etcd")))
 	if err != nil {
 		t.Fatal(err)
 	}

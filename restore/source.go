@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/ctxio"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -29,7 +30,7 @@ type source struct {
 	info    rsyncish.VersionInfo
 	entries []rsyncish.Entry
 	set     *layout.Set
-	etcd    *etcdsnap.Info
+	etcd    *snapread.Info
 	status  backup.Status
 	// unsafe lists why paths of this version are refused; a version with
 	// any restores nothing.
@@ -43,7 +44,7 @@ type source struct {
 	// and journal the version's own (Source journal): its state is that
 	// snapshot plus the delta journal up to journal.Revision.
 	snapID  string
-	journal *etcdsnap.Info
+	journal *snapread.Info
 	// chainErr: the journal version's chain is not intact (base gone,
 	// a gap or a break); nothing of its etcd state can be restored.
 	chainErr error
@@ -104,7 +105,7 @@ func loadSource(store *rsyncish.Store, version string) (*source, error) {
 		src.set = &set
 	}
 	if raw, ok := vi.Meta[backup.MetaEtcd]; ok {
-		var info etcdsnap.Info
+		var info snapread.Info
 		if err := json.Unmarshal(raw, &info); err != nil {
 			return nil, fmt.Errorf("version %s: etcd meta: %w", id, err)
 		}
@@ -121,7 +122,7 @@ func loadSource(store *rsyncish.Store, version string) (*source, error) {
 			src.hasClusterConfig = true
 		}
 	}
-	if src.etcd != nil && src.etcd.Source == etcdsnap.SourceJournal {
+	if src.etcd != nil && src.etcd.Source == snapread.SourceJournal {
 		if err := src.loadBase(store); err != nil {
 			src.chainErr = err
 		}
@@ -304,7 +305,7 @@ type snapshotFile struct {
 	raw   bool
 	size  int64
 	sha   string
-	stats etcdsnap.DBStats
+	stats snapread.DBStats
 	// checked: stats come from a bbolt check of this file.
 	checked bool
 }
@@ -342,7 +343,7 @@ func materializeSnapshot(ctx context.Context, store *rsyncish.Store, src *source
 	if !check {
 		return sf, nil
 	}
-	st, err := etcdsnap.CheckDB(sf.path)
+	st, err := snapread.CheckDB(sf.path)
 	if err != nil {
 		sf.remove()
 		return nil, fmt.Errorf("version %s: stored etcd snapshot fails its consistency check: %w", src.snapID, err)
@@ -391,7 +392,7 @@ func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *sn
 		if err != nil {
 			return nil, fmt.Errorf("version %s: open the etcd snapshot: %w", src.snapID, err)
 		}
-		raw := e.Source == etcdsnap.SourceRaw
+		raw := e.Source == snapread.SourceRaw
 		cfg.Snapshot, cfg.SnapshotSize, cfg.SkipHashCheck = ctxio.Reader(ctx, rc), size, raw
 		cfg.Verified = &etcdsnap.VerifiedImage{Revision: e.Revision, Keys: e.Keys, Trailer: e.TrailerVerified && !recheck}
 		return func() { rc.Close() }, nil

@@ -37,7 +37,7 @@
 //     EncryptionConfiguration lacks, or by KMS) is an error naming the
 //     provider and key when asked for by name, and is left out of lists
 //     with a Warning header kubectl prints. Damage to the key index
-//     (etcdsnap.ErrKeyIndex) switches the Server, once, to
+//     (snapread.ErrKeyIndex) switches the Server, once, to
 //     Config.Fallback's reader (the materialised snapshot, which
 //     `kubekeep serve` opens then) and the read is answered from there;
 //     without a Fallback it is a 500;

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/objects"
 )
 
@@ -164,7 +164,7 @@ func (sel *selector) matches(obj map[string]any) bool {
 // not hold, or by KMS; a value that does not decode) is left out of the
 // list with a Warning header naming it and why, which kubectl prints, so
 // one such Secret does not hide all the others; damage to the key index
-// (etcdsnap.ErrKeyIndex) fails the list.
+// (snapread.ErrKeyIndex) fails the list.
 func (s *Server) listObjects(w http.ResponseWriter, res *resource, ns string, sel *selector) ([]map[string]any, error) {
 	// A name given exactly needs one read, not the whole list.
 	if name, ok := sel.fields.RequiresExactMatch("metadata.name"); ok && (ns != "" || !res.namespaced) {
@@ -190,7 +190,7 @@ func (s *Server) listObjects(w http.ResponseWriter, res *resource, ns string, se
 	skipped := 0
 	for _, it := range items {
 		obj, err := s.reader().GetKey(it.Key)
-		if errors.Is(err, etcdsnap.ErrKeyIndex) {
+		if errors.Is(err, snapread.ErrKeyIndex) {
 			return nil, fmt.Errorf("read %s: %w", it.Key, err)
 		}
 		if err != nil {

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/objects"
 )
 
@@ -38,7 +38,7 @@ type Config struct {
 	Now func() time.Time
 	// Fallback, when set, opens the same state without the key index
 	// (the materialised snapshot). A read that finds the index damaged
-	// (etcdsnap.ErrKeyIndex) calls it once and is retried on what it
+	// (snapread.ErrKeyIndex) calls it once and is retried on what it
 	// returns, and every later read goes there: the index only speeds
 	// reads up, the snapshot is the truth. The caller closes what it
 	// returned, after the Server.
@@ -76,7 +76,7 @@ func (s *Server) reader() objects.Reader {
 // damage to the key index and there is a fallback not yet taken; it
 // reports whether the read should be tried again.
 func (s *Server) fallBack(err error) bool {
-	if !errors.Is(err, etcdsnap.ErrKeyIndex) || s.cfg.Fallback == nil {
+	if !errors.Is(err, snapread.ErrKeyIndex) || s.cfg.Fallback == nil {
 		return false
 	}
 	s.mu.Lock()

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/objects"
 )
 
@@ -53,7 +53,7 @@ func runDiff(ctx context.Context, g *globalOptions, o *diffOptions, from, to str
 		return err
 	}
 	err := diffPoints(ctx, g, o, from, to, false)
-	if errors.Is(err, etcdsnap.ErrKeyIndex) {
+	if errors.Is(err, snapread.ErrKeyIndex) {
 		g.logger.Warn("an etcd key index is damaged; comparing the whole snapshots instead (verify --read-data names the damage)", "err", err)
 		err = diffPoints(ctx, g, o, from, to, true)
 	}

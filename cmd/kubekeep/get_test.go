@@ -19,6 +19,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -237,7 +238,7 @@ func TestJournalVersion(t *testing.T) {
 	var made struct {
 		ID       string         `json:"id"`
 		EtcdKind string         `json:"etcdKind"`
-		Etcd     *etcdsnap.Info `json:"etcd"`
+		Etcd     *snapread.Info `json:"etcd"`
 	}
 	if err := json.Unmarshal([]byte(out), &made); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 )
 
 // As a user meets it: with a delta stream writing the store's journal (the
@@ -74,7 +75,7 @@ func TestCLIJournalVersions(t *testing.T) {
 
 	to := filepath.Join(t.TempDir(), "etcd")
 	kk("restore", "etcd", "--version", jv.ID, "--to", to)
-	kvs, err := etcdsnap.ReadKeys(etcdsnap.DBPath(to))
+	kvs, err := snapread.ReadKeys(etcdsnap.DBPath(to))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -59,7 +60,7 @@ type backupResult struct {
 	ID         string         `json:"id"`
 	EtcdKind   string         `json:"etcdKind"`
 	FullReason string         `json:"fullReason"`
-	Etcd       *etcdsnap.Info `json:"etcd"`
+	Etcd       *snapread.Info `json:"etcd"`
 }
 
 // backup is `backup -o json ARGS`, which must exit 0.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/s3test"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 )
@@ -255,7 +256,7 @@ func TestOffsitePullOneVersion(t *testing.T) {
 		t.Helper()
 		dir := filepath.Join(t.TempDir(), "etcd")
 		on(append([]string{"restore", "etcd", "--version", jv.ID, "--to", dir}, args...)...)
-		kvs, err := etcdsnap.ReadKeys(etcdsnap.DBPath(dir))
+		kvs, err := snapread.ReadKeys(etcdsnap.DBPath(dir))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/objects"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -100,7 +101,7 @@ func withIndexFallback(ctx context.Context, g *globalOptions, version, at, encCo
 	err = fn(vs)
 	indexed := vs.indexed
 	vs.Close()
-	if err == nil || !indexed || !errors.Is(err, etcdsnap.ErrKeyIndex) {
+	if err == nil || !indexed || !errors.Is(err, snapread.ErrKeyIndex) {
 		return err
 	}
 	g.logger.Warn("the version's etcd key index is damaged; reading the whole snapshot instead (verify --read-data names the damage)", "version", vs.id, "err", err)
@@ -166,7 +167,7 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 	}
 	if !noIndex {
 		vs.snap, err = openIndexed(vs.vr, src)
-		if errors.Is(err, etcdsnap.ErrKeyIndex) {
+		if errors.Is(err, snapread.ErrKeyIndex) {
 			g.logger.Warn("the version's etcd key index is damaged; reading the whole snapshot instead (verify --read-data names the damage)", "version", src.Version, "err", err)
 		} else if err != nil && !errors.Is(err, rsyncish.ErrNotFound) {
 			return nil, fmt.Errorf("version %s: %w", id, err)
@@ -210,7 +211,7 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 		// without replaying the journal since the base; --at then replays
 		// only what follows the version.
 		vs.journalIndexed, err = useJournalIndex(store, vs.vr, vs.snap, &vs.journalBytes)
-		if err != nil && !errors.Is(err, etcdsnap.ErrKeyIndex) {
+		if err != nil && !errors.Is(err, snapread.ErrKeyIndex) {
 			return nil, fmt.Errorf("version %s: %w", id, err)
 		}
 		if err != nil {
@@ -249,7 +250,7 @@ func journalIndexUsable(src backup.EtcdSource, at string, t time.Time) bool {
 // useJournalIndex moves snap (the base's indexed snapshot) to the journal
 // version vr's revision through its journal key index. False, nil: vr has
 // none (written before kubekeep wrote one); errors wrapping
-// etcdsnap.ErrKeyIndex: it is damaged (the journal is replayed instead).
+// snapread.ErrKeyIndex: it is damaged (the journal is replayed instead).
 func useJournalIndex(store *rsyncish.Store, vr *rsyncish.VersionReader, snap objects.Reader, read *atomic.Int64) (bool, error) {
 	ix, ok := snap.(*objects.Indexed)
 	if !ok {
@@ -266,7 +267,7 @@ func useJournalIndex(store *rsyncish.Store, vr *rsyncish.VersionReader, snap obj
 	if err != nil {
 		keys.Close()
 		if errors.Is(err, rsyncish.ErrNotFound) {
-			return false, fmt.Errorf("%w: %s without %s", etcdsnap.ErrKeyIndex, backup.EtcdJournalKeysStream, backup.EtcdJournalSegsStream)
+			return false, fmt.Errorf("%w: %s without %s", snapread.ErrKeyIndex, backup.EtcdJournalKeysStream, backup.EtcdJournalSegsStream)
 		}
 		return false, err
 	}

@@ -30,6 +30,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
@@ -106,7 +107,7 @@ func run(size int64, valSize int, etcdctl, dir string, rounds, rpoPuts int) erro
 	ours := filepath.Join(dir, "ours.db")
 	theirs := filepath.Join(dir, "etcdctl.db")
 	var bestOurs, bestTheirs time.Duration
-	var info etcdsnap.Info
+	var info snapread.Info
 	for i := range rounds {
 		d, err := timeEtcdctl(etcdctl, cc, theirs)
 		if err != nil {
@@ -228,8 +229,8 @@ func childSnapshot(args []string) error {
 }
 
 // timeOurs runs etcdsnap.Snapshot in a child process, like etcdctl.
-func timeOurs(_ context.Context, cc etcdsnap.ClientConfig, path string) (time.Duration, etcdsnap.Info, error) {
-	var info etcdsnap.Info
+func timeOurs(_ context.Context, cc etcdsnap.ClientConfig, path string) (time.Duration, snapread.Info, error) {
+	var info snapread.Info
 	cmd := exec.Command("/proc/self/exe", "snapshot", cc.Endpoints[0], cc.CAFile, cc.CertFile, cc.KeyFile, path)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -246,11 +247,11 @@ func timeOurs(_ context.Context, cc etcdsnap.ClientConfig, path string) (time.Du
 
 // snapshotFile streams into a file and fsyncs it, as etcdctl does, so both
 // sides pay for durability.
-func snapshotFile(ctx context.Context, cc etcdsnap.ClientConfig, path string) (time.Duration, etcdsnap.Info, error) {
+func snapshotFile(ctx context.Context, cc etcdsnap.ClientConfig, path string) (time.Duration, snapread.Info, error) {
 	t := time.Now()
 	f, err := os.Create(path)
 	if err != nil {
-		return 0, etcdsnap.Info{}, err
+		return 0, snapread.Info{}, err
 	}
 	defer f.Close()
 	info, err := etcdsnap.Snapshot(ctx, cc, f)

@@ -26,7 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kubekeep/kubekeep/backup"
-	"github.com/kubekeep/kubekeep/etcdsnap"
+	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -59,7 +59,7 @@ func run() error {
 	if *snap == "" || *dir == "" {
 		return errors.New("-snapshot and -store are required")
 	}
-	info := etcdsnap.Info{Source: etcdsnap.SourceAPI, TrailerVerified: true}
+	info := snapread.Info{Source: snapread.SourceAPI, TrailerVerified: true}
 	if _, err := info.Check(*snap); err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	info.DBSize, info.StreamBytes = st.Size()-etcdsnap.TrailerSize, st.Size()
+	info.DBSize, info.StreamBytes = st.Size()-snapread.TrailerSize, st.Size()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := rsyncish.Open(*dir, rsyncish.Options{AllowSameFilesystem: true, Logger: log})
 	if err != nil {

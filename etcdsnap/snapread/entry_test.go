@@ -1,4 +1,4 @@
-package etcdsnap
+package snapread
 
 import (
 	"bytes"
