@@ -83,6 +83,7 @@ import (
 	"github.com/go-co-op/gocron/v2"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -732,7 +733,7 @@ func (a *Agent) refreshStoreStats() {
 			verified = v.Time
 		}
 		if rev == 0 {
-			if info := backup.VersionEtcd(v); info != nil && info.Verified {
+			if info := versionread.VersionEtcd(v); info != nil && info.Verified {
 				rev = info.Revision
 				a.m.covered(v.Time)
 			}

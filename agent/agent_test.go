@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
@@ -44,7 +44,7 @@ func TestAgentScheduleDeltasAndEtcdOutage(t *testing.T) {
 			t.Errorf("versions %s and %s are %s apart; the schedule is every 2s", vs[i-1].ID, vs[i].ID, gap)
 		}
 	}
-	if st := versionStatus(vs[len(vs)-1]); st != string(backup.StatusOK) {
+	if st := versionStatus(vs[len(vs)-1]); st != string(versionread.StatusOK) {
 		t.Fatalf("newest version status %q, want ok", st)
 	}
 
@@ -169,7 +169,7 @@ func TestAgentScheduleDeltasAndEtcdOutage(t *testing.T) {
 // change of key at revision rev.
 func journalHasKey(t *testing.T, dir, key string, rev int64) bool {
 	t.Helper()
-	j, err := openStore(t, dir).Journal(backup.DeltaJournal)
+	j, err := openStore(t, dir).Journal(versionread.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 )
@@ -53,7 +53,7 @@ func (a *Agent) noteChainStart(start deltaPoint) {
 // and status report it from the start (never 0 while nothing new could be
 // written) and a later chain start can tell a gap.
 func (a *Agent) loadDeltaTail() {
-	j, err := a.store.Journal(backup.DeltaJournal)
+	j, err := a.store.Journal(versionread.DeltaJournal)
 	if err != nil {
 		a.log.Warn("reading the delta journal", "err", err)
 		return

@@ -13,7 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
@@ -121,7 +121,7 @@ func TestRestoreAtQuietMoment(t *testing.T) {
 	}
 	sameKeys(t, "restore at a quiet moment", want, dbKeys(t, res.DataDir))
 
-	j, err := openStore(t, dir).Journal(backup.DeltaJournal)
+	j, err := openStore(t, dir).Journal(versionread.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func streamLive(t *testing.T, a *Agent, c *clientv3.Client, key string) int64 {
 // journalTail is the newest revision the store's delta journal holds.
 func journalTail(t *testing.T, dir string) int64 {
 	t.Helper()
-	j, err := openStore(t, dir).Journal(backup.DeltaJournal)
+	j, err := openStore(t, dir).Journal(versionread.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +500,7 @@ func TestRebuiltEtcdIsNotMixedIntoTheJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldTail := journalTail(t, dir)
-	j, err := openStore(t, dir).Journal(backup.DeltaJournal)
+	j, err := openStore(t, dir).Journal(versionread.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -533,7 +533,7 @@ func TestRebuiltEtcdIsNotMixedIntoTheJournal(t *testing.T) {
 	if len(after) != len(before) || journalTail(t, dir) != oldTail {
 		t.Errorf("the journal changed with the rebuilt etcd: %d segments to %d, tail %d to %d", len(before), len(after), oldTail, journalTail(t, dir))
 	}
-	if v := versions(t, dir); len(v) != 2 || versionStatus(v[1]) != string(backup.StatusOK) {
+	if v := versions(t, dir); len(v) != 2 || versionStatus(v[1]) != string(versionread.StatusOK) {
 		t.Errorf("versions of the rebuilt cluster: %+v", v)
 	}
 }

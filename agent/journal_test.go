@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 )
 
@@ -34,14 +34,14 @@ func TestAgentMakesJournalVersions(t *testing.T) {
 		journal := 0
 		vs := versions(t, dir)
 		for _, v := range vs {
-			if src, ok := backup.EtcdSourceOf(v); ok && src.Journal {
+			if src, ok := versionread.EtcdSourceOf(v); ok && src.Journal {
 				journal++
 			}
 		}
 		return len(vs) >= 4 && journal >= 2
 	})
 	vs := versions(t, dir)
-	if src, ok := backup.EtcdSourceOf(vs[0]); !ok || src.Journal {
+	if src, ok := versionread.EtcdSourceOf(vs[0]); !ok || src.Journal {
 		t.Errorf("first version %s: %+v, want a full snapshot", vs[0].ID, src)
 	}
 	for i := 1; i < len(vs); i++ {
@@ -64,13 +64,13 @@ func TestAgentMakesJournalVersions(t *testing.T) {
 	// the second backup began (as on a loaded machine).
 	full := map[string]bool{}
 	for _, v := range vs {
-		if src, ok := backup.EtcdSourceOf(v); ok && !src.Journal {
+		if src, ok := versionread.EtcdSourceOf(v); ok && !src.Journal {
 			full[v.ID] = true
 		}
 	}
 	waitFor(t, 10*time.Second, "status to show a journal version on a full base", func() bool {
 		e := etcdState(a)
-		return e.Kind == backup.EtcdKindJournal && full[e.Base] && e.JournalVersions >= 2 && e.FullVersions >= 1
+		return e.Kind == versionread.EtcdKindJournal && full[e.Base] && e.JournalVersions >= 2 && e.FullVersions >= 1
 	})
 	if e := etcdState(a); e.Base == "" || !full[e.Base] {
 		t.Errorf("status base %q is not a full version of the store", e.Base)
@@ -116,7 +116,7 @@ func TestRestartedAgentResumesTheJournal(t *testing.T) {
 	start(t, b, buf2)
 	waitFor(t, 60*time.Second, "the restarted agent's first version", func() bool { return len(versions(t, dir)) > n })
 	v := versions(t, dir)[n]
-	src, ok := backup.EtcdSourceOf(v)
+	src, ok := versionread.EtcdSourceOf(v)
 	if !ok || !src.Journal {
 		t.Fatalf("the first version after the restart, %s, is %+v: want a journal version\n%s", v.ID, src, buf2.String())
 	}

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
@@ -341,7 +341,7 @@ func tierHolds(store *rsyncish.Store, cat *tiers.Catalogue) (covered time.Time, 
 		return covered, newest
 	}
 	for _, n := range names {
-		if n != backup.DeltaJournal {
+		if n != versionread.DeltaJournal {
 			continue
 		}
 		j, err := store.Journal(n)

@@ -15,7 +15,7 @@ import (
 
 	"filippo.io/age"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/internal/s3test"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
@@ -91,14 +91,14 @@ func TestAgentOffsiteTier(t *testing.T) {
 	put, rev := time.Now(), resp.Header.Revision
 	var seg string
 	waitFor(t, 10*time.Second, "the change's delta segment in the store", func() bool {
-		j, err := openStore(t, dir).Journal(backup.DeltaJournal)
+		j, err := openStore(t, dir).Journal(versionread.DeltaJournal)
 		if err != nil {
 			t.Fatal(err)
 		}
 		segs, _ := j.List()
 		for _, s := range segs {
 			if int64(s.First) <= rev && rev <= int64(s.Last) {
-				seg = backup.DeltaJournal + "/" + s.File
+				seg = versionread.DeltaJournal + "/" + s.File
 				return true
 			}
 		}

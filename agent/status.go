@@ -8,7 +8,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -120,7 +120,7 @@ type Status struct {
 
 // VersionRef names a version. Status is the one it recorded (ok,
 // etcd-failed, files-only, degraded); Degraded and Problems as in
-// backup.State; Good: "latest" may resolve to it.
+// versionread.State; Good: "latest" may resolve to it.
 type VersionRef struct {
 	ID       string    `json:"id"`
 	Time     time.Time `json:"time"`
@@ -129,17 +129,17 @@ type VersionRef struct {
 	Degraded bool      `json:"degraded,omitempty"`
 	Problems []string  `json:"problems,omitempty"`
 	Origin   string    `json:"origin,omitempty"`
-	// EtcdKind is "full" or "journal" (backup.EtcdKind); Base is a
+	// EtcdKind is "full" or "journal" (versionread.EtcdKind); Base is a
 	// journal version's base.
 	EtcdKind string `json:"etcdKind,omitempty"`
 	Base     string `json:"base,omitempty"`
 }
 
 func versionRef(v rsyncish.VersionInfo) *VersionRef {
-	st := backup.VersionState(v)
+	st := versionread.VersionState(v)
 	ref := &VersionRef{ID: v.ID, Time: v.Time, Status: string(st.Status), Good: st.Good, Degraded: st.Degraded,
-		Problems: st.Problems, Origin: st.Origin, EtcdKind: backup.EtcdKind(v)}
-	if src, ok := backup.EtcdSourceOf(v); ok && src.Journal {
+		Problems: st.Problems, Origin: st.Origin, EtcdKind: versionread.EtcdKind(v)}
+	if src, ok := versionread.EtcdSourceOf(v); ok && src.Journal {
 		ref.Base = src.Version
 	}
 	return ref
@@ -258,7 +258,7 @@ func ReadStatus(store *rsyncish.Store, now time.Time) (*Status, error) {
 		st.NewestVersion = versionRef(vs[len(vs)-1])
 		st.Degraded, st.Problems = st.NewestVersion.Degraded, st.NewestVersion.Problems
 	}
-	if g, _, ok := backup.LatestOf(store, vs); ok {
+	if g, _, ok := versionread.LatestOf(store, vs); ok {
 		st.NewestGood = versionRef(g)
 	}
 	var newestEtcd time.Time
@@ -268,7 +268,7 @@ func ReadStatus(store *rsyncish.Store, now time.Time) (*Status, error) {
 			st.NewestVerified = &VerifiedRef{ID: v.ID, Time: v.Time, AgeSeconds: roundSec(now.Sub(v.Time))}
 		}
 		if newestEtcd.IsZero() {
-			if info := backup.VersionEtcd(v); info != nil && info.Verified {
+			if info := versionread.VersionEtcd(v); info != nil && info.Verified {
 				newestEtcd = v.Time
 			}
 		}
@@ -296,7 +296,7 @@ func etcdCoveredUntil(store *rsyncish.Store, newestSnapshot time.Time) time.Time
 		return covered
 	}
 	for _, n := range names {
-		if n != backup.DeltaJournal {
+		if n != versionread.DeltaJournal {
 			continue
 		}
 		j, err := store.Journal(n)

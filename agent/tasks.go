@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -42,7 +43,7 @@ func (a *Agent) takeBackup(ctx context.Context) (*backup.Result, error) {
 		Paths:   cfg.Paths.Extra,
 		Exclude: cfg.Paths.Exclude,
 		Etcd:    cfg.Etcd,
-		Origin:  backup.OriginAgent,
+		Origin:  versionread.OriginAgent,
 		Logger:  a.log,
 		// A journal version needs this agent's delta stream: without it
 		// (deltas off, or not running) the version is a full one.
@@ -72,7 +73,7 @@ func (a *Agent) takeBackup(ctx context.Context) (*backup.Result, error) {
 	a.recordEtcdSnapshot(res, started)
 	a.refreshStoreStats()
 	a.offsiteVersionCommitted()
-	if res.EtcdKind == backup.EtcdKindFull {
+	if res.EtcdKind == versionread.EtcdKindFull {
 		// A full snapshot went through this process a MiB at a time (the
 		// store's blocks, the check copy, the key index): the heap it grew
 		// to stays mapped until the scavenger returns it minutes later,
@@ -85,7 +86,7 @@ func (a *Agent) takeBackup(ctx context.Context) (*backup.Result, error) {
 func (a *Agent) recordEtcdSnapshot(res *backup.Result, started time.Time) {
 	dur := a.now().Sub(started)
 	switch res.Status {
-	case backup.StatusOK:
+	case versionread.StatusOK:
 		info := res.Etcd
 		t := res.Time
 		if !info.Started.IsZero() {
@@ -94,7 +95,7 @@ func (a *Agent) recordEtcdSnapshot(res *backup.Result, started time.Time) {
 		a.stMu.Lock()
 		a.state.Etcd.Source, a.state.Etcd.Revision, a.state.Etcd.Time = info.Source, info.Revision, t.UTC()
 		a.state.Etcd.Kind, a.state.Etcd.Base = res.EtcdKind, info.Base
-		if res.EtcdKind == backup.EtcdKindJournal {
+		if res.EtcdKind == versionread.EtcdKindJournal {
 			a.state.Etcd.JournalVersions++
 		} else {
 			a.state.Etcd.FullVersions++
@@ -119,7 +120,7 @@ func (a *Agent) recordEtcdSnapshot(res *backup.Result, started time.Time) {
 			err = errors.New(rawMsg)
 		}
 		a.record(JobEtcdSnapshot, started, dur, 0, err)
-	case backup.StatusEtcdFailed:
+	case versionread.StatusEtcdFailed:
 		msg := "etcd snapshot failed"
 		if res.EtcdError != nil {
 			msg = res.EtcdError.Error()
@@ -149,7 +150,7 @@ func (a *Agent) cloudJob(ctx context.Context) (int64, error) {
 			return err
 		}
 		written = res.BytesWritten
-		if res.Status == backup.StatusOK {
+		if res.Status == versionread.StatusOK {
 			req.Version, req.EtcdRevision = res.ID, res.Etcd.Revision
 		}
 		return nil
@@ -228,8 +229,8 @@ func (a *Agent) drillJob(ctx context.Context) (int64, error) {
 		for i := len(vs) - 1; i >= 0 && pick == nil; i-- {
 			// A journal version too (its base's snapshot plus the journal,
 			// checked against what etcd held), while its chain is intact.
-			if info := backup.VersionEtcd(vs[i]); info != nil && info.Verified && versionStatus(vs[i]) == string(backup.StatusOK) &&
-				backup.Readable(a.store, vs, vs[i]) == nil {
+			if info := versionread.VersionEtcd(vs[i]); info != nil && info.Verified && versionStatus(vs[i]) == string(versionread.StatusOK) &&
+				versionread.Readable(a.store, vs, vs[i]) == nil {
 				pick = &vs[i]
 			}
 		}

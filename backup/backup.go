@@ -49,46 +49,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
-)
-
-// Stream names inside a version. Restore and `kubekeep get` read them back.
-const (
-	EtcdSnapshotStream = "etcd/snapshot.db"
-	// EtcdKeyIndexStream is the snapshot's key index (etcdsnap's check
-	// writes it): key -> revisions and where its value sits in the image,
-	// so one object is read without materialising the snapshot.
-	EtcdKeyIndexStream         = "etcd/keys.idx"
-	ClusterConfigurationStream = "kubeadm/ClusterConfiguration.yaml"
-	// The kubelet's and kube-proxy's cluster-wide configurations
-	// (ConfigMaps kube-system/kubelet-config and kube-proxy): kubeadm init
-	// rewrites both with defaults unless its config carries them.
-	KubeletConfigurationStream   = "kubeadm/KubeletConfiguration.yaml"
-	KubeProxyConfigurationStream = "kubeadm/KubeProxyConfiguration.yaml"
-)
-
-// Meta keys of a version's manifest (more in state.go).
-const (
-	MetaEtcd   = "etcd"              // snapread.Info
-	MetaLayout = "layout"            // layout.Set, as discovered for this version
-	MetaStatus = rsyncish.MetaStatus // Status; the store reads it to resolve "latest"
-)
-
-// Status says what a committed version holds. A version whose etcd part
-// failed, or whose file set is degraded, is still committed, because its
-// files (PKI, kubeconfigs) are worth keeping; it never counts as a good
-// backup, is never verified and is never what "latest" means (state.go).
-type Status string
-
-const (
-	StatusOK         Status = rsyncish.StatusOK // files complete and a verified etcd snapshot
-	StatusEtcdFailed Status = "etcd-failed"     // files only; the etcd snapshot failed
-	StatusFilesOnly  Status = "files-only"      // no etcd to back up (--no-discover without endpoints)
-	StatusDegraded   Status = "degraded"        // a verified etcd snapshot, but the file set has problems
 )
 
 // Options for one version.
@@ -134,14 +100,14 @@ type Options struct {
 // json` contract: id, time, files, bytesRead, bytesWritten, bytesNew and
 // duration must not be renamed.
 type Result struct {
-	ID           string    `json:"id"`
-	Time         time.Time `json:"time"`
-	Files        int       `json:"files"`
-	BytesRead    int64     `json:"bytesRead"`
-	BytesWritten int64     `json:"bytesWritten"`
-	BytesNew     int64     `json:"bytesNew"`
-	Duration     string    `json:"duration"`
-	Status       Status    `json:"status"`
+	ID           string             `json:"id"`
+	Time         time.Time          `json:"time"`
+	Files        int                `json:"files"`
+	BytesRead    int64              `json:"bytesRead"`
+	BytesWritten int64              `json:"bytesWritten"`
+	BytesNew     int64              `json:"bytesNew"`
+	Duration     string             `json:"duration"`
+	Status       versionread.Status `json:"status"`
 	// Good: the version is what "latest" resolves to from now on (status
 	// ok). Degraded and Problems: see state.go.
 	Good     bool           `json:"good"`
@@ -232,7 +198,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	res.Problems = append(res.Problems, lost...)
 
-	res.Status = StatusFilesOnly
+	res.Status = versionread.StatusFilesOnly
 	if haveEtcd {
 		info, proof, err := journalEtcd(ctx, w, opts, cc, log)
 		var nj *notJournal
@@ -241,15 +207,15 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			res.FullReason = nj.why
 			log.Info("taking a full etcd snapshot", "reason", nj.why)
 			info, err = addEtcd(ctx, w, opts, set, cc, log)
-			res.EtcdKind = EtcdKindFull
+			res.EtcdKind = versionread.EtcdKindFull
 		case err != nil:
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			return nil, err
 		default:
-			res.EtcdKind, res.Journal = EtcdKindJournal, proof
-			if err := w.SetMeta(MetaJournal, proof); err != nil {
+			res.EtcdKind, res.Journal = versionread.EtcdKindJournal, proof
+			if err := w.SetMeta(versionread.MetaJournal, proof); err != nil {
 				return nil, err
 			}
 		}
@@ -262,37 +228,37 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			if errors.As(err, &se) {
 				return nil, se
 			}
-			res.Status, res.EtcdError = StatusEtcdFailed, err
+			res.Status, res.EtcdError = versionread.StatusEtcdFailed, err
 			res.Warnings = append(res.Warnings, "etcd not backed up: "+err.Error())
 			log.Error("etcd snapshot failed; committing the files without it", "err", err)
 		} else {
-			res.Status = StatusOK
+			res.Status = versionread.StatusOK
 		}
-		if err := w.SetMeta(MetaEtcd, info); err != nil {
+		if err := w.SetMeta(versionread.MetaEtcd, info); err != nil {
 			return nil, err
 		}
 	}
 	if set != nil {
-		if err := w.SetMeta(MetaLayout, set); err != nil {
+		if err := w.SetMeta(versionread.MetaLayout, set); err != nil {
 			return nil, err
 		}
 	}
 	if len(res.Problems) > 0 {
 		res.Degraded = true
-		if res.Status == StatusOK {
-			res.Status = StatusDegraded
+		if res.Status == versionread.StatusOK {
+			res.Status = versionread.StatusDegraded
 		}
-		if err := w.SetMeta(MetaProblems, res.Problems); err != nil {
+		if err := w.SetMeta(versionread.MetaProblems, res.Problems); err != nil {
 			return nil, err
 		}
 	}
-	res.Good = res.Status == StatusOK
+	res.Good = res.Status == versionread.StatusOK
 	if opts.Origin != "" {
-		if err := w.SetMeta(MetaOrigin, opts.Origin); err != nil {
+		if err := w.SetMeta(versionread.MetaOrigin, opts.Origin); err != nil {
 			return nil, err
 		}
 	}
-	if err := w.SetMeta(MetaStatus, res.Status); err != nil {
+	if err := w.SetMeta(versionread.MetaStatus, res.Status); err != nil {
 		return nil, err
 	}
 	vi, err := w.Commit()
@@ -386,19 +352,19 @@ func addEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, set *
 		return &info, fmt.Errorf("snapshot of %s failed its consistency check: %w", info.Endpoint, err)
 	}
 	if info.KeyIndexPath != "" {
-		if err := addFileStream(w, EtcdKeyIndexStream, info.KeyIndexPath); err != nil {
+		if err := addFileStream(w, versionread.EtcdKeyIndexStream, info.KeyIndexPath); err != nil {
 			return &info, &StoreError{fmt.Errorf("store the etcd key index: %w", err)}
 		}
 	}
 	if cfg, err := info.ClusterConfiguration(); err != nil {
 		// Not fatal: an external or non-kubeadm etcd has no kubeadm-config.
 		log.Warn("no kubeadm ClusterConfiguration in etcd; a rebuild will need one by hand", "err", err)
-	} else if _, err := w.AddStream(ClusterConfigurationStream, bytes.NewReader(cfg)); err != nil {
+	} else if _, err := w.AddStream(versionread.ClusterConfigurationStream, bytes.NewReader(cfg)); err != nil {
 		return &info, fmt.Errorf("store ClusterConfiguration: %w", err)
 	}
 	for _, d := range []struct{ kind, stream string }{
-		{snapread.KindKubeletConfiguration, KubeletConfigurationStream},
-		{snapread.KindKubeProxyConfiguration, KubeProxyConfigurationStream},
+		{snapread.KindKubeletConfiguration, versionread.KubeletConfigurationStream},
+		{snapread.KindKubeProxyConfiguration, versionread.KubeProxyConfigurationStream},
 	} {
 		if cfg, err := info.KubeadmDocument(d.kind); err != nil {
 			log.Info("no "+d.kind+" in etcd; a rebuild takes kubeadm's defaults for it", "err", err)
@@ -440,7 +406,7 @@ func streamInto(w *rsyncish.VersionWriter, store *rsyncish.Store, produce func(i
 		pw.CloseWithError(err)
 		done <- produced{info, err}
 	}()
-	_, addErr := w.AddStream(EtcdSnapshotStream, pr)
+	_, addErr := w.AddStream(versionread.EtcdSnapshotStream, pr)
 	// Unblock the producer if the store side failed first.
 	pr.CloseWithError(errStoreSide)
 	p := <-done

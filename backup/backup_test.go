@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
@@ -61,7 +62,7 @@ func TestRunStoresFilesAndVerifiedSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != StatusOK || res.Etcd == nil || !res.Etcd.Verified || res.Etcd.Source != snapread.SourceAPI {
+	if res.Status != versionread.StatusOK || res.Etcd == nil || !res.Etcd.Verified || res.Etcd.Source != snapread.SourceAPI {
 		t.Fatalf("want a verified API snapshot, got status %s etcd %+v", res.Status, res.Etcd)
 	}
 	c := srv.ClientT(t)
@@ -88,13 +89,13 @@ func TestRunStoresFilesAndVerifiedSnapshot(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"/etc/kubernetes/pki/ca.key", "/etc/kubernetes/pki/etcd/ca.key", "/etc/kubernetes/admin.conf",
-		"/etc/kubernetes/manifests/etcd.yaml", "/var/lib/kubelet/config.yaml", EtcdSnapshotStream, ClusterConfigurationStream} {
+		"/etc/kubernetes/manifests/etcd.yaml", "/var/lib/kubelet/config.yaml", versionread.EtcdSnapshotStream, versionread.ClusterConfigurationStream} {
 		if !have[want] {
 			t.Errorf("version lacks %s", want)
 		}
 	}
 	// The stored ClusterConfiguration is the one in etcd, byte for byte.
-	cc := readStream(t, store, res.ID, ClusterConfigurationStream)
+	cc := readStream(t, store, res.ID, versionread.ClusterConfigurationStream)
 	if !bytes.Contains(cc, []byte("kind: ClusterConfiguration")) {
 		t.Errorf("ClusterConfiguration stream: %q", cc)
 	}
@@ -114,8 +115,8 @@ func TestRunStoresFilesAndVerifiedSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	var meta snapread.Info
-	if err := json.Unmarshal(vi.Meta[MetaEtcd], &meta); err != nil || meta.Revision != res.Etcd.Revision || !meta.Verified {
-		t.Errorf("etcd meta in the manifest: %s (%v)", vi.Meta[MetaEtcd], err)
+	if err := json.Unmarshal(vi.Meta[versionread.MetaEtcd], &meta); err != nil || meta.Revision != res.Etcd.Revision || !meta.Verified {
+		t.Errorf("etcd meta in the manifest: %s (%v)", vi.Meta[versionread.MetaEtcd], err)
 	}
 }
 
@@ -143,7 +144,7 @@ func TestRunCommitsFilesWhenEtcdFails(t *testing.T) {
 	if err != nil {
 		t.Fatalf("an etcd failure must not fail the file backup: %v", err)
 	}
-	if res.Status != StatusEtcdFailed || res.EtcdError == nil {
+	if res.Status != versionread.StatusEtcdFailed || res.EtcdError == nil {
 		t.Fatalf("want etcd-failed, got %s", res.Status)
 	}
 	if !errors.Is(res.EtcdError, snapread.ErrUnknownAuthority) {
@@ -154,7 +155,7 @@ func TestRunCommitsFilesWhenEtcdFails(t *testing.T) {
 	}
 	entries, _ := store.List(res.ID)
 	for _, e := range entries {
-		if e.Path == EtcdSnapshotStream {
+		if e.Path == versionread.EtcdSnapshotStream {
 			t.Error("a failed snapshot stream must not be in the version")
 		}
 	}
@@ -179,10 +180,10 @@ func TestRunFallsBackToRawCopyWhenEtcdIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != StatusOK || res.Etcd.Source != snapread.SourceRaw || !res.Etcd.Verified || res.Etcd.Keys == 0 {
+	if res.Status != versionread.StatusOK || res.Etcd.Source != snapread.SourceRaw || !res.Etcd.Verified || res.Etcd.Keys == 0 {
 		t.Fatalf("want a verified raw copy, got %s %+v", res.Status, res.Etcd)
 	}
-	raw := readStream(t, store, res.ID, EtcdSnapshotStream)
+	raw := readStream(t, store, res.ID, versionread.EtcdSnapshotStream)
 	onDisk, _ := os.ReadFile(etcdsnap.DBPath(srv.DataDir()))
 	if !bytes.Equal(raw, onDisk) {
 		t.Error("raw copy differs from the stopped etcd's db file")

@@ -6,13 +6,10 @@ import (
 	"io"
 	"time"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
-
-// DeltaJournal is the store journal that holds the etcd watch-delta
-// segments streamed between versions.
-const DeltaJournal = "etcd-deltas"
 
 // journalSink makes the store's journal the durable end of an etcd
 // DeltaStreamer: a segment is on the second disk (fsynced) before
@@ -31,7 +28,7 @@ const DeltaMarkSync = 30 * time.Second
 
 // DeltaSink returns the sink the agent's DeltaStreamer writes into.
 func DeltaSink(s *rsyncish.Store) (etcdsnap.SegmentSink, error) {
-	j, err := s.Journal(DeltaJournal)
+	j, err := s.Journal(versionread.DeltaJournal)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +54,7 @@ func (s journalSink) AppendSegment(data []byte, firstRev, lastRev int64, t time.
 // hold changes after afterRev: what a point-in-time restore replays on
 // top of a snapshot taken at afterRev.
 func DeltaSegments(s *rsyncish.Store, afterRev int64) ([]io.Reader, []rsyncish.SegmentInfo, error) {
-	j, err := s.Journal(DeltaJournal)
+	j, err := s.Journal(versionread.DeltaJournal)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
@@ -27,7 +28,7 @@ func TestDeltasThroughTheStoreReplayToARevision(t *testing.T) {
 	}
 	store := openStore(t)
 	res, err := Run(ctx, Options{Root: root.Dir, Store: store, Etcd: config.Default().Etcd})
-	if err != nil || res.Status != StatusOK {
+	if err != nil || res.Status != versionread.StatusOK {
 		t.Fatalf("backup: %v %v", err, res)
 	}
 	base := res.Etcd.Revision
@@ -66,7 +67,7 @@ func TestDeltasThroughTheStoreReplayToARevision(t *testing.T) {
 	stopStream()
 	<-streamDone
 
-	snap, err := MaterializeSnapshot(ctx, store, res.ID)
+	snap, err := versionread.MaterializeSnapshot(ctx, store, res.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -29,17 +30,17 @@ func FuzzVersionEtcd(f *testing.F) {
 		if len(raw) > 16<<10 {
 			return
 		}
-		if VersionEtcd(rsyncish.VersionInfo{}) != nil {
+		if versionread.VersionEtcd(rsyncish.VersionInfo{}) != nil {
 			t.Fatal("etcd info of a version that records none")
 		}
 		if json.Valid(raw) {
-			info := VersionEtcd(rsyncish.VersionInfo{Meta: map[string]json.RawMessage{MetaEtcd: raw}})
+			info := versionread.VersionEtcd(rsyncish.VersionInfo{Meta: map[string]json.RawMessage{versionread.MetaEtcd: raw}})
 			if info != nil {
 				again, err := json.Marshal(info)
 				if err != nil {
 					t.Fatal(err)
 				}
-				back := VersionEtcd(rsyncish.VersionInfo{Meta: map[string]json.RawMessage{MetaEtcd: again}})
+				back := versionread.VersionEtcd(rsyncish.VersionInfo{Meta: map[string]json.RawMessage{versionread.MetaEtcd: again}})
 				third, _ := json.Marshal(back)
 				if back == nil || string(third) != string(again) {
 					t.Fatalf("%s read as %+v, which reads back as %+v", raw, info, back)
@@ -54,7 +55,7 @@ func FuzzVersionEtcd(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := VersionEtcd(rsyncish.VersionInfo{Meta: map[string]json.RawMessage{MetaEtcd: rec}})
+		got := versionread.VersionEtcd(rsyncish.VersionInfo{Meta: map[string]json.RawMessage{versionread.MetaEtcd: rec}})
 		if got == nil || got.Revision != rev || got.Verified != verified || got.Source != source || got.SHA256 != sha || !got.Started.Equal(want.Started) {
 			t.Fatalf("recorded %+v, read %+v", want, got)
 		}
@@ -75,19 +76,19 @@ func FuzzVersionState(f *testing.F) {
 			return
 		}
 		st, _ := json.Marshal(status)
-		meta := map[string]json.RawMessage{MetaStatus: st}
+		meta := map[string]json.RawMessage{versionread.MetaStatus: st}
 		if json.Valid(problemsRaw) {
-			meta[MetaProblems] = problemsRaw
+			meta[versionread.MetaProblems] = problemsRaw
 		}
 		if json.Valid(originRaw) {
-			meta[MetaOrigin] = originRaw
+			meta[versionread.MetaOrigin] = originRaw
 		}
 		v := rsyncish.VersionInfo{Meta: meta}
-		s := VersionState(v)
+		s := versionread.VersionState(v)
 		if string(s.Status) != v.Status() || s.Good != v.Good() {
 			t.Fatalf("state %+v of a version with status %q (good %v)", s, v.Status(), v.Good())
 		}
-		if s.Degraded != (len(s.Problems) > 0 || s.Status == StatusDegraded) {
+		if s.Degraded != (len(s.Problems) > 0 || s.Status == versionread.StatusDegraded) {
 			t.Fatalf("state %+v: degraded does not follow its problems and status", s)
 		}
 		if !utf8.ValidString(problems) || !utf8.ValidString(origin) {
@@ -99,8 +100,8 @@ func FuzzVersionState(f *testing.F) {
 		}
 		pr, _ := json.Marshal(list)
 		or, _ := json.Marshal(origin)
-		w := VersionState(rsyncish.VersionInfo{Meta: map[string]json.RawMessage{MetaStatus: st, MetaProblems: pr, MetaOrigin: or}})
-		if !slices.Equal(w.Problems, list) || w.Origin != origin || w.Degraded != (len(list) > 0 || w.Status == StatusDegraded) {
+		w := versionread.VersionState(rsyncish.VersionInfo{Meta: map[string]json.RawMessage{versionread.MetaStatus: st, versionread.MetaProblems: pr, versionread.MetaOrigin: or}})
+		if !slices.Equal(w.Problems, list) || w.Origin != origin || w.Degraded != (len(list) > 0 || w.Status == versionread.StatusDegraded) {
 			t.Fatalf("recorded problems %q origin %q, read %+v", list, origin, w)
 		}
 	})

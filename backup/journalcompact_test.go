@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -30,7 +31,7 @@ func TestCompactJournal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := s.Journal(DeltaJournal)
+	j, err := s.Journal(versionread.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestCompactJournal(t *testing.T) {
 	}
 	before := replay()
 	segsBefore, _ := j.List()
-	dir := filepath.Join(s.Dir(), "journals", DeltaJournal)
+	dir := filepath.Join(s.Dir(), "journals", versionread.DeltaJournal)
 	raw := map[string][]byte{}
 	for _, si := range segsBefore {
 		b, err := os.ReadFile(filepath.Join(dir, si.File))

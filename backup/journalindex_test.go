@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
@@ -74,13 +75,13 @@ func TestJournalKeyIndexMatchesEtcd(t *testing.T) {
 	run := func(c *backup.JournalCache) *backup.Result {
 		t.Helper()
 		res, err := backup.Run(ctx, backup.Options{Root: root.Dir, Store: store, Etcd: config.Default().Etcd, JournalCache: c})
-		if err != nil || res.Status != backup.StatusOK {
+		if err != nil || res.Status != versionread.StatusOK {
 			t.Fatalf("backup: %v %+v", err, res)
 		}
 		return res
 	}
 	full := run(&cache)
-	if full.EtcdKind != backup.EtcdKindFull {
+	if full.EtcdKind != versionread.EtcdKindFull {
 		t.Fatalf("first version: %q", full.EtcdKind)
 	}
 	inner, err := backup.DeltaSink(store)
@@ -88,7 +89,7 @@ func TestJournalKeyIndexMatchesEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink := &countingSink{inner: inner}
-	j, err := store.Journal(backup.DeltaJournal)
+	j, err := store.Journal(versionread.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestJournalKeyIndexMatchesEtcd(t *testing.T) {
 			c = nil // a one-shot backup: the journal read from the base
 		}
 		v := run(c)
-		if v.EtcdKind != backup.EtcdKindJournal {
+		if v.EtcdKind != versionread.EtcdKindJournal {
 			t.Fatalf("round %d: %q version (%s), want a journal version", round, v.EtcdKind, v.FullReason)
 		}
 		versions = append(versions, v)
@@ -242,13 +243,13 @@ func openJournalVersion(t *testing.T, store *rsyncish.Store, j *rsyncish.Journal
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
-	idx, img := stream(base, backup.EtcdKeyIndexStream), stream(base, backup.EtcdSnapshotStream)
+	idx, img := stream(base, versionread.EtcdKeyIndexStream), stream(base, versionread.EtcdSnapshotStream)
 	r, err := objects.OpenIndexed(objects.IndexedConfig{Index: idx, IndexSize: idx.Size(), Image: img, Base: baseID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, segs := stream(vr, backup.EtcdJournalKeysStream), stream(vr, backup.EtcdJournalSegsStream)
-	if err := r.UseJournal(objects.JournalConfig{Index: keys, IndexSize: keys.Size(), Value: backup.JournalValues(j, segs, segs.Size(), nil)}); err != nil {
+	keys, segs := stream(vr, versionread.EtcdJournalKeysStream), stream(vr, versionread.EtcdJournalSegsStream)
+	if err := r.UseJournal(objects.JournalConfig{Index: keys, IndexSize: keys.Size(), Value: versionread.JournalValues(j, segs, segs.Size(), nil)}); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -274,7 +275,7 @@ func goneSegments(t *testing.T, store *rsyncish.Store, j *rsyncish.Journal, id s
 		t.Fatal(err)
 	}
 	defer vr.Close()
-	st, err := vr.Stream(backup.EtcdJournalSegsStream)
+	st, err := vr.Stream(versionread.EtcdJournalSegsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +288,7 @@ func goneSegments(t *testing.T, store *rsyncish.Store, j *rsyncish.Journal, id s
 	for _, si := range segs {
 		have[si.File] = true
 	}
-	names, err := backup.JournalSegmentNames(st, st.Size())
+	names, err := versionread.JournalSegmentNames(st, st.Size())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,14 +53,12 @@ import (
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
-
-// MetaJournal is the meta key of a journal version's JournalProof.
-const MetaJournal = "etcdJournal"
 
 // JournalProof is what a journal version records from etcd at its
 // revision, for the drill to check the replayed state against.
@@ -95,17 +93,11 @@ type JournalProof struct {
 // VersionJournalProof returns the journal evidence a version records, or nil.
 func VersionJournalProof(v rsyncish.VersionInfo) *JournalProof {
 	var p JournalProof
-	if raw, ok := v.Meta[MetaJournal]; !ok || json.Unmarshal(raw, &p) != nil {
+	if raw, ok := v.Meta[versionread.MetaJournal]; !ok || json.Unmarshal(raw, &p) != nil {
 		return nil
 	}
 	return &p
 }
-
-// Kinds of a version's etcd part (Result.EtcdKind, metrics, status).
-const (
-	EtcdKindFull    = "full"
-	EtcdKindJournal = "journal"
-)
 
 // DefaultJournalWait bounds how long a backup waits for the delta journal
 // to be durable up to etcd's revision before it takes a full snapshot.
@@ -134,7 +126,7 @@ func findBase(store *rsyncish.Store) (*journalBase, error) {
 	}
 	for i := len(vs) - 1; i >= 0; i-- {
 		v := vs[i]
-		src, ok := EtcdSourceOf(v)
+		src, ok := versionread.EtcdSourceOf(v)
 		if !ok || src.Journal || !src.Info.Verified || src.Info.Revision <= 0 {
 			continue
 		}
@@ -179,7 +171,7 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	if base == nil {
 		return nil, nil, noJournal("no version with a verified full snapshot to build on")
 	}
-	j, err := opts.Store.Journal(DeltaJournal)
+	j, err := opts.Store.Journal(versionread.DeltaJournal)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -254,8 +246,8 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 		}
 		if len(renamed) > 0 {
 			for k, jk := range cache.touched {
-				if to, ok := renamed[jk.seg]; ok {
-					jk.seg = to
+				if to, ok := renamed[jk.Seg]; ok {
+					jk.Seg = to
 					cache.touched[k] = jk
 				}
 			}
@@ -272,11 +264,11 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 		return nil, nil, err
 	}
 	if cache == nil {
-		cache = &journalState{base: base.v.ID, touched: map[string]journalKey{}, exports: map[string]snapread.Event{}, compactedTo: baseRev}
+		cache = &journalState{base: base.v.ID, touched: map[string]versionread.JournalKey{}, exports: map[string]snapread.Event{}, compactedTo: baseRev}
 	}
 	cache.rev = rev
 	cache.segments, cache.bytes = cache.segments+proof.Segments, cache.bytes+proof.JournalBytes
-	if err := attributeEvents(cache.touched, events, needed); err != nil {
+	if err := versionread.AttributeEvents(cache.touched, events, needed); err != nil {
 		return nil, nil, noJournal("delta journal: %v", err)
 	}
 	for _, e := range events {
@@ -300,15 +292,15 @@ func journalEtcd(ctx context.Context, w *rsyncish.VersionWriter, opts Options, c
 	}
 	// What the version needs beyond itself: verify, repair and prune
 	// judge it by this; refused when the store is known not to hold it.
-	if err := w.Require(rsyncish.Requirement{Version: base.v.ID, Stream: EtcdSnapshotStream},
-		rsyncish.Requirement{Version: base.v.ID, Stream: EtcdKeyIndexStream, IfHeld: true},
-		rsyncish.Requirement{Journal: DeltaJournal, After: uint64(baseRev), Through: uint64(rev)}); err != nil {
+	if err := w.Require(rsyncish.Requirement{Version: base.v.ID, Stream: versionread.EtcdSnapshotStream},
+		rsyncish.Requirement{Version: base.v.ID, Stream: versionread.EtcdKeyIndexStream, IfHeld: true},
+		rsyncish.Requirement{Journal: versionread.DeltaJournal, After: uint64(baseRev), Through: uint64(rev)}); err != nil {
 		return nil, nil, noJournal("the base or the journal is damaged: %v", err)
 	}
 	if err := carryExports(w, opts.Store, base.v, last, log); err != nil {
 		return nil, nil, err
 	}
-	if err := writeJournalIndex(w, cache.touched, rev, baseRev); err != nil {
+	if err := versionread.WriteJournalIndex(w, cache.touched, rev, baseRev); err != nil {
 		return nil, nil, err
 	}
 	info.Verified = true
@@ -371,9 +363,9 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 	if err != nil {
 		return nil, nil, nil, nil, noJournal("delta journal: %v", err)
 	}
-	needed, err := chainIntact(segs, breaks, baseRev, rev)
+	needed, err := versionread.ChainSegments(segs, breaks, baseRev, rev)
 	if err != nil {
-		return nil, nil, nil, nil, noJournal("%v", trimmedChain(j, baseRev, rev, err))
+		return nil, nil, nil, nil, noJournal("%v", versionread.TrimmedChain(j, baseRev, rev, err))
 	}
 	// One segment at a time, keeping of each change what the version
 	// needs (no value but the kubeadm ConfigMaps'): the journal since
@@ -435,60 +427,6 @@ func DistinctRevisions(events []snapread.Event) int64 {
 	return n
 }
 
-// ChainIntact checks the journal's segment names cover (from, to] with
-// no hole and no declared break (a restarted chain). A damaged segment
-// is found when it is read.
-func ChainIntact(j *rsyncish.Journal, from, to int64) error {
-	if to <= from {
-		return nil
-	}
-	segs, err := j.List()
-	if err != nil {
-		return fmt.Errorf("delta journal: %w", err)
-	}
-	breaks, err := j.Breaks()
-	if err != nil {
-		return fmt.Errorf("delta journal: %w", err)
-	}
-	_, err = chainIntact(segs, breaks, from, to)
-	return trimmedChain(j, from, to, err) // a hole prune made says so
-}
-
-// chainIntact is ChainIntact over a listing (ordered by first revision);
-// it returns the segments a replay from from to to reads, in order: those
-// holding a revision in (from, to], up to the first that reaches to (as
-// Journal.Needed picks them).
-func chainIntact(segs []rsyncish.SegmentInfo, breaks []rsyncish.Break, from, to int64) ([]rsyncish.SegmentInfo, error) {
-	for _, b := range breaks {
-		if int64(b.To) > from && int64(b.From) <= to {
-			return nil, fmt.Errorf("the delta journal restarted after a break: revisions %d to %d were never recorded", b.From, b.To)
-		}
-	}
-	if to <= from {
-		return nil, nil
-	}
-	var needed []rsyncish.SegmentInfo
-	covered := from
-	for _, si := range segs {
-		if int64(si.Last) <= from {
-			continue
-		}
-		// A segment is named by the first revision it holds (a progress
-		// mark by the revision it vouches for): one past what is covered
-		// at most. What the names cannot show (a mark past a lost change)
-		// the replay and the density check do.
-		if int64(si.First) > covered+1 {
-			return nil, fmt.Errorf("the delta journal misses revisions %d to %d", covered+1, si.First-1)
-		}
-		needed = append(needed, si)
-		covered = max(covered, int64(si.Last))
-		if covered >= to {
-			return needed, nil
-		}
-	}
-	return nil, fmt.Errorf("the delta journal ends at revision %d, not %d", covered, to)
-}
-
 // JournalCache is what a long-running writer of versions (the agent)
 // keeps of the journal its last journal version checked: the base, the
 // revision checked up to, the keys changed since the base and the last
@@ -507,7 +445,7 @@ type JournalCache struct {
 type journalState struct {
 	base     string
 	rev      int64
-	touched  map[string]journalKey // each key's last change since the base
+	touched  map[string]versionread.JournalKey // each key's last change since the base
 	exports  map[string]snapread.Event
 	segments int
 	bytes    int64
@@ -559,7 +497,7 @@ func previousRevision(store *rsyncish.Store, base *journalBase, rev int64) int64
 		return prev
 	}
 	for _, v := range vs {
-		if src, ok := EtcdSourceOf(v); ok && src.Journal && src.Version == base.v.ID && src.Revision < rev {
+		if src, ok := versionread.EtcdSourceOf(v); ok && src.Journal && src.Version == base.v.ID && src.Revision < rev {
 			prev = max(prev, src.Revision)
 		}
 	}
@@ -740,9 +678,9 @@ func carryExports(w *rsyncish.VersionWriter, store *rsyncish.Store, base rsyncis
 // exportDocs are where the exported documents live in etcd and which
 // stream of a version holds each.
 var exportDocs = []struct{ kind, key, dataKey, stream string }{
-	{snapread.KindClusterConfiguration, snapread.KubeadmConfigKey, "ClusterConfiguration", ClusterConfigurationStream},
-	{snapread.KindKubeletConfiguration, snapread.KubeletConfigKey, "kubelet", KubeletConfigurationStream},
-	{snapread.KindKubeProxyConfiguration, snapread.KubeProxyConfigKey, "config.conf", KubeProxyConfigurationStream},
+	{snapread.KindClusterConfiguration, snapread.KubeadmConfigKey, "ClusterConfiguration", versionread.ClusterConfigurationStream},
+	{snapread.KindKubeletConfiguration, snapread.KubeletConfigKey, "kubelet", versionread.KubeletConfigurationStream},
+	{snapread.KindKubeProxyConfiguration, snapread.KubeProxyConfigKey, "config.conf", versionread.KubeProxyConfigurationStream},
 }
 
 func documentOf(value []byte, dataKey string) ([]byte, error) {

@@ -42,14 +42,13 @@ package backup
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
 	"time"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
-	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -106,7 +105,7 @@ func PruneWith(ctx context.Context, s *rsyncish.Store, p rsyncish.RetentionPolic
 	if window != nil {
 		out.DeltaWindowFrom, out.DeltaWindowFromTime = window.ID, window.Time
 	}
-	j, err := s.Journal(DeltaJournal)
+	j, err := s.Journal(versionread.DeltaJournal)
 	if err != nil {
 		return out, err
 	}
@@ -136,7 +135,7 @@ func journalKeep(vs []rsyncish.VersionInfo, kept []rsyncish.KeepReason) ([]rsync
 	for i := range vs {
 		v := &vs[i]
 		rs, ok := reasons[v.ID]
-		src, hasEtcd := EtcdSourceOf(*v)
+		src, hasEtcd := versionread.EtcdSourceOf(*v)
 		if !ok || !hasEtcd || src.Revision <= 0 {
 			continue
 		}
@@ -158,7 +157,7 @@ func journalKeep(vs []rsyncish.VersionInfo, kept []rsyncish.KeepReason) ([]rsync
 	}
 	for _, v := range []*rsyncish.VersionInfo{window, newestFull} {
 		if v != nil {
-			src, _ := EtcdSourceOf(*v)
+			src, _ := versionread.EtcdSourceOf(*v)
 			keep = append(keep, rsyncish.Range{From: uint64(src.Revision) + 1, To: math.MaxUint64})
 		}
 	}
@@ -168,21 +167,8 @@ func journalKeep(vs []rsyncish.VersionInfo, kept []rsyncish.KeepReason) ([]rsync
 // needs names the version a journal version is read from (its base):
 // prune keeps a base while any kept version needs it.
 func needs(v rsyncish.VersionInfo) []string {
-	if src, ok := EtcdSourceOf(v); ok && src.Journal {
+	if src, ok := versionread.EtcdSourceOf(v); ok && src.Journal {
 		return []string{src.Version}
 	}
 	return nil
-}
-
-// VersionEtcd returns the etcd snapshot info recorded in a version, or nil.
-func VersionEtcd(v rsyncish.VersionInfo) *snapread.Info {
-	raw, ok := v.Meta[MetaEtcd]
-	if !ok {
-		return nil
-	}
-	var info snapread.Info
-	if json.Unmarshal(raw, &info) != nil {
-		return nil
-	}
-	return &info
 }

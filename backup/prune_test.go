@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -39,7 +40,7 @@ func simStoreEvery(t *testing.T, days int, segBytes int, step time.Duration, ful
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := s.Journal(DeltaJournal)
+	j, err := s.Journal(versionread.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,16 +68,16 @@ func simStoreEvery(t *testing.T, days int, segBytes int, step time.Duration, ful
 		}
 		info := snapread.Info{Revision: rev, Verified: true, Source: "snapshot", Started: vt}
 		if full {
-			if _, err := w.AddStream(EtcdSnapshotStream, strings.NewReader("snapshot at "+vt.String())); err != nil {
+			if _, err := w.AddStream(versionread.EtcdSnapshotStream, strings.NewReader("snapshot at "+vt.String())); err != nil {
 				t.Fatal(err)
 			}
 		} else {
 			info.Source, info.Base, info.BaseRevision = snapread.SourceJournal, baseID, baseRev
 		}
-		if err := w.SetMeta(MetaEtcd, info); err != nil {
+		if err := w.SetMeta(versionread.MetaEtcd, info); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.SetMeta(MetaStatus, StatusOK); err != nil {
+		if err := w.SetMeta(versionread.MetaStatus, versionread.StatusOK); err != nil {
 			t.Fatal(err)
 		}
 		vi, err := w.Commit()
@@ -139,14 +140,14 @@ func TestPruneDefaultRetentionKeepsTheWindowAndTheChains(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, vi := range vs {
-		if err := Readable(s, vs, vi); err != nil {
+		if err := versionread.Readable(s, vs, vi); err != nil {
 			t.Errorf("kept version %s: %v", vi.ID, err)
 		}
 	}
 	// --at anywhere in the window: the journal is whole from the window's
 	// version to the tail.
 	w := byID[pr.DeltaWindowFrom]
-	if err := ChainIntact(j, w.rev, newest.rev); err != nil {
+	if err := versionread.ChainIntact(j, w.rev, newest.rev); err != nil {
 		t.Errorf("the journal in the window from %s: %v", pr.DeltaWindowFrom, err)
 	}
 	// Between two old kept versions, the journal not in a chain is gone,
@@ -161,7 +162,7 @@ func TestPruneDefaultRetentionKeepsTheWindowAndTheChains(t *testing.T) {
 		t.Fatalf("kept %d versions before the window, want the daily and weekly ones", len(older))
 	}
 	a, b := older[len(older)-3], older[len(older)-2]
-	err = ChainIntact(j, a.rev, b.rev)
+	err = versionread.ChainIntact(j, a.rev, b.rev)
 	if err == nil || !strings.Contains(err.Error(), "prune trimmed revisions") || !strings.Contains(err.Error(), "no version it kept needed them") {
 		t.Errorf("the journal between kept versions %s and %s: %v, want it trimmed and said so", a.id, b.id, err)
 	}
@@ -219,7 +220,7 @@ func TestPruneJournalDemo(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if src, ok := EtcdSourceOf(vi); ok && (oldest < 0 || src.SnapshotRevision < oldest) {
+			if src, ok := versionread.EtcdSourceOf(vi); ok && (oldest < 0 || src.SnapshotRevision < oldest) {
 				oldest = src.SnapshotRevision
 			}
 		}

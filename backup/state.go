@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -55,25 +56,6 @@ import (
 // --accept-missing`) records the loss as accepted and becomes the new
 // reference.
 
-// Meta keys of a version's manifest, beside MetaEtcd, MetaLayout and
-// MetaStatus.
-const (
-	MetaProblems = "problems"          // []string: why the version is degraded
-	MetaOrigin   = rsyncish.MetaOrigin // who took it: OriginAgent, OriginCLI, OriginSafety
-	MetaAccepted = "acceptedLoss"      // rsyncish.Loss accepted with AcceptMissing
-)
-
-// Origins of a version (Options.Origin).
-const (
-	OriginAgent = "agent"
-	OriginCLI   = "cli"
-	// OriginSafety is the version a restore takes of the node's current
-	// state before it overwrites anything. It is never "latest", good or
-	// not (rsyncish.OriginSafety): a re-run of a restore phase with
-	// --version latest lands on what the restore restored from.
-	OriginSafety = rsyncish.OriginSafety
-)
-
 // MustKeep are the files, relative to a PKI dir, that a control plane
 // cannot be rebuilt without: the CAs and the service-account key pair.
 // Leaf certificates can be re-signed from them; these cannot be recreated.
@@ -81,44 +63,6 @@ var MustKeep = []string{"ca.crt", "ca.key", "sa.key", "sa.pub", "front-proxy-ca.
 
 // defaultPKIDir is kubeadm's certificatesDir.
 const defaultPKIDir = "/etc/kubernetes/pki"
-
-// State is what a committed version says about itself.
-type State struct {
-	// Status as recorded ("" for a version that recorded none).
-	Status Status `json:"status"`
-	// Degraded: the version has problems (Problems says which).
-	Degraded bool     `json:"degraded"`
-	Problems []string `json:"problems,omitempty"`
-	Origin   string   `json:"origin,omitempty"`
-	// Good: "latest" may resolve to it (rsyncish.VersionInfo.Good).
-	Good bool `json:"good"`
-}
-
-// VersionState reads a version's State from its meta.
-func VersionState(v rsyncish.VersionInfo) State {
-	st := State{Status: Status(v.Status()), Good: v.Good()}
-	if raw, ok := v.Meta[MetaProblems]; ok {
-		_ = json.Unmarshal(raw, &st.Problems)
-	}
-	if raw, ok := v.Meta[MetaOrigin]; ok {
-		_ = json.Unmarshal(raw, &st.Origin)
-	}
-	st.Degraded = len(st.Problems) > 0 || st.Status == StatusDegraded
-	return st
-}
-
-// String is the status as shown in tables: "ok", "etcd-failed",
-// "degraded", "etcd-failed,degraded"; "-" when none was recorded.
-func (s State) String() string {
-	out := string(s.Status)
-	if out == "" {
-		out = "-"
-	}
-	if s.Degraded && s.Status != StatusDegraded {
-		out += "," + string(StatusDegraded)
-	}
-	return out
-}
 
 // referenceVersion is the newest version with no problems: what a new
 // version's file set is compared with.
@@ -128,7 +72,7 @@ func referenceVersion(store *rsyncish.Store) (rsyncish.VersionInfo, bool, error)
 		return rsyncish.VersionInfo{}, false, err
 	}
 	for i := len(vs) - 1; i >= 0; i-- {
-		if !VersionState(vs[i]).Degraded {
+		if !versionread.VersionState(vs[i]).Degraded {
 			return vs[i], true, nil
 		}
 	}
@@ -157,7 +101,7 @@ func pkiDirs(set, ref *layout.Set) []string {
 
 // versionSet is the layout a version recorded, nil when none.
 func versionSet(v rsyncish.VersionInfo) *layout.Set {
-	raw, ok := v.Meta[MetaLayout]
+	raw, ok := v.Meta[versionread.MetaLayout]
 	if !ok {
 		return nil
 	}
@@ -319,7 +263,7 @@ func checkLoss(w *rsyncish.VersionWriter, opts Options, set *layout.Set, held, e
 	if opts.AcceptMissing {
 		log.Warn("files gone since the previous complete version accepted (--accept-missing): this version is the new reference",
 			"reference", ref.ID, "missing", len(loss.Missing), "problems", problems)
-		return nil, w.SetMeta(MetaAccepted, loss)
+		return nil, w.SetMeta(versionread.MetaAccepted, loss)
 	}
 	problems[len(problems)-1] += "; if the files went away on purpose, run `kubekeep backup --accept-missing` once"
 	return problems, nil

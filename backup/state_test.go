@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -43,11 +44,11 @@ func TestRunDegradedWhenMustNeverLoseFilesVanish(t *testing.T) {
 	testetcd.StartT(t, root)
 	store := openStore(t)
 	var logs bytes.Buffer
-	opts := Options{Root: root.Dir, Store: store, Etcd: config.Default().Etcd, Origin: OriginAgent,
+	opts := Options{Root: root.Dir, Store: store, Etcd: config.Default().Etcd, Origin: versionread.OriginAgent,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 
 	good := mustRun(t, opts)
-	if good.Status != StatusOK || !good.Good || good.Degraded || len(good.Problems) != 0 {
+	if good.Status != versionread.StatusOK || !good.Good || good.Degraded || len(good.Problems) != 0 {
 		t.Fatalf("first version: status %s good %v problems %q", good.Status, good.Good, good.Problems)
 	}
 	keys := map[string][]byte{}
@@ -63,7 +64,7 @@ func TestRunDegradedWhenMustNeverLoseFilesVanish(t *testing.T) {
 	}
 	for range 2 { // the second one must not take the first as its reference
 		bad := mustRun(t, opts)
-		if bad.Status != StatusDegraded || bad.Good || !bad.Degraded || bad.Files == 0 || bad.Etcd == nil || !bad.Etcd.Verified {
+		if bad.Status != versionread.StatusDegraded || bad.Good || !bad.Degraded || bad.Files == 0 || bad.Etcd == nil || !bad.Etcd.Verified {
 			t.Fatalf("version without the CA keys: status %s good %v degraded %v files %d", bad.Status, bad.Good, bad.Degraded, bad.Files)
 		}
 		joined := strings.Join(bad.Problems, "\n")
@@ -75,8 +76,8 @@ func TestRunDegradedWhenMustNeverLoseFilesVanish(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := VersionState(vi)
-		if st.Status != StatusDegraded || !st.Degraded || st.Good || len(st.Problems) != len(bad.Problems) || st.Origin != OriginAgent || st.String() != "degraded" {
+		st := versionread.VersionState(vi)
+		if st.Status != versionread.StatusDegraded || !st.Degraded || st.Good || len(st.Problems) != len(bad.Problems) || st.Origin != versionread.OriginAgent || st.String() != "degraded" {
 			t.Errorf("recorded state %+v (%s)", st, st)
 		}
 		if id := latestID(t, store); id != good.ID {
@@ -93,7 +94,7 @@ func TestRunDegradedWhenMustNeverLoseFilesVanish(t *testing.T) {
 		}
 	}
 	back := mustRun(t, opts)
-	if back.Status != StatusOK || !back.Good {
+	if back.Status != versionread.StatusOK || !back.Good {
 		t.Fatalf("keys back: status %s problems %q", back.Status, back.Problems)
 	}
 	if id := latestID(t, store); id != back.ID {
@@ -120,11 +121,11 @@ func TestRunPKIAndEtcdGone(t *testing.T) {
 		}
 	}
 	bad := mustRun(t, opts)
-	if bad.Status != StatusEtcdFailed || !bad.Degraded || bad.Good {
+	if bad.Status != versionread.StatusEtcdFailed || !bad.Degraded || bad.Good {
 		t.Fatalf("status %s degraded %v", bad.Status, bad.Degraded)
 	}
 	vi, _ := store.Version(bad.ID)
-	if s := VersionState(vi).String(); s != "etcd-failed,degraded" {
+	if s := versionread.VersionState(vi).String(); s != "etcd-failed,degraded" {
 		t.Errorf("shown as %q", s)
 	}
 	if !strings.Contains(strings.Join(bad.Problems, "\n"), "/etc/kubernetes/pki/ca.key") {
@@ -143,13 +144,13 @@ func TestRunAcceptMissingAndExcludes(t *testing.T) {
 	root := testetcd.SandboxT(t)
 	testetcd.StartT(t, root)
 	store := openStore(t)
-	opts := Options{Root: root.Dir, Store: store, Etcd: config.Default().Etcd, Origin: OriginSafety}
+	opts := Options{Root: root.Dir, Store: store, Etcd: config.Default().Etcd, Origin: versionread.OriginSafety}
 	mustRun(t, opts)
 
 	// Excluding the kubelet's PKI dir by configuration loses nothing.
 	excl := opts
 	excl.Exclude = []string{"/var/lib/kubelet/pki"}
-	if res := mustRun(t, excl); res.Status != StatusOK {
+	if res := mustRun(t, excl); res.Status != versionread.StatusOK {
 		t.Fatalf("an excluded path counted as lost: %s %q", res.Status, res.Problems)
 	}
 
@@ -157,24 +158,24 @@ func TestRunAcceptMissingAndExcludes(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := mustRun(t, opts)
-	if res.Status != StatusDegraded || !strings.Contains(strings.Join(res.Problems, "\n"), "/etc/kubernetes/super-admin.conf") ||
+	if res.Status != versionread.StatusDegraded || !strings.Contains(strings.Join(res.Problems, "\n"), "/etc/kubernetes/super-admin.conf") ||
 		!strings.Contains(strings.Join(res.Problems, "\n"), "--accept-missing") {
 		t.Fatalf("status %s problems %q", res.Status, res.Problems)
 	}
 	accept := opts
 	accept.AcceptMissing = true
 	accepted := mustRun(t, accept)
-	if accepted.Status != StatusOK || !accepted.Good {
+	if accepted.Status != versionread.StatusOK || !accepted.Good {
 		t.Fatalf("accepted loss: %s %q", accepted.Status, accepted.Problems)
 	}
 	vi, _ := store.Version(accepted.ID)
-	if _, ok := vi.Meta[MetaAccepted]; !ok {
+	if _, ok := vi.Meta[versionread.MetaAccepted]; !ok {
 		t.Error("the accepted loss is not recorded")
 	}
-	if st := VersionState(vi); st.Origin != OriginSafety {
+	if st := versionread.VersionState(vi); st.Origin != versionread.OriginSafety {
 		t.Errorf("origin %q", st.Origin)
 	}
-	if next := mustRun(t, opts); next.Status != StatusOK {
+	if next := mustRun(t, opts); next.Status != versionread.StatusOK {
 		t.Errorf("after the accepted loss: %s %q", next.Status, next.Problems)
 	}
 }
@@ -227,11 +228,11 @@ func TestRunDegradedByDiscoveryProblems(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := mustRun(t, opts)
-	if res.Status != StatusDegraded || res.Good || !strings.Contains(strings.Join(res.Problems, "\n"), "broken.yaml") || res.Files < good.Files {
+	if res.Status != versionread.StatusDegraded || res.Good || !strings.Contains(strings.Join(res.Problems, "\n"), "broken.yaml") || res.Files < good.Files {
 		t.Fatalf("status %s problems %q files %d (good version: %d)", res.Status, res.Problems, res.Files, good.Files)
 	}
 	vi, _ := store.Version(res.ID)
-	if st := VersionState(vi); !st.Degraded || len(st.Problems) == 0 {
+	if st := versionread.VersionState(vi); !st.Degraded || len(st.Problems) == 0 {
 		t.Errorf("recorded state %+v", st)
 	}
 	if id := latestID(t, store); id != good.ID {

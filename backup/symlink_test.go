@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
@@ -109,7 +110,7 @@ func TestRunSymlinkedPKI(t *testing.T) {
 			etcdCfg := etcdElsewhere(t, r, "/data/pki", false)
 			store := openStore(t)
 			res := mustRun(t, Options{Root: r.Dir, Store: store, Etcd: etcdCfg})
-			if res.Status != StatusOK || !res.Good || len(res.Problems) != 0 {
+			if res.Status != versionread.StatusOK || !res.Good || len(res.Problems) != 0 {
 				t.Fatalf("status %s problems %q warnings %q (etcd: %v)", res.Status, res.Problems, res.Warnings, res.EtcdError)
 			}
 			entries, err := store.List(res.ID)
@@ -149,7 +150,7 @@ func TestRunSymlinkedPKI(t *testing.T) {
 				}
 			}
 
-			if next := mustRun(t, Options{Root: r.Dir, Store: store, Etcd: etcdCfg}); next.Status != StatusOK {
+			if next := mustRun(t, Options{Root: r.Dir, Store: store, Etcd: etcdCfg}); next.Status != versionread.StatusOK {
 				t.Errorf("the next version: %s %q", next.Status, next.Problems)
 			}
 		})
@@ -167,7 +168,7 @@ func TestRunSymlinkTargetVanishes(t *testing.T) {
 	store := openStore(t)
 	opts := Options{Root: r.Dir, Store: store, Etcd: etcdCfg}
 	good := mustRun(t, opts)
-	if good.Status != StatusOK {
+	if good.Status != versionread.StatusOK {
 		t.Fatalf("first version: %s %q", good.Status, good.Problems)
 	}
 	if err := os.RemoveAll(r.Path("/data/pki")); err != nil {
@@ -175,7 +176,7 @@ func TestRunSymlinkTargetVanishes(t *testing.T) {
 	}
 	bad := mustRun(t, opts)
 	joined := strings.Join(bad.Problems, "\n")
-	if bad.Status != StatusDegraded || bad.Good || !strings.Contains(joined, "must-never-lose") ||
+	if bad.Status != versionread.StatusDegraded || bad.Good || !strings.Contains(joined, "must-never-lose") ||
 		!strings.Contains(joined, "/data/pki/ca.key") || !strings.Contains(joined, "/data/pki/sa.key") {
 		t.Fatalf("status %s problems %q", bad.Status, bad.Problems)
 	}
@@ -199,7 +200,7 @@ func TestRunPKIMovedBehindSymlink(t *testing.T) {
 		opts := Options{Root: r.Dir, Store: store, Etcd: config.Default().Etcd}
 		mustRun(t, opts)
 		moveAndLink(t, r, "/etc/kubernetes/pki", "/data/pki", "../../data/pki")
-		if res := mustRun(t, opts); res.Status != StatusOK || len(res.Problems) != 0 {
+		if res := mustRun(t, opts); res.Status != versionread.StatusOK || len(res.Problems) != 0 {
 			t.Fatalf("moved behind a link: %s %q", res.Status, res.Problems)
 		}
 		if err := os.Remove(r.Path("/etc/kubernetes/pki")); err != nil {
@@ -208,7 +209,7 @@ func TestRunPKIMovedBehindSymlink(t *testing.T) {
 		if err := os.Rename(r.Path("/data/pki"), r.Path("/etc/kubernetes/pki")); err != nil {
 			t.Fatal(err)
 		}
-		if res := mustRun(t, opts); res.Status != StatusOK || len(res.Problems) != 0 {
+		if res := mustRun(t, opts); res.Status != versionread.StatusOK || len(res.Problems) != 0 {
 			t.Fatalf("moved back: %s %q", res.Status, res.Problems)
 		}
 	})
@@ -219,7 +220,7 @@ func TestRunPKIMovedBehindSymlink(t *testing.T) {
 		store := openStore(t)
 		old := writeOldVersion(t, store, r.Dir, []string{"/etc/kubernetes/pki", "/etc/kubernetes/pki/etcd", "/etc/kubernetes/admin.conf"})
 		res := mustRun(t, Options{Root: r.Dir, Store: store, Etcd: config.Default().Etcd})
-		if res.Status != StatusOK || len(res.Problems) != 0 {
+		if res.Status != versionread.StatusOK || len(res.Problems) != 0 {
 			t.Fatalf("first version after %s: %s %q", old, res.Status, res.Problems)
 		}
 	})
@@ -242,7 +243,7 @@ func writeOldVersion(t *testing.T, store *rsyncish.Store, root string, paths []s
 	if err := w.AddTree(root, paths, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.SetMeta(MetaStatus, StatusOK); err != nil {
+	if err := w.SetMeta(versionread.MetaStatus, versionread.StatusOK); err != nil {
 		t.Fatal(err)
 	}
 	vi, err := w.Commit()

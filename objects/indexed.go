@@ -77,7 +77,7 @@ type Indexed struct {
 
 // JournalConfig is a journal version's key index: for every key the
 // journal changed since the base image, its state at the version's
-// revision (backup.EtcdJournalKeysStream, in etcdsnap's key index format;
+// revision (versionread.EtcdJournalKeysStream, in etcdsnap's key index format;
 // its header's Revision is the version's revision and CompactRevision the
 // base's).
 type JournalConfig struct {

@@ -8,9 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"gopkg.in/yaml.v3"
-
-	"github.com/kubekeep/kubekeep/backup"
 )
 
 // analysis is what the version says about the node, judged against this
@@ -47,7 +46,7 @@ func (r *runner) analyze() (*analysis, error) {
 	// kubeadm's default when the saved config does not say.
 	serviceSubnet := "10.96.0.0/12"
 	if src.hasClusterConfig {
-		a.clusterConfig, a.clusterConfigErr = src.readStream(r.opts.Store, backup.ClusterConfigurationStream)
+		a.clusterConfig, a.clusterConfigErr = src.readStream(r.opts.Store, versionread.ClusterConfigurationStream)
 		if a.clusterConfigErr == nil {
 			var cc struct {
 				KubernetesVersion    string `yaml:"kubernetesVersion"`

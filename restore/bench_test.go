@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -60,7 +61,7 @@ func TestBenchRestore(t *testing.T) {
 	}
 	start = time.Now()
 	res, err := backup.Run(ctx, backup.Options{Root: root.Dir, Store: store, Etcd: config.Default().Etcd})
-	if err != nil || res.Status != backup.StatusOK {
+	if err != nil || res.Status != versionread.StatusOK {
 		t.Fatalf("backup: %v %v", err, res)
 	}
 	t.Logf("backup: %s, snapshot %d MiB", time.Since(start).Round(time.Millisecond), res.Etcd.DBSize>>20)

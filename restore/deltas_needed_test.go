@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
@@ -29,7 +30,7 @@ func TestRestoreEtcdReadsOnlyTheSegmentsItNeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := backup.Run(ctx, backup.Options{Root: root.Dir, Store: store, Etcd: config.Default().Etcd})
-	if err != nil || res.Status != backup.StatusOK {
+	if err != nil || res.Status != versionread.StatusOK {
 		t.Fatalf("backup: %v %+v", err, res)
 	}
 	sink, err := backup.DeltaSink(store)
@@ -41,7 +42,7 @@ func TestRestoreEtcdReadsOnlyTheSegmentsItNeeds(t *testing.T) {
 	go func() {
 		done <- etcdsnap.NewDeltaStreamer(cli, res.Etcd.Revision, res.Time, sink, etcdsnap.DeltaConfig{Flush: 20 * time.Millisecond}).Run(streamCtx)
 	}()
-	j, err := store.Journal(backup.DeltaJournal)
+	j, err := store.Journal(versionread.DeltaJournal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestRestoreEtcdReadsOnlyTheSegmentsItNeeds(t *testing.T) {
 	if lastSeg.File == "" || int64(lastSeg.First) <= revs[0] {
 		t.Fatalf("the last put is not in a segment of its own: %+v (revisions %v)", segs, revs)
 	}
-	p := filepath.Join(store.Dir(), "journals", backup.DeltaJournal, lastSeg.File)
+	p := filepath.Join(store.Dir(), "journals", versionread.DeltaJournal, lastSeg.File)
 	data, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -63,7 +64,7 @@ type DrillResult struct {
 	ChangedKeys   int    `json:"changedKeys,omitempty"`
 	ChangedSHA256 string `json:"changedSha256,omitempty"`
 	// JournalIndexRecords: a journal version's journal key index
-	// (backup.EtcdJournalKeysStream) holds this many records, each as the
+	// (versionread.EtcdJournalKeysStream) holds this many records, each as the
 	// replay left its key (0: the version has no such index).
 	JournalIndexRecords int     `json:"journalIndexRecords,omitempty"`
 	Seconds             float64 `json:"seconds"`
@@ -143,7 +144,7 @@ func Drill(ctx context.Context, store *rsyncish.Store, versionID string, logger 
 		logger.Error("restore drill failed", "version", src.id, "err", err)
 		return res, fmt.Errorf("drill of version %s: %w", src.id, err)
 	}
-	if src.etcd == nil || src.status != backup.StatusOK {
+	if src.etcd == nil || src.status != versionread.StatusOK {
 		return fail(fmt.Errorf("no good etcd snapshot to drill (status %s)", orDash(string(src.status))))
 	}
 	if src.chainErr != nil {
@@ -406,7 +407,7 @@ func (j *journalReplay) readers() []io.Reader {
 func loadJournalReplay(store *rsyncish.Store, src *source) (*journalReplay, error) {
 	proof := backup.VersionJournalProof(src.info)
 	if proof == nil {
-		return nil, fmt.Errorf("journal version %s records no evidence from etcd (%s meta) to check its replay against", src.id, backup.MetaJournal)
+		return nil, fmt.Errorf("journal version %s records no evidence from etcd (%s meta) to check its replay against", src.id, versionread.MetaJournal)
 	}
 	j, err := store.Journal(DefaultDeltaJournal)
 	if err != nil {

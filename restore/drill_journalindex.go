@@ -6,13 +6,13 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
 // checkJournalIndex compares a journal version's journal key index
-// (backup.EtcdJournalKeysStream and EtcdJournalSegsStream, which get,
+// (versionread.EtcdJournalKeysStream and EtcdJournalSegsStream, which get,
 // objects and diff read the version through) with the journal the drill
 // replays: one record for every key the replay changed since the base and
 // no other, each the key's last change (revision, deletion or not, create
@@ -25,7 +25,7 @@ func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalRepl
 		return 0, err
 	}
 	defer vr.Close()
-	keys, err := vr.Stream(backup.EtcdJournalKeysStream)
+	keys, err := vr.Stream(versionread.EtcdJournalKeysStream)
 	if errors.Is(err, rsyncish.ErrNotFound) {
 		return 0, nil
 	}
@@ -33,7 +33,7 @@ func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalRepl
 		return 0, err
 	}
 	defer keys.Close()
-	segs, err := vr.Stream(backup.EtcdJournalSegsStream)
+	segs, err := vr.Stream(versionread.EtcdJournalSegsStream)
 	if err != nil {
 		return 0, fmt.Errorf("journal key index: %w", err)
 	}
@@ -95,7 +95,7 @@ func checkJournalIndex(store *rsyncish.Store, id, baseID string, jr *journalRepl
 		case !deleted && (r.CreateRevision != create || r.Version != e.Version || r.Lease != e.Lease):
 			bad = fmt.Errorf("journal key index: %s created %d, version %d, lease %x; the journal says %d, %d, %x", r.Key, r.CreateRevision, r.Version, r.Lease, create, e.Version, e.Lease)
 		case !deleted:
-			name, err := backup.JournalSegmentName(segs, segs.Size(), r.ValueOffset, r.ValueLength)
+			name, err := versionread.JournalSegmentName(segs, segs.Size(), r.ValueOffset, r.ValueLength)
 			if err != nil {
 				bad = err
 			} else if want := holder[change{e.ModRevision, r.Key}]; !slices.Contains(want, name) && !slices.ContainsFunc(want, func(w string) bool { return mergedInto(name, w, present) }) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -21,7 +22,7 @@ func TestDrillChecksTheJournalKeyIndex(t *testing.T) {
 		f.waitDurable(f.changes(i))
 	}
 	jv := f.backup(false)
-	if jv.EtcdKind != backup.EtcdKindJournal {
+	if jv.EtcdKind != versionread.EtcdKindJournal {
 		t.Fatalf("backup: %q, want a journal version", jv.EtcdKind)
 	}
 	src, err := loadSource(f.store, jv.ID)
@@ -54,7 +55,7 @@ func TestDrillChecksTheJournalKeyIndex(t *testing.T) {
 		}
 		return b
 	}
-	keys, segs := read(backup.EtcdJournalKeysStream), read(backup.EtcdJournalSegsStream)
+	keys, segs := read(versionread.EtcdJournalKeysStream), read(versionread.EtcdJournalSegsStream)
 	x, err := snapread.OpenKeyIndex(bytes.NewReader(keys), int64(len(keys)))
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +111,7 @@ func TestDrillChecksTheJournalKeyIndex(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for name, b := range map[string][]byte{backup.EtcdJournalKeysStream: idx.Bytes(), backup.EtcdJournalSegsStream: c.segs} {
+			for name, b := range map[string][]byte{versionread.EtcdJournalKeysStream: idx.Bytes(), versionread.EtcdJournalSegsStream: c.segs} {
 				if _, err := w.AddStream(name, bytes.NewReader(b)); err != nil {
 					t.Fatal(err)
 				}
@@ -149,11 +150,11 @@ func TestDrillJournalVersionAfterItsSegmentsMerged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := vr.Stream(backup.EtcdJournalSegsStream)
+	st, err := vr.Stream(versionread.EtcdJournalSegsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names, err := backup.JournalSegmentNames(st, st.Size())
+	names, err := versionread.JournalSegmentNames(st, st.Size())
 	st.Close()
 	vr.Close()
 	if err != nil {
@@ -192,7 +193,7 @@ func TestDrillJournalVersionWhileMergedSegmentsOverlap(t *testing.T) {
 	}
 	second := f.backup(false)
 	reader.Close()
-	if second.EtcdKind != backup.EtcdKindJournal {
+	if second.EtcdKind != versionread.EtcdKindJournal {
 		t.Fatalf("second backup: %q, want a journal version", second.EtcdKind)
 	}
 	after, err := f.j.List()
@@ -215,7 +216,7 @@ func journalVersionAfterChanges(t *testing.T, f *journalFixture, v int) *backup.
 		f.waitDurable(f.changes(10*v + i))
 	}
 	jv := f.backup(false)
-	if jv.EtcdKind != backup.EtcdKindJournal {
+	if jv.EtcdKind != versionread.EtcdKindJournal {
 		t.Fatalf("backup %d: %q, want a journal version", v, jv.EtcdKind)
 	}
 	return jv

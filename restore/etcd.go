@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -133,7 +133,7 @@ func RestoreEtcd(ctx context.Context, o EtcdOptions) (EtcdResult, error) {
 	}
 	defer release()
 	rr, err := etcdsnap.RestoreDataDir(ctx, cfg)
-	err = backup.TrimmedAt(o.Store, src.etcd.Revision, until, o.At, err) // a hole prune made says so
+	err = versionread.TrimmedAt(o.Store, src.etcd.Revision, until, o.At, err) // a hole prune made says so
 	res.RestoreResult = rr
 	if err == nil && rr.SnapshotRevision != src.etcd.Revision {
 		err = fmt.Errorf("the stored snapshot is at revision %d, the backup recorded %d; %s is not to be used", rr.SnapshotRevision, src.etcd.Revision, o.To)
@@ -240,7 +240,7 @@ func (r *runner) etcd(ctx context.Context) error {
 		}
 		defer release()
 		rr, err := etcdsnap.RestoreDataDir(ctx, cfg)
-		err = backup.TrimmedAt(r.opts.Store, snapRev, until, r.opts.At, err) // a hole prune made says so
+		err = versionread.TrimmedAt(r.opts.Store, snapRev, until, r.opts.At, err) // a hole prune made says so
 		if err == nil && rr.SnapshotRevision != snapRev {
 			err = fmt.Errorf("the stored snapshot is at revision %d, the backup recorded %d", rr.SnapshotRevision, snapRev)
 		}

@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
@@ -72,7 +73,7 @@ func TestRestoreStartsUnderEtcd35(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != backup.StatusOK || res.Etcd == nil {
+	if res.Status != versionread.StatusOK || res.Etcd == nil {
 		t.Fatalf("backup status %s: %v", res.Status, res.EtcdError)
 	}
 	if res.Etcd.EtcdVersion != st.Version {
@@ -205,9 +206,9 @@ func storedEtcdInfo(t *testing.T, s *rsyncish.Store, id string) snapread.Info {
 		if v.ID != id {
 			continue
 		}
-		raw, ok := v.Meta[backup.MetaEtcd]
+		raw, ok := v.Meta[versionread.MetaEtcd]
 		if !ok {
-			t.Fatalf("version %s has no %q meta", id, backup.MetaEtcd)
+			t.Fatalf("version %s has no %q meta", id, versionread.MetaEtcd)
 		}
 		var info snapread.Info
 		if err := json.Unmarshal(raw, &info); err != nil {

@@ -25,7 +25,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -127,7 +127,7 @@ func FuzzVersionMeta(f *testing.F) {
 		n++
 		newID := fmt.Sprintf("forged-%d", n)
 		meta := map[string]json.RawMessage{}
-		for k, raw := range map[string][]byte{backup.MetaLayout: layoutRaw, backup.MetaEtcd: etcdRaw, backup.MetaStatus: statusRaw} {
+		for k, raw := range map[string][]byte{versionread.MetaLayout: layoutRaw, versionread.MetaEtcd: etcdRaw, versionread.MetaStatus: statusRaw} {
 			if json.Valid(raw) {
 				meta[k] = json.RawMessage(raw)
 			}
@@ -147,8 +147,8 @@ func FuzzVersionMeta(f *testing.F) {
 		}
 		var set layout.Set
 		var ei snapread.Info
-		layoutErr := meta[backup.MetaLayout] != nil && json.Unmarshal(meta[backup.MetaLayout], &set) != nil
-		etcdErr := meta[backup.MetaEtcd] != nil && json.Unmarshal(meta[backup.MetaEtcd], &ei) != nil
+		layoutErr := meta[versionread.MetaLayout] != nil && json.Unmarshal(meta[versionread.MetaLayout], &set) != nil
+		etcdErr := meta[versionread.MetaEtcd] != nil && json.Unmarshal(meta[versionread.MetaEtcd], &ei) != nil
 		if (err != nil) != (layoutErr || etcdErr) {
 			t.Fatalf("load: %v; layout meta bad %v, etcd meta bad %v", err, layoutErr, etcdErr)
 		}
@@ -318,7 +318,7 @@ func FuzzAnalyzeClusterConfig(f *testing.F) {
 			return
 		}
 		vi := fuzzCommit(t, s, func(w *rsyncish.VersionWriter) error {
-			_, err := w.AddStream(backup.ClusterConfigurationStream, bytes.NewReader(cc))
+			_, err := w.AddStream(versionread.ClusterConfigurationStream, bytes.NewReader(cc))
 			return err
 		})
 		src, err := loadSource(s, vi.ID)

@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
@@ -106,7 +107,7 @@ func buildFixture() (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.Status != backup.StatusOK {
+	if res.Status != versionread.StatusOK {
 		return nil, fmt.Errorf("fixture backup status %s: %v", res.Status, res.EtcdError)
 	}
 	kv := map[string]string{}

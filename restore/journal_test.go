@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
@@ -59,7 +60,7 @@ func newJournalFixture(t *testing.T) *journalFixture {
 		t.Fatal(err)
 	}
 	f.full = f.backup(false)
-	if f.full.EtcdKind != backup.EtcdKindFull {
+	if f.full.EtcdKind != versionread.EtcdKindFull {
 		t.Fatalf("first version: etcd kind %q, want full", f.full.EtcdKind)
 	}
 	sink, err := backup.DeltaSink(store)
@@ -75,7 +76,7 @@ func newJournalFixture(t *testing.T) *journalFixture {
 	var once sync.Once
 	f.stop = func() { once.Do(func() { stop(); <-done }) }
 	t.Cleanup(f.stop)
-	if f.j, err = store.Journal(backup.DeltaJournal); err != nil {
+	if f.j, err = store.Journal(versionread.DeltaJournal); err != nil {
 		t.Fatal(err)
 	}
 	// The stream's first segment (a progress mark) makes the journal live.
@@ -86,7 +87,7 @@ func newJournalFixture(t *testing.T) *journalFixture {
 func (f *journalFixture) backup(full bool) *backup.Result {
 	f.t.Helper()
 	res, err := backup.Run(f.ctx, backup.Options{Root: f.root, Store: f.store, Etcd: config.Default().Etcd, ForceFull: full, JournalCache: &f.cache})
-	if err != nil || res.Status != backup.StatusOK {
+	if err != nil || res.Status != versionread.StatusOK {
 		f.t.Fatalf("backup: %v %+v", err, res)
 	}
 	return res
@@ -183,7 +184,7 @@ func TestJournalVersionsRestoreWhatEtcdHeld(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		rev := f.changes(i)
 		res := f.backup(false)
-		if res.EtcdKind != backup.EtcdKindJournal {
+		if res.EtcdKind != versionread.EtcdKindJournal {
 			t.Fatalf("version %d: etcd kind %q (%s), want journal", i, res.EtcdKind, res.FullReason)
 		}
 		if res.Etcd.Source != snapread.SourceJournal || res.Etcd.Base != f.full.ID || res.Etcd.BaseRevision != f.full.Etcd.Revision {
@@ -197,11 +198,11 @@ func TestJournalVersionsRestoreWhatEtcdHeld(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, sh := range vi.Streams {
-			if sh.Name == backup.EtcdSnapshotStream {
+			if sh.Name == versionread.EtcdSnapshotStream {
 				t.Fatalf("journal version %d holds a snapshot stream of its own", i)
 			}
 		}
-		if !hasStream(vi, backup.ClusterConfigurationStream) && hasStream(mustVersion(t, f.store, f.full.ID), backup.ClusterConfigurationStream) {
+		if !hasStream(vi, versionread.ClusterConfigurationStream) && hasStream(mustVersion(t, f.store, f.full.ID), versionread.ClusterConfigurationStream) {
 			t.Errorf("journal version %d lost the ClusterConfiguration export its base holds", i)
 		}
 		versions = append(versions, made{res, f.stateAt(res.Etcd.Revision)})
@@ -231,7 +232,7 @@ func TestJournalVersionsRestoreWhatEtcdHeld(t *testing.T) {
 		t.Errorf("drill checked %d journal key index records, the journal changes %d keys", dr.JournalIndexRecords, dr.ChangedKeys)
 	}
 	// Forced: a full version again, which later journal versions build on.
-	if full := f.backup(true); full.EtcdKind != backup.EtcdKindFull {
+	if full := f.backup(true); full.EtcdKind != versionread.EtcdKindFull {
 		t.Errorf("backup with ForceFull: kind %q", full.EtcdKind)
 	}
 }
@@ -279,7 +280,7 @@ func TestDrillFailsOnATamperedJournal(t *testing.T) {
 			f := newJournalFixture(t)
 			f.changes(1)
 			res := f.backup(false)
-			if res.EtcdKind != backup.EtcdKindJournal {
+			if res.EtcdKind != versionread.EtcdKindJournal {
 				t.Fatalf("etcd kind %q (%s), want journal", res.EtcdKind, res.FullReason)
 			}
 			if dr, err := Drill(f.ctx, f.store, res.ID, nil); err != nil || !dr.Verified {
@@ -315,7 +316,7 @@ func TestDrillFailsOnATamperedJournal(t *testing.T) {
 				changed = true
 				seg.Events = kept
 				raw := format.EncodeSegment(format.Segment{First: si.First, Last: si.Last, Time: si.Time, Data: seg.Encode()})
-				if err := os.WriteFile(filepath.Join(f.store.Dir(), "journals", backup.DeltaJournal, si.File), raw, 0o600); err != nil {
+				if err := os.WriteFile(filepath.Join(f.store.Dir(), "journals", versionread.DeltaJournal, si.File), raw, 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -341,7 +342,7 @@ func TestPruneKeepsBaseAndGapForcesFull(t *testing.T) {
 	v1 := f.backup(false)
 	f.changes(2)
 	v2 := f.backup(false)
-	if v1.EtcdKind != backup.EtcdKindJournal || v2.EtcdKind != backup.EtcdKindJournal {
+	if v1.EtcdKind != versionread.EtcdKindJournal || v2.EtcdKind != versionread.EtcdKindJournal {
 		t.Fatalf("kinds %q %q, want journal", v1.EtcdKind, v2.EtcdKind)
 	}
 	want := f.stateAt(v2.Etcd.Revision)
@@ -384,10 +385,10 @@ func TestPruneKeepsBaseAndGapForcesFull(t *testing.T) {
 	if victim.File == "" {
 		t.Fatalf("no segment with changes after the base in %+v", segs)
 	}
-	if err := os.Remove(filepath.Join(f.store.Dir(), "journals", backup.DeltaJournal, victim.File)); err != nil {
+	if err := os.Remove(filepath.Join(f.store.Dir(), "journals", versionread.DeltaJournal, victim.File)); err != nil {
 		t.Fatal(err)
 	}
-	id, err := backup.Resolve(f.store, "latest")
+	id, err := versionread.Resolve(f.store, "latest")
 	if err != nil || id != f.full.ID {
 		t.Errorf("latest with the journal version's chain broken: %q %v, want the base %s", id, err, f.full.ID)
 	}
@@ -395,7 +396,7 @@ func TestPruneKeepsBaseAndGapForcesFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.EtcdKind != backup.EtcdKindFull || !strings.Contains(res.FullReason, "misses") {
+	if res.EtcdKind != versionread.EtcdKindFull || !strings.Contains(res.FullReason, "misses") {
 		t.Errorf("backup over a journal with a hole: kind %q, reason %q; want full because of the hole", res.EtcdKind, res.FullReason)
 	}
 }
@@ -407,7 +408,7 @@ func TestJournalVersionCarriesExports(t *testing.T) {
 	f := newJournalFixture(t)
 	read := func(id string) string {
 		t.Helper()
-		rc, _, err := f.store.OpenStream(id, backup.ClusterConfigurationStream)
+		rc, _, err := f.store.OpenStream(id, versionread.ClusterConfigurationStream)
 		if err != nil {
 			t.Fatalf("version %s: %v", id, err)
 		}
@@ -424,7 +425,7 @@ func TestJournalVersionCarriesExports(t *testing.T) {
 	}
 	f.changes(1)
 	same := f.backup(false)
-	if same.EtcdKind != backup.EtcdKindJournal {
+	if same.EtcdKind != versionread.EtcdKindJournal {
 		t.Fatalf("kind %q (%s)", same.EtcdKind, same.FullReason)
 	}
 	if got := read(same.ID); got != baseDoc {
@@ -439,7 +440,7 @@ func TestJournalVersionCarriesExports(t *testing.T) {
 		t.Fatal(err)
 	}
 	changed := f.backup(false)
-	if changed.EtcdKind != backup.EtcdKindJournal {
+	if changed.EtcdKind != versionread.EtcdKindJournal {
 		t.Fatalf("kind %q (%s)", changed.EtcdKind, changed.FullReason)
 	}
 	if got := read(changed.ID); got != upgraded {
@@ -454,7 +455,7 @@ func TestRestorePhasesOfAJournalVersion(t *testing.T) {
 	f := newJournalFixture(t)
 	f.changes(1)
 	jv := f.backup(false)
-	if jv.EtcdKind != backup.EtcdKindJournal {
+	if jv.EtcdKind != versionread.EtcdKindJournal {
 		t.Fatalf("kind %q (%s)", jv.EtcdKind, jv.FullReason)
 	}
 	want := f.stateAt(jv.Etcd.Revision)

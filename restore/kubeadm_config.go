@@ -13,7 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/layout"
 )
 
@@ -260,8 +260,8 @@ func (r *runner) initSettings(a *analysis) (s InitSettings, notes []string, err 
 	// by the backup; for the kubelet, the node's config.yaml when the
 	// version predates that export.
 	docs := []struct{ stream, kind, from string }{
-		{backup.KubeletConfigurationStream, "KubeletConfiguration", "kube-system/kubelet-config"},
-		{backup.KubeProxyConfigurationStream, "KubeProxyConfiguration", "kube-system/kube-proxy"},
+		{versionread.KubeletConfigurationStream, "KubeletConfiguration", "kube-system/kubelet-config"},
+		{versionread.KubeProxyConfigurationStream, "KubeProxyConfiguration", "kube-system/kube-proxy"},
 	}
 	for _, d := range docs {
 		if !src.hasStream(d.stream) {
@@ -274,7 +274,7 @@ func (r *runner) initSettings(a *analysis) (s InitSettings, notes []string, err 
 		s.Documents = append(s.Documents, InitDocument{From: vfile(d.stream), Data: data})
 		notes = append(notes, fmt.Sprintf("the %s of %s at the backup", d.kind, d.from))
 	}
-	if !src.hasStream(backup.KubeletConfigurationStream) {
+	if !src.hasStream(versionread.KubeletConfigurationStream) {
 		data, err := src.readFile(store, kubeletConfigFile)
 		if err != nil {
 			return s, nil, err

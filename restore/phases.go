@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -117,7 +118,7 @@ func (r *runner) safety(ctx context.Context) error {
 	// of a phase with --version latest lands on the version restored from.
 	// A full snapshot: the safety version must stand on its own, whatever
 	// the restore does next to the journal's etcd.
-	opts := backup.Options{Root: r.opts.Root, Store: r.opts.Store, Etcd: r.opts.Etcd, Logger: r.opts.Logger, Origin: backup.OriginSafety,
+	opts := backup.Options{Root: r.opts.Root, Store: r.opts.Store, Etcd: r.opts.Etcd, Logger: r.opts.Logger, Origin: versionread.OriginSafety,
 		ForceFull: true}
 	what := "a backup of the node's current state (discovered from its manifests)"
 	if _, err := layout.Discover(r.opts.Root, layout.Options{}); err != nil {

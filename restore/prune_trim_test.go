@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -69,11 +70,11 @@ func TestPruneTrimsTheJournalBetweenKeptVersions(t *testing.T) {
 	lateWant := f.stateAt(rev10)
 	f.waitDurable(f.changes(11))
 	for _, v := range vs {
-		if v.res.ID != f1.ID && v.res.ID != f2.ID && v.res.ID != f3.ID && v.res.EtcdKind != backup.EtcdKindJournal {
+		if v.res.ID != f1.ID && v.res.ID != f2.ID && v.res.ID != f3.ID && v.res.EtcdKind != versionread.EtcdKindJournal {
 			t.Fatalf("version %s is %s, want a journal version", v.res.ID, v.res.EtcdKind)
 		}
 	}
-	if f2.EtcdKind != backup.EtcdKindFull || f3.EtcdKind != backup.EtcdKindFull {
+	if f2.EtcdKind != versionread.EtcdKindFull || f3.EtcdKind != versionread.EtcdKindFull {
 		t.Fatalf("kinds %s %s, want full", f2.EtcdKind, f3.EtcdKind)
 	}
 	bytesBefore, segsBefore := journalBytes(t, f.j)
@@ -146,7 +147,7 @@ func TestPruneTrimsTheJournalBetweenKeptVersions(t *testing.T) {
 			t.Fatal(err)
 		}
 		vsAll, _ := f.store.Versions()
-		if err := backup.Readable(f.store, vsAll, vi); err != nil {
+		if err := versionread.Readable(f.store, vsAll, vi); err != nil {
 			t.Errorf("version %s not readable after prune: %v", v.res.ID, err)
 		}
 		to := filepath.Join(t.TempDir(), "etcd")

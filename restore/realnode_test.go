@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/internal/kubenode"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -48,7 +49,7 @@ func TestRealNodeKubeadmConfigKeepsNodeSettings(t *testing.T) {
 			t.Fatal(err)
 		}
 		res, err := backup.Run(ctx, backup.Options{Root: "/", Store: store, Etcd: config.Default().Etcd})
-		if err != nil || res.Status != backup.StatusOK {
+		if err != nil || res.Status != versionread.StatusOK {
 			t.Fatalf("backup of the node: %v %+v", err, res)
 		}
 
@@ -138,7 +139,7 @@ func TestRealNodeRestoreAtRootSlash(t *testing.T) {
 			t.Fatal(err)
 		}
 		res, err := backup.Run(ctx, backup.Options{Root: "/", Store: store, Etcd: config.Default().Etcd})
-		if err != nil || res.Status != backup.StatusOK {
+		if err != nil || res.Status != versionread.StatusOK {
 			t.Fatalf("backup of the node: %v %+v", err, res)
 		}
 		n.Kubectl(t, "create", "configmap", "after", "-n", "default", "--from-literal=k=v")

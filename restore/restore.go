@@ -43,7 +43,7 @@
 // /readyz, and fails saying it timed out when either never gets ready.
 //
 // A version's etcd state is its own snapshot, or for a journal version
-// (backup.EtcdSourceOf) its base's snapshot plus the delta journal
+// (versionread.EtcdSourceOf) its base's snapshot plus the delta journal
 // replayed to the version's revision: loadSource points the snapshot at
 // the base and every phase, `restore etcd` and the drill replay the
 // segments up to that revision (or the --at/--revision asked for), and

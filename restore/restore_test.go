@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
@@ -404,7 +404,7 @@ func TestHostileVersionsRestoreNothing(t *testing.T) {
 		m.Entries = append(m.Entries, e)
 	}), "below the stored symlink /etc/kubernetes/evil"}
 	cases["datadir"] = struct{ id, want string }{forgeOnce("datadir", func(m *format.Manifest) {
-		m.Header.Meta[backup.MetaLayout] = []byte(`{"paths":[],"etcd":{"dataDir":"/var/lib/../../../../tmp/kk-evil","name":"master-1","initialCluster":"master-1=https://10.0.0.5:2380","peerURLs":["https://10.0.0.5:2380"],"endpoints":[]}}`)
+		m.Header.Meta[versionread.MetaLayout] = []byte(`{"paths":[],"etcd":{"dataDir":"/var/lib/../../../../tmp/kk-evil","name":"master-1","initialCluster":"master-1=https://10.0.0.5:2380","peerURLs":["https://10.0.0.5:2380"],"endpoints":[]}}`)
 	}), `etcd data dir "/var/lib/../../../../tmp/kk-evil"`}
 
 	for name, c := range cases {
@@ -448,7 +448,7 @@ func TestHostileVersionsRestoreNothing(t *testing.T) {
 func TestTruncatedSnapshotFailsInPreflight(t *testing.T) {
 	f := getFixture(t)
 	ctx := ctxT(t)
-	rc, size, err := f.store.OpenStream(f.id, backup.EtcdSnapshotStream)
+	rc, size, err := f.store.OpenStream(f.id, versionread.EtcdSnapshotStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,11 +468,11 @@ func TestTruncatedSnapshotFailsInPreflight(t *testing.T) {
 	if err := w.AddTree(f.root.Dir, []string{"/etc/kubernetes/pki"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.AddStream(backup.EtcdSnapshotStream, bytes.NewReader(full[:len(full)/2])); err != nil {
+	if _, err := w.AddStream(versionread.EtcdSnapshotStream, bytes.NewReader(full[:len(full)/2])); err != nil {
 		t.Fatal(err)
 	}
 	vi0, _ := f.store.Version(f.id)
-	for _, k := range []string{backup.MetaEtcd, backup.MetaLayout, backup.MetaStatus} {
+	for _, k := range []string{versionread.MetaEtcd, versionread.MetaLayout, versionread.MetaStatus} {
 		if err := w.SetMeta(k, vi0.Meta[k]); err != nil {
 			t.Fatal(err)
 		}
@@ -551,8 +551,8 @@ func TestSafetyAndStopWaitForEtcd(t *testing.T) {
 	if len(vs) != len(vsBefore)+1 {
 		t.Fatalf("safety made no version: %d -> %d", len(vsBefore), len(vs))
 	}
-	var st backup.Status
-	if newest := vs[len(vs)-1]; newest.Meta[backup.MetaStatus] == nil || jsonUnmarshal(newest.Meta[backup.MetaStatus], &st) != nil || st != backup.StatusOK {
+	var st versionread.Status
+	if newest := vs[len(vs)-1]; newest.Meta[versionread.MetaStatus] == nil || jsonUnmarshal(newest.Meta[versionread.MetaStatus], &st) != nil || st != versionread.StatusOK {
 		t.Errorf("safety version status %s", st)
 	}
 	if ms, _ := filepath.Glob(root.Path(layout.ManifestsDir + "/*.yaml")); len(ms) != 0 {

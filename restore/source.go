@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/ctxio"
@@ -22,7 +22,7 @@ import (
 
 // DefaultDeltaJournal is the store journal holding etcd watch deltas, the
 // one backup.DeltaSink writes.
-const DefaultDeltaJournal = backup.DeltaJournal
+const DefaultDeltaJournal = versionread.DeltaJournal
 
 // source is what a restore reads from one version, checked once.
 type source struct {
@@ -31,7 +31,7 @@ type source struct {
 	entries []rsyncish.Entry
 	set     *layout.Set
 	etcd    *snapread.Info
-	status  backup.Status
+	status  versionread.Status
 	// unsafe lists why paths of this version are refused; a version with
 	// any restores nothing.
 	unsafe []string
@@ -84,7 +84,7 @@ func (src *source) untilRevision(at time.Time, rev int64) int64 {
 }
 
 func loadSource(store *rsyncish.Store, version string) (*source, error) {
-	id, err := backup.Resolve(store, version)
+	id, err := versionread.Resolve(store, version)
 	if err != nil {
 		return nil, err
 	}
@@ -97,28 +97,28 @@ func loadSource(store *rsyncish.Store, version string) (*source, error) {
 		return nil, err
 	}
 	src := &source{id: id, info: vi, entries: entries, snapID: id}
-	if raw, ok := vi.Meta[backup.MetaLayout]; ok {
+	if raw, ok := vi.Meta[versionread.MetaLayout]; ok {
 		var set layout.Set
 		if err := json.Unmarshal(raw, &set); err != nil {
 			return nil, fmt.Errorf("version %s: layout meta: %w", id, err)
 		}
 		src.set = &set
 	}
-	if raw, ok := vi.Meta[backup.MetaEtcd]; ok {
+	if raw, ok := vi.Meta[versionread.MetaEtcd]; ok {
 		var info snapread.Info
 		if err := json.Unmarshal(raw, &info); err != nil {
 			return nil, fmt.Errorf("version %s: etcd meta: %w", id, err)
 		}
 		src.etcd = &info
 	}
-	if raw, ok := vi.Meta[backup.MetaStatus]; ok {
+	if raw, ok := vi.Meta[versionread.MetaStatus]; ok {
 		_ = json.Unmarshal(raw, &src.status)
 	}
 	for _, sh := range vi.Streams {
 		switch sh.Name {
-		case backup.EtcdSnapshotStream:
+		case versionread.EtcdSnapshotStream:
 			src.hasSnapshot, src.snapshotSize = true, sh.Size
-		case backup.ClusterConfigurationStream:
+		case versionread.ClusterConfigurationStream:
 			src.hasClusterConfig = true
 		}
 	}
@@ -132,7 +132,7 @@ func loadSource(store *rsyncish.Store, version string) (*source, error) {
 }
 
 // loadBase points a journal version's snapshot at its base's and checks
-// the chain from there (backup.Readable).
+// the chain from there (versionread.Readable).
 func (src *source) loadBase(store *rsyncish.Store) error {
 	own := src.etcd
 	src.journal = own
@@ -140,16 +140,16 @@ func (src *source) loadBase(store *rsyncish.Store) error {
 	if err != nil {
 		return err
 	}
-	if err := backup.Readable(store, vs, src.info); err != nil {
+	if err := versionread.Readable(store, vs, src.info); err != nil {
 		return err
 	}
 	base, err := store.Version(own.Base)
 	if err != nil {
 		return fmt.Errorf("version %s: its base %s: %w", src.id, own.Base, err)
 	}
-	src.snapID, src.etcd = base.ID, backup.VersionEtcd(base)
+	src.snapID, src.etcd = base.ID, versionread.VersionEtcd(base)
 	for _, sh := range base.Streams {
-		if sh.Name == backup.EtcdSnapshotStream {
+		if sh.Name == versionread.EtcdSnapshotStream {
 			src.hasSnapshot, src.snapshotSize = true, sh.Size
 		}
 	}
@@ -335,7 +335,7 @@ func materializeSnapshot(ctx context.Context, store *rsyncish.Store, src *source
 		}
 		return nil, fmt.Errorf("version %s has %s: pick a version whose status is ok (kubekeep versions)", src.id, why)
 	}
-	f, err := backup.MaterializeSnapshot(ctx, store, src.snapID)
+	f, err := versionread.MaterializeSnapshot(ctx, store, src.snapID)
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +388,7 @@ func etcdImage(ctx context.Context, store *rsyncish.Store, src *source, have *sn
 	}
 	if streamsImage(src, have) {
 		e := src.etcd
-		rc, size, err := store.OpenStream(src.snapID, backup.EtcdSnapshotStream)
+		rc, size, err := store.OpenStream(src.snapID, versionread.EtcdSnapshotStream)
 		if err != nil {
 			return nil, fmt.Errorf("version %s: open the etcd snapshot: %w", src.snapID, err)
 		}
@@ -495,11 +495,11 @@ func PickVersionAt(store *rsyncish.Store, at time.Time) (string, error) {
 		if v.Time.After(at) {
 			continue
 		}
-		var st backup.Status
-		if raw, ok := v.Meta[backup.MetaStatus]; ok {
+		var st versionread.Status
+		if raw, ok := v.Meta[versionread.MetaStatus]; ok {
 			_ = json.Unmarshal(raw, &st)
 		}
-		if st == backup.StatusOK && backup.Readable(store, vs, v) == nil {
+		if st == versionread.StatusOK && versionread.Readable(store, vs, v) == nil {
 			return v.ID, nil
 		}
 	}

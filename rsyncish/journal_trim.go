@@ -22,7 +22,7 @@ import (
 // still present, after a crash or in a store pulled back from an off-site
 // tier that kept them, changes nothing), and it is not a break (Breaks):
 // a chain over a trimmed range fails as over any hole, and the readers
-// that explain a failure (verify's gaps, backup.ChainIntact, a
+// that explain a failure (verify's gaps, versionread.ChainIntact, a
 // point-in-time read) say prune trimmed it. A declared break would
 // instead make a tier's copy of the journal, shipped with it, unusable
 // for the older versions the tier keeps.

@@ -35,7 +35,7 @@
 //     the first chunk of each is read);
 //   - its manifest and, transitively, those of the versions it reads: the
 //     header's requires (a journal version's base's snapshot and key
-//     index streams) and backup.EtcdSourceOf's base. A version whose base
+//     index streams) and versionread.EtcdSourceOf's base. A version whose base
 //     the tier lacks is refused, naming both, before anything is copied;
 //   - the packs holding the blocks those manifests name, with their
 //     indexes: every index of the tier is read (nothing else maps a block

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
@@ -296,7 +296,7 @@ func Prune(ctx context.Context, t *Tier, opts PruneOptions) (PruneResult, error)
 // ("etcd-deltas/<first>-<last>-<unixnano>.seg").
 func segmentLast(name string) (uint64, bool) {
 	j, file, ok := strings.Cut(name, "/")
-	if !ok || j != backup.DeltaJournal {
+	if !ok || j != versionread.DeltaJournal {
 		return 0, false
 	}
 	base, ok := strings.CutSuffix(file, ".seg")

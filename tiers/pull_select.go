@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 	"github.com/kubekeep/kubekeep/rsyncish/format"
@@ -103,7 +103,7 @@ func pullVersion(ctx context.Context, src backend.Backend, dst *backend.Local, o
 				reads = append(reads, r.Version)
 			}
 		}
-		if es, ok := backup.EtcdSourceOf(headerInfo(&m.Header)); ok && es.Version != id {
+		if es, ok := versionread.EtcdSourceOf(headerInfo(&m.Header)); ok && es.Version != id {
 			reads = append(reads, es.Version)
 		}
 		for _, r := range reads {
@@ -192,8 +192,8 @@ func pullVersion(ctx context.Context, src backend.Backend, dst *backend.Local, o
 		}
 	}
 	for _, pm := range manifests {
-		if es, ok := backup.EtcdSourceOf(headerInfo(&pm.m.Header)); ok && es.SnapshotRevision >= 0 {
-			lower(backup.DeltaJournal, uint64(es.SnapshotRevision))
+		if es, ok := versionread.EtcdSourceOf(headerInfo(&pm.m.Header)); ok && es.SnapshotRevision >= 0 {
+			lower(versionread.DeltaJournal, uint64(es.SnapshotRevision))
 		}
 		for _, r := range pm.m.Header.Requires {
 			if r.Journal != "" {
@@ -259,7 +259,7 @@ func readManifestHeader(ctx context.Context, src backend.Backend, name string) (
 }
 
 // headerInfo is the part of a version's listing its header gives that
-// backup.EtcdSourceOf reads.
+// versionread.EtcdSourceOf reads.
 func headerInfo(h *format.Header) rsyncish.VersionInfo {
 	return rsyncish.VersionInfo{ID: h.ID, Time: h.Time.UTC(), Streams: h.Streams, Meta: h.Meta}
 }

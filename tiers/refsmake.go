@@ -7,7 +7,7 @@ import (
 	"io/fs"
 	"strings"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 	"github.com/kubekeep/kubekeep/rsyncish/backend"
 	"github.com/kubekeep/kubekeep/rsyncish/format"
@@ -100,7 +100,7 @@ func refsOf(data []byte, bp blobPacks) (VersionRefs, error) {
 			r.Requires = append(r.Requires, q.Version)
 		}
 	}
-	if src, ok := backup.EtcdSourceOf(rsyncish.VersionInfo{ID: h.ID, Time: h.Time, Streams: h.Streams, Meta: h.Meta}); ok {
+	if src, ok := versionread.EtcdSourceOf(rsyncish.VersionInfo{ID: h.ID, Time: h.Time, Streams: h.Streams, Meta: h.Meta}); ok {
 		r.SnapshotRevision = src.SnapshotRevision
 	}
 	return r, nil

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/layout"
 )
 
@@ -130,7 +131,7 @@ func runBackup(ctx context.Context, opts backupOptions, g *globalOptions) (*back
 		AcceptMissing: opts.acceptMissing,
 		ForceFull:     opts.full,
 		Etcd:          g.cfg.Etcd,
-		Origin:        backup.OriginCLI,
+		Origin:        versionread.OriginCLI,
 		Logger:        g.logger,
 	})
 	if err != nil {
@@ -151,12 +152,12 @@ func notGood(res *backup.Result) error {
 	var why []string
 	if res.EtcdError != nil {
 		why = append(why, "etcd not backed up: "+res.EtcdError.Error())
-	} else if res.Status == backup.StatusFilesOnly {
+	} else if res.Status == versionread.StatusFilesOnly {
 		why = append(why, "no etcd to back up")
 	}
 	why = append(why, res.Problems...)
 	msg := fmt.Sprintf("version %s committed but it is %s, not a good version (\"latest\" still means the newest good one)", res.ID, res.Status)
-	if res.Degraded && res.Status != backup.StatusDegraded {
+	if res.Degraded && res.Status != versionread.StatusDegraded {
 		msg = fmt.Sprintf("version %s committed but it is %s and degraded, not a good version (\"latest\" still means the newest good one)", res.ID, res.Status)
 	}
 	for _, w := range why {

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
@@ -157,7 +158,7 @@ func listed(t *testing.T, out string) []string {
 // snapshot out of the store into a temp file and indexed every key.
 func TestGetReadsOnlyWhatItNeeds(t *testing.T) {
 	f := newObjectsFixture(t)
-	snapSize := streamSize(t, f.v1, backup.EtcdSnapshotStream)
+	snapSize := streamSize(t, f.v1, versionread.EtcdSnapshotStream)
 	if snapSize < 3<<20 {
 		t.Fatalf("snapshot of %d bytes: too small to tell", snapSize)
 	}
@@ -179,7 +180,7 @@ func TestGetReadsOnlyWhatItNeeds(t *testing.T) {
 	if err != nil {
 		t.Fatalf("objects: %v\n%s", err, stderr)
 	}
-	ve := backup.VersionEtcd(f.v1)
+	ve := versionread.VersionEtcd(f.v1)
 	want := etcdNames(t, f.cli, "/registry/configmaps/web/", ve.Revision)
 	if got := listed(t, out); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("objects configmaps -n web:\n%v\netcd serves:\n%v", got, want)
@@ -198,7 +199,7 @@ func TestGetReadsOnlyWhatItNeeds(t *testing.T) {
 // that change is.
 func TestJournalVersion(t *testing.T) {
 	f := newObjectsFixture(t)
-	ve := backup.VersionEtcd(f.v1)
+	ve := versionread.VersionEtcd(f.v1)
 	sink, err := backup.DeltaSink(f.store)
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +209,7 @@ func TestJournalVersion(t *testing.T) {
 	go func() {
 		done <- etcdsnap.NewDeltaStreamer(f.cli, ve.Revision, f.v1.Time, sink, etcdsnap.DeltaConfig{Flush: 20 * time.Millisecond}).Run(ctx)
 	}()
-	j, _ := f.store.Journal(backup.DeltaJournal)
+	j, _ := f.store.Journal(versionread.DeltaJournal)
 	durable := func(rev int64) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
@@ -243,7 +244,7 @@ func TestJournalVersion(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &made); err != nil {
 		t.Fatal(err)
 	}
-	if made.EtcdKind != backup.EtcdKindJournal || made.Etcd.Base != f.v1.ID || made.Etcd.Revision < rev {
+	if made.EtcdKind != versionread.EtcdKindJournal || made.Etcd.Base != f.v1.ID || made.Etcd.Revision < rev {
 		t.Fatalf("backup with the delta stream running: kind %q, etcd %+v; want a journal version on %s at %d or later", made.EtcdKind, made.Etcd, f.v1.ID, rev)
 	}
 	jv, err := f.store.Version(made.ID)
@@ -321,7 +322,7 @@ func TestGetDamagedKeyIndexFallsBack(t *testing.T) {
 		}
 		return b
 	}
-	snap, idx := read(backup.EtcdSnapshotStream), read(backup.EtcdKeyIndexStream)
+	snap, idx := read(versionread.EtcdSnapshotStream), read(versionread.EtcdKeyIndexStream)
 	idx[20] ^= 0xff // the first block
 	commit := func(withIndex bool) string {
 		unlock, err := f.store.Lock(context.Background())
@@ -333,15 +334,15 @@ func TestGetDamagedKeyIndexFallsBack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.AddStream(backup.EtcdSnapshotStream, bytes.NewReader(snap)); err != nil {
+		if _, err := w.AddStream(versionread.EtcdSnapshotStream, bytes.NewReader(snap)); err != nil {
 			t.Fatal(err)
 		}
 		if withIndex {
-			if _, err := w.AddStream(backup.EtcdKeyIndexStream, bytes.NewReader(idx)); err != nil {
+			if _, err := w.AddStream(versionread.EtcdKeyIndexStream, bytes.NewReader(idx)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := w.SetMeta(backup.MetaEtcd, backup.VersionEtcd(f.v1)); err != nil {
+		if err := w.SetMeta(versionread.MetaEtcd, versionread.VersionEtcd(f.v1)); err != nil {
 			t.Fatal(err)
 		}
 		vi, err := w.Commit()

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
@@ -41,7 +42,7 @@ func TestGetAtReadsOnlyTheSegmentsItNeeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ve := backup.VersionEtcd(vi)
+	ve := versionread.VersionEtcd(vi)
 	if ve == nil {
 		t.Fatal("the version has no etcd snapshot")
 	}
@@ -54,7 +55,7 @@ func TestGetAtReadsOnlyTheSegmentsItNeeds(t *testing.T) {
 	go func() {
 		done <- etcdsnap.NewDeltaStreamer(cli, ve.Revision, vi.Time, sink, etcdsnap.DeltaConfig{Flush: 20 * time.Millisecond}).Run(streamCtx)
 	}()
-	j, _ := store.Journal(backup.DeltaJournal)
+	j, _ := store.Journal(versionread.DeltaJournal)
 	durable := func(rev int64) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
@@ -90,7 +91,7 @@ func TestGetAtReadsOnlyTheSegmentsItNeeds(t *testing.T) {
 	if int64(last.First) != later {
 		t.Fatalf("the later change is not in a segment of its own: %+v", segs)
 	}
-	p := filepath.Join(dir, "journals", backup.DeltaJournal, last.File)
+	p := filepath.Join(dir, "journals", versionread.DeltaJournal, last.File)
 	data, _ := os.ReadFile(p)
 	data[len(data)/2] ^= 0xff
 	os.WriteFile(p, data, 0o600)

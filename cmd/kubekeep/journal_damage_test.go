@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -44,7 +44,7 @@ func TestCLIJournalVersionOnDamagedBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	full := backupJSON()
-	if full.EtcdKind != backup.EtcdKindFull {
+	if full.EtcdKind != versionread.EtcdKindFull {
 		t.Fatalf("first backup: kind %q, want full", full.EtcdKind)
 	}
 	basePacks, _ := filepath.Glob(filepath.Join(storeDir, "packs", "*.pack"))
@@ -57,7 +57,7 @@ func TestCLIJournalVersionOnDamagedBase(t *testing.T) {
 	}
 	waitJournal(put.Header.Revision)
 	jv := backupJSON()
-	if jv.EtcdKind != backup.EtcdKindJournal || jv.Etcd.Base != full.ID {
+	if jv.EtcdKind != versionread.EtcdKindJournal || jv.Etcd.Base != full.ID {
 		t.Fatalf("backup with the delta stream running: %+v, want a journal version on %s", jv, full.ID)
 	}
 	if named := verifyNames(); len(named) > 0 {
@@ -82,7 +82,7 @@ func TestCLIJournalVersionOnDamagedBase(t *testing.T) {
 	}
 	waitJournal(put.Header.Revision)
 	next := backupJSON()
-	if next.EtcdKind != backup.EtcdKindFull {
+	if next.EtcdKind != versionread.EtcdKindFull {
 		t.Errorf("the backup after the base's damage: kind %q (base %s), want full", next.EtcdKind, next.Etcd.Base)
 	}
 	t.Logf("next backup %s: %s (%s)", next.ID, next.EtcdKind, next.FullReason)

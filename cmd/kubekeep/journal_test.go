@@ -9,7 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 )
@@ -28,7 +28,7 @@ func TestCLIJournalVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	full := backupJSON()
-	if full.EtcdKind != backup.EtcdKindFull {
+	if full.EtcdKind != versionread.EtcdKindFull {
 		t.Fatalf("first backup: kind %q, want full", full.EtcdKind)
 	}
 
@@ -43,11 +43,11 @@ func TestCLIJournalVersions(t *testing.T) {
 	// The stream has written its first segments (a running agent's has).
 	w.waitJournal(put.Header.Revision)
 	jv := backupJSON()
-	if jv.EtcdKind != backup.EtcdKindJournal || jv.Etcd.Base != full.ID || jv.Etcd.Revision <= put.Header.Revision {
+	if jv.EtcdKind != versionread.EtcdKindJournal || jv.Etcd.Base != full.ID || jv.Etcd.Revision <= put.Header.Revision {
 		t.Fatalf("backup with the delta stream running: %+v %+v, want a journal version on %s past revision %d", jv, jv.Etcd, full.ID, put.Header.Revision)
 	}
 	forced := backupJSON("--full")
-	if forced.EtcdKind != backup.EtcdKindFull {
+	if forced.EtcdKind != versionread.EtcdKindFull {
 		t.Errorf("backup --full: kind %q", forced.EtcdKind)
 	}
 	stopStream()

@@ -12,7 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -52,7 +52,7 @@ func TestJournalVersionReadThroughItsKeyIndex(t *testing.T) {
 	put("deleted", "base")
 	put("early", "base")
 	full := w.backup()
-	if full.EtcdKind != backup.EtcdKindFull {
+	if full.EtcdKind != versionread.EtcdKindFull {
 		t.Fatalf("first backup: %q", full.EtcdKind)
 	}
 	w.startStream(full.Etcd.Revision)
@@ -86,7 +86,7 @@ func TestJournalVersionReadThroughItsKeyIndex(t *testing.T) {
 	w.waitJournal(put("changed", "v3"))
 	v3 := w.backup()
 	for _, v := range []backupResult{v2, v3} {
-		if v.EtcdKind != backup.EtcdKindJournal || v.Etcd.Base != full.ID {
+		if v.EtcdKind != versionread.EtcdKindJournal || v.Etcd.Base != full.ID {
 			t.Fatalf("backup with the stream running: %+v, want a journal version on %s", v, full.ID)
 		}
 	}
@@ -100,7 +100,7 @@ func TestJournalVersionReadThroughItsKeyIndex(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, s := range []string{backup.EtcdJournalKeysStream, backup.EtcdJournalSegsStream} {
+		for _, s := range []string{versionread.EtcdJournalKeysStream, versionread.EtcdJournalSegsStream} {
 			st, err := vr.Stream(s)
 			if err != nil {
 				t.Errorf("version %s: %v", id, err)
@@ -123,7 +123,7 @@ func TestJournalVersionReadThroughItsKeyIndex(t *testing.T) {
 	}
 
 	// Rot the segment with the early change, in the middle of its events.
-	segPath := filepath.Join(w.storeDir, "journals", backup.DeltaJournal, earlySeg)
+	segPath := filepath.Join(w.storeDir, "journals", versionread.DeltaJournal, earlySeg)
 	data, err := os.ReadFile(segPath)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/sandbox"
@@ -98,7 +99,7 @@ func (w *journalWorld) startStream(from int64) (stop func()) {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	if w.journal, err = store.Journal(backup.DeltaJournal); err != nil {
+	if w.journal, err = store.Journal(versionread.DeltaJournal); err != nil {
 		w.t.Fatal(err)
 	}
 	streamCtx, cancel := context.WithCancel(w.ctx)

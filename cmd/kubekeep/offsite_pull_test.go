@@ -18,7 +18,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/internal/s3test"
@@ -120,7 +120,7 @@ func TestOffsitePullOneVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := backupJSON("--full")
-	if old.EtcdKind != backup.EtcdKindFull || base.EtcdKind != backup.EtcdKindFull {
+	if old.EtcdKind != versionread.EtcdKindFull || base.EtcdKind != versionread.EtcdKindFull {
 		t.Fatalf("old %+v, base %+v: want two full versions", old, base)
 	}
 
@@ -139,7 +139,7 @@ func TestOffsitePullOneVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	jv := backupJSON()
-	if jv.EtcdKind != backup.EtcdKindJournal || jv.Etcd.Base != base.ID {
+	if jv.EtcdKind != versionread.EtcdKindJournal || jv.Etcd.Base != base.ID {
 		t.Fatalf("backup with the delta stream running: %+v %+v, want a journal version on %s", jv, jv.Etcd, base.ID)
 	}
 	want := regularFiles(t, filepath.Join(root.Dir, "etc/kubernetes"))

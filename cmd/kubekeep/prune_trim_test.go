@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -55,7 +56,7 @@ func TestCLIGetAfterPruneTrimmedTheJournal(t *testing.T) {
 	lateAt := time.Now().UTC()
 	time.Sleep(30 * time.Millisecond)
 	put("v7")
-	if old.EtcdKind != backup.EtcdKindJournal || mid.EtcdKind != backup.EtcdKindJournal || last.EtcdKind != backup.EtcdKindJournal || base.EtcdKind != backup.EtcdKindFull {
+	if old.EtcdKind != versionread.EtcdKindJournal || mid.EtcdKind != versionread.EtcdKindJournal || last.EtcdKind != versionread.EtcdKindJournal || base.EtcdKind != versionread.EtcdKindFull {
 		t.Fatalf("kinds %s %s %s %s, want journal, journal, full, journal", old.EtcdKind, mid.EtcdKind, base.EtcdKind, last.EtcdKind)
 	}
 

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/internal/kubenode"
 	"github.com/kubekeep/kubekeep/internal/testetcd"
@@ -491,7 +492,7 @@ func tailLines(s string, n int) string {
 func TestServeAtAndAList(t *testing.T) {
 	bins := kubenode.Binaries(t)
 	f := newObjectsFixture(t)
-	ve := backup.VersionEtcd(f.v1)
+	ve := versionread.VersionEtcd(f.v1)
 	sink, err := backup.DeltaSink(f.store)
 	if err != nil {
 		t.Fatal(err)
@@ -503,7 +504,7 @@ func TestServeAtAndAList(t *testing.T) {
 	go func() {
 		done <- etcdsnap.NewDeltaStreamer(f.cli, ve.Revision, f.v1.Time, sink, etcdsnap.DeltaConfig{Flush: 20 * time.Millisecond}).Run(streamCtx)
 	}()
-	j, _ := f.store.Journal(backup.DeltaJournal)
+	j, _ := f.store.Journal(versionread.DeltaJournal)
 	durable := func(rev int64) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
@@ -703,7 +704,7 @@ func TestServeDamagedKeyIndexFallsBack(t *testing.T) {
 		}
 		return b
 	}
-	snap, idx := read(backup.EtcdSnapshotStream), read(backup.EtcdKeyIndexStream)
+	snap, idx := read(versionread.EtcdSnapshotStream), read(versionread.EtcdKeyIndexStream)
 	idx[20] ^= 0xff // the first block
 	unlock, err := f.store.Lock(context.Background())
 	if err != nil {
@@ -713,12 +714,12 @@ func TestServeDamagedKeyIndexFallsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string][]byte{backup.EtcdSnapshotStream: snap, backup.EtcdKeyIndexStream: idx} {
+	for name, data := range map[string][]byte{versionread.EtcdSnapshotStream: snap, versionread.EtcdKeyIndexStream: idx} {
 		if _, err := w.AddStream(name, bytes.NewReader(data)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := w.SetMeta(backup.MetaEtcd, backup.VersionEtcd(f.v1)); err != nil {
+	if err := w.SetMeta(versionread.MetaEtcd, versionread.VersionEtcd(f.v1)); err != nil {
 		t.Fatal(err)
 	}
 	vi, err := w.Commit()

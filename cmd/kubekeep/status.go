@@ -13,7 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kubekeep/kubekeep/agent"
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 )
 
 func newStatusCommand(g *globalOptions) *cobra.Command {
@@ -155,7 +155,7 @@ func byThreshold(v, bad float64) health {
 // files-only yellow, etcd-failed red.
 func statusHealth(v *agent.VersionRef) health {
 	switch {
-	case v.Status == string(backup.StatusEtcdFailed):
+	case v.Status == string(versionread.StatusEtcdFailed):
 		return failed
 	case v.Good:
 		return good
@@ -216,7 +216,7 @@ func printStatusColor(w io.Writer, st *agent.Status, now time.Time, p palette) e
 			api = p.paint(failed, "DOWN")
 		}
 		fmt.Fprintf(w, "etcd:             API %s, last version's revision %d (%s)", api, e.Revision, orNone(e.Source))
-		if e.Kind == backup.EtcdKindJournal {
+		if e.Kind == versionread.EtcdKindJournal {
 			fmt.Fprintf(w, ", a journal version on base %s", e.Base)
 		}
 		if e.Error != "" {
@@ -323,9 +323,9 @@ func nextRun(t, now time.Time) string {
 }
 
 // refStatus is a version's status as the versions table shows it, e.g.
-// "etcd-failed,degraded" (backup.State.String).
+// "etcd-failed,degraded" (versionread.State.String).
 func refStatus(v *agent.VersionRef) string {
-	return backup.State{Status: backup.Status(v.Status), Degraded: v.Degraded}.String()
+	return versionread.State{Status: versionread.Status(v.Status), Degraded: v.Degraded}.String()
 }
 
 func ago(now time.Time, t *time.Time) string {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -90,16 +90,16 @@ func runVersions(g *globalOptions, o *versionsOptions) error {
 // writeVersions prints versions vs of store s as `versions` does (also
 // used for what an off-site tier holds).
 func writeVersions(g *globalOptions, s *rsyncish.Store, vs []rsyncish.VersionInfo, output string) error {
-	latest, _, _ := backup.LatestOf(s, vs)
+	latest, _, _ := versionread.LatestOf(s, vs)
 	if output == "json" {
 		out := make([]versionJSON, 0, len(vs))
 		for _, v := range vs {
-			st := backup.VersionState(v)
+			st := versionread.VersionState(v)
 			vj := versionJSON{ID: v.ID, Time: v.Time, Files: v.Files, Size: v.Size, Verified: v.Verified,
-				Etcd: v.Meta[backup.MetaEtcd], Status: string(st.Status), Good: st.Good, Degraded: st.Degraded,
+				Etcd: v.Meta[versionread.MetaEtcd], Status: string(st.Status), Good: st.Good, Degraded: st.Degraded,
 				Problems: st.Problems, Origin: st.Origin, Latest: latest.ID != "" && v.ID == latest.ID,
-				EtcdKind: backup.EtcdKind(v), Journal: v.Meta[backup.MetaJournal]}
-			if src, ok := backup.EtcdSourceOf(v); ok && src.Journal {
+				EtcdKind: versionread.EtcdKind(v), Journal: v.Meta[versionread.MetaJournal]}
+			if src, ok := versionread.EtcdSourceOf(v); ok && src.Journal {
 				vj.Base = src.Version
 			}
 			out = append(out, vj)
@@ -111,9 +111,9 @@ func writeVersions(g *globalOptions, s *rsyncish.Store, vs []rsyncish.VersionInf
 
 // statusCell is the STATUS column: the state, with the version a restore
 // took as its safety copy marked.
-func statusCell(st backup.State) string {
+func statusCell(st versionread.State) string {
 	out := st.String()
-	if st.Origin == backup.OriginSafety {
+	if st.Origin == versionread.OriginSafety {
 		out += " [safety]"
 	}
 	return out
@@ -121,7 +121,7 @@ func statusCell(st backup.State) string {
 
 // etcdCell is the ETCD column: full, journal on its base, or "-".
 func etcdCell(v rsyncish.VersionInfo) string {
-	src, ok := backup.EtcdSourceOf(v)
+	src, ok := versionread.EtcdSourceOf(v)
 	switch {
 	case !ok:
 		return "-"
@@ -136,7 +136,7 @@ func versionsTable(g *globalOptions, vs []rsyncish.VersionInfo, latest string) e
 	fmt.Fprintln(tw, "ID\tTIME (UTC)\tFILES\tSIZE\tNEW\tSTREAMS\tETCD\tSTATUS\tVERIFIED")
 	var degraded []rsyncish.VersionInfo
 	for _, v := range vs {
-		st := backup.VersionState(v)
+		st := versionread.VersionState(v)
 		if st.Degraded {
 			degraded = append(degraded, v)
 		}
@@ -178,7 +178,7 @@ func versionsTable(g *globalOptions, vs []rsyncish.VersionInfo, latest string) e
 	if n := len(degraded); n > 0 {
 		v := degraded[n-1]
 		fmt.Fprintf(w, "DEGRADED: %d version(s); the newest, %s:\n", n, v.ID)
-		for _, p := range backup.VersionState(v).Problems {
+		for _, p := range versionread.VersionState(v).Problems {
 			fmt.Fprintf(w, "  - %s\n", p)
 		}
 	}

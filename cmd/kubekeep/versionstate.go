@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/layout"
@@ -30,7 +30,7 @@ type versionSnapshot struct {
 	id      string
 	store   *rsyncish.Store
 	snap    objects.Reader
-	file    *backup.SnapshotFile // materialised only
+	file    *versionread.SnapshotFile // materialised only
 	vr      *rsyncish.VersionReader
 	indexed bool
 	// journalIndexed: a journal version read through its journal key
@@ -134,7 +134,7 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 		id, err = versionAt(store, atTime)
 	} else {
 		// "latest" passes over a journal version that cannot be read.
-		id, err = backup.Resolve(store, version)
+		id, err = versionread.Resolve(store, version)
 	}
 	if err != nil {
 		return nil, err
@@ -143,7 +143,7 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 	if err != nil {
 		return nil, err
 	}
-	src, ok := backup.EtcdSourceOf(vi)
+	src, ok := versionread.EtcdSourceOf(vi)
 	if !ok {
 		return nil, fmt.Errorf("version %s holds no etcd state (its etcd backup failed, or it is files-only)", id)
 	}
@@ -177,7 +177,7 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 	if vs.snap == nil {
 		// No key index (a version from before kubekeep wrote one): the
 		// snapshot is copied out of the store and opened with bbolt.
-		if vs.file, err = backup.MaterializeSnapshot(ctx, store, src.Version); err != nil {
+		if vs.file, err = versionread.MaterializeSnapshot(ctx, store, src.Version); err != nil {
 			return nil, err
 		}
 		if vs.snap, err = objects.Open(vs.file.Path); err != nil {
@@ -236,7 +236,7 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 // for its state: always for the version itself; for --at only when the
 // version's etcd part had ended by then (it read etcd's revision at some
 // moment while it ran, and the index is at that revision).
-func journalIndexUsable(src backup.EtcdSource, at string, t time.Time) bool {
+func journalIndexUsable(src versionread.EtcdSource, at string, t time.Time) bool {
 	if at == "" {
 		return true
 	}
@@ -256,25 +256,25 @@ func useJournalIndex(store *rsyncish.Store, vr *rsyncish.VersionReader, snap obj
 	if !ok {
 		return false, nil
 	}
-	keys, err := vr.Stream(backup.EtcdJournalKeysStream)
+	keys, err := vr.Stream(versionread.EtcdJournalKeysStream)
 	if errors.Is(err, rsyncish.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	segs, err := vr.Stream(backup.EtcdJournalSegsStream)
+	segs, err := vr.Stream(versionread.EtcdJournalSegsStream)
 	if err != nil {
 		keys.Close()
 		if errors.Is(err, rsyncish.ErrNotFound) {
-			return false, fmt.Errorf("%w: %s without %s", snapread.ErrKeyIndex, backup.EtcdJournalKeysStream, backup.EtcdJournalSegsStream)
+			return false, fmt.Errorf("%w: %s without %s", snapread.ErrKeyIndex, versionread.EtcdJournalKeysStream, versionread.EtcdJournalSegsStream)
 		}
 		return false, err
 	}
-	j, err := store.Journal(backup.DeltaJournal)
+	j, err := store.Journal(versionread.DeltaJournal)
 	if err == nil {
 		err = ix.UseJournal(objects.JournalConfig{Index: keys, IndexSize: keys.Size(),
-			Value: backup.JournalValues(j, segs, segs.Size(), read),
+			Value: versionread.JournalValues(j, segs, segs.Size(), read),
 			OnClose: func() error {
 				keys.Close()
 				return segs.Close()
@@ -289,7 +289,7 @@ func useJournalIndex(store *rsyncish.Store, vr *rsyncish.VersionReader, snap obj
 }
 
 // openIndexed opens the snapshot of src through its stored key index.
-func openIndexed(vr *rsyncish.VersionReader, src backup.EtcdSource) (objects.Reader, error) {
+func openIndexed(vr *rsyncish.VersionReader, src versionread.EtcdSource) (objects.Reader, error) {
 	base := vr
 	if src.Version != vr.ID() {
 		var err error
@@ -298,11 +298,11 @@ func openIndexed(vr *rsyncish.VersionReader, src backup.EtcdSource) (objects.Rea
 		}
 		defer base.Close()
 	}
-	idx, err := base.Stream(backup.EtcdKeyIndexStream)
+	idx, err := base.Stream(versionread.EtcdKeyIndexStream)
 	if err != nil {
 		return nil, err
 	}
-	img, err := base.Stream(backup.EtcdSnapshotStream)
+	img, err := base.Stream(versionread.EtcdSnapshotStream)
 	if err != nil {
 		idx.Close()
 		return nil, err
@@ -332,7 +332,7 @@ func versionAt(store *rsyncish.Store, t time.Time) (string, error) {
 		if v.Time.After(t) {
 			return true
 		}
-		if _, ok := backup.EtcdSourceOf(v); ok && backup.ReadableNow(store, v) == nil {
+		if _, ok := versionread.EtcdSourceOf(v); ok && versionread.ReadableNow(store, v) == nil {
 			id = v.ID
 			return false
 		}
@@ -398,7 +398,7 @@ func readVersionFile(vr *rsyncish.VersionReader, _, hostPath string) ([]byte, er
 func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t time.Time, read *atomic.Int64) (int, error) {
 	// Only the segments up to the target: damage in a later one blocks
 	// nothing before it.
-	j, err := store.Journal(backup.DeltaJournal)
+	j, err := store.Journal(versionread.DeltaJournal)
 	if err != nil {
 		return 0, fmt.Errorf("etcd deltas: %w", err)
 	}
@@ -423,7 +423,7 @@ func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t t
 	evs, err := etcdsnap.ReplayEvents(readers, snap.Revision(), untilRev, t)
 	if err != nil {
 		// A hole prune made says so, with the versions around it.
-		return 0, fmt.Errorf("etcd deltas: %w", backup.TrimmedAt(store, snap.Revision(), untilRev, t, err))
+		return 0, fmt.Errorf("etcd deltas: %w", versionread.TrimmedAt(store, snap.Revision(), untilRev, t, err))
 	}
 	if err := snap.ApplyEvents(evs); err != nil {
 		return 0, fmt.Errorf("etcd deltas: %w", err)

@@ -25,7 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kubekeep/kubekeep/backup"
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -87,7 +87,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	for name, path := range map[string]string{backup.EtcdSnapshotStream: *snap, backup.EtcdKeyIndexStream: info.KeyIndexPath} {
+	for name, path := range map[string]string{versionread.EtcdSnapshotStream: *snap, versionread.EtcdKeyIndexStream: info.KeyIndexPath} {
 		f, err := os.Open(path)
 		if err != nil {
 			return err
@@ -99,7 +99,7 @@ func run() error {
 			return err
 		}
 	}
-	if err := w.SetMeta(backup.MetaEtcd, info); err != nil {
+	if err := w.SetMeta(versionread.MetaEtcd, info); err != nil {
 		w.Abort()
 		return err
 	}

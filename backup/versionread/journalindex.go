@@ -1,4 +1,4 @@
-package backup
+package versionread
 
 // The journal key index: how `get`, `objects` and `diff` read a journal
 // version without replaying the journal.
@@ -60,19 +60,19 @@ const (
 // name (66 bytes at most), NUL padded.
 const journalSegEntry = 72
 
-// journalKey is the last change of one key the journal holds.
-type journalKey struct {
+// JournalKey is the last change of one key the journal holds.
+type JournalKey struct {
 	rev, create, version, lease int64
 	deleted                     bool
-	seg                         string // the segment file holding it
+	Seg                         string // the segment file holding it
 }
 
-// attributeEvents records in keys the last change of each key in events
+// AttributeEvents records in keys the last change of each key in events
 // (in revision order), with the segment of needed (the chain's segments,
 // ordered by first revision) that holds it: the first one whose name
 // covers the revision. It returns an error when an event's revision is in
 // no segment's name, which a chain from chainIntact rules out.
-func attributeEvents(keys map[string]journalKey, events []snapread.Event, needed []rsyncish.SegmentInfo) error {
+func AttributeEvents(keys map[string]JournalKey, events []snapread.Event, needed []rsyncish.SegmentInfo) error {
 	i := 0
 	for _, e := range events {
 		m := uint64(e.ModRevision)
@@ -82,7 +82,7 @@ func attributeEvents(keys map[string]journalKey, events []snapread.Event, needed
 		if i == len(needed) || needed[i].First > m {
 			return fmt.Errorf("the change of %q at revision %d is in no journal segment's name", e.Key, e.ModRevision)
 		}
-		k := journalKey{rev: e.ModRevision, seg: needed[i].File}
+		k := JournalKey{rev: e.ModRevision, Seg: needed[i].File}
 		if e.Type == snapread.EventDelete {
 			k.deleted = true
 		} else {
@@ -99,11 +99,11 @@ func attributeEvents(keys map[string]journalKey, events []snapread.Event, needed
 // encodeJournalIndex returns the two streams of the index over keys, for
 // a version at rev on a base at baseRev. The header's Keys counts the
 // records that are not deletions.
-func encodeJournalIndex(keys map[string]journalKey, rev, baseRev int64) (index, segs []byte, err error) {
+func encodeJournalIndex(keys map[string]JournalKey, rev, baseRev int64) (index, segs []byte, err error) {
 	names := map[string]int64{}
 	for _, k := range keys {
 		if !k.deleted {
-			names[k.seg] = 0
+			names[k.Seg] = 0
 		}
 	}
 	table := make([]byte, 0, len(names)*journalSegEntry)
@@ -125,7 +125,7 @@ func encodeJournalIndex(keys map[string]journalKey, rev, baseRev int64) (index, 
 		r := snapread.IndexedKey{Key: key, Revision: snapread.Revision{Main: k.rev, Tombstone: k.deleted}}
 		if !k.deleted {
 			r.CreateRevision, r.Version, r.Lease = k.create, k.version, k.lease
-			r.ValueOffset, r.ValueLength = names[k.seg], journalSegEntry
+			r.ValueOffset, r.ValueLength = names[k.Seg], journalSegEntry
 		}
 		recs = append(recs, r)
 	}
@@ -137,8 +137,8 @@ func encodeJournalIndex(keys map[string]journalKey, rev, baseRev int64) (index, 
 	return buf.Bytes(), table, nil
 }
 
-// writeJournalIndex adds the journal key index streams to w.
-func writeJournalIndex(w *rsyncish.VersionWriter, keys map[string]journalKey, rev, baseRev int64) error {
+// WriteJournalIndex adds the journal key index streams to w.
+func WriteJournalIndex(w *rsyncish.VersionWriter, keys map[string]JournalKey, rev, baseRev int64) error {
 	index, segs, err := encodeJournalIndex(keys, rev, baseRev)
 	if err != nil {
 		return fmt.Errorf("journal key index: %w", err)

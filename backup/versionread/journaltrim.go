@@ -1,4 +1,4 @@
-package backup
+package versionread
 
 import (
 	"fmt"
@@ -7,10 +7,10 @@ import (
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
-// trimmedChain explains a chain from..to that failed (err) over a hole
+// TrimmedChain explains a chain from..to that failed (err) over a hole
 // prune made: prune trimmed those revisions because no version it kept
 // needed them. Other errors come back as they are.
-func trimmedChain(j *rsyncish.Journal, from, to int64, err error) error {
+func TrimmedChain(j *rsyncish.Journal, from, to int64, err error) error {
 	if err == nil || to <= from {
 		return err
 	}

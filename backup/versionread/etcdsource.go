@@ -1,6 +1,7 @@
-package backup
+package versionread
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
@@ -147,4 +148,17 @@ func EtcdKind(v rsyncish.VersionInfo) string {
 		return EtcdKindJournal
 	}
 	return EtcdKindFull
+}
+
+// VersionEtcd returns the etcd snapshot info recorded in a version, or nil.
+func VersionEtcd(v rsyncish.VersionInfo) *snapread.Info {
+	raw, ok := v.Meta[MetaEtcd]
+	if !ok {
+		return nil
+	}
+	var info snapread.Info
+	if json.Unmarshal(raw, &info) != nil {
+		return nil
+	}
+	return &info
 }
