@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup/versionread"
-	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -81,7 +80,7 @@ func TestCompactJournal(t *testing.T) {
 		for _, d := range datas {
 			rs = append(rs, bytes.NewReader(d))
 		}
-		evs, err := etcdsnap.ReplayEvents(rs, 100, 0, until)
+		evs, err := snapread.ReplayEvents(rs, 100, 0, until)
 		return fmt.Sprint(evs, err)
 	}
 	// A replay to the end, and to each second (a point-in-time read):

@@ -355,7 +355,7 @@ func waitDurable(ctx context.Context, j *rsyncish.Journal, tail func() int64, re
 // journalSince reads and checks the chain from baseRev to rev out of the
 // journal's listing segs: no hole and no declared break in between
 // (chainIntact), every segment readable, the changes chaining from the
-// base (etcdsnap.ScanEvents, one segment at a time), and a change at every revision in
+// base (snapread.ScanEvents, one segment at a time), and a change at every revision in
 // (baseRev, rev].
 func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fromRev, rev int64) ([]snapread.Event, []rsyncish.SegmentInfo, map[string]int, *JournalProof, error) {
 	proof := &JournalProof{Revisions: rev - baseRev}
@@ -401,7 +401,7 @@ func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fro
 	}
 	// A journal lists its segments in replay order (ErrSegmentOrder
 	// otherwise: then, as for any other error, a full snapshot).
-	err = etcdsnap.ScanEvents(next, fromRev, rev, keep)
+	err = snapread.ScanEvents(next, fromRev, rev, keep)
 	var nj *notJournal
 	if errors.As(err, &nj) {
 		return nil, nil, nil, nil, err

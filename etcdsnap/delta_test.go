@@ -210,7 +210,7 @@ func TestReplayEventsCoverage(t *testing.T) {
 		{"a catch-up with nothing to catch up", append(old(), seg(12, 12, 2, 20, true)), 10, []int64{11, 12}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := etcdsnap.ReplayEvents(tc.segs, 10, 0, at(tc.at))
+			got, err := snapread.ReplayEvents(tc.segs, 10, 0, at(tc.at))
 			switch {
 			case tc.error != "" && (err == nil || !strings.Contains(err.Error(), tc.error)):
 				t.Fatalf("got %v %v, want an error with %q", revs(got), err, tc.error)
@@ -322,7 +322,7 @@ func TestScanEventsIsReplayEventsOneSegmentAtATime(t *testing.T) {
 	scan := func(segs [][]byte, from, until int64) ([]snapread.Event, error) {
 		i := 0
 		var out []snapread.Event
-		err := etcdsnap.ScanEvents(func() ([]byte, error) {
+		err := snapread.ScanEvents(func() ([]byte, error) {
 			if i == len(segs) {
 				return nil, io.EOF
 			}
@@ -345,7 +345,7 @@ func TestScanEventsIsReplayEventsOneSegmentAtATime(t *testing.T) {
 		from, until int64
 		error       string
 	}{{5, 12, ""}, {6, 11, ""}, {8, 9, ""}, {5, 13, "not covered"}, {4, 12, "gap"}} {
-		want, werr := etcdsnap.ReplayEvents(readers(inOrder), c.from, c.until, time.Time{})
+		want, werr := snapread.ReplayEvents(readers(inOrder), c.from, c.until, time.Time{})
 		got, gerr := scan(inOrder, c.from, c.until)
 		if (werr == nil) != (gerr == nil) || gerr != nil && !strings.Contains(gerr.Error(), c.error) || c.error != "" && gerr == nil {
 			t.Errorf("from %d to %d: ScanEvents %v, ReplayEvents %v, want an error with %q", c.from, c.until, gerr, werr, c.error)
@@ -356,10 +356,10 @@ func TestScanEventsIsReplayEventsOneSegmentAtATime(t *testing.T) {
 		}
 	}
 	shuffled := [][]byte{inOrder[0], inOrder[1], inOrder[3], inOrder[2]}
-	if _, err := etcdsnap.ReplayEvents(readers(shuffled), 5, 12, time.Time{}); err != nil {
+	if _, err := snapread.ReplayEvents(readers(shuffled), 5, 12, time.Time{}); err != nil {
 		t.Fatalf("ReplayEvents of the shuffled segments: %v", err)
 	}
-	if _, err := scan(shuffled, 5, 12); !errors.Is(err, etcdsnap.ErrSegmentOrder) {
+	if _, err := scan(shuffled, 5, 12); !errors.Is(err, snapread.ErrSegmentOrder) {
 		t.Errorf("ScanEvents of segments out of order: %v, want ErrSegmentOrder", err)
 	}
 }

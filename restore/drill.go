@@ -418,7 +418,7 @@ func loadJournalReplay(store *rsyncish.Store, src *source) (*journalReplay, erro
 		return nil, fmt.Errorf("etcd delta journal: %w", err)
 	}
 	jr := &journalReplay{datas: datas, segs: segs, proof: proof}
-	events, err := etcdsnap.ReplayEvents(jr.readers(), src.etcd.Revision, src.journal.Revision, time.Time{})
+	events, err := snapread.ReplayEvents(jr.readers(), src.etcd.Revision, src.journal.Revision, time.Time{})
 	if err != nil {
 		return nil, fmt.Errorf("etcd delta journal from revision %d to %d: %w", src.etcd.Revision, src.journal.Revision, err)
 	}

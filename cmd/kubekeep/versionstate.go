@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup/versionread"
-	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/layout"
 	"github.com/kubekeep/kubekeep/objects"
@@ -420,7 +419,7 @@ func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t t
 	// The restore's own checks: no gap from the snapshot, the target
 	// covered (up to the newest change or progress mark), not inside a
 	// stretch a restarted watch caught up on.
-	evs, err := etcdsnap.ReplayEvents(readers, snap.Revision(), untilRev, t)
+	evs, err := snapread.ReplayEvents(readers, snap.Revision(), untilRev, t)
 	if err != nil {
 		// A hole prune made says so, with the versions around it.
 		return 0, fmt.Errorf("etcd deltas: %w", versionread.TrimmedAt(store, snap.Revision(), untilRev, t, err))
