@@ -1,3 +1,5 @@
+//go:build !kubekeep_front
+
 package main
 
 import (

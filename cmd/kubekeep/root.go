@@ -64,37 +64,7 @@ when it exists); flags override the file. See examples/kubeadm.yaml.`,
 	pf.StringVar(&g.etcd.CertFile, "etcd-certfile", "", "client certificate etcd accepts, a host path (overrides etcd.certFile)")
 	pf.StringVar(&g.etcd.KeyFile, "etcd-keyfile", "", "key of --etcd-certfile, a host path (overrides etcd.keyFile)")
 
-	// Every command, listed here (restic's way: no init() registries);
-	// each lives in <verb>.go as a constructor and a run<Verb>.
-	restore := newRestoreCommand(g)
-	restore.AddCommand(newRestoreFilesCommand(g), newRestoreEtcdCommand(g))
-	cloud := newCloudCommand(g)
-	cloud.AddCommand(newCloudListCommand(g), newCloudSnapshotCommand(g), newCloudPruneCommand(g),
-		newCloudPolicyCommand(g), newCloudRollbackCommand(g))
-	offsite := newOffsiteCommand(g)
-	offsite.AddCommand(newOffsiteKeygenCommand(g), newOffsiteSyncCommand(g), newOffsiteVersionsCommand(g), newOffsitePullCommand(g),
-		newOffsiteVerifyCommand(g))
-	offsite.AddCommand(newOffsitePruneCommand(g))
-	cmd.AddCommand(
-		newVersionCommand(g),
-		newConfigCommand(g),
-		newPlanCommand(g),
-		newBackupCommand(g),
-		newVersionsCommand(g),
-		newVerifyCommand(g),
-		newRepairCommand(g),
-		newPruneCommand(g),
-		newGetCommand(g),
-		newObjectsCommand(g),
-		newServeCommand(g),
-		newDiffCommand(g),
-		restore,
-		newDrillCommand(g),
-		newAgentCommand(g),
-		newStatusCommand(g),
-		cloud,
-		offsite,
-	)
+	addCommands(cmd, g)
 	return cmd
 }
 
