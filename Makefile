@@ -1,6 +1,7 @@
 # kubekeep — see README.md. Two commands matter: `make demo` and `make test`.
 GO        ?= go
 BIN       ?= bin/kubekeep
+CORE      ?= bin/kubekeep-core
 PREFIX    ?= /usr/local
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
@@ -35,7 +36,11 @@ deps:
 	cd internal/k8s134 && $(GO) mod download && cd ../kubenode/etcd36 && $(GO) mod download
 
 build: deps
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kubekeep
+	# kubekeep is the front (get, objects, diff, versions in milliseconds),
+	# kubekeep-core beside it the whole CLI, which the front hands every
+	# other command to (README: "Two binaries").
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags kubekeep_front -o $(BIN) ./cmd/kubekeep
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(CORE) ./cmd/kubekeep
 	# Demo and test tools, not installed on a master.
 	$(GO) build -trimpath -o bin/ ./cmd/kubekeep-sandbox ./cmd/kubekeep-ecsfake
 
@@ -65,6 +70,7 @@ fuzz: deps
 	./scripts/fuzz.sh $(FUZZTIME)
 
 install: build
+	install -D -m 0755 $(CORE) $(DESTDIR)$(PREFIX)/bin/kubekeep-core
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/kubekeep
 	install -D -m 0644 examples/kubekeep.service $(DESTDIR)/etc/systemd/system/kubekeep.service
 	install -d -m 0700 $(DESTDIR)/etc/kubekeep

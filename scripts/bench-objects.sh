@@ -94,7 +94,9 @@ if [ "${BENCH_OBJECTS_LIB:-1}" != 0 ] && [ ! -x "$etcdutl" ]; then
   rm -rf "$mod"
 fi
 
-go build -o "$work/kubekeep" ./cmd/kubekeep
+# As installed (make build): the front as kubekeep, the whole CLI beside it.
+go build -tags kubekeep_front -o "$work/kubekeep" ./cmd/kubekeep
+go build -o "$work/kubekeep-core" ./cmd/kubekeep
 go build -o "$work/benchsnap" ./objects/internal/benchsnap
 # The etcd side: sandbox root, etcd with a raised quota, fill, the
 # operator's snapshot file, and changes on SIGUSR1. It imports the module's
@@ -513,6 +515,10 @@ PY
   tm() { local name=$1; shift; python3 "$work/timeit.py" "$name" "$colds" "$runs" "$res" "$work/kubekeep" --store "$store" --allow-same-filesystem "$@"; }
   python3 "$work/timeit.py" "version (the binary's start: the floor)" "$colds" "$runs" "$res" "$work/kubekeep" version
   tm "get --version latest (chain end)" get --version latest "$key"
+  # The same through the whole CLI in one binary (kubekeep-core), what
+  # kubekeep was before the front: the start-up the front saves.
+  python3 "$work/timeit.py" "version, kubekeep-core (whole CLI)" "$colds" "$runs" "$res" "$work/kubekeep-core" version
+  python3 "$work/timeit.py" "get --version latest, kubekeep-core" "$colds" "$runs" "$res" "$work/kubekeep-core" --store "$store" --allow-same-filesystem get --version latest "$key"
   tm "get --version <middle of the chain>" get --version "$vmid" "$key"
   tm "get --version <v1: full>" get --version "$v1" "$key"
   tm "get --at <in the chain's last round>" get --at "$at" "$key"

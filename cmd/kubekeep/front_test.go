@@ -95,7 +95,10 @@ func TestFrontHandsOffToCore(t *testing.T) {
 			t.Errorf("front %v with no core: exit %d, stderr %q\n%q\nwant the core's\n%q", args, code, stderr, got, want)
 		}
 	}
-	if !strings.Contains(func() string { s, _, _ := run(t, front, nil, "--store", store, "--allow-same-filesystem", "versions"); return s }(), ids[2]) {
+	if !strings.Contains(func() string {
+		s, _, _ := run(t, front, nil, "--store", store, "--allow-same-filesystem", "versions")
+		return s
+	}(), ids[2]) {
 		t.Errorf("front versions does not list %s", ids[2])
 	}
 

@@ -22,7 +22,7 @@ import (
 const kkEnv = "KUBEKEEP_E2E_BIN"
 
 // TestMain builds the kubekeep CLI once for the whole run, without -race,
-// as an operator installs it, and hands it to every isolated child through
+// as an operator installs it (the front and kubekeep-core), and hands it to every isolated child through
 // the environment (each child would otherwise link and leave its own
 // ~90 MB copy).
 func TestMain(m *testing.M) {
@@ -34,15 +34,20 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// As `make install` lays it out: the front as kubekeep (get, objects,
+	// diff and versions run in it) and the whole CLI as kubekeep-core
+	// beside it, which the front execs for every other command.
 	bin := filepath.Join(dir, "kubekeep")
 	_, file, _, _ := runtime.Caller(0)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/kubekeep")
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false", "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build ./cmd/kubekeep: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	for _, b := range []struct{ out, tags string }{{bin, "kubekeep_front"}, {filepath.Join(dir, "kubekeep-core"), ""}} {
+		cmd := exec.Command("go", "build", "-trimpath", "-tags", b.tags, "-o", b.out, "./cmd/kubekeep")
+		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+		cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false", "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build -tags %q ./cmd/kubekeep: %v\n%s", b.tags, err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	os.Setenv(kkEnv, bin)
 	code := m.Run()
