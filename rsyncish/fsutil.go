@@ -222,7 +222,10 @@ func readStoreFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	buf := bytes.NewBuffer(make([]byte, 0, st.Size()+1))
+	// Room for the file and bytes.MinRead more: with less, ReadFrom grows
+	// the buffer to twice the file's size before it sees the end (a 1 MiB
+	// segment read into 3 MiB allocated and copied).
+	buf := bytes.NewBuffer(make([]byte, 0, st.Size()+bytes.MinRead))
 	if _, err := buf.ReadFrom(f); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}

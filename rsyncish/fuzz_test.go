@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -259,6 +260,16 @@ func FuzzJournalMarks(f *testing.F) {
 			}
 			uerr := format.UnsealJSON(in, &rec)
 			breaks, err := j.Breaks()
+			// ListChain reads the same in one pass: the segments as List
+			// has them (but for the size) and the breaks as Breaks does.
+			csegs, cbreaks, cerr := j.ListChain()
+			lsegs, _ := j.List()
+			for i := range lsegs {
+				lsegs[i].Size = 0
+			}
+			if (cerr == nil) != (err == nil) || !reflect.DeepEqual(cbreaks, breaks) && len(cbreaks)+len(breaks) > 0 || !reflect.DeepEqual(csegs, lsegs) {
+				t.Fatalf("ListChain %+v %+v %v, want List %+v and Breaks %+v %v", csegs, cbreaks, cerr, lsegs, breaks, err)
+			}
 			if uerr == nil && rec.From == from && rec.To == to {
 				if err != nil || len(breaks) != 1 || breaks[0].From != from || breaks[0].To != to || !breaks[0].Time.Equal(rec.Time) || breaks[0].File != name {
 					t.Fatalf("break %s holding %+v: listed %+v, %v", name, rec, breaks, err)

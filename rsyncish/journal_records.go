@@ -3,6 +3,7 @@ package rsyncish
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"time"
@@ -40,6 +41,11 @@ func (j *Journal) rangeRecords(ext, kind string) ([]rangeRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.name, err)
 	}
+	return j.rangeRecordsIn(ents, ext, kind)
+}
+
+// rangeRecordsIn is rangeRecords among a directory's entries.
+func (j *Journal) rangeRecordsIn(ents []fs.DirEntry, ext, kind string) ([]rangeRecord, error) {
 	var out []rangeRecord
 	var bad []string
 	for _, e := range ents {

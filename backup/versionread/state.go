@@ -119,11 +119,7 @@ func ChainIntact(j *rsyncish.Journal, from, to int64) error {
 	if to <= from {
 		return nil
 	}
-	segs, err := j.List()
-	if err != nil {
-		return fmt.Errorf("delta journal: %w", err)
-	}
-	breaks, err := j.Breaks()
+	segs, breaks, err := j.ListChain()
 	if err != nil {
 		return fmt.Errorf("delta journal: %w", err)
 	}
