@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/kubekeep/kubekeep/internal/kscheme"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer/cbor"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
-	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 )
 
@@ -30,8 +31,9 @@ var (
 	// cborMagic is the "self-described CBOR" tag apimachinery writes first.
 	cborMagic = []byte{0xd9, 0xd9, 0xf7}
 
-	protoSerializer = protobuf.NewSerializer(scheme.Scheme, scheme.Scheme)
-	cborSerializer  = cbor.NewSerializer(scheme.Scheme, scheme.Scheme)
+	// client-go's scheme, filled as values need its groups (kscheme).
+	protoSerializer = protobuf.NewSerializer(kscheme.Scheme(), kscheme.Scheme())
+	cborSerializer  = cbor.NewSerializer(kscheme.Scheme(), kscheme.Scheme())
 )
 
 // Object is one Kubernetes object read out of etcd.
@@ -180,7 +182,10 @@ func DecodeValue(data []byte) (map[string]any, Encoding, error) {
 		return m, EncodingProtobuf, err
 	case bytes.HasPrefix(data, cborMagic):
 		u := &unstructured.Unstructured{}
-		if _, _, err := cborSerializer.Decode(data, nil, u); err != nil {
+		if _, err := kscheme.Decode(data, func() (runtime.Object, error) {
+			_, _, err := cborSerializer.Decode(data, nil, u)
+			return u, err
+		}); err != nil {
 			return nil, EncodingCBOR, fmt.Errorf("decode CBOR value: %w", err)
 		}
 		return u.Object, EncodingCBOR, checkTyped(u.Object)
@@ -213,7 +218,12 @@ func checkTyped(m map[string]any) error {
 }
 
 func decodeProtobuf(data []byte) (map[string]any, error) {
-	obj, gvk, err := protoSerializer.Decode(data, nil, nil)
+	var gvk *schema.GroupVersionKind
+	obj, err := kscheme.Decode(data, func() (runtime.Object, error) {
+		obj, k, err := protoSerializer.Decode(data, nil, nil)
+		gvk = k
+		return obj, err
+	})
 	if err != nil {
 		if gvk != nil && runtime.IsNotRegisteredError(err) {
 			return nil, fmt.Errorf("protobuf %s is not a type kubekeep knows (client-go scheme); "+

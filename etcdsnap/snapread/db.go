@@ -12,11 +12,12 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/kubekeep/kubekeep/internal/kscheme"
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 )
 
 // Bucket and key names of etcd's backend (server/storage/schema); stable
@@ -466,7 +467,8 @@ var ErrEncrypted = errors.New("value is encrypted at rest (k8s:enc:)")
 
 // UniversalDeserializer recognises protobuf by its magic as well as JSON
 // and YAML, so values written under any storage media type decode.
-var decoder runtime.Decoder = scheme.Codecs.UniversalDeserializer()
+// The scheme is client-go's, filled as values need its groups (kscheme).
+var decoder runtime.Decoder = serializer.NewCodecFactory(kscheme.Scheme()).UniversalDeserializer()
 
 // DecodeObject decodes a value the apiserver stored: protobuf with the
 // "k8s\x00" magic (the default), or JSON/YAML (--storage-media-type).
@@ -475,7 +477,10 @@ func DecodeObject(value []byte) (runtime.Object, error) {
 		provider, _, _ := strings.Cut(strings.TrimPrefix(string(value[:min(len(value), 64)]), "k8s:enc:"), ":")
 		return nil, fmt.Errorf("%w by provider %q", ErrEncrypted, provider)
 	}
-	obj, _, err := decoder.Decode(value, nil, nil)
+	obj, err := kscheme.Decode(value, func() (runtime.Object, error) {
+		obj, _, err := decoder.Decode(value, nil, nil)
+		return obj, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("decode stored object: %w", err)
 	}
