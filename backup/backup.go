@@ -21,8 +21,9 @@
 // reference to the newest full version (its base) plus the journal up to
 // etcd's revision, checked and recorded with evidence for the drill
 // (journalversion.go has the rules, config.FullSnapshot the policy for
-// when etcd is asked for a full snapshot anyway). EtcdSourceOf tells a
-// reader which; Resolve is what "latest" means for readers of etcd state
+// when etcd is asked for a full snapshot anyway). versionread.EtcdSourceOf
+// tells a reader which; versionread.Resolve is what "latest" means for
+// readers of etcd state
 // (it passes over a journal version whose chain broke); Prune keeps a
 // base while a kept version needs it, and of the delta journal only what
 // the kept versions and the point-in-time window need: each kept journal
