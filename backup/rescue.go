@@ -17,6 +17,8 @@ const (
 )
 
 // writeRescueKit refreshes the binary copy (when it changed) and the guide.
+// The running binary is the whole CLI (a backup runs in kubekeep-core, to
+// which the installed front hands it): the copy needs nothing beside it.
 func writeRescueKit(s *rsyncish.Store) error {
 	if err := s.WriteAux(RescueGuide, []byte(restoreGuide), 0o600); err != nil {
 		return err
