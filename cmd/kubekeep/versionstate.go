@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -411,15 +410,13 @@ func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t t
 		}
 		return 0, fmt.Errorf("etcd deltas: %w", err)
 	}
-	readers := make([]io.Reader, len(datas))
-	for i, d := range datas {
-		readers[i] = bytes.NewReader(d)
+	for _, d := range datas {
 		read.Add(int64(len(d)))
 	}
 	// The restore's own checks: no gap from the snapshot, the target
 	// covered (up to the newest change or progress mark), not inside a
 	// stretch a restarted watch caught up on.
-	evs, err := snapread.ReplayEvents(readers, snap.Revision(), untilRev, t)
+	evs, err := snapread.ReplayEventsBytes(datas, snap.Revision(), untilRev, t)
 	if err != nil {
 		// A hole prune made says so, with the versions around it.
 		return 0, fmt.Errorf("etcd deltas: %w", versionread.TrimmedAt(store, snap.Revision(), untilRev, t, err))

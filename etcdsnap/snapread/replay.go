@@ -27,6 +27,28 @@ func ReplayEvents(segments []io.Reader, snapRev, untilRevision int64, untilTime 
 	return planReplay(replayTarget{Segments: segments, UntilRevision: untilRevision, UntilTime: untilTime}, snapRev)
 }
 
+// ReplayEventsBytes is ReplayEvents over segments already in memory, which
+// it decodes in place instead of copying each through a reader.
+func ReplayEventsBytes(segments [][]byte, snapRev, untilRevision int64, untilTime time.Time) ([]Event, error) {
+	rs := make([]io.Reader, len(segments))
+	for i, b := range segments {
+		rs[i] = &bytesSegment{b: b}
+	}
+	return ReplayEvents(rs, snapRev, untilRevision, untilTime)
+}
+
+// bytesSegment is a segment in memory, read by planReplay without a copy.
+type bytesSegment struct{ b []byte }
+
+func (s *bytesSegment) Read(p []byte) (int, error) {
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.b)
+	s.b = s.b[n:]
+	return n, nil
+}
+
 // unsureWindow is a stretch of time a catch-up segment leaves unknown:
 // its changes were committed after from and received by to.
 type unsureWindow struct {
@@ -45,6 +67,7 @@ type unsureWindow struct {
 // fall among those changes is unknown.
 func planReplay(cfg replayTarget, snapRev int64) ([]Event, error) {
 	var events []Event
+	var err error
 	if len(cfg.Segments) == 0 {
 		if cfg.UntilRevision > 0 && cfg.UntilRevision != snapRev {
 			return events, fmt.Errorf("revision %d asked for but no deltas given (snapshot is at %d)", cfg.UntilRevision, snapRev)
@@ -56,8 +79,10 @@ func planReplay(cfg replayTarget, snapRev int64) ([]Event, error) {
 	}
 	segs := make([]*Segment, 0, len(cfg.Segments))
 	for i, r := range cfg.Segments {
-		b, err := io.ReadAll(r)
-		if err != nil {
+		var b []byte
+		if br, ok := r.(*bytesSegment); ok {
+			b = br.b // already in memory: no copy (get --at reads megabytes)
+		} else if b, err = io.ReadAll(r); err != nil {
 			return events, fmt.Errorf("read delta segment %d: %w", i, err)
 		}
 		s, err := DecodeSegment(b)
