@@ -354,7 +354,7 @@ func waitDurable(ctx context.Context, j *rsyncish.Journal, tail func() int64, re
 
 // journalSince reads and checks the chain from baseRev to rev out of the
 // journal's listing segs: no hole and no declared break in between
-// (chainIntact), every segment readable, the changes chaining from the
+// (versionread.ChainSegments), every segment readable, the changes chaining from the
 // base (snapread.ScanEvents, one segment at a time), and a change at every revision in
 // (baseRev, rev].
 func journalSince(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, baseRev, fromRev, rev int64) ([]snapread.Event, []rsyncish.SegmentInfo, map[string]int, *JournalProof, error) {

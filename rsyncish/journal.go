@@ -337,14 +337,6 @@ func (j *Journal) untorn(out []SegmentInfo) ([]SegmentInfo, string, error) {
 	return out, "", nil
 }
 
-func (j *Journal) listAll() ([]SegmentInfo, error) {
-	ents, err := readStoreDir(j.dir)
-	if err != nil {
-		return nil, fmt.Errorf("journal %s: %w", j.name, err)
-	}
-	return j.segmentsIn(ents, true), nil
-}
-
 // segmentsIn are the segments among a directory's entries, ordered by
 // first revision (then time); withSize stats each for its size (a file
 // trimmed meanwhile is then left out).

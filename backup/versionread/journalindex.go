@@ -71,7 +71,7 @@ type JournalKey struct {
 // (in revision order), with the segment of needed (the chain's segments,
 // ordered by first revision) that holds it: the first one whose name
 // covers the revision. It returns an error when an event's revision is in
-// no segment's name, which a chain from chainIntact rules out.
+// no segment's name, which a chain from ChainSegments rules out.
 func AttributeEvents(keys map[string]JournalKey, events []snapread.Event, needed []rsyncish.SegmentInfo) error {
 	i := 0
 	for _, e := range events {
