@@ -11,7 +11,7 @@ import (
 // replayTarget is what a replay moves a snapshot forward by: the delta
 // segments, up to a revision or a time (zero: no such target).
 type replayTarget struct {
-	Segments      []io.Reader
+	Segments      [][]byte
 	UntilRevision int64
 	UntilTime     time.Time
 }
@@ -24,29 +24,21 @@ type replayTarget struct {
 // stretch a restarted watch caught up on. Readers that apply deltas
 // themselves (get --at) use it to refuse what a restore refuses.
 func ReplayEvents(segments []io.Reader, snapRev, untilRevision int64, untilTime time.Time) ([]Event, error) {
-	return planReplay(replayTarget{Segments: segments, UntilRevision: untilRevision, UntilTime: untilTime}, snapRev)
+	bs := make([][]byte, len(segments))
+	for i, r := range segments {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return nil, fmt.Errorf("read delta segment %d: %w", i, err)
+		}
+		bs[i] = b
+	}
+	return ReplayEventsBytes(bs, snapRev, untilRevision, untilTime)
 }
 
 // ReplayEventsBytes is ReplayEvents over segments already in memory, which
-// it decodes in place instead of copying each through a reader.
+// it decodes in place (get --at reads megabytes of them).
 func ReplayEventsBytes(segments [][]byte, snapRev, untilRevision int64, untilTime time.Time) ([]Event, error) {
-	rs := make([]io.Reader, len(segments))
-	for i, b := range segments {
-		rs[i] = &bytesSegment{b: b}
-	}
-	return ReplayEvents(rs, snapRev, untilRevision, untilTime)
-}
-
-// bytesSegment is a segment in memory, read by planReplay without a copy.
-type bytesSegment struct{ b []byte }
-
-func (s *bytesSegment) Read(p []byte) (int, error) {
-	if len(s.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, s.b)
-	s.b = s.b[n:]
-	return n, nil
+	return planReplay(replayTarget{Segments: segments, UntilRevision: untilRevision, UntilTime: untilTime}, snapRev)
 }
 
 // unsureWindow is a stretch of time a catch-up segment leaves unknown:
@@ -67,7 +59,6 @@ type unsureWindow struct {
 // fall among those changes is unknown.
 func planReplay(cfg replayTarget, snapRev int64) ([]Event, error) {
 	var events []Event
-	var err error
 	if len(cfg.Segments) == 0 {
 		if cfg.UntilRevision > 0 && cfg.UntilRevision != snapRev {
 			return events, fmt.Errorf("revision %d asked for but no deltas given (snapshot is at %d)", cfg.UntilRevision, snapRev)
@@ -78,13 +69,7 @@ func planReplay(cfg replayTarget, snapRev int64) ([]Event, error) {
 		return events, fmt.Errorf("revision %d is before the snapshot's revision %d: restore an older snapshot", cfg.UntilRevision, snapRev)
 	}
 	segs := make([]*Segment, 0, len(cfg.Segments))
-	for i, r := range cfg.Segments {
-		var b []byte
-		if br, ok := r.(*bytesSegment); ok {
-			b = br.b // already in memory: no copy (get --at reads megabytes)
-		} else if b, err = io.ReadAll(r); err != nil {
-			return events, fmt.Errorf("read delta segment %d: %w", i, err)
-		}
+	for i, b := range cfg.Segments {
 		s, err := DecodeSegment(b)
 		if err != nil {
 			return events, fmt.Errorf("delta segment %d: %w", i, err)
