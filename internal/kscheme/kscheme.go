@@ -52,15 +52,6 @@ func Decode[T any](value []byte, decode func() (T, error)) (T, error) {
 	return decode()
 }
 
-// All adds every group version (a caller that asks the scheme about types
-// rather than decoding a value).
-func All() *runtime.Scheme {
-	mu.Lock()
-	defer mu.Unlock()
-	addAll()
-	return scheme
-}
-
 var protoMagic = []byte("k8s\x00")
 
 func ensureFor(value []byte) {
@@ -77,26 +68,31 @@ func ensureFor(value []byte) {
 		addAll()
 		return
 	}
+	addGroup(gv)
+}
+
+// addGroup adds group version gv (held with mu). A group client-go does
+// not register stays unknown: the decoder says "not registered", as with
+// client-go's scheme.
+func addGroup(gv schema.GroupVersion) {
+	if added[gv] {
+		return
+	}
 	for _, g := range groups {
-		if g.gv == gv && !added[gv] {
+		if g.gv == gv {
 			_ = g.add(scheme) // the generated adders return no error
-			added[gv] = true
 		}
 	}
-	// A group client-go does not register stays unknown: the decoder
-	// says "not registered", as with client-go's scheme.
 	added[gv] = true
 }
 
+// addAll adds every group version (held with mu).
 func addAll() {
 	if all {
 		return
 	}
 	for _, g := range groups {
-		if !added[g.gv] {
-			_ = g.add(scheme)
-			added[g.gv] = true
-		}
+		addGroup(g.gv)
 	}
 	all = true
 }
