@@ -185,23 +185,25 @@ func Prune(ctx context.Context, t *Tier, opts PruneOptions) (PruneResult, error)
 	// bases, so a locked one keeps its base, and a prune stopped between
 	// two removals leaves no version whose base is gone.
 	live := map[string]bool{}
-	lockedNeeds := map[string][]string{} // base -> locked versions reading it
+	// needed: a base the policy drops that a version staying reads, with
+	// why (keep already holds what the policy's versions read).
+	needed := map[string][]string{}
+	stays := func(id, why string) {
+		live[id] = true
+		for _, base := range refs[id].Requires {
+			if _, kept := keep[base]; !kept {
+				needed[base] = append(needed[base], why+id)
+			}
+		}
+	}
 	for _, v := range rsyncish.DependentsFirst(vs, func(id string) []string { return refs[id].Requires }) {
 		reasons, ok := keep[v.ID]
-		if !ok && len(lockedNeeds[v.ID]) > 0 {
-			for _, d := range lockedNeeds[v.ID] {
-				reasons = append(reasons, "base of "+d+" (locked)")
-			}
-			ok = true
+		if !ok && len(needed[v.ID]) > 0 {
+			reasons, ok = needed[v.ID], true
 		}
 		if ok {
 			res.Kept = append(res.Kept, rsyncish.KeepReason{ID: v.ID, Time: v.Time, Reasons: reasons})
-			live[v.ID] = true
-			for _, base := range refs[v.ID].Requires {
-				if _, kept := keep[base]; !kept {
-					lockedNeeds[base] = append(lockedNeeds[base], v.ID)
-				}
-			}
+			stays(v.ID, "base of ")
 			continue
 		}
 		if !opts.DryRun {
@@ -215,10 +217,7 @@ func Prune(ctx context.Context, t *Tier, opts PruneOptions) (PruneResult, error)
 			return finish(err)
 		}
 		if !ok {
-			live[v.ID] = true
-			for _, base := range refs[v.ID].Requires {
-				lockedNeeds[base] = append(lockedNeeds[base], v.ID)
-			}
+			stays(v.ID, "base of locked ")
 			continue
 		}
 		res.VersionsDeleted++
