@@ -21,12 +21,18 @@ import (
 func buildCLI(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "kubekeep")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	buildBinary(t, bin, "")
 	return bin
+}
+
+// buildBinary builds this command to out with the build tags given.
+func buildBinary(t *testing.T, out, tags string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", out, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags %q: %v\n%s", tags, err, b)
+	}
 }
 
 // A `kubekeep drill` killed with SIGKILL mid-run leaves its scratch data

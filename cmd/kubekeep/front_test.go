@@ -17,13 +17,8 @@ func buildInstalled(t *testing.T) (front, core string) {
 	t.Helper()
 	dir := t.TempDir()
 	front, core = filepath.Join(dir, "kubekeep"), filepath.Join(dir, "kubekeep-core")
-	for _, b := range []struct{ out, tags string }{{front, "kubekeep_front"}, {core, ""}} {
-		cmd := exec.Command("go", "build", "-tags", b.tags, "-o", b.out, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build -tags %q: %v\n%s", b.tags, err, out)
-		}
-	}
+	buildBinary(t, front, "kubekeep_front")
+	buildBinary(t, core, "")
 	return front, core
 }
 
@@ -114,10 +109,7 @@ func TestFrontHandsOffToCore(t *testing.T) {
 	if out, stderr, code := run(t, front, nil, verify...); code != 0 {
 		t.Fatalf("front verify (handed off): exit %d\n%s\n%s", code, out, stderr)
 	}
-	packs, _ := filepath.Glob(filepath.Join(store, "packs", "*", "*"))
-	if len(packs) == 0 {
-		packs, _ = filepath.Glob(filepath.Join(store, "packs", "*"))
-	}
+	packs, _ := filepath.Glob(filepath.Join(store, "packs", "*.pack"))
 	if len(packs) == 0 {
 		t.Fatal("no pack to damage")
 	}
