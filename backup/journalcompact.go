@@ -87,6 +87,17 @@ func compactJournal(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, from, to i
 			// revisions, as of no earlier. Dropped wherever it is, but at
 			// the tail.
 			if si.Last < tail {
+				// By names alone, one revision's change and the progress
+				// mark after it look alike: the keeper's content must hold
+				// every change of the one dropped.
+				if ok, err := holdsAll(j, segs[d], si); err != nil || !ok {
+					if err != nil {
+						log.Warn("etcd delta journal: a segment another seems to cover stays", "segment", si.File, "cover", segs[d].File, "err", err)
+					} else {
+						log.Warn("etcd delta journal: a segment another seems to cover holds changes that one does not; it stays", "segment", si.File, "cover", segs[d].File)
+					}
+					continue
+				}
 				if gone, err := j.DropCovered(segs[d], []rsyncish.SegmentInfo{si}); err != nil {
 					return renamed, removed, err
 				} else if gone {
@@ -123,11 +134,51 @@ func compactJournal(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, from, to i
 	return renamed, removed, flush()
 }
 
+// holdsAll says whether keeper's content covers covered's revisions and
+// holds each of its changes.
+func holdsAll(j *rsyncish.Journal, keeper, covered rsyncish.SegmentInfo) (bool, error) {
+	var segs [2]*snapread.Segment
+	for i, si := range []rsyncish.SegmentInfo{keeper, covered} {
+		data, err := j.Read(si)
+		if err != nil {
+			return false, err
+		}
+		if segs[i], err = snapread.DecodeSegment(data); err != nil {
+			return false, fmt.Errorf("journal segment %s: %w", si.File, err)
+		}
+	}
+	k, c := segs[0], segs[1]
+	if k.FromRev > c.FromRev || k.ToRev < c.ToRev {
+		return false, nil
+	}
+	type change struct {
+		rev int64
+		key string
+	}
+	held := make(map[change]bool, len(k.Events))
+	for _, e := range k.Events {
+		held[change{e.ModRevision, e.Key}] = true
+	}
+	for _, e := range c.Events {
+		if !held[change{e.ModRevision, e.Key}] {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // dominators says, for each segment of a listing (ordered by first
 // revision, then time), one that holds all its revisions as of a later
 // time, or -1: what a crash between Replace's write and its removals
 // leaves (the merged segment over the ones it replaced). Segments whose
 // ranges and times are equal dominate none of each other.
+//
+// Only a segment spanning more than one revision dominates: a merge's
+// output always does (a run of one start is left as is), while a segment
+// named R-R is either one revision's change or a progress mark at R, which
+// the journal names as the empty range ending at R and which holds
+// nothing. A mark after a one-revision change has the change's name range
+// and a later time: taken for its cover, it dropped the change.
 func dominators(segs []rsyncish.SegmentInfo) []int {
 	out := make([]int, len(segs))
 	best := -1 // of the segments starting before the current group: the one ending highest
@@ -140,7 +191,7 @@ func dominators(segs []rsyncish.SegmentInfo) []int {
 			out[i] = -1
 			dom := func(k int) bool {
 				a, b := segs[k], segs[i]
-				return k != i && a.Last >= b.Last && !a.Time.Before(b.Time) && (a.Last > b.Last || a.First < b.First || a.Time.After(b.Time))
+				return k != i && a.First < a.Last && a.Last >= b.Last && !a.Time.Before(b.Time) && (a.Last > b.Last || a.First < b.First || a.Time.After(b.Time))
 			}
 			if best >= 0 && dom(best) {
 				out[i] = best
@@ -154,6 +205,9 @@ func dominators(segs []rsyncish.SegmentInfo) []int {
 			}
 		}
 		for i := g; i < e; i++ {
+			if segs[i].First == segs[i].Last {
+				continue // may be a mark: dominates nothing
+			}
 			if best < 0 || segs[i].Last > segs[best].Last || segs[i].Last == segs[best].Last && segs[i].Time.After(segs[best].Time) {
 				best = i
 			}

@@ -167,3 +167,80 @@ func TestCompactJournal(t *testing.T) {
 		t.Errorf("the replay differs after the leftovers behind the window went:\n%v\n%v", before, got)
 	}
 }
+
+// A segment holding one revision R and the progress mark after it have
+// the same name range (R-R: the journal records a mark as the empty range
+// ending at its revision), the mark the later one. The mark holds
+// nothing, so it covers nothing: compaction merges the two, or leaves
+// them, and never drops the change as a leftover the mark "dominates".
+func TestCompactJournalKeepsAOneRevisionSegmentBesideItsMark(t *testing.T) {
+	s, err := rsyncish.Open(filepath.Join(t.TempDir(), "store"), rsyncish.Options{AllowSameFilesystem: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := DeltaSink(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := s.Journal(versionread.DeltaJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+	rev := int64(100)
+	appendSeg := func(n, sec int) {
+		t.Helper()
+		seg := &snapread.Segment{FromRev: rev, ToRev: rev + int64(n), FromTime: at(sec - 1), ToTime: at(sec)}
+		for i := range n {
+			r := rev + int64(i) + 1
+			seg.Events = append(seg.Events, snapread.Event{Type: snapread.EventPut, Key: fmt.Sprintf("/k/%d", r),
+				Value: []byte("v"), ModRevision: r, CreateRevision: r, Version: 1, Time: at(sec)})
+		}
+		if err := sink.AppendSegment(seg.Encode(), rev+1, rev+int64(n), at(sec)); err != nil {
+			t.Fatal(err)
+		}
+		rev += int64(n)
+	}
+	for sec := 1; sec <= 12; sec += 2 { // a quiet control plane: one change, then etcd's progress
+		appendSeg(1, sec)
+		appendSeg(0, sec+1)
+	}
+	windowEnd := rev
+	appendSeg(1, 20) // the tail side
+	appendSeg(0, 21)
+
+	events := func() []int64 {
+		t.Helper()
+		datas, _, err := j.ReadNeeded(100, 0, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := snapread.ReplayEventsBytes(datas, 100, 0, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var revs []int64
+		for _, e := range evs {
+			revs = append(revs, e.ModRevision)
+		}
+		return revs
+	}
+	want := []int64{101, 102, 103, 104, 105, 106, 107}
+	if got := events(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("the journal before compaction replays revisions %v, want %v", got, want)
+	}
+	log := slog.New(slog.DiscardHandler)
+	for _, window := range [][2]int64{{100, windowEnd}, {windowEnd, rev}} {
+		segs, _ := j.List()
+		if _, _, err := compactJournal(j, segs, window[0], window[1], log); err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := j.List(); window[0] == 100 && len(after) != 3 {
+			t.Errorf("%d segments after the first window's merge, want 3 (the merged run, the tail's change and mark)", len(after))
+		}
+		if got := events(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("after compacting revisions %d-%d the journal replays %v, want %v", window[0], window[1], got, want)
+		}
+	}
+}
