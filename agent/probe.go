@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -17,6 +18,7 @@ func storeOptions(sc config.Store, a *Agent, noCreate bool) rsyncish.Options {
 		MinFree:             int64(sc.MinFree),
 		NoCreate:            noCreate,
 		Logger:              a.log,
+		SegmentSpan:         versionread.SegmentSpan,
 	}
 }
 

@@ -81,7 +81,16 @@ func FuzzDecodeSegment(f *testing.F) {
 	f.Add((&snapread.Segment{FromRev: 5, ToRev: 5}).Encode())
 	f.Add([]byte("KKDS\x01\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		from, to, rerr := snapread.SegmentRange(b)
 		s, err := snapread.DecodeSegment(b)
+		// The header alone reads wherever the whole segment does, and
+		// says what the whole one says.
+		if err == nil && (rerr != nil || from != s.FromRev || to != s.ToRev) {
+			t.Fatalf("SegmentRange: (%d, %d] %v; DecodeSegment: (%d, %d]", from, to, rerr, s.FromRev, s.ToRev)
+		}
+		if rerr != nil && !errors.Is(rerr, snapread.ErrBadSegment) {
+			t.Fatalf("SegmentRange: error of the wrong kind: %v", rerr)
+		}
 		if err != nil {
 			if !errors.Is(err, snapread.ErrBadSegment) {
 				t.Fatalf("error of the wrong kind: %v", err)

@@ -438,15 +438,32 @@ func (v *verifier) journals() error {
 		if err != nil {
 			return err
 		}
-		jc := &journalCheck{segs: segs, bad: map[string]string{}}
+		jc := &journalCheck{segs: segs, bad: map[string]string{}, spans: map[string]segSpan{}}
 		v.journalState[name] = jc
 		jc.breaks, _ = j.Breaks() // the good ones; a damaged one is reported below
-		for _, si := range segs {
+		span := s.opts.SegmentSpan
+		spans := make([]segSpan, len(segs))
+		for i, si := range segs {
 			r.Segments++
 			data, err := j.Read(si)
 			r.BytesRead += int64(len(data))
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				jc.bad[si.File] = err.Error()
+			}
+			if err == nil && span != nil {
+				a, t, serr := span(name, data)
+				if errors.Is(serr, ErrSpanUnknown) {
+					// judged by its name
+				} else if serr != nil {
+					err = fmt.Errorf("journal %s segment %s: %w", name, si.File, serr)
+					jc.bad[si.File] = err.Error()
+				} else if a > t || t != si.Last || a+1 < si.First || a > si.First {
+					err = fmt.Errorf("journal %s segment %s: holds revisions after %d up to %d, not what its name says", name, si.File, a, t)
+					jc.bad[si.File] = err.Error()
+				} else {
+					spans[i] = segSpan{after: a, through: t, ok: true}
+					jc.spans[si.File] = spans[i]
+				}
 			}
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name + "/" + si.File,
@@ -469,6 +486,17 @@ func (v *verifier) journals() error {
 		gaps, err := j.Gaps()
 		if err != nil {
 			return err
+		}
+		if span != nil {
+			for _, g := range contentHoles(segs, spans) {
+				if TrimCovers(trims, jc.breaks, g.From, g.To) {
+					continue
+				}
+				h := contentHole{Gap: g, detail: holeDetail(g, segs, spans)}
+				jc.holes = append(jc.holes, h)
+				v.problem(Problem{Kind: "journal", Object: journalsDir + "/" + name, Detail: h.detail,
+					Paths: []string{fmt.Sprintf("%s revisions %d-%d", name, g.From, g.To)}})
+			}
 		}
 		for _, g := range gaps {
 			if TrimCovers(trims, jc.breaks, g.From, g.To) {

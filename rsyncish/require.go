@@ -263,6 +263,29 @@ func (v *verifier) journalRequirement(vid string, r Requirement, add func(vid, o
 			return
 		}
 	}
+	for _, h := range jc.holes {
+		if h.From <= r.Through && h.To > r.After {
+			add(vid, obj, fmt.Sprintf("requires %s; %s", r, h.detail))
+			return
+		}
+	}
+	// By content from r.After: the chain's first segment may be a mark
+	// whose one-revision segment before it was lost (no hole between
+	// segments shows that).
+	covered := r.After
+	for _, si := range needed {
+		sp, ok := jc.spans[si.File]
+		if !ok {
+			covered = max(covered, si.Last)
+			continue
+		}
+		if sp.after > covered {
+			g := Gap{From: covered + 1, To: sp.after}
+			add(vid, obj, fmt.Sprintf("requires %s; %s", r, holeDetail(g, jc.segs, jc.spanList())))
+			return
+		}
+		covered = max(covered, sp.through)
+	}
 }
 
 // journalCheck is what journals found of one journal, for requirements.
@@ -270,6 +293,23 @@ type journalCheck struct {
 	segs   []SegmentInfo
 	breaks []Break
 	bad    map[string]string // segment file -> what is wrong with it
+	// holes are revisions no segment holds by content that the names say
+	// are held (journal_span.go), each with its problem's detail.
+	holes []contentHole
+	spans map[string]segSpan // by segment file, those read and understood
+}
+
+func (jc *journalCheck) spanList() []segSpan {
+	out := make([]segSpan, len(jc.segs))
+	for i, si := range jc.segs {
+		out[i] = jc.spans[si.File]
+	}
+	return out
+}
+
+type contentHole struct {
+	Gap
+	detail string
 }
 
 // noteStream records, while manifests checks version vid, that it holds

@@ -46,6 +46,10 @@ type Options struct {
 	// store, for read-only commands pointed at a mistyped path.
 	NoCreate bool
 	Logger   *slog.Logger
+	// SegmentSpan, when set, reads what a journal segment's content says
+	// it holds; Verify then checks each journal's chain by content as well
+	// as by names (journal_span.go).
+	SegmentSpan SegmentSpan
 }
 
 // Store is a versioned, deduplicated store in one directory. Its methods are

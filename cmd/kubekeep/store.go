@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/kubekeep/kubekeep/backup/versionread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
 
@@ -21,6 +22,7 @@ func openStoreMode(g *globalOptions, create bool) (*rsyncish.Store, error) {
 		MinFree:             int64(sc.MinFree),
 		NoCreate:            !create,
 		Logger:              g.logger,
+		SegmentSpan:         versionread.SegmentSpan,
 	})
 	if err != nil {
 		return nil, err

@@ -203,22 +203,41 @@ func (r *segReader) bytes(what string) []byte {
 // types, and revision order inside (fromRev, toRev]. Keys and values are
 // copied, so b may be reused.
 func DecodeSegment(b []byte) (*Segment, error) {
+	s, r, count, err := decodeSegmentHeader(b)
+	if err != nil {
+		return nil, err
+	}
+	return decodeSegmentEvents(s, r, count)
+}
+
+// SegmentRange is what a segment says it covers, (fromRev, toRev], read
+// from its header after its checksum is checked: verify's content view of
+// the journal chain, without decoding the events.
+func SegmentRange(b []byte) (fromRev, toRev int64, err error) {
+	s, _, _, err := decodeSegmentHeader(b)
+	if err != nil {
+		return 0, 0, err
+	}
+	return s.FromRev, s.ToRev, nil
+}
+
+func decodeSegmentHeader(b []byte) (*Segment, *segReader, uint64, error) {
 	if len(b) < segmentHeader+4 {
-		return nil, fmt.Errorf("%w: %d bytes is shorter than any segment", ErrBadSegment, len(b))
+		return nil, nil, 0, fmt.Errorf("%w: %d bytes is shorter than any segment", ErrBadSegment, len(b))
 	}
 	if string(b[:len(segmentMagic)]) != segmentMagic {
-		return nil, fmt.Errorf("%w: no %q magic", ErrBadSegment, segmentMagic)
+		return nil, nil, 0, fmt.Errorf("%w: no %q magic", ErrBadSegment, segmentMagic)
 	}
 	if v := b[len(segmentMagic)]; v != segmentVersion {
-		return nil, fmt.Errorf("%w: version %d, this kubekeep reads %d", ErrBadSegment, v, segmentVersion)
+		return nil, nil, 0, fmt.Errorf("%w: version %d, this kubekeep reads %d", ErrBadSegment, v, segmentVersion)
 	}
 	body := b[:len(b)-4]
 	if want, got := binary.BigEndian.Uint32(b[len(b)-4:]), crc32.Checksum(body, castagnoli); want != got {
-		return nil, fmt.Errorf("%w: checksum %08x, stored %08x", ErrBadSegment, got, want)
+		return nil, nil, 0, fmt.Errorf("%w: checksum %08x, stored %08x", ErrBadSegment, got, want)
 	}
 	flags := b[len(segmentMagic)+1]
 	if flags&^flagCatchUp != 0 {
-		return nil, fmt.Errorf("%w: unknown flags %#02x (written by a newer kubekeep?)", ErrBadSegment, flags)
+		return nil, nil, 0, fmt.Errorf("%w: unknown flags %#02x (written by a newer kubekeep?)", ErrBadSegment, flags)
 	}
 	r := &segReader{b: body, off: segmentHeader}
 	s := &Segment{CatchUp: flags&flagCatchUp != 0}
@@ -228,16 +247,21 @@ func DecodeSegment(b []byte) (*Segment, error) {
 	s.ToTime = fromUnixNano(r.varint("toTime"))
 	count := r.uvarint("event count")
 	if r.err != nil {
-		return nil, r.err
+		return nil, nil, 0, r.err
 	}
 	if s.ToRev < s.FromRev {
-		return nil, fmt.Errorf("%w: toRev %d < fromRev %d", ErrBadSegment, s.ToRev, s.FromRev)
+		return nil, nil, 0, fmt.Errorf("%w: toRev %d < fromRev %d", ErrBadSegment, s.ToRev, s.FromRev)
 	}
 	// Every event takes at least 9 bytes, which bounds the allocation by
 	// the input size whatever the count claims.
 	if count > maxSegmentEvents || count > uint64(len(body)-r.off)/9 {
-		return nil, fmt.Errorf("%w: %d events cannot fit in %d bytes", ErrBadSegment, count, len(body)-r.off)
+		return nil, nil, 0, fmt.Errorf("%w: %d events cannot fit in %d bytes", ErrBadSegment, count, len(body)-r.off)
 	}
+	return s, r, count, nil
+}
+
+func decodeSegmentEvents(s *Segment, r *segReader, count uint64) (*Segment, error) {
+	body := r.b
 	s.Events = make([]Event, 0, count)
 	prev := s.FromRev
 	for i := uint64(0); i < count && r.err == nil; i++ {
