@@ -2,6 +2,7 @@ package restore
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -209,12 +210,20 @@ func TestDrillJournalVersionWhileMergedSegmentsOverlap(t *testing.T) {
 }
 
 // journalVersionAfterChanges makes four change sets (a segment or two
-// each), each durable, then a journal version.
+// each), each durable, then one put alone and etcd's progress mark after
+// it (two segments named R-R, as on a quiet control plane: compaction
+// once took the mark for the change's cover and dropped the change), then
+// a journal version.
 func journalVersionAfterChanges(t *testing.T, f *journalFixture, v int) *backup.Result {
 	t.Helper()
 	for i := 1; i <= 4; i++ {
 		f.waitDurable(f.changes(10*v + i))
 	}
+	r, err := f.cli.Put(f.ctx, fmt.Sprintf("/j/alone-%d", v), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.waitMarkAfter(r.Header.Revision)
 	jv := f.backup(false)
 	if jv.EtcdKind != versionread.EtcdKindJournal {
 		t.Fatalf("backup %d: %q, want a journal version", v, jv.EtcdKind)

@@ -108,6 +108,30 @@ func (f *journalFixture) waitDurable(rev int64) {
 	}
 }
 
+// waitMarkAfter waits for the journal to hold revision rev alone in a
+// segment and a progress mark at rev after it: two segments named
+// rev-rev.
+func (f *journalFixture) waitMarkAfter(rev int64) {
+	f.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		segs, _ := f.j.List()
+		n := 0
+		for _, si := range segs {
+			if int64(si.First) == rev && int64(si.Last) == rev {
+				n++
+			}
+		}
+		if n >= 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("revision %d never had a segment of its own and a progress mark after it: %+v", rev, segs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // stateAt is what etcd itself holds at rev: every live key and its value.
 func (f *journalFixture) stateAt(rev int64) map[string]string {
 	f.t.Helper()
