@@ -2,6 +2,7 @@ package campaign
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -179,10 +180,12 @@ func (w *world) damageCase(c *checker, glob string) {
 	victim := files[w.rng.IntN(len(files))]
 	rel, _ := filepath.Rel(w.store, victim)
 	var seg [2]int64
+	var spansBefore map[string][2]int64
 	if c.f.target == "journal" {
 		parts := strings.Split(strings.TrimSuffix(filepath.Base(victim), ".seg"), "-")
 		seg[0], _ = strconv.ParseInt(parts[0], 10, 64)
 		seg[1], _ = strconv.ParseInt(parts[1], 10, 64)
+		spansBefore = segmentSpans(c.t, w.store)
 	}
 	detail, err := damageFile(w.rng, victim, c.f.mutation)
 	if err != nil {
@@ -207,14 +210,22 @@ func (w *world) damageCase(c *checker, glob string) {
 	case c.f.target == "config", c.f.target == "index", c.f.target == "pack":
 		exp.detect = true // every version needs config.json; every pack's blobs are referenced
 	case c.f.target == "journal":
-		// A deleted segment with later ones is a gap in the chain (the
-		// newest one gone just ends the chain earlier).
-		for _, s := range segments(w.store) {
-			if s[0] > seg[1] {
-				exp.detect = true
-				c.f.detail += ", a gap before later segments"
-				break
+		// A deleted segment that held revisions no other one holds, with
+		// later ones, is a gap in the chain (the newest one gone just ends
+		// the chain earlier). What a segment holds is what its content
+		// says, (from, to]: a progress mark holds none though it is named
+		// R-R like a segment holding revision R, and a merged segment and
+		// the ones it replaced hold the same revisions while both are
+		// there.
+		spans := map[string][2]int64{}
+		for name, sp := range spansBefore {
+			if name != filepath.Base(victim) {
+				spans[name] = sp
 			}
+		}
+		if r, ok := newHole(spansBefore, spans); ok {
+			exp.detect = true
+			c.f.detail += fmt.Sprintf(", revision %d no other segment holds, before later ones", r)
 		}
 	}
 	ar := w.audit(c, exp)
@@ -266,4 +277,58 @@ func (w *world) checkRescueKit(c *checker) {
 		return
 	}
 	w.sum.add(c.f.kind, "rescue kits intact after the next backup", 1)
+}
+
+// segmentSpans reads what every journal segment of store holds by its
+// content, (fromRev, toRev], from the two formats' headers as they are
+// documented (rsyncish/format: "KKJSEG01", first, last, time, length,
+// then the data; etcdsnap/snapread's segment: "KKDS", version, flags,
+// fromRev and toRev as uvarints), not through kubekeep's decoders.
+func segmentSpans(t *testing.T, store string) map[string][2]int64 {
+	t.Helper()
+	paths, _ := filepath.Glob(filepath.Join(store, "journals", "*", "*.seg"))
+	out := map[string][2]int64{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const frame = 8 + 8 + 8 + 8 + 4
+		if len(b) < frame+6 || string(b[:8]) != "KKJSEG01" || string(b[frame:frame+4]) != "KKDS" {
+			t.Fatalf("journal segment %s: not in the documented format", p)
+		}
+		r := bytes.NewReader(b[frame+6:])
+		from, err1 := binary.ReadUvarint(r)
+		to, err2 := binary.ReadUvarint(r)
+		if err1 != nil || err2 != nil || to < from {
+			t.Fatalf("journal segment %s: header (%d, %d] %v %v", p, from, to, err1, err2)
+		}
+		out[filepath.Base(p)] = [2]int64{int64(from), int64(to)}
+	}
+	return out
+}
+
+// newHole returns a revision the segments of before held and those of
+// after do not, below the newest revision after holds.
+func newHole(before, after map[string][2]int64) (int64, bool) {
+	held := func(spans map[string][2]int64) (map[int64]bool, int64) {
+		m := map[int64]bool{}
+		var top int64
+		for _, sp := range spans {
+			for r := sp[0] + 1; r <= sp[1]; r++ {
+				m[r] = true
+			}
+			top = max(top, sp[1])
+		}
+		return m, top
+	}
+	was, _ := held(before)
+	now, top := held(after)
+	var hole int64
+	for r := range was {
+		if !now[r] && r < top && (hole == 0 || r < hole) {
+			hole = r
+		}
+	}
+	return hole, hole != 0
 }
