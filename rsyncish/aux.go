@@ -21,7 +21,7 @@ import (
 const auxFile = "aux.json"
 
 var reservedNames = map[string]bool{configFile: true, lockFile: true, readLockFile: true, damageFile: true, auxFile: true,
-	agentStatusFile: true, agentLockFile: true}
+	agentStatusFile: true, agentLockFile: true, midxFile: true}
 
 // The agent's own top-level files (package agent's StatusFile and
 // LockFile): state that changes every run, not a kit to check, so verify

@@ -103,6 +103,9 @@ func (s *Store) Verify(ctx context.Context, readData bool) (*Report, error) {
 	}
 	v.requirements()
 	v.aux()
+	if w := s.checkMidx(); w != "" {
+		v.r.Warnings = append(v.r.Warnings, w)
+	}
 	if s.holdsLock() == nil {
 		if err := s.writeDamageRecord(v.rot, v.auxBad, v.badSegments()); err != nil {
 			v.r.Warnings = append(v.r.Warnings, "could not record the damage found: "+err.Error())

@@ -7,6 +7,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,8 +27,17 @@ import (
 // failed read, never wrong bytes (verify reports the index).
 type readerIndex struct {
 	packs []string
-	raw   [][]byte // each pack index's entries, 40 bytes each
+	raw   [][]byte // each pack index's entries, 40 bytes each (nil: the midx covers it)
 	files map[int]*os.File
+	// midx, when the store has a usable one, covers the packs whose raw
+	// is nil (midx.go); midxPack maps its pack numbers to packs (-1: that
+	// pack's index is gone). fallback is every pack index, read when the
+	// midx and the rest could not produce a blob.
+	midx     *midx
+	midxPack []int
+	fallback *readerIndex
+	// indexesRead counts the pack index files read (tests).
+	indexesRead int
 }
 
 // Pack index layout (format.EncodeIndex): magic, count (u32 LE), entries
@@ -37,7 +48,9 @@ const (
 	packIndexEntry = 32 + 4 + 4
 )
 
-func (s *Store) loadReaderIndex() (*readerIndex, error) {
+func (s *Store) loadReaderIndex() (*readerIndex, error) { return s.loadReaderIndexWith(true) }
+
+func (s *Store) loadReaderIndexWith(useMidx bool) (*readerIndex, error) {
 	ents, err := readStoreDir(s.path(indexDir))
 	if err != nil {
 		return nil, fmt.Errorf("reading the pack indexes: %w", err)
@@ -49,6 +62,27 @@ func (s *Store) loadReaderIndex() (*readerIndex, error) {
 			names = append(names, id)
 		}
 	}
+	if m := (*midx)(nil); useMidx {
+		if m = s.openMidx(); m != nil {
+			listed := make(map[string]bool, len(names))
+			for _, n := range names {
+				listed[n] = true
+			}
+			covered := make(map[string]bool, len(m.packs))
+			x.midx, x.midxPack = m, make([]int, len(m.packs))
+			for i, p := range m.packs {
+				x.midxPack[i] = -1
+				if listed[p] && !covered[p] {
+					covered[p] = true
+					x.midxPack[i] = len(x.packs)
+					x.packs = append(x.packs, p)
+					x.raw = append(x.raw, nil)
+				}
+			}
+			names = slices.DeleteFunc(names, func(n string) bool { return covered[n] })
+		}
+	}
+	x.indexesRead = len(names)
 	// Read in parallel: on a cold cache each is a random read of the
 	// disk, and hundreds of them in a row dominate a cold `get`.
 	datas := make([][]byte, len(names))
@@ -102,6 +136,61 @@ func readExact(path string) ([]byte, error) {
 // blob reads blob id from the first copy whose bytes match its hash.
 func (x *readerIndex) blob(s *Store, id format.ID) ([]byte, error) {
 	var last error
+	if x.midx != nil {
+		data := x.fromMidx(s, id, &last)
+		if data != nil {
+			return data, nil
+		}
+	}
+	data, err := x.scan(s, id, last)
+	if err == nil || x.midx == nil {
+		return data, err
+	}
+	// Not where the midx says, nor in the packs it does not cover: every
+	// pack index, as without one.
+	if x.fallback == nil {
+		f, lerr := s.loadReaderIndexWith(false)
+		if lerr != nil {
+			return nil, lerr
+		}
+		x.fallback = f
+		x.indexesRead += f.indexesRead
+	}
+	return x.fallback.blob(s, id)
+}
+
+// fromMidx reads blob id from a copy the multi-pack index names, or
+// returns nil. A fault reading the mapping (the file cut short under it)
+// is a miss.
+func (x *readerIndex) fromMidx(s *Store, id format.ID, last *error) (data []byte) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			data = nil
+			*last = fmt.Errorf("%s: reading the mapped file failed: %v", midxFile, r)
+		}
+	}()
+	x.midx.lookup(id, func(mp int, off, length uint32) bool {
+		p := -1
+		if mp < len(x.midxPack) {
+			p = x.midxPack[mp]
+		}
+		if p < 0 || length == 0 || length > 1<<30 {
+			return true
+		}
+		d, err := x.read(s, p, format.IndexEntry{ID: id, Off: off, Len: length})
+		if err != nil {
+			*last = err
+			return true
+		}
+		data = d
+		return false
+	})
+	return data
+}
+
+// scan looks for blob id in the pack indexes read whole.
+func (x *readerIndex) scan(s *Store, id format.ID, last error) ([]byte, error) {
 	for p, raw := range x.raw {
 		for o := 0; o+packIndexEntry <= len(raw); o += packIndexEntry {
 			if [32]byte(raw[o:o+32]) != id {
@@ -148,5 +237,11 @@ func (x *readerIndex) close() error {
 		f.Close()
 	}
 	x.files = nil
+	if x.midx != nil {
+		x.midx.close()
+	}
+	if x.fallback != nil {
+		x.fallback.close()
+	}
 	return nil
 }

@@ -504,6 +504,7 @@ func (w *VersionWriter) Commit() (VersionInfo, error) {
 		}
 		return VersionInfo{}, err
 	}
+	w.s.refreshMidx()
 	vi := infoFromHeader(&h)
 	vi.Stats.BytesWritten += n
 	vi.Stats.Duration = time.Since(w.t0)

@@ -22,6 +22,7 @@ var storeKinds = []struct{ kind, glob string }{
 	{"config", "config.json"},
 	{"manifest", "versions/*.manifest"},
 	{"index", "index/*.idx"},
+	{"midx", "index.midx"},
 	{"pack", "packs/*.pack"},
 	{"journal", "journals/*/*.seg"},
 	{"verified", "verified/*"},
@@ -194,12 +195,14 @@ func (w *world) damageCase(c *checker, glob string) {
 	c.f.detail = rel + " " + detail
 
 	exp := expect{}
-	// Neither is version data: the check copy is scratch, and the rescue
-	// kit is rewritten by the next backup (checkRescueKit), whether or not
-	// verify reports it.
-	harmless := c.f.target == "tmp" || c.f.target == "rescue-kit"
+	// None is version data: the check copy is scratch, the multi-pack
+	// index a cache, and the rescue kit is rewritten by the next backup
+	// (checkRescueKit), whether or not verify reports it.
+	harmless := c.f.target == "tmp" || c.f.target == "rescue-kit" || c.f.target == "midx"
 	switch {
-	case c.f.target == "tmp":
+	case c.f.target == "tmp", c.f.target == "midx":
+		// The multi-pack index is a cache of the pack indexes: damage
+		// there costs readers time (verify warns), never a version.
 		exp.clean = true
 	case harmless:
 	case c.f.mutation != "delete":
