@@ -39,9 +39,10 @@
 // and files (readat.go): a read maps its range through the entry's
 // extents and reads and checks only the blobs it touches, so one object
 // out of an 8 GiB etcd snapshot costs a few blobs, not the stream. It
-// decodes only the manifest lines asked for and searches the pack indexes'
-// raw entries instead of building the writer's in-memory index; it holds
-// the read lock like OpenStream.
+// decodes only the manifest lines asked for and finds blobs through the
+// multi-pack index (index.midx, midx.go) and the raw entries of the pack
+// indexes it does not cover, instead of building the writer's in-memory
+// index; it holds the read lock like OpenStream.
 //
 // # Layout
 //
@@ -57,6 +58,11 @@
 //	packs/<rand>.pack        blobs back to back, no header: every byte is
 //	                         covered by some blob's blake3 ID
 //	index/<rand>.idx         the pack's blob list (format.EncodeIndex), sealed
+//	index.midx               a cache: many packs' blob lists in one file sorted
+//	                         by blob ID, blake3 trailer (midx.go); readers use it
+//	                         as far as it agrees with index/, a commit rewrites
+//	                         it when missing, damaged or 8 packs apart; verify
+//	                         warns of damage there, never calls it a problem
 //	versions/<id>.manifest   line-oriented: magic, header JSON, one JSON line
 //	                         per file/dir/symlink/stream, blake3 trailer
 //	                         (format.ManifestMagic); the header's "requires"
@@ -66,7 +72,11 @@
 //	damage.json              the blobs verify --read-data found rotten, by pack,
 //	                         and the journal segments verify found damaged
 //	                         (format.Damage), sealed; absent when none
-//	journals/<name>/<first>-<last>-<ns>.seg   checksummed delta segments
+//	journals/<name>/<first>-<last>-<ns>.seg   checksummed delta segments;
+//	                         a progress mark at R (no revision) is named R-R,
+//	                         as a segment holding revision R is: with
+//	                         Options.SegmentSpan verify reads each segment's
+//	                         own range too (journal_span.go)
 //	journals/<name>/<from>-<to>.break         sealed: revisions from..to were
 //	                         never recorded because the chain restarted (Append
 //	                         writes it when a segment does not follow the tail);
