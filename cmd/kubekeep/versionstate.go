@@ -35,6 +35,9 @@ type versionSnapshot struct {
 	// index (no replay since the base).
 	journalIndexed bool
 	deltas         int // journal events applied
+	// unmap releases the mapped journal segments the applied events are
+	// views of (after snap is closed).
+	unmap func()
 	// journalBytes is what was read of the delta journal's segments.
 	journalBytes atomic.Int64
 	encFrom      string
@@ -63,6 +66,9 @@ func (v *versionSnapshot) encryptionFrom() string {
 func (v *versionSnapshot) Close() {
 	if v.snap != nil {
 		_ = v.snap.Close()
+	}
+	if v.unmap != nil {
+		v.unmap()
 	}
 	if v.vr != nil {
 		_ = v.vr.Close()
@@ -221,7 +227,7 @@ func openVersionState(ctx context.Context, g *globalOptions, version, at, encCon
 		if at == "" {
 			untilRev = src.Revision
 		}
-		if vs.deltas, err = applyDeltas(store, vs.snap, untilRev, atTime, &vs.journalBytes); err != nil {
+		if vs.deltas, vs.unmap, err = applyDeltas(store, vs.snap, untilRev, atTime, &vs.journalBytes); err != nil {
 			return nil, fmt.Errorf("version %s: %w", id, err)
 		}
 	}
@@ -392,24 +398,36 @@ func readVersionFile(vr *rsyncish.VersionReader, _, hostPath string) ([]byte, er
 }
 
 // applyDeltas replays the journal's etcd changes recorded after the
-// snapshot up to revision untilRev or time t (zero: no such target).
-func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t time.Time, read *atomic.Int64) (int, error) {
+// snapshot up to revision untilRev or time t (zero: no such target). The
+// changes applied are views of the mapped segments: release unmaps them,
+// after snap is done with.
+func applyDeltas(store *rsyncish.Store, snap objects.Reader, untilRev int64, t time.Time, read *atomic.Int64) (n int, release func(), err error) {
+	release = func() {}
 	// Only the segments up to the target: damage in a later one blocks
 	// nothing before it.
 	j, err := store.Journal(versionread.DeltaJournal)
 	if err != nil {
-		return 0, fmt.Errorf("etcd deltas: %w", err)
+		return 0, release, fmt.Errorf("etcd deltas: %w", err)
 	}
 	if t.IsZero() && untilRev <= snap.Revision() {
-		return 0, nil
+		return 0, release, nil
 	}
-	datas, _, err := j.ReadNeeded(uint64(max(snap.Revision(), 0)), uint64(max(untilRev, 0)), t)
+	datas, _, unmap, err := j.MapNeeded(uint64(max(snap.Revision(), 0)), uint64(max(untilRev, 0)), t)
 	if err != nil {
 		if errors.Is(err, rsyncish.ErrNotFound) && untilRev <= snap.Revision() {
-			return 0, nil
+			return 0, release, nil
 		}
-		return 0, fmt.Errorf("etcd deltas: %w", err)
+		return 0, release, fmt.Errorf("etcd deltas: %w", err)
 	}
+	n, err = replayInto(store, snap, datas, untilRev, t, read)
+	if err != nil {
+		unmap()
+		return 0, release, err
+	}
+	return n, unmap, nil
+}
+
+func replayInto(store *rsyncish.Store, snap objects.Reader, datas [][]byte, untilRev int64, t time.Time, read *atomic.Int64) (int, error) {
 	for _, d := range datas {
 		read.Add(int64(len(d)))
 	}

@@ -36,7 +36,9 @@ func ReplayEvents(segments []io.Reader, snapRev, untilRevision int64, untilTime 
 }
 
 // ReplayEventsBytes is ReplayEvents over segments already in memory, which
-// it decodes in place (get --at reads megabytes of them).
+// it decodes in place (get --at reads megabytes of them): the events'
+// values are views of segments, which the caller keeps unchanged (and,
+// when mapped, mapped) while it uses them.
 func ReplayEventsBytes(segments [][]byte, snapRev, untilRevision int64, untilTime time.Time) ([]Event, error) {
 	return planReplay(replayTarget{Segments: segments, UntilRevision: untilRevision, UntilTime: untilTime}, snapRev)
 }
@@ -70,7 +72,7 @@ func planReplay(cfg replayTarget, snapRev int64) ([]Event, error) {
 	}
 	segs := make([]*Segment, 0, len(cfg.Segments))
 	for i, b := range cfg.Segments {
-		s, err := DecodeSegment(b)
+		s, err := decodeSegment(b, false)
 		if err != nil {
 			return events, fmt.Errorf("delta segment %d: %w", i, err)
 		}

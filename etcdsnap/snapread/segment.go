@@ -203,11 +203,18 @@ func (r *segReader) bytes(what string) []byte {
 // types, and revision order inside (fromRev, toRev]. Keys and values are
 // copied, so b may be reused.
 func DecodeSegment(b []byte) (*Segment, error) {
+	return decodeSegment(b, true)
+}
+
+// decodeSegment is DecodeSegment; with copyValues false the events'
+// values are views of b, which the caller then keeps unchanged while it
+// uses them.
+func decodeSegment(b []byte, copyValues bool) (*Segment, error) {
 	s, r, count, err := decodeSegmentHeader(b)
 	if err != nil {
 		return nil, err
 	}
-	return decodeSegmentEvents(s, r, count)
+	return decodeSegmentEvents(s, r, count, copyValues)
 }
 
 // SegmentRange is what a segment says it covers, (fromRev, toRev], read
@@ -260,7 +267,7 @@ func decodeSegmentHeader(b []byte) (*Segment, *segReader, uint64, error) {
 	return s, r, count, nil
 }
 
-func decodeSegmentEvents(s *Segment, r *segReader, count uint64) (*Segment, error) {
+func decodeSegmentEvents(s *Segment, r *segReader, count uint64, copyValues bool) (*Segment, error) {
 	body := r.b
 	s.Events = make([]Event, 0, count)
 	prev := s.FromRev
@@ -281,8 +288,10 @@ func decodeSegmentEvents(s *Segment, r *segReader, count uint64) (*Segment, erro
 		e.Lease = r.varint("lease")
 		e.Time = fromUnixNano(r.varint("time"))
 		e.Key = string(r.bytes("key"))
-		if v := r.bytes("value"); v != nil {
+		if v := r.bytes("value"); v != nil && copyValues {
 			e.Value = append([]byte(nil), v...)
+		} else if len(v) > 0 {
+			e.Value = v[:len(v):len(v)] // as the copy: an empty value is nil
 		}
 		if r.err != nil {
 			break

@@ -1,0 +1,83 @@
+package rsyncish
+
+import (
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kubekeep/kubekeep/rsyncish/format"
+)
+
+// MapNeeded is ReadNeeded for a reader that keeps what it decodes (`get
+// --at`, which replays every change since a version into the snapshot it
+// reads): each segment's data is a view of its file mapped read-only, not
+// a copy on the heap (at 8 GiB of etcd a 5-minute window is 85 MiB, and
+// allocating it was a quarter of `get --at`), each checked as Read checks
+// it, the segments checked in parallel. release unmaps them; nothing read
+// from them may be used after it.
+func (j *Journal) MapNeeded(afterRev, untilRev uint64, untilTime time.Time) (datas [][]byte, segs []SegmentInfo, release func(), err error) {
+	segs, err = j.Needed(afterRev, untilRev, untilTime)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	datas = make([][]byte, len(segs))
+	unmaps := make([]func(), len(segs))
+	errs := make([]error, len(segs))
+	release = func() {
+		for _, u := range unmaps {
+			if u != nil {
+				u()
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), len(segs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(segs); i = int(next.Add(1) - 1) {
+				datas[i], unmaps[i], errs[i] = j.mapSegment(segs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	for _, e := range errs {
+		if e != nil {
+			release()
+			return nil, nil, nil, e
+		}
+	}
+	return datas, segs, release, nil
+}
+
+// mapSegment maps and checks one segment: Read without the copy.
+func (j *Journal) mapSegment(si SegmentInfo) (data []byte, unmap func(), err error) {
+	if si.File != filepath.Base(si.File) {
+		return nil, nil, fmt.Errorf("journal %s: bad segment name %q", j.name, si.File)
+	}
+	raw, unmapRaw, err := mapStoreFile(filepath.Join(j.dir, si.File))
+	if err != nil {
+		return nil, nil, fmt.Errorf("journal %s: %w", j.name, err)
+	}
+	defer func() {
+		if err != nil {
+			unmapRaw()
+			data, unmap = nil, nil
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer recoverFault(&err, "journal "+j.name+" segment "+si.File)
+	seg, err := format.DecodeSegment(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("journal %s segment %s: %w", j.name, si.File, err)
+	}
+	if first, last, ok := parseSegName(si.File); !ok || first != seg.First || last != seg.Last {
+		return nil, nil, fmt.Errorf("journal %s segment %s: holds revisions %d-%d, not what its name says", j.name, si.File, seg.First, seg.Last)
+	}
+	return seg.Data, unmapRaw, nil
+}
