@@ -91,6 +91,10 @@ func FuzzDecodeSegment(f *testing.F) {
 		if rerr != nil && !errors.Is(rerr, snapread.ErrBadSegment) {
 			t.Fatalf("SegmentRange: error of the wrong kind: %v", rerr)
 		}
+		// In place decodes what the copying decode does.
+		if in, ierr := snapread.DecodeSegmentInPlace(bytes.Clone(b)); (ierr == nil) != (err == nil) || err == nil && !sameSegment(s, in) {
+			t.Fatalf("DecodeSegmentInPlace: %v; DecodeSegment: %v", ierr, err)
+		}
 		if err != nil {
 			if !errors.Is(err, snapread.ErrBadSegment) {
 				t.Fatalf("error of the wrong kind: %v", err)

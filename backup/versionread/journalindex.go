@@ -240,7 +240,7 @@ func (jv *journalValues) events(name string) ([]snapread.Event, error) {
 	if jv.read != nil {
 		jv.read.Add(int64(len(data)))
 	}
-	seg, err := snapread.DecodeSegment(data)
+	seg, err := snapread.DecodeSegmentInPlace(data) // data is this read's own
 	if err != nil {
 		return nil, fmt.Errorf("journal segment %s: %w", name, err)
 	}

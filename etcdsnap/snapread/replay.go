@@ -72,7 +72,7 @@ func planReplay(cfg replayTarget, snapRev int64) ([]Event, error) {
 	}
 	segs := make([]*Segment, 0, len(cfg.Segments))
 	for i, b := range cfg.Segments {
-		s, err := decodeSegment(b, false)
+		s, err := DecodeSegmentInPlace(b)
 		if err != nil {
 			return events, fmt.Errorf("delta segment %d: %w", i, err)
 		}

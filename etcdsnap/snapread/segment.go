@@ -206,6 +206,11 @@ func DecodeSegment(b []byte) (*Segment, error) {
 	return decodeSegment(b, true)
 }
 
+// DecodeSegmentInPlace is DecodeSegment with the events' values as views
+// of b (keys are still strings of their own), for a caller that keeps b
+// unchanged while it uses them: no second copy of a segment's values.
+func DecodeSegmentInPlace(b []byte) (*Segment, error) { return decodeSegment(b, false) }
+
 // decodeSegment is DecodeSegment; with copyValues false the events'
 // values are views of b, which the caller then keeps unchanged while it
 // uses them.
