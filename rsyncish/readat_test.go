@@ -252,3 +252,53 @@ func TestStreamAtDamagedPackIndex(t *testing.T) {
 		t.Errorf("read with a good second copy: %v", err)
 	}
 }
+
+// The manifest's trailer is checked beside the decode (lazyManifest):
+// a manifest changed anywhere (the header, the extents of the stream
+// read, another entry) gives no stream, whatever decodes, and the error
+// is the checksum's.
+func TestStreamAtManifestCheckedBesideTheDecode(t *testing.T) {
+	data := randBytes(256 << 10)
+	s, r := readAtStream(t, data)
+	r.Close()
+	path := filepath.Join(s.dir, versionsDir, r.id+manifestExt)
+	clean, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := bytes.Index(clean, []byte(`"x":"`))
+	if x < 0 {
+		t.Fatal("no extents in the manifest")
+	}
+	for name, at := range map[string]int{"header": bytes.IndexByte(clean, '\n') + 3, "extents": x + 12, "first byte": 0} {
+		b := bytes.Clone(clean)
+		// Another valid base64 letter (or header letter): still decodes.
+		if b[at] == 'A' {
+			b[at] = 'B'
+		} else {
+			b[at] = 'A'
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		v, err := s.OpenVersion(r.id)
+		if err == nil {
+			var st *StreamAt
+			st, err = v.Stream("s")
+			if err == nil {
+				st.Close()
+			}
+			v.Close()
+		}
+		if err == nil || (!errors.Is(err, format.ErrChecksum) && name != "first byte") {
+			t.Errorf("a manifest changed in its %s: %v, want a checksum error", name, err)
+		}
+	}
+	if err := os.WriteFile(path, clean, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := readAll(t, s, r.id)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the manifest put back: %d bytes, %v", len(got), err)
+	}
+}
