@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"runtime/debug"
-	"sync"
 	"syscall"
 
 	"github.com/kubekeep/kubekeep/rsyncish/format"
@@ -21,31 +20,15 @@ import (
 // two lines, not every line, and the extents' base64 without the JSON
 // scanner (format.DecodeManifest spends ~15 ms on such a manifest; this
 // ~1 ms). Anything it does not recognise falls back to the full decode.
-//
-// The trailer is checked beside the decode, not before it: on an 8 GiB
-// etcd's base manifest (7 MB, most of it one line of extents) hashing it
-// cost as much as decoding the stream's extents, and a `get` has two
-// cores. Nothing decoded leaves entry before sealErr says the bytes are
-// the ones written, and a decode error gives way to a checksum error.
 type lazyManifest struct {
 	id    string
 	body  []byte // after the magic and header lines, in the mapping
 	full  *format.Manifest
 	block int
 	unmap func() // nothing decoded refers to the mapping
-	// sealErr waits for the trailer's check (nil: checked already).
-	sealErr func() error
-}
-
-func (m *lazyManifest) sealed() error {
-	if m.sealErr == nil {
-		return nil
-	}
-	return m.sealErr()
 }
 
 func (m *lazyManifest) close() {
-	_ = m.sealed() // the check reads the mapping
 	if m.unmap != nil {
 		m.unmap()
 		m.unmap, m.body = nil, nil
@@ -81,45 +64,22 @@ func (s *Store) lazyManifest(id string) (lm *lazyManifest, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("version %s: %w", id, err)
 	}
-	var sealErr func() error
 	defer func() {
 		if lm == nil || lm.unmap == nil {
-			if sealErr != nil {
-				_ = sealErr()
-			}
 			unmap()
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverFault(&err, "version "+id+": manifest")
-	if len(data) < format.SealLen {
-		_, err := format.Unseal(data)
+	body, err := format.Unseal(data)
+	if err != nil {
 		return nil, fmt.Errorf("version %s: manifest: %w", id, err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		var err error
-		defer func() { done <- err }()
-		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-		defer recoverFault(&err, "version "+id+": manifest")
-		_, err = format.Unseal(data)
-	}()
-	sealErr = sync.OnceValue(func() error { return <-done })
-	fail := func(err error) (*lazyManifest, error) {
-		if serr := sealErr(); serr != nil {
-			err = serr
-		}
-		return nil, fmt.Errorf("version %s: manifest: %w", id, err)
-	}
-	body := data[:len(data)-format.SealLen] // checked beside what follows
 	magic, rest, ok := bytes.Cut(body, []byte("\n"))
 	head, rest, ok2 := bytes.Cut(rest, []byte("\n"))
 	var h format.Header
 	if !ok || !ok2 || string(magic) != format.ManifestMagic || json.Unmarshal(head, &h) != nil {
 		// Format 1, or something odd: the full decoder says what.
-		if serr := sealErr(); serr != nil {
-			return fail(serr)
-		}
 		m, err := format.DecodeManifest(data)
 		if err != nil {
 			return nil, fmt.Errorf("version %s: %w", id, err)
@@ -130,15 +90,12 @@ func (s *Store) lazyManifest(id string) (lm *lazyManifest, err error) {
 		return &lazyManifest{id: id, full: m}, nil
 	}
 	if h.ID != id {
-		if serr := sealErr(); serr != nil {
-			return fail(serr)
-		}
 		return nil, fmt.Errorf("version %s: manifest names itself %q", id, h.ID)
 	}
 	if h.BlockSize < 512 || h.BlockSize > 1<<30 || h.BlockSize&(h.BlockSize-1) != 0 {
-		return fail(fmt.Errorf("manifest header: bad block size %d", h.BlockSize))
+		return nil, fmt.Errorf("version %s: manifest header: bad block size %d", id, h.BlockSize)
 	}
-	return &lazyManifest{id: id, body: rest, block: h.BlockSize, unmap: unmap, sealErr: sealErr}, nil
+	return &lazyManifest{id: id, body: rest, block: h.BlockSize, unmap: unmap}, nil
 }
 
 // rawEntry is an entry whose extents stay in their 40-byte wire form (a
@@ -182,17 +139,8 @@ func recoverFault(err *error, what string) {
 	}
 }
 
-// entry finds the entry of type typ at path, once the manifest's trailer
-// says its bytes are the ones written.
-func (m *lazyManifest) entry(typ, path string) (*rawEntry, error) {
-	e, err := m.find(typ, path)
-	if serr := m.sealed(); serr != nil {
-		return nil, fmt.Errorf("version %s: manifest: %w", m.id, serr)
-	}
-	return e, err
-}
-
-func (m *lazyManifest) find(typ, path string) (_ *rawEntry, err error) {
+// entry finds the entry of type typ at path.
+func (m *lazyManifest) entry(typ, path string) (_ *rawEntry, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverFault(&err, "version "+m.id+": manifest")
 	if m.full != nil {

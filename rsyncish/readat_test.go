@@ -253,11 +253,10 @@ func TestStreamAtDamagedPackIndex(t *testing.T) {
 	}
 }
 
-// The manifest's trailer is checked beside the decode (lazyManifest):
-// a manifest changed anywhere (the header, the extents of the stream
-// read, another entry) gives no stream, whatever decodes, and the error
-// is the checksum's.
-func TestStreamAtManifestCheckedBesideTheDecode(t *testing.T) {
+// A manifest changed anywhere (the header, the extents of the stream
+// read, its first byte) gives no stream, whatever would decode, and the
+// error is the checksum's (lazyManifest checks the trailer first).
+func TestStreamAtManifestChangedGivesNoStream(t *testing.T) {
 	data := randBytes(256 << 10)
 	s, r := readAtStream(t, data)
 	r.Close()

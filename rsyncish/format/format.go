@@ -121,9 +121,6 @@ func (xs Extents) Total() int64 {
 const sealPrefix = "blake3 "
 const sealLen = len(sealPrefix) + 64 + 1
 
-// SealLen is the length of the trailer Seal appends.
-const SealLen = sealLen
-
 // Seal appends the checksum trailer to body.
 func Seal(body []byte) []byte {
 	sum := blake3.Sum256(body)
