@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/kubekeep/kubekeep/backup"
 	"github.com/kubekeep/kubekeep/backup/versionread"
+	"github.com/kubekeep/kubekeep/config"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -244,4 +248,54 @@ func drillJournalIndex(t *testing.T, f *journalFixture, id string) (int, error) 
 		t.Fatal(err)
 	}
 	return checkJournalIndex(f.store, id, f.full.ID, jr)
+}
+
+// A journal that lost a one-revision change beside its progress mark (what
+// the merge before 1dc91cf did) reads as whole by names; the first backup
+// of an agent that starts on it (no cache: the journal since the base is
+// read again) finds the hole and takes a full snapshot, and verify names
+// the journal versions that need the lost revision.
+func TestBackupAfterAOneRevisionChangeWasLostTakesAFull(t *testing.T) {
+	f := newJournalFixture(t)
+	jv := journalVersionAfterChanges(t, f, 1) // ends with /j/alone-1 alone, then its mark
+	segs, err := f.j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost rsyncish.SegmentInfo
+	for i := 1; i < len(segs); i++ {
+		if segs[i].First == segs[i].Last && segs[i-1].First == segs[i].First && segs[i-1].Last == segs[i].Last {
+			lost = segs[i-1] // the change; segs[i] is its mark
+		}
+	}
+	if lost.File == "" {
+		t.Fatalf("no one-revision segment beside its mark in %+v", segs)
+	}
+	if err := os.Remove(filepath.Join(f.store.Dir(), "journals", versionread.DeltaJournal, lost.File)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := rsyncish.Open(f.store.Dir(), rsyncish.Options{AllowSameFilesystem: true, SegmentSpan: versionread.SegmentSpan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Verify(f.ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := false
+	for _, p := range rep.Problems {
+		named = named || slices.Contains(p.Versions, jv.ID)
+	}
+	if !named {
+		t.Errorf("verify after %s was lost: %+v, want journal version %s named", lost.File, rep.Problems, jv.ID)
+	}
+	f.cache = backup.JournalCache{} // an agent started anew
+	res, err := backup.Run(f.ctx, backup.Options{Root: f.root, Store: f.store, Etcd: config.Default().Etcd, JournalCache: &f.cache})
+	if err != nil || res.Status != versionread.StatusOK {
+		t.Fatalf("backup: %v %+v", err, res)
+	}
+	if res.EtcdKind != versionread.EtcdKindFull || res.FullReason == "" {
+		t.Fatalf("the backup after the loss: %q (%q), want a full snapshot saying why", res.EtcdKind, res.FullReason)
+	}
+	t.Logf("full snapshot because: %s", res.FullReason)
 }
