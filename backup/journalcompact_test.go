@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kubekeep/kubekeep/backup/versionread"
+	"github.com/kubekeep/kubekeep/etcdsnap"
 	"github.com/kubekeep/kubekeep/etcdsnap/snapread"
 	"github.com/kubekeep/kubekeep/rsyncish"
 )
@@ -23,37 +24,9 @@ import (
 // its old ones (a crash between Replace's write and its removals) has
 // those removed by the next compaction.
 func TestCompactJournal(t *testing.T) {
-	s, err := rsyncish.Open(filepath.Join(t.TempDir(), "store"), rsyncish.Options{AllowSameFilesystem: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := DeltaSink(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := s.Journal(versionread.DeltaJournal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC)
-	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
-	rev := int64(100)
-	appendSeg := func(n int, catchUp bool, sec int) {
-		t.Helper()
-		seg := &snapread.Segment{FromRev: rev, ToRev: rev + int64(n), FromTime: at(sec - 1), ToTime: at(sec), CatchUp: catchUp}
-		for i := range n {
-			seg.Events = append(seg.Events, snapread.Event{Type: snapread.EventPut, Key: fmt.Sprintf("/k/%d", rev+int64(i)+1),
-				Value: []byte("v"), ModRevision: rev + int64(i) + 1, CreateRevision: rev + int64(i) + 1, Version: 1, Time: at(sec)})
-		}
-		first := rev + 1
-		if n == 0 {
-			first = rev + 1 // a progress mark: nothing after rev
-		}
-		if err := sink.AppendSegment(seg.Encode(), first, rev+int64(n), at(sec)); err != nil {
-			t.Fatal(err)
-		}
-		rev += int64(n)
-	}
+	tj := newTestJournal(t, rsyncish.Options{}, time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC))
+	s, j, at := tj.s, tj.j, tj.at
+	appendSeg := func(n int, catchUp bool, sec int) { t.Helper(); tj.append(t, n, catchUp, sec) }
 	sec := 1
 	for range 6 { // changes and progress marks, as a control plane's leases make them
 		appendSeg(2, false, sec)
@@ -66,7 +39,7 @@ func TestCompactJournal(t *testing.T) {
 		appendSeg(1, false, sec)
 		sec++
 	}
-	windowEnd := rev
+	windowEnd := tj.rev
 	appendSeg(2, false, sec) // the tail side, after the window
 	appendSeg(0, false, sec+1)
 
@@ -161,7 +134,7 @@ func TestCompactJournal(t *testing.T) {
 		}
 	}
 	segsCrash, _ = j.List()
-	if _, removed, err = compactJournal(j, segsCrash, windowEnd, rev, log); err != nil || removed != len(renamed) {
+	if _, removed, err = compactJournal(j, segsCrash, windowEnd, tj.rev, log); err != nil || removed != len(renamed) {
 		t.Errorf("a compaction of the next window removed %d of %d leftovers behind it: %v", removed, len(renamed), err)
 	}
 	if got := replay(); got != before {
@@ -175,39 +148,14 @@ func TestCompactJournal(t *testing.T) {
 // nothing, so it covers nothing: compaction merges the two, or leaves
 // them, and never drops the change as a leftover the mark "dominates".
 func TestCompactJournalKeepsAOneRevisionSegmentBesideItsMark(t *testing.T) {
-	s, err := rsyncish.Open(filepath.Join(t.TempDir(), "store"), rsyncish.Options{AllowSameFilesystem: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := DeltaSink(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := s.Journal(versionread.DeltaJournal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
-	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
-	rev := int64(100)
-	appendSeg := func(n, sec int) {
-		t.Helper()
-		seg := &snapread.Segment{FromRev: rev, ToRev: rev + int64(n), FromTime: at(sec - 1), ToTime: at(sec)}
-		for i := range n {
-			r := rev + int64(i) + 1
-			seg.Events = append(seg.Events, snapread.Event{Type: snapread.EventPut, Key: fmt.Sprintf("/k/%d", r),
-				Value: []byte("v"), ModRevision: r, CreateRevision: r, Version: 1, Time: at(sec)})
-		}
-		if err := sink.AppendSegment(seg.Encode(), rev+1, rev+int64(n), at(sec)); err != nil {
-			t.Fatal(err)
-		}
-		rev += int64(n)
-	}
+	tj := newTestJournal(t, rsyncish.Options{}, time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC))
+	j := tj.j
+	appendSeg := func(n, sec int) { t.Helper(); tj.append(t, n, false, sec) }
 	for sec := 1; sec <= 12; sec += 2 { // a quiet control plane: one change, then etcd's progress
 		appendSeg(1, sec)
 		appendSeg(0, sec+1)
 	}
-	windowEnd := rev
+	windowEnd := tj.rev
 	appendSeg(1, 20) // the tail side
 	appendSeg(0, 21)
 
@@ -232,7 +180,7 @@ func TestCompactJournalKeepsAOneRevisionSegmentBesideItsMark(t *testing.T) {
 		t.Fatalf("the journal before compaction replays revisions %v, want %v", got, want)
 	}
 	log := slog.New(slog.DiscardHandler)
-	for _, window := range [][2]int64{{100, windowEnd}, {windowEnd, rev}} {
+	for _, window := range [][2]int64{{100, windowEnd}, {windowEnd, tj.rev}} {
 		segs, _ := j.List()
 		if _, _, err := compactJournal(j, segs, window[0], window[1], log); err != nil {
 			t.Fatal(err)
@@ -252,28 +200,10 @@ func TestCompactJournalKeepsAOneRevisionSegmentBesideItsMark(t *testing.T) {
 // hole and the mark beside it, between segments and, for the versions
 // that need it, at the chain's start.
 func TestVerifySeesAOneRevisionSegmentLostBesideItsMark(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "store")
-	s, err := rsyncish.Open(dir, rsyncish.Options{AllowSameFilesystem: true, SegmentSpan: versionread.SegmentSpan})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := DeltaSink(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
-	rev := int64(100)
+	tj := newTestJournal(t, rsyncish.Options{SegmentSpan: versionread.SegmentSpan}, time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC))
+	dir, s := tj.dir, tj.s
 	for i, n := range []int{1, 0, 1, 0, 2, 0} {
-		seg := &snapread.Segment{FromRev: rev, ToRev: rev + int64(n), FromTime: t0.Add(time.Duration(i) * time.Second), ToTime: t0.Add(time.Duration(i+1) * time.Second)}
-		for k := range n {
-			r := rev + int64(k) + 1
-			seg.Events = append(seg.Events, snapread.Event{Type: snapread.EventPut, Key: fmt.Sprintf("/k/%d", r), Value: []byte("v"),
-				ModRevision: r, CreateRevision: r, Version: 1, Time: seg.ToTime})
-		}
-		if err := sink.AppendSegment(seg.Encode(), rev+1, rev+int64(n), seg.ToTime); err != nil {
-			t.Fatal(err)
-		}
-		rev += int64(n)
+		tj.append(t, n, false, i+1)
 	}
 	// A version that needs the journal from 100 to 104.
 	unlock, err := s.Lock(t.Context())
@@ -346,4 +276,52 @@ func TestVerifySeesAOneRevisionSegmentLostBesideItsMark(t *testing.T) {
 	}
 	problems(segs[2], segs[3], "journal")  // between segments
 	problems(segs[0], segs[1], "requires") // the chain's first: only the version needing it can tell
+}
+
+// testJournal is a store's etcd delta journal written as the delta stream
+// writes it (through DeltaSink): segments of puts after the last revision,
+// or progress marks, each received at its second after t0.
+type testJournal struct {
+	dir  string
+	s    *rsyncish.Store
+	j    *rsyncish.Journal
+	sink etcdsnap.SegmentSink
+	t0   time.Time
+	rev  int64 // the last revision appended; the journal starts after 100
+}
+
+func newTestJournal(t *testing.T, opts rsyncish.Options, t0 time.Time) *testJournal {
+	t.Helper()
+	tj := &testJournal{dir: filepath.Join(t.TempDir(), "store"), t0: t0, rev: 100}
+	opts.AllowSameFilesystem = true
+	var err error
+	if tj.s, err = rsyncish.Open(tj.dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	if tj.sink, err = DeltaSink(tj.s); err != nil {
+		t.Fatal(err)
+	}
+	if tj.j, err = tj.s.Journal(versionread.DeltaJournal); err != nil {
+		t.Fatal(err)
+	}
+	return tj
+}
+
+func (tj *testJournal) at(sec int) time.Time { return tj.t0.Add(time.Duration(sec) * time.Second) }
+
+// append writes a segment of n puts (0: a progress mark, handed over as
+// the stream does: firstRev = lastRev + 1) received from second sec-1 to
+// sec.
+func (tj *testJournal) append(t *testing.T, n int, catchUp bool, sec int) {
+	t.Helper()
+	seg := &snapread.Segment{FromRev: tj.rev, ToRev: tj.rev + int64(n), FromTime: tj.at(sec - 1), ToTime: tj.at(sec), CatchUp: catchUp}
+	for i := range n {
+		r := tj.rev + int64(i) + 1
+		seg.Events = append(seg.Events, snapread.Event{Type: snapread.EventPut, Key: fmt.Sprintf("/k/%d", r),
+			Value: []byte("v"), ModRevision: r, CreateRevision: r, Version: 1, Time: tj.at(sec)})
+	}
+	if err := tj.sink.AppendSegment(seg.Encode(), tj.rev+1, tj.rev+int64(n), tj.at(sec)); err != nil {
+		t.Fatal(err)
+	}
+	tj.rev += int64(n)
 }
