@@ -445,8 +445,7 @@ func (v *verifier) journals() error {
 		v.journalState[name] = jc
 		jc.breaks, _ = j.Breaks() // the good ones; a damaged one is reported below
 		span := s.opts.SegmentSpan
-		spans := make([]segSpan, len(segs))
-		for i, si := range segs {
+		for _, si := range segs {
 			r.Segments++
 			data, err := j.Read(si)
 			r.BytesRead += int64(len(data))
@@ -464,8 +463,7 @@ func (v *verifier) journals() error {
 					err = fmt.Errorf("journal %s segment %s: holds revisions after %d up to %d, not what its name says", name, si.File, a, t)
 					jc.bad[si.File] = err.Error()
 				} else {
-					spans[i] = segSpan{after: a, through: t, ok: true}
-					jc.spans[si.File] = spans[i]
+					jc.spans[si.File] = segSpan{after: a, through: t, ok: true}
 				}
 			}
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -491,6 +489,7 @@ func (v *verifier) journals() error {
 			return err
 		}
 		if span != nil {
+			spans := jc.spanList()
 			for _, g := range contentHoles(segs, spans) {
 				if TrimCovers(trims, jc.breaks, g.From, g.To) {
 					continue

@@ -375,13 +375,28 @@ func (j *Journal) segmentsIn(ents []fs.DirEntry, withSize bool) []SegmentInfo {
 // Read returns a segment's data after checking its checksum and that its
 // content matches its name.
 func (j *Journal) Read(si SegmentInfo) ([]byte, error) {
-	if si.File != filepath.Base(si.File) {
-		return nil, fmt.Errorf("journal %s: bad segment name %q", j.name, si.File)
+	path, err := j.segmentPath(si)
+	if err != nil {
+		return nil, err
 	}
-	raw, err := readStoreFile(filepath.Join(j.dir, si.File))
+	raw, err := readStoreFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w", j.name, err)
 	}
+	return j.segmentData(si, raw)
+}
+
+// segmentPath is where segment si is, refusing a name that is not one.
+func (j *Journal) segmentPath(si SegmentInfo) (string, error) {
+	if si.File != filepath.Base(si.File) {
+		return "", fmt.Errorf("journal %s: bad segment name %q", j.name, si.File)
+	}
+	return filepath.Join(j.dir, si.File), nil
+}
+
+// segmentData checks segment si's file content raw (its checksum, and
+// that it holds what its name says) and returns the data it frames.
+func (j *Journal) segmentData(si SegmentInfo, raw []byte) ([]byte, error) {
 	seg, err := format.DecodeSegment(raw)
 	if err != nil {
 		return nil, fmt.Errorf("journal %s segment %s: %w", j.name, si.File, err)
@@ -488,14 +503,27 @@ func (j *Journal) Gaps() ([]Gap, error) {
 		return false
 	}
 	var out []Gap
+	for _, g := range nameHoles(segs) {
+		if !declared(g.From, g.To) {
+			g.Undeclared = !sinceOK || g.To <= since
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// nameHoles returns the runs of revisions no segment of segs (a listing)
+// holds by its name, declared or not.
+func nameHoles(segs []SegmentInfo) []Gap {
+	var out []Gap
 	var covered uint64
 	for i, si := range segs {
-		if i > 0 && si.First > covered+1 && !declared(covered+1, si.First-1) {
-			out = append(out, Gap{From: covered + 1, To: si.First - 1, Undeclared: !sinceOK || si.First-1 <= since})
+		if i > 0 && si.First > covered+1 {
+			out = append(out, Gap{From: covered + 1, To: si.First - 1})
 		}
 		covered = max(covered, si.Last)
 	}
-	return out, nil
+	return out
 }
 
 // Needed returns the segments a replay from a snapshot at afterRev needs to

@@ -2,14 +2,11 @@ package rsyncish
 
 import (
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
 
 // MapNeeded is ReadNeeded for a reader that keeps what it decodes (`get
@@ -57,10 +54,11 @@ func (j *Journal) MapNeeded(afterRev, untilRev uint64, untilTime time.Time) (dat
 
 // mapSegment maps and checks one segment: Read without the copy.
 func (j *Journal) mapSegment(si SegmentInfo) (data []byte, unmap func(), err error) {
-	if si.File != filepath.Base(si.File) {
-		return nil, nil, fmt.Errorf("journal %s: bad segment name %q", j.name, si.File)
+	path, err := j.segmentPath(si)
+	if err != nil {
+		return nil, nil, err
 	}
-	raw, unmapRaw, err := mapStoreFile(filepath.Join(j.dir, si.File))
+	raw, unmapRaw, err := mapStoreFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("journal %s: %w", j.name, err)
 	}
@@ -72,12 +70,8 @@ func (j *Journal) mapSegment(si SegmentInfo) (data []byte, unmap func(), err err
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverFault(&err, "journal "+j.name+" segment "+si.File)
-	seg, err := format.DecodeSegment(raw)
-	if err != nil {
-		return nil, nil, fmt.Errorf("journal %s segment %s: %w", j.name, si.File, err)
+	if data, err = j.segmentData(si, raw); err != nil {
+		return nil, nil, err
 	}
-	if first, last, ok := parseSegName(si.File); !ok || first != seg.First || last != seg.Last {
-		return nil, nil, fmt.Errorf("journal %s segment %s: holds revisions %d-%d, not what its name says", j.name, si.File, seg.First, seg.Last)
-	}
-	return seg.Data, unmapRaw, nil
+	return data, unmapRaw, nil
 }

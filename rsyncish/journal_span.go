@@ -38,14 +38,7 @@ type segSpan struct {
 // segment beside its progress mark leaves. The holes the names show too
 // are left out (Gaps reports them, declared or not).
 func contentHoles(segs []SegmentInfo, spans []segSpan) []Gap {
-	var nameGaps []Gap
-	var named uint64
-	for i, si := range segs {
-		if i > 0 && si.First > named+1 {
-			nameGaps = append(nameGaps, Gap{From: named + 1, To: si.First - 1})
-		}
-		named = max(named, si.Last)
-	}
+	named := nameHoles(segs)
 	var out []Gap
 	var covered uint64
 	for i, si := range segs {
@@ -56,7 +49,7 @@ func contentHoles(segs []SegmentInfo, spans []segSpan) []Gap {
 		if i > 0 && after > covered {
 			g := Gap{From: covered + 1, To: after}
 			known := false
-			for _, n := range nameGaps {
+			for _, n := range named {
 				if n.From <= g.To && n.To >= g.From {
 					known = true
 				}

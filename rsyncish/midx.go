@@ -174,11 +174,7 @@ func encodeMidx(x *index) []byte {
 // (the writer's index, every pack index the store holds): missing,
 // damaged, or midxRebuild packs apart.
 func (s *Store) midxStale(x *index) bool {
-	data, err := readStoreFile(s.path(midxFile))
-	if err != nil || len(data) < 32 || format.Sum(data[:len(data)-32]) != [32]byte(data[len(data)-32:]) {
-		return true
-	}
-	m, err := parseMidx(data)
+	m, err := s.readMidx()
 	if err != nil {
 		return true
 	}
@@ -223,18 +219,22 @@ func (s *Store) refreshMidx() {
 // checkMidx is verify's look at the multi-pack index: damage there is a
 // warning (readers fall back; the next backup rewrites it).
 func (s *Store) checkMidx() string {
-	data, err := readStoreFile(s.path(midxFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return ""
-	}
-	if err == nil && (len(data) < 32 || format.Sum(data[:len(data)-32]) != [32]byte(data[len(data)-32:])) {
-		err = fmt.Errorf("%w", format.ErrChecksum)
-	}
-	if err == nil {
-		_, err = parseMidx(data)
-	}
-	if err != nil {
+	_, err := s.readMidx()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Sprintf("%s is damaged (%v): readers read every pack index instead; the next backup rewrites it", midxFile, err)
 	}
 	return ""
+}
+
+// readMidx reads the multi-pack index whole and checks its trailer, as a
+// writer must before it keeps one (readers map it unchecked: openMidx).
+func (s *Store) readMidx() (*midx, error) {
+	data, err := readStoreFile(s.path(midxFile))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) < 32 || format.Sum(data[:len(data)-32]) != [32]byte(data[len(data)-32:]) {
+		return nil, format.ErrChecksum
+	}
+	return parseMidx(data)
 }
