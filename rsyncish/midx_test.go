@@ -77,27 +77,36 @@ func packIndexes(t *testing.T, s *Store) int {
 // pack indexes it does not cover; a commit rebuilds it once midxRebuild
 // packs are apart, not at every commit.
 func TestMidxReadsOnlyThePackIndexesItDoesNotCover(t *testing.T) {
-	s, vis, datas := midxStore(t, 3*midxRebuild)
+	n := 3 * midxRebuild
+	s, vis, datas, wrote := midxStorePacks(t, n)
 	packs := packIndexes(t, s)
 	if packs < 3*midxRebuild {
 		t.Fatalf("%d pack indexes, want one or more per version", packs)
 	}
+	for i, w := range wrote {
+		if len(w) != 1 {
+			t.Fatalf("version %d wrote %d packs, want one (the count below assumes it)", i, len(w))
+		}
+	}
+	// Built by the first commit, rebuilt by each commit midxRebuild packs
+	// after the last build: the newest (n-1) % midxRebuild are not in it.
+	uncovered := (n - 1) % midxRebuild
 	m := s.openMidx()
 	if m == nil {
 		t.Fatal("no multi-pack index after the commits")
 	}
 	covered := len(m.packs)
 	m.close()
-	if covered == packs || packs-covered >= midxRebuild {
-		t.Errorf("the multi-pack index covers %d of %d packs: want it rebuilt only once %d are apart", covered, packs, midxRebuild)
+	if covered == packs || packs-covered >= midxRebuild || packs-covered != uncovered {
+		t.Errorf("the multi-pack index covers %d of %d packs: want all but the newest %d (rebuilt only once %d are apart)", covered, packs, uncovered, midxRebuild)
 	}
 	for i, vi := range vis {
 		got, read, err := readAll(t, s, vi.ID)
 		if err != nil || !bytes.Equal(got, datas[i]) {
 			t.Fatalf("version %d: %d bytes, %v", i, len(got), err)
 		}
-		if read != packs-covered {
-			t.Errorf("version %d: the reader read %d pack indexes, want the %d the multi-pack index does not cover (of %d)", i, read, packs-covered, packs)
+		if read != uncovered {
+			t.Errorf("version %d: the reader read %d pack indexes, want the %d the multi-pack index does not cover (of %d)", i, read, uncovered, packs)
 		}
 	}
 }
