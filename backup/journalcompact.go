@@ -80,6 +80,7 @@ func compactJournal(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, from, to i
 		return int64(si.Last) > from && int64(si.Last) <= to && si.Last < tail
 	}
 	dominator := dominators(segs)
+	keepers := map[string]*snapread.Segment{}
 	for i, si := range segs {
 		if d := dominator[i]; d >= 0 {
 			// A crash's leftover of a merge, or what a merge left while a
@@ -90,7 +91,7 @@ func compactJournal(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, from, to i
 				// By names alone, one revision's change and the progress
 				// mark after it look alike: the keeper's content must hold
 				// every change of the one dropped.
-				if ok, err := holdsAll(j, segs[d], si); err != nil || !ok {
+				if ok, err := holdsAll(j, keepers, segs[d], si); err != nil || !ok {
 					if err != nil {
 						log.Warn("etcd delta journal: a segment another seems to cover stays", "segment", si.File, "cover", segs[d].File, "err", err)
 					} else {
@@ -135,19 +136,32 @@ func compactJournal(j *rsyncish.Journal, segs []rsyncish.SegmentInfo, from, to i
 }
 
 // holdsAll says whether keeper's content covers covered's revisions and
-// holds each of its changes.
-func holdsAll(j *rsyncish.Journal, keeper, covered rsyncish.SegmentInfo) (bool, error) {
-	var segs [2]*snapread.Segment
-	for i, si := range []rsyncish.SegmentInfo{keeper, covered} {
+// holds each of its changes. keepers holds the keepers decoded so far (a
+// merged segment is the keeper of every segment it replaced).
+func holdsAll(j *rsyncish.Journal, keepers map[string]*snapread.Segment, keeper, covered rsyncish.SegmentInfo) (bool, error) {
+	read := func(si rsyncish.SegmentInfo) (*snapread.Segment, error) {
 		data, err := j.Read(si)
 		if err != nil {
+			return nil, err
+		}
+		seg, err := snapread.DecodeSegmentInPlace(data)
+		if err != nil {
+			return nil, fmt.Errorf("journal segment %s: %w", si.File, err)
+		}
+		return seg, nil
+	}
+	k := keepers[keeper.File]
+	if k == nil {
+		var err error
+		if k, err = read(keeper); err != nil {
 			return false, err
 		}
-		if segs[i], err = snapread.DecodeSegment(data); err != nil {
-			return false, fmt.Errorf("journal segment %s: %w", si.File, err)
-		}
+		keepers[keeper.File] = k
 	}
-	k, c := segs[0], segs[1]
+	c, err := read(covered)
+	if err != nil {
+		return false, err
+	}
 	if k.FromRev > c.FromRev || k.ToRev < c.ToRev {
 		return false, nil
 	}
