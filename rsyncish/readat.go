@@ -43,6 +43,7 @@ type sharedBlobs struct {
 	x        *readerIndex // loaded at the first read
 	reloaded bool
 	recent   []recentBlob
+	unmaps   []func() // manifests' mappings lazy extents read from
 
 	blobBytes atomic.Int64 // blob bytes read from packs
 	blobs     atomic.Int64 // blobs read from packs
@@ -120,18 +121,30 @@ func (v *VersionReader) File(hostPath string) (*StreamAt, error) {
 }
 
 func (v *VersionReader) open(typ, name, what string) (*StreamAt, error) {
-	e, err := v.m.entry(typ, name)
+	e, err := v.m.entry(typ, name, true)
 	if err != nil {
 		return nil, err
 	}
 	if e == nil {
 		return nil, fmt.Errorf("version %s has no %s: %w", v.id, what, ErrNotFound)
 	}
-	r := &StreamAt{id: v.id, name: name, size: e.Size, exts: e, starts: make([]int64, e.n()), shared: v.sh}
-	var off int64
-	for i := range r.starts {
-		r.starts[i] = off
-		off += int64(binary.LittleEndian.Uint32(e.raw[i*extentWire+36:]))
+	if e.b64 != nil {
+		// The extents are read out of the manifest's mapping: it stays
+		// until the last stream goes.
+		if u := v.m.lend(); u != nil {
+			v.sh.mu.Lock()
+			v.sh.unmaps = append(v.sh.unmaps, u)
+			v.sh.mu.Unlock()
+		}
+	}
+	r := &StreamAt{id: v.id, name: name, size: e.Size, exts: e, starts: e.starts, shared: v.sh}
+	if r.starts == nil {
+		r.starts = make([]int64, e.n())
+		var off int64
+		for i := range r.starts {
+			r.starts[i] = off
+			off += int64(binary.LittleEndian.Uint32(e.raw[i*extentWire+36:]))
+		}
 	}
 	v.sh.refs.Add(1)
 	return r, nil
@@ -188,7 +201,10 @@ func (r *StreamAt) ReadAt(p []byte, off int64) (int, error) {
 		if i < 0 || i >= len(r.starts) {
 			return n, fmt.Errorf("stream %q of version %s: no extent at offset %d", r.name, r.id, off)
 		}
-		x := r.exts.extent(i)
+		x, err := r.exts.extent(i)
+		if err != nil {
+			return n, fmt.Errorf("stream %q of version %s: %w", r.name, r.id, err)
+		}
 		in := off - r.starts[i]
 		k := int(min(int64(len(p)-n), int64(x.Len)-in))
 		if x.ID.IsZero() {
@@ -283,6 +299,10 @@ func (sh *sharedBlobs) unref() error {
 		err = sh.x.close()
 	}
 	sh.recent = nil
+	for _, u := range sh.unmaps {
+		u()
+	}
+	sh.unmaps = nil
 	sh.release()
 	return err
 }

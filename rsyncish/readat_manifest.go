@@ -25,14 +25,22 @@ type lazyManifest struct {
 	body  []byte // after the magic and header lines, in the mapping
 	full  *format.Manifest
 	block int
-	unmap func() // nothing decoded refers to the mapping
+	unmap func() // nil once lent (a lazy entry refers to the mapping)
 }
 
 func (m *lazyManifest) close() {
 	if m.unmap != nil {
 		m.unmap()
-		m.unmap, m.body = nil, nil
 	}
+	m.unmap, m.body = nil, nil
+}
+
+// lend hands the mapping's release to the caller (who keeps it while a
+// lazy entry of this manifest is in use); close then leaves it mapped.
+func (m *lazyManifest) lend() func() {
+	u := m.unmap
+	m.unmap = nil
+	return u
 }
 
 // mapStoreFile maps a store file read-only (no copy of a manifest of
@@ -99,21 +107,52 @@ func (s *Store) lazyManifest(id string) (lm *lazyManifest, err error) {
 }
 
 // rawEntry is an entry whose extents stay in their 40-byte wire form (a
-// 1 GiB stream's 16,384 extents are not decoded into a second copy).
+// 1 GiB stream's 16,384 extents are not decoded into a second copy), or,
+// opened lazily (readat_extents.go), in the manifest's base64 text of
+// them, with only their lengths decoded (starts).
 type rawEntry struct {
 	format.Entry // Extents unset
 	raw          []byte
+
+	b64    []byte  // lazily: the extents' base64, in the manifest's mapping
+	count  int     // lazily: how many
+	starts []int64 // lazily: the stream offset of each
 }
 
-func (e *rawEntry) n() int { return len(e.raw) / extentWire }
+func (e *rawEntry) n() int {
+	if e.b64 != nil {
+		return e.count
+	}
+	return len(e.raw) / extentWire
+}
 
-// extent is extent i.
-func (e *rawEntry) extent(i int) format.Extent {
-	b := e.raw[i*extentWire:]
-	var x format.Extent
+// extent is extent i; only a lazy entry's can fail (a bad character in
+// its text, or a fault reading the mapping).
+func (e *rawEntry) extent(i int) (x format.Extent, err error) {
+	b := e.raw
+	if e.b64 != nil {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer recoverFault(&err, "manifest extents")
+		var w [extentWire]byte
+		if err := b64Bytes(e.b64, i*extentWire, (i+1)*extentWire, w[:]); err != nil {
+			return x, fmt.Errorf("extent %d: %w", i, err)
+		}
+		b = w[:]
+	} else {
+		b = b[i*extentWire:]
+	}
 	copy(x.ID[:], b[:32])
 	x.Off = binary.LittleEndian.Uint32(b[32:])
 	x.Len = binary.LittleEndian.Uint32(b[36:])
+	return x, nil
+}
+
+// mustExtent is extent i of an entry decoded whole (never lazy).
+func (e *rawEntry) mustExtent(i int) format.Extent {
+	if e.b64 != nil {
+		panic("rsyncish: mustExtent of a lazy entry")
+	}
+	x, _ := e.extent(i)
 	return x
 }
 
@@ -139,8 +178,9 @@ func recoverFault(err *error, what string) {
 	}
 }
 
-// entry finds the entry of type typ at path.
-func (m *lazyManifest) entry(typ, path string) (_ *rawEntry, err error) {
+// entry finds the entry of type typ at path. A lazy entry's extents stay
+// in the manifest's mapping: its user takes the mapping over (lend).
+func (m *lazyManifest) entry(typ, path string, lazy bool) (_ *rawEntry, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverFault(&err, "version "+m.id+": manifest")
 	if m.full != nil {
@@ -172,7 +212,7 @@ func (m *lazyManifest) entry(typ, path string) (_ *rawEntry, err error) {
 		if !bytes.HasPrefix(line, want) || len(line) == len(want) || line[len(want)] != ',' && line[len(want)] != '}' {
 			continue
 		}
-		e, err := decodeEntryLine(line, m.block)
+		e, err := decodeEntryLine(line, m.block, lazy)
 		if err != nil {
 			return nil, fmt.Errorf("version %s: manifest: entry %d: %w", m.id, n, err)
 		}
@@ -186,17 +226,23 @@ func (m *lazyManifest) entry(typ, path string) (_ *rawEntry, err error) {
 // decodeEntryLine decodes one entry line, taking the extents' base64 out
 // of the JSON first (it has no quote or backslash, and a JSON string
 // cannot hold the sequence "x":" unescaped, so the first is the key).
-func decodeEntryLine(line []byte, blockSize int) (*rawEntry, error) {
-	var raw []byte
+// Lazily, the entry keeps the base64 (a slice of line: the caller keeps
+// line alive as long as the entry) and decodes only the lengths.
+func decodeEntryLine(line []byte, blockSize int, lazy bool) (*rawEntry, error) {
+	var raw, b64 []byte
 	if i := bytes.Index(line, []byte(`"x":"`)); i >= 0 {
 		start := i + len(`"x":"`)
 		end := bytes.IndexByte(line[start:], '"')
 		if end < 0 {
 			return nil, errors.New("unterminated extents")
 		}
-		var err error
-		if raw, err = base64.StdEncoding.AppendDecode(nil, line[start:start+end]); err != nil {
-			return nil, fmt.Errorf("extents: %w", err)
+		if lazy {
+			b64 = line[start : start+end : start+end]
+		} else {
+			var err error
+			if raw, err = base64.StdEncoding.AppendDecode(nil, line[start:start+end]); err != nil {
+				return nil, fmt.Errorf("extents: %w", err)
+			}
 		}
 		line = append(append(bytes.Clone(line[:start]), '"'), line[start+end+1:]...)
 	}
@@ -213,18 +259,41 @@ func decodeEntryLine(line []byte, blockSize int) (*rawEntry, error) {
 	if w.PathBytes != nil {
 		e.Path = string(w.PathBytes)
 	}
-	if len(raw)%extentWire != 0 {
+	var lens []uint32
+	if len(b64) > 0 {
+		n, err := b64Count(b64)
+		if err != nil {
+			return nil, err
+		}
+		lens = make([]uint32, n)
+		if err := b64Lens(b64, lens); err != nil {
+			return nil, err
+		}
+		e.b64, e.count, e.starts = b64, n, make([]int64, n)
+	} else if len(raw)%extentWire != 0 {
 		return nil, fmt.Errorf("extents: %d bytes is not a multiple of %d", len(raw), extentWire)
 	}
 	var off int64
 	for i := range e.n() {
-		b := raw[i*extentWire:]
-		n := binary.LittleEndian.Uint32(b[36:])
+		var n uint32
+		if lens != nil {
+			n = lens[i]
+			e.starts[i] = off
+		} else {
+			n = binary.LittleEndian.Uint32(raw[i*extentWire+36:])
+		}
 		if n == 0 {
 			return nil, fmt.Errorf("extents: extent %d is empty", i)
 		}
-		if [32]byte(b[:32]) != format.ZeroID && off/int64(blockSize) != (off+int64(n)-1)/int64(blockSize) {
-			return nil, fmt.Errorf("%q: extent at %d crosses a block boundary", e.Path, off)
+		if off/int64(blockSize) != (off+int64(n)-1)/int64(blockSize) {
+			// Only a zero extent (a hole) may cross a block boundary.
+			x, err := e.extent(i)
+			if err != nil {
+				return nil, err
+			}
+			if x.ID != format.ZeroID {
+				return nil, fmt.Errorf("%q: extent at %d crosses a block boundary", e.Path, off)
+			}
 		}
 		off += int64(n)
 	}
@@ -234,7 +303,7 @@ func decodeEntryLine(line []byte, blockSize int) (*rawEntry, error) {
 			return nil, fmt.Errorf("%q: extents cover %d bytes, size is %d", e.Path, off, e.Size)
 		}
 	case format.TypeDir, format.TypeSymlink:
-		if len(raw) != 0 {
+		if e.n() != 0 {
 			return nil, fmt.Errorf("%q: %s with data", e.Path, e.Type)
 		}
 	default:

@@ -145,8 +145,14 @@ func TestLazyManifestMatchesDecode(t *testing.T) {
 		if err := w.AddTree(root, []string{"/etc/kubernetes"}, nil); err != nil {
 			return err
 		}
-		_, err := w.AddStream("etcd/snapshot.db", bytes.NewReader(randBytes(1<<20)))
-		return err
+		// 64, 65 and 66 extents: the lazy decoding of lengths takes
+		// records three at a time, then the rest one by one.
+		for name, size := range map[string]int{"etcd/snapshot.db": 1 << 20, "etcd/b": 1<<20 + 5000, "etcd/c": 1<<20 + 16<<10 + 7} {
+			if _, err := w.AddStream(name, bytes.NewReader(randBytes(size))); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	m, err := s.manifest(vi.ID)
 	if err != nil {
@@ -159,21 +165,36 @@ func TestLazyManifestMatchesDecode(t *testing.T) {
 	if len(m.Entries) < 5 {
 		t.Fatalf("only %d entries", len(m.Entries))
 	}
+	lazies := 0
 	for _, want := range m.Entries {
-		got, err := lm.entry(want.Type, want.Path)
-		if err != nil || got == nil {
-			t.Fatalf("%s %q: %v %v", want.Type, want.Path, got, err)
-		}
-		if got.Size != want.Size || got.Mode != want.Mode || got.n() != len(want.Extents) {
-			t.Fatalf("%q: %+v, want %+v", want.Path, got, want)
-		}
-		for i := range want.Extents {
-			if got.extent(i) != want.Extents[i] {
-				t.Fatalf("%q: extent %d differs", want.Path, i)
+		for _, lazy := range []bool{false, true} {
+			got, err := lm.entry(want.Type, want.Path, lazy)
+			if err != nil || got == nil {
+				t.Fatalf("%s %q: %v %v", want.Type, want.Path, got, err)
+			}
+			if got.Size != want.Size || got.Mode != want.Mode || got.n() != len(want.Extents) {
+				t.Fatalf("%q: %+v, want %+v", want.Path, got, want)
+			}
+			if got.b64 != nil {
+				lazies++
+			}
+			var off int64
+			for i := range want.Extents {
+				x, err := got.extent(i)
+				if err != nil || x != want.Extents[i] {
+					t.Fatalf("%q (lazy %v): extent %d differs: %v", want.Path, lazy, i, err)
+				}
+				if got.starts != nil && got.starts[i] != off {
+					t.Fatalf("%q: extent %d starts at %d, want %d", want.Path, i, got.starts[i], off)
+				}
+				off += int64(want.Extents[i].Len)
 			}
 		}
 	}
-	if e, err := lm.entry("stream", "nope"); e != nil || err != nil {
+	if lazies < 3 {
+		t.Fatalf("only %d lazy entries", lazies)
+	}
+	if e, err := lm.entry("stream", "nope", true); e != nil || err != nil {
 		t.Errorf("absent stream: %v %v", e, err)
 	}
 }
@@ -186,8 +207,30 @@ func FuzzDecodeEntryLine(f *testing.F) {
 	f.Add([]byte(`{"p":"/etc/a","t":"f","s":0}`))
 	f.Add([]byte(`{"p":"/etc/a","t":"d","x":"","pb":"AA=="}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
-		e, err := decodeEntryLine(line, 64<<10)
+		e, err := decodeEntryLine(line, 64<<10, false)
+		lazy, lerr := decodeEntryLine(bytes.Clone(line), 64<<10, true)
 		if err != nil {
+			// The lazy decode checks the characters of an extent's ID
+			// when it is read: it may accept what the eager one refuses
+			// (and base64 skips \r and \n, which the lazy decode never
+			// does), but then an extent read fails.
+			if lerr == nil && !bytes.ContainsAny(line, "\r\n") && lazy.n() > 0 {
+				failed := false
+				for i := range lazy.n() {
+					if _, err := lazy.extent(i); err != nil {
+						failed = true
+					}
+				}
+				if !failed {
+					t.Fatalf("lazy decode accepts what the eager one refuses (%v), and every extent reads", err)
+				}
+			}
+			return
+		}
+		if lerr != nil && !bytes.ContainsAny(line, "\r\n") {
+			t.Fatalf("eager decode accepts, lazy refuses: %v", lerr)
+		}
+		if lerr != nil {
 			return
 		}
 		switch e.Type {
@@ -195,9 +238,16 @@ func FuzzDecodeEntryLine(f *testing.F) {
 		default:
 			t.Fatalf("entry of unknown type %q accepted", e.Type)
 		}
+		if lazy.n() != e.n() {
+			t.Fatalf("lazy %d extents, eager %d", lazy.n(), e.n())
+		}
 		var total int64
 		for i := range e.n() {
-			total += int64(e.extent(i).Len)
+			x := e.mustExtent(i)
+			if y, err := lazy.extent(i); err != nil || y != x || lazy.starts[i] != total {
+				t.Fatalf("extent %d: lazy %+v at %d (%v), eager %+v at %d", i, y, lazy.starts[i], err, x, total)
+			}
+			total += int64(x.Len)
 		}
 		if (e.Type == format.TypeFile || e.Type == format.TypeStream) && total != e.Size {
 			t.Fatalf("extents cover %d bytes, size %d", total, e.Size)

@@ -105,7 +105,7 @@ func (s *Store) openEntry(id, typ, path, what string) (rc io.ReadCloser, size in
 	}
 	exts := make(format.Extents, e.n())
 	for i := range exts {
-		exts[i] = e.extent(i)
+		exts[i] = e.mustExtent(i)
 	}
 	x, err := s.index()
 	if err != nil {
@@ -131,7 +131,7 @@ func (s *Store) findEntry(id, typ, path string) (*rawEntry, error) {
 		return nil, err
 	}
 	defer lm.close()
-	e, err := lm.entry(typ, path)
+	e, err := lm.entry(typ, path, false)
 	if err != nil || e != nil || plainName(path) {
 		// A plain name is written as the scan looks for it: its absence
 		// there is its absence (the full decode of an 8 GiB etcd's base

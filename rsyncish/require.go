@@ -72,7 +72,7 @@ func (w *VersionWriter) streamHeld(r Requirement) error {
 		return fmt.Errorf("version %s: %w", r.Version, errNoStream)
 	}
 	for i := range e.n() {
-		x := e.extent(i)
+		x := e.mustExtent(i)
 		if x.ID.IsZero() {
 			continue
 		}
