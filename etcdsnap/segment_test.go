@@ -2,8 +2,10 @@ package etcdsnap_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"testing"
 	"time"
 
@@ -94,6 +96,20 @@ func FuzzDecodeSegment(f *testing.F) {
 		// In place decodes what the copying decode does.
 		if in, ierr := snapread.DecodeSegmentInPlace(bytes.Clone(b)); (ierr == nil) != (err == nil) || err == nil && !sameSegment(s, in) {
 			t.Fatalf("DecodeSegmentInPlace: %v; DecodeSegment: %v", ierr, err)
+		}
+		// Sealed (no crc32c of its own) decodes what the checked decode
+		// does, and whatever else it reads is a valid segment: the same
+		// bytes with their crc32c set decode alike.
+		sealed, serr := snapread.DecodeSegmentSealed(bytes.Clone(b))
+		if err == nil && (serr != nil || !sameSegment(s, sealed)) {
+			t.Fatalf("DecodeSegmentSealed: %v; DecodeSegment: ok", serr)
+		}
+		if serr == nil && len(b) >= 4 {
+			fixed := bytes.Clone(b)
+			binary.BigEndian.PutUint32(fixed[len(fixed)-4:], crc32.Checksum(fixed[:len(fixed)-4], crc32.MakeTable(crc32.Castagnoli)))
+			if again, err := snapread.DecodeSegment(fixed); err != nil || !sameSegment(sealed, again) {
+				t.Fatalf("DecodeSegmentSealed accepts what a checked decode of the same content refuses: %v", err)
+			}
 		}
 		if err != nil {
 			if !errors.Is(err, snapread.ErrBadSegment) {

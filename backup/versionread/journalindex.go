@@ -240,7 +240,7 @@ func (jv *journalValues) events(name string) ([]snapread.Event, error) {
 	if jv.read != nil {
 		jv.read.Add(int64(len(data)))
 	}
-	seg, err := snapread.DecodeSegmentInPlace(data) // data is this read's own
+	seg, err := snapread.DecodeSegmentSealed(data) // data is this read's own, its file's seal checked by Read
 	if err != nil {
 		return nil, fmt.Errorf("journal segment %s: %w", name, err)
 	}

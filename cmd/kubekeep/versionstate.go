@@ -434,7 +434,7 @@ func replayInto(store *rsyncish.Store, snap objects.Reader, datas [][]byte, unti
 	// The restore's own checks: no gap from the snapshot, the target
 	// covered (up to the newest change or progress mark), not inside a
 	// stretch a restarted watch caught up on.
-	evs, err := snapread.ReplayEventsBytes(datas, snap.Revision(), untilRev, t)
+	evs, err := snapread.ReplayEventsSealed(datas, snap.Revision(), untilRev, t) // MapNeeded checked each file's seal
 	if err != nil {
 		// A hole prune made says so, with the versions around it.
 		return 0, fmt.Errorf("etcd deltas: %w", versionread.TrimmedAt(store, snap.Revision(), untilRev, t, err))

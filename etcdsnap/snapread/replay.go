@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,6 +17,7 @@ type replayTarget struct {
 	Segments      [][]byte
 	UntilRevision int64
 	UntilTime     time.Time
+	Sealed        bool // each segment's bytes checked by the caller (DecodeSegmentSealed)
 }
 
 // ReplayEvents returns the changes a replay from a snapshot at snapRev up
@@ -43,6 +47,14 @@ func ReplayEventsBytes(segments [][]byte, snapRev, untilRevision int64, untilTim
 	return planReplay(replayTarget{Segments: segments, UntilRevision: untilRevision, UntilTime: untilTime}, snapRev)
 }
 
+// ReplayEventsSealed is ReplayEventsBytes over segments each read out of
+// a journal file whose blake3 seal the caller has checked
+// (rsyncish.Journal.MapNeeded): they are decoded as DecodeSegmentSealed
+// decodes, without their own crc32c over the same bytes.
+func ReplayEventsSealed(segments [][]byte, snapRev, untilRevision int64, untilTime time.Time) ([]Event, error) {
+	return planReplay(replayTarget{Segments: segments, UntilRevision: untilRevision, UntilTime: untilTime, Sealed: true}, snapRev)
+}
+
 // unsureWindow is a stretch of time a catch-up segment leaves unknown:
 // its changes were committed after from and received by to.
 type unsureWindow struct {
@@ -70,12 +82,12 @@ func planReplay(cfg replayTarget, snapRev int64) ([]Event, error) {
 	if cfg.UntilRevision > 0 && cfg.UntilRevision < snapRev {
 		return events, fmt.Errorf("revision %d is before the snapshot's revision %d: restore an older snapshot", cfg.UntilRevision, snapRev)
 	}
-	segs := make([]*Segment, 0, len(cfg.Segments))
-	for i, b := range cfg.Segments {
-		s, err := DecodeSegmentInPlace(b)
-		if err != nil {
-			return events, fmt.Errorf("delta segment %d: %w", i, err)
-		}
+	decoded, err := decodeSegments(cfg.Segments, cfg.Sealed)
+	if err != nil {
+		return events, err
+	}
+	segs := decoded[:0]
+	for _, s := range decoded {
 		if s.ToRev >= snapRev {
 			segs = append(segs, s)
 		}
@@ -92,6 +104,36 @@ func planReplay(cfg replayTarget, snapRev int64) ([]Event, error) {
 		}
 	}
 	return events, rp.finish()
+}
+
+// decodeSegments decodes segments in place, on every CPU (each segment
+// is its own: `get --at` at 8 GiB of etcd replays 85 MiB of them); the
+// first error in input order is the one returned.
+func decodeSegments(bs [][]byte, sealed bool) ([]*Segment, error) {
+	out := make([]*Segment, len(bs))
+	errs := make([]error, len(bs))
+	decode := DecodeSegmentInPlace
+	if sealed {
+		decode = DecodeSegmentSealed
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), len(bs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(bs); i = int(next.Add(1) - 1) {
+				out[i], errs[i] = decode(bs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("delta segment %d: %w", i, err)
+		}
+	}
+	return out, nil
 }
 
 // segmentBefore is the order a replay takes segments in: by start, then
