@@ -39,7 +39,10 @@
 // and files (readat.go): a read maps its range through the entry's
 // extents and reads and checks only the blobs it touches, so one object
 // out of an 8 GiB etcd snapshot costs a few blobs, not the stream. It
-// decodes only the manifest lines asked for and finds blobs through the
+// decodes only the manifest lines asked for, of a stream's extents only
+// their lengths (an extent's blob ID and offset are decoded out of the
+// manifest's mapping when a read reaches it: readat_extents.go), and
+// finds blobs through the
 // multi-pack index (index.midx, midx.go) and the raw entries of the pack
 // indexes it does not cover, instead of building the writer's in-memory
 // index; it holds the read lock like OpenStream.
