@@ -44,7 +44,11 @@ func (m *lazyManifest) lend() func() {
 }
 
 // mapStoreFile maps a store file read-only (no copy of a manifest of
-// megabytes onto the heap); an empty file reads as nothing.
+// megabytes onto the heap); an empty file reads as nothing. Every file
+// mapped here is read whole (its seal is checked first), so the mapping
+// is populated at once (MAP_POPULATE: at 8 GiB of etcd, 5% of a warm
+// `get`, against faulting the base manifest's 7 MB in as it is hashed);
+// a page that fails to read then faults when touched, as without it.
 func mapStoreFile(path string) ([]byte, func(), error) {
 	f, st, err := openStoreFileStat(path)
 	if err != nil {
@@ -54,7 +58,7 @@ func mapStoreFile(path string) ([]byte, func(), error) {
 	if st.Size() == 0 {
 		return nil, func() {}, nil
 	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED|syscall.MAP_POPULATE)
 	if err != nil {
 		return nil, nil, fmt.Errorf("map %s: %w", path, err)
 	}
