@@ -108,7 +108,7 @@ func (m *midx) close() {
 // openMidx maps the store's multi-pack index, or returns nil (none, or
 // not usable: the reader then reads every pack index).
 func (s *Store) openMidx() *midx {
-	data, unmap, err := mapStoreFile(s.path(midxFile))
+	data, unmap, err := mapFile(s.path(midxFile), false) // searched, not read whole
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			s.log.Debug("not using the multi-pack index", "err", err)
