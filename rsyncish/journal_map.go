@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/kubekeep/kubekeep/internal/parallel"
 )
 
 // MapNeeded is ReadNeeded for a reader that keeps what it decodes (`get
@@ -31,18 +31,9 @@ func (j *Journal) MapNeeded(afterRev, untilRev uint64, untilTime time.Time) (dat
 			}
 		}
 	}
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range min(runtime.GOMAXPROCS(0), len(segs)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(segs); i = int(next.Add(1) - 1) {
-				datas[i], unmaps[i], errs[i] = j.mapSegment(segs[i])
-			}
-		}()
-	}
-	wg.Wait()
+	parallel.Each(len(segs), runtime.GOMAXPROCS(0), func(i int) {
+		datas[i], unmaps[i], errs[i] = j.mapSegment(segs[i])
+	})
 	for _, e := range errs {
 		if e != nil {
 			release()

@@ -10,9 +10,8 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 
+	"github.com/kubekeep/kubekeep/internal/parallel"
 	"github.com/kubekeep/kubekeep/rsyncish/format"
 )
 
@@ -87,18 +86,9 @@ func (s *Store) loadReaderIndexWith(useMidx bool) (*readerIndex, error) {
 	// disk, and hundreds of them in a row dominate a cold `get`.
 	datas := make([][]byte, len(names))
 	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range min(16, len(names)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(names); i = int(next.Add(1) - 1) {
-				datas[i], errs[i] = readExact(s.path(indexDir, names[i]+indexExt))
-			}
-		}()
-	}
-	wg.Wait()
+	parallel.Each(len(names), 16, func(i int) {
+		datas[i], errs[i] = readExact(s.path(indexDir, names[i]+indexExt))
+	})
 	for i, id := range names {
 		data, err := datas[i], errs[i]
 		if errors.Is(err, fs.ErrNotExist) {

@@ -6,9 +6,9 @@ import (
 	"io"
 	"runtime"
 	"sort"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/kubekeep/kubekeep/internal/parallel"
 )
 
 // replayTarget is what a replay moves a snapshot forward by: the delta
@@ -116,18 +116,9 @@ func decodeSegments(bs [][]byte, sealed bool) ([]*Segment, error) {
 	if sealed {
 		decode = DecodeSegmentSealed
 	}
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range min(runtime.GOMAXPROCS(0), len(bs)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(bs); i = int(next.Add(1) - 1) {
-				out[i], errs[i] = decode(bs[i])
-			}
-		}()
-	}
-	wg.Wait()
+	parallel.Each(len(bs), runtime.GOMAXPROCS(0), func(i int) {
+		out[i], errs[i] = decode(bs[i])
+	})
 	for i, err := range errs {
 		if err != nil {
 			return nil, fmt.Errorf("delta segment %d: %w", i, err)
