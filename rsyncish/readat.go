@@ -2,7 +2,6 @@ package rsyncish
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -137,15 +136,7 @@ func (v *VersionReader) open(typ, name, what string) (*StreamAt, error) {
 			v.sh.mu.Unlock()
 		}
 	}
-	r := &StreamAt{id: v.id, name: name, size: e.Size, exts: e, starts: e.starts, shared: v.sh}
-	if r.starts == nil {
-		r.starts = make([]int64, e.n())
-		var off int64
-		for i := range r.starts {
-			r.starts[i] = off
-			off += int64(binary.LittleEndian.Uint32(e.raw[i*extentWire+36:]))
-		}
-	}
+	r := &StreamAt{id: v.id, name: name, size: e.Size, exts: e, starts: e.offsets(), shared: v.sh}
 	v.sh.refs.Add(1)
 	return r, nil
 }

@@ -79,7 +79,7 @@ func BenchmarkExtentLengths(b *testing.B) {
 	}
 	text := base64.StdEncoding.AppendEncode(nil, raw)
 	b.Run("lengths", func(b *testing.B) {
-		lens := make([]uint32, n)
+		lens := make([]int64, n)
 		for b.Loop() {
 			if err := b64Lens(text, lens); err != nil {
 				b.Fatal(err)

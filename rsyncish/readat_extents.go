@@ -1,6 +1,7 @@
 package rsyncish
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -84,10 +85,11 @@ func b64Bytes(s []byte, a, b int, dst []byte) error {
 }
 
 // b64Lens decodes the length (bytes 36-39, little-endian) of each of the
-// len(out) records the padded base64 text s holds. Three records are 120
+// len(out) records the padded base64 text s holds into out (which the
+// caller then turns into the extents' starts in place). Three records are 120
 // bytes, 160 characters: the lengths sit at characters 48-55, 100-107 and
 // 152-159 of each run of 160, decoded without a division or a copy.
-func b64Lens(s []byte, out []uint32) error {
+func b64Lens(s []byte, out []int64) error {
 	n := len(out)
 	var bad byte
 	k := 0
@@ -96,13 +98,13 @@ func b64Lens(s []byte, out []uint32) error {
 		c := s[160*k : 160*k+160]
 		g0, b0 := group(c[48:52])
 		g1, b1 := group(c[52:56])
-		out[3*k] = g0>>16 | (g0>>8&0xff)<<8 | (g0&0xff)<<16 | (g1>>16)<<24
+		out[3*k] = int64(g0>>16 | (g0>>8&0xff)<<8 | (g0&0xff)<<16 | (g1>>16)<<24)
 		g2, b2 := group(c[100:104])
 		g3, b3 := group(c[104:108])
-		out[3*k+1] = g2>>8&0xff | (g2&0xff)<<8 | (g3>>16)<<16 | (g3>>8&0xff)<<24
+		out[3*k+1] = int64(g2>>8&0xff | (g2&0xff)<<8 | (g3>>16)<<16 | (g3>>8&0xff)<<24)
 		g4, b4 := group(c[152:156])
 		g5, b5 := group(c[156:160])
-		out[3*k+2] = g4&0xff | (g5>>16)<<8 | (g5>>8&0xff)<<16 | (g5&0xff)<<24
+		out[3*k+2] = int64(g4&0xff | (g5>>16)<<8 | (g5>>8&0xff)<<16 | (g5&0xff)<<24)
 		bad |= b0 | b1 | b2 | b3 | b4 | b5
 	}
 	if bad&0xc0 != 0 {
@@ -113,7 +115,7 @@ func b64Lens(s []byte, out []uint32) error {
 		if err := b64Bytes(s, i*extentWire+36, i*extentWire+40, b[:]); err != nil {
 			return err
 		}
-		out[i] = uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+		out[i] = int64(binary.LittleEndian.Uint32(b[:]))
 	}
 	return nil
 }

@@ -159,6 +159,21 @@ func (e *rawEntry) extent(i int) (x format.Extent, err error) {
 	return x, nil
 }
 
+// offsets is the stream offset of each extent: the starts a lazy decode
+// made, or computed from the wire form.
+func (e *rawEntry) offsets() []int64 {
+	if e.starts != nil {
+		return e.starts
+	}
+	starts := make([]int64, e.n())
+	var off int64
+	for i := range starts {
+		starts[i] = off
+		off += int64(binary.LittleEndian.Uint32(e.raw[i*extentWire+36:]))
+	}
+	return starts
+}
+
 // mustExtent is extent i of an entry decoded whole (never lazy).
 func (e *rawEntry) mustExtent(i int) format.Extent {
 	if e.b64 != nil {
@@ -271,33 +286,31 @@ func decodeEntryLine(line []byte, blockSize int, lazy bool) (*rawEntry, error) {
 	if w.PathBytes != nil {
 		e.Path = string(w.PathBytes)
 	}
-	var lens []uint32
 	if len(b64) > 0 {
 		n, err := b64Count(b64)
 		if err != nil {
 			return nil, err
 		}
-		lens = make([]uint32, n)
-		if err := b64Lens(b64, lens); err != nil {
+		// The lengths, turned into starts in place below.
+		e.b64, e.count, e.starts = b64, n, make([]int64, n)
+		if err := b64Lens(b64, e.starts); err != nil {
 			return nil, err
 		}
-		e.b64, e.count, e.starts = b64, n, make([]int64, n)
 	} else if len(raw)%extentWire != 0 {
 		return nil, fmt.Errorf("extents: %d bytes is not a multiple of %d", len(raw), extentWire)
 	}
 	var off int64
 	for i := range e.n() {
-		var n uint32
-		if lens != nil {
-			n = lens[i]
-			e.starts[i] = off
+		var n int64
+		if e.starts != nil {
+			n, e.starts[i] = e.starts[i], off
 		} else {
-			n = binary.LittleEndian.Uint32(raw[i*extentWire+36:])
+			n = int64(binary.LittleEndian.Uint32(raw[i*extentWire+36:]))
 		}
 		if n == 0 {
 			return nil, fmt.Errorf("extents: extent %d is empty", i)
 		}
-		if off/int64(blockSize) != (off+int64(n)-1)/int64(blockSize) {
+		if off/int64(blockSize) != (off+n-1)/int64(blockSize) {
 			// Only a zero extent (a hole) may cross a block boundary.
 			x, err := e.extent(i)
 			if err != nil {
@@ -307,7 +320,7 @@ func decodeEntryLine(line []byte, blockSize int, lazy bool) (*rawEntry, error) {
 				return nil, fmt.Errorf("%q: extent at %d crosses a block boundary", e.Path, off)
 			}
 		}
-		off += int64(n)
+		off += n
 	}
 	switch e.Type {
 	case format.TypeFile, format.TypeStream:

@@ -179,13 +179,14 @@ func TestLazyManifestMatchesDecode(t *testing.T) {
 				lazies++
 			}
 			var off int64
+			starts := got.offsets()
 			for i := range want.Extents {
 				x, err := got.extent(i)
 				if err != nil || x != want.Extents[i] {
 					t.Fatalf("%q (lazy %v): extent %d differs: %v", want.Path, lazy, i, err)
 				}
-				if got.starts != nil && got.starts[i] != off {
-					t.Fatalf("%q: extent %d starts at %d, want %d", want.Path, i, got.starts[i], off)
+				if starts[i] != off {
+					t.Fatalf("%q (lazy %v): extent %d starts at %d, want %d", want.Path, lazy, i, starts[i], off)
 				}
 				off += int64(want.Extents[i].Len)
 			}
