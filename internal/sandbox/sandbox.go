@@ -6,11 +6,13 @@ package sandbox
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Options chooses the cluster the sandbox imitates. Zero values take the
@@ -211,12 +213,70 @@ func (r *Root) writeFile(hostPath string, data []byte, mode os.FileMode) error {
 	return os.Chmod(p, mode)
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago and
+// that this process has not handed out before. It is taken below the
+// kernel's ephemeral range (ip_local_port_range), where the kernel never
+// picks a port itself: a port from that range (what listening on :0
+// gives) could be taken, between this check and the listener the caller
+// starts, as the source port of any outgoing connection a parallel test
+// makes; that was "bind: address already in use" starting a test etcd.
+// Outside Linux, or when no port there is free, it falls back to :0.
 func FreePort() (int, error) {
+	freePorts.mu.Lock()
+	defer freePorts.mu.Unlock()
+	if freePorts.given == nil {
+		freePorts.given = map[int]bool{}
+	}
+	low := ephemeralLow()
+	for range 200 {
+		if low <= freePortMin {
+			break
+		}
+		p := freePortMin + rand.IntN(low-freePortMin)
+		if freePorts.given[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue // in use
+		}
+		l.Close()
+		freePorts.given[p] = true
+		return p, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("sandbox: free port: %w", err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	p := l.Addr().(*net.TCPAddr).Port
+	freePorts.given[p] = true
+	return p, nil
+}
+
+// freePortMin is where FreePort starts looking: above the ports services
+// are usually configured on.
+const freePortMin = 16000
+
+var freePorts struct {
+	mu    sync.Mutex
+	given map[int]bool
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (0 when
+// it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return n
 }

@@ -498,3 +498,27 @@ func TestFreePort(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestFreePortsAreDistinctAndBelowTheEphemeralRange: the ports handed out
+// are never the same twice and lie where the kernel picks no port itself
+// (so no outgoing connection can take one before its listener starts).
+func TestFreePortsAreDistinctAndBelowTheEphemeralRange(t *testing.T) {
+	low := ephemeralLow()
+	if low <= freePortMin {
+		t.Skipf("ephemeral range starts at %d: FreePort falls back to :0", low)
+	}
+	seen := map[int]bool{}
+	for range 200 {
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+		if p < freePortMin || p >= low {
+			t.Fatalf("port %d outside [%d, %d)", p, freePortMin, low)
+		}
+	}
+}
